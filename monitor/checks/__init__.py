@@ -1,0 +1,43 @@
+"""The checks of each command, built from the config as a list of `runner.Check`.
+
+Each kind lives in its own module (`system.py`, later `vault.py`, `scrapers.py`,
+`quotas.py`, `backups.py`); modules are imported only when their section is
+configured, so a host-only run never loads requests or hvac.
+"""
+
+from functools import partial
+
+from monitor.results import CRITICAL
+from monitor.runner import Check
+
+HEALTH_KINDS = ("system",)
+
+
+def health_checks(config: dict, counters, only: set[str] | None = None) -> list[Check]:
+    """Return the checks `monitor health` runs for this config (`only`: a subset of kinds)."""
+    wanted = only or set(HEALTH_KINDS)
+    checks: list[Check] = []
+    if "system" in wanted:
+        checks += system_checks(config["system"], counters)
+    return checks
+
+
+def system_checks(cfg: dict, counters) -> list[Check]:
+    from monitor.checks import system
+
+    timeout = cfg["timeout"]
+    checks = [
+        Check("cpu", "system", partial(system.cpu, cfg["cpu_percent"], counters), timeout),
+        Check("memory", "system", partial(system.memory, cfg["memory_percent"]), timeout),
+        Check("swap", "system", partial(system.swap, cfg["swap_percent"]), timeout),
+        Check("load", "system", partial(system.load, cfg["load_per_cpu"]), timeout),
+    ]
+    for path in cfg["disk_paths"]:
+        # statvfs on a dead NFS mount never returns: no answer means the disk is gone.
+        checks.append(Check(f"disk:{path}", "system", partial(system.disk, path, cfg["disk_percent"]),
+                            timeout, on_timeout=CRITICAL))
+        checks.append(Check(f"inodes:{path}", "system", partial(system.inodes, path, cfg["inodes_percent"]),
+                            timeout, on_timeout=CRITICAL))
+    checks.append(Check("network", "system", partial(system.network, cfg["network_interfaces"], counters),
+                        timeout))
+    return checks

@@ -1,0 +1,210 @@
+"""Host checks (kind `system`): CPU, memory, swap, disk, inodes, load, network.
+
+Each function measures, then judges with the shared `measured`. CPU and network
+are rates: they compare the kernel's counters with those saved by the previous run
+(`Counters`), so after the first run no check ever sleeps. psutil comes in through
+the `source` argument so tests can feed fake counters.
+"""
+
+import os
+import threading
+import time
+
+from monitor.results import CRITICAL, OK, WARNING, Result, Threshold, measured
+from monitor.units import format_duration, format_size
+
+# Below this span the counters are too coarse (the kernel counts CPU time in 10 ms
+# ticks), so the previous baseline is kept and the next run averages over more time.
+MIN_SPAN_SECONDS = 1.0
+FIRST_RUN_SAMPLE_SECONDS = 0.1
+
+
+class Counters:
+    """Kernel counters saved by the previous run, and the ones this run will save.
+
+    Times are `time.monotonic()` plus the boot time: the monotonic clock does not
+    jump with NTP or a manual `date -s`, and a changed boot time means a reboot
+    reset every counter.
+    """
+
+    def __init__(self, previous: dict | None = None, clock=time.monotonic):
+        self.previous = previous if isinstance(previous, dict) else {}
+        self.updates: dict = {}
+        self.clock = clock
+        self._lock = threading.Lock()
+
+    def baseline(self, key: str, boot: float):
+        prev = self.previous.get(key)
+        if not isinstance(prev, dict) or prev.get("boot") != boot or not isinstance(prev.get("time"), (int, float)):
+            return None
+        return prev
+
+    def save(self, key: str, value: dict) -> None:
+        with self._lock:
+            self.updates[key] = value
+
+
+def _psutil():
+    import psutil
+
+    return psutil
+
+
+def _cpu_point(times) -> tuple[float, float]:
+    # psutil's own cpu_percent does the same: guest time is already counted in
+    # user/nice on Linux, and iowait is idle time for our purpose.
+    total = sum(times) - getattr(times, "guest", 0) - getattr(times, "guest_nice", 0)
+    idle = times.idle + getattr(times, "iowait", 0)
+    return total, idle
+
+
+def _busy_percent(old: tuple, new: tuple) -> float | None:
+    total, idle = new[0] - old[0], new[1] - old[1]
+    if total <= 0:
+        return None
+    return round(min(100.0, max(0.0, 100.0 * (1 - idle / total))), 1)
+
+
+def cpu(threshold: Threshold, counters: Counters, source=None, sleep=time.sleep) -> Result:
+    """CPU busy percent averaged since the previous run (a short sample on the first)."""
+    ps = source or _psutil()
+    boot, now = ps.boot_time(), counters.clock()
+    point = _cpu_point(ps.cpu_times())
+    prev = counters.baseline("cpu", boot)
+    percent = _busy_percent((prev["total"], prev["idle"]), point) if prev else None
+    if percent is not None:
+        span = now - prev["time"]
+        if span >= MIN_SPAN_SECONDS:
+            counters.save("cpu", {"boot": boot, "time": now, "total": point[0], "idle": point[1]})
+        how = f"avg over {format_duration(max(span, 0))}"
+    else:
+        sleep(FIRST_RUN_SAMPLE_SECONDS)
+        first, point, now = point, _cpu_point(ps.cpu_times()), counters.clock()
+        percent = _busy_percent(first, point) or 0.0
+        counters.save("cpu", {"boot": boot, "time": now, "total": point[0], "idle": point[1]})
+        how = f"{format_duration(FIRST_RUN_SAMPLE_SECONDS)} sample, no earlier run"
+    return measured(percent, threshold, f"CPU {percent:.1f}% ({how})")
+
+
+def memory(threshold: Threshold, source=None) -> Result:
+    mem = (source or _psutil()).virtual_memory()
+    used = mem.total - mem.available
+    return measured(round(mem.percent, 1), threshold,
+                    f"Memory {mem.percent:.1f}% used ({format_size(used)} of {format_size(mem.total)})",
+                    details={"total_bytes": mem.total, "available_bytes": mem.available})
+
+
+def swap(threshold: Threshold, source=None) -> Result:
+    sw = (source or _psutil()).swap_memory()
+    if not sw.total:
+        return Result(OK, "no swap configured", value=0.0, unit="%", warning=threshold.warning,
+                      critical=threshold.critical, details={"total_bytes": 0})
+    return measured(round(sw.percent, 1), threshold,
+                    f"Swap {sw.percent:.1f}% used ({format_size(sw.used)} of {format_size(sw.total)})",
+                    details={"total_bytes": sw.total, "used_bytes": sw.used})
+
+
+def _mount_problem(path: str, fstab: str) -> str | None:
+    """Say why `path` cannot be measured: missing, or listed in fstab but not mounted."""
+    if not os.path.exists(path):
+        return f"{path} does not exist (not mounted?)"
+    if not os.path.isdir(path):
+        return f"{path} is not a directory"
+    if os.path.ismount(path):
+        return None
+    try:
+        with open(fstab) as handle:
+            for line in handle:
+                fields = line.split()
+                if len(fields) > 2 and not fields[0].startswith("#") and fields[1] == path \
+                        and fields[2] != "swap" and "noauto" not in fields[3:4]:
+                    return f"{path} is listed in {fstab} but not mounted"
+    except OSError:
+        pass
+    return None
+
+
+def disk(path: str, threshold: Threshold, fstab: str = "/etc/fstab", statvfs=os.statvfs) -> Result:
+    """Percent of space used on the filesystem holding `path`, as `df` counts it."""
+    problem = _mount_problem(path, fstab)
+    if problem:
+        return Result(CRITICAL, problem, unit="%", warning=threshold.warning, critical=threshold.critical)
+    st = statvfs(path)
+    total, free, avail = st.f_blocks * st.f_frsize, st.f_bfree * st.f_frsize, st.f_bavail * st.f_frsize
+    used = total - free
+    # Like df: reserved root blocks count as neither used nor available.
+    percent = round(100.0 * used / (used + avail), 1) if used + avail else 0.0
+    return measured(percent, threshold,
+                    f"Disk {path} {percent:.1f}% used ({format_size(avail)} free of {format_size(total)})",
+                    details={"path": path, "total_bytes": total, "free_bytes": avail, "used_bytes": used})
+
+
+def inodes(path: str, threshold: Threshold, fstab: str = "/etc/fstab", statvfs=os.statvfs) -> Result:
+    problem = _mount_problem(path, fstab)
+    if problem:
+        return Result(CRITICAL, problem, unit="%", warning=threshold.warning, critical=threshold.critical)
+    st = statvfs(path)
+    if not st.f_files:
+        return Result(OK, f"{path}: the filesystem does not count inodes", unit="%",
+                      warning=threshold.warning, critical=threshold.critical)
+    used = st.f_files - st.f_ffree
+    percent = round(100.0 * used / (used + st.f_favail), 1) if used + st.f_favail else 0.0
+    return measured(percent, threshold, f"Inodes {path} {percent:.1f}% used ({st.f_favail} free)",
+                    details={"path": path, "total": st.f_files, "free": st.f_favail})
+
+
+def load(threshold: Threshold, getloadavg=os.getloadavg, cpu_count=os.cpu_count) -> Result:
+    """The 5-minute load average divided by the number of CPUs."""
+    cpus = cpu_count() or 1
+    one, five, fifteen = getloadavg()
+    per_cpu = round(five / cpus, 2)
+    return measured(per_cpu, threshold, f"Load {per_cpu:.2f} per CPU (5-min {five:.2f} on {cpus} CPUs)",
+                    unit="per CPU", details={"load1": one, "load5": five, "load15": fifteen, "cpus": cpus})
+
+
+_NET_FIELDS = ("bytes_sent", "bytes_recv", "errin", "errout", "dropin", "dropout")
+
+
+def network(interfaces: list[str], counters: Counters, source=None) -> Result:
+    """Bytes per second per interface since the previous run; new errors or drops warn."""
+    ps = source or _psutil()
+    boot, now = ps.boot_time(), counters.clock()
+    stats = ps.net_io_counters(pernic=True)
+    names = interfaces or sorted(n for n in stats if not n.startswith("lo"))
+    missing = [n for n in interfaces if n not in stats]
+    current = {n: [getattr(stats[n], f) for f in _NET_FIELDS] for n in names if n in stats}
+    prev = counters.baseline("net", boot)
+    span = now - prev["time"] if prev else 0.0
+    if not prev or span >= MIN_SPAN_SECONDS:
+        counters.save("net", {"boot": boot, "time": now, "nics": current})
+
+    status, problems, details, total_rate = OK, [], {}, None
+    if missing:
+        status = WARNING
+        problems.append(f"interface {', '.join(missing)} not found")
+    if not prev or span <= 0:
+        message = "baseline saved; rates from the next run"
+        details = {n: {} for n in current}
+    else:
+        total_rate = 0.0
+        for name, now_values in current.items():
+            old = prev.get("nics", {}).get(name)
+            if not isinstance(old, list) or len(old) != len(_NET_FIELDS) or any(
+                    n < o for n, o in zip(now_values, old)):
+                details[name] = {"note": "counters reset; rates from the next run"}
+                continue
+            delta = dict(zip(_NET_FIELDS, (n - o for n, o in zip(now_values, old))))
+            rx, tx = delta["bytes_recv"] / span, delta["bytes_sent"] / span
+            total_rate += rx + tx
+            errors = {k: delta[k] for k in _NET_FIELDS[2:] if delta[k]}
+            details[name] = {"rx_bytes_per_second": round(rx, 1), "tx_bytes_per_second": round(tx, 1),
+                             **{f"new_{k}": v for k, v in errors.items()}}
+            if errors:
+                status = WARNING
+                problems.append(f"{name}: " + ", ".join(f"{v} new {k}" for k, v in errors.items()))
+        total_rate = round(total_rate, 1)
+        message = f"{format_size(total_rate)}/s over {len(current)} interface(s) in {format_duration(span)}"
+    if problems:
+        message = "; ".join(problems) + f" ({message})"
+    return Result(status, message, value=total_rate, unit="B/s", details=details)
+

@@ -1,0 +1,166 @@
+"""The command line: a thin click shell over config loading and `jobs.run_job`.
+
+Usage and config errors exit 3 with one line on stderr (click's own 2 would read as
+CRITICAL to Nagios-style tooling); the exit code of a run is its worst check.
+"""
+
+import os
+import sys
+
+import click
+
+from monitor.config import ConfigError
+from monitor.jobs import Options
+
+EXIT_UNKNOWN = 3
+
+
+def common_options(func):
+    """The options every job accepts after its name (SPEC: Commands)."""
+    decorators = [
+        click.option("--config", "config", envvar="MONITOR_CONFIG", metavar="PATH",
+                     help="Config file (env MONITOR_CONFIG; default ./monitor.toml, then /etc/monitor/monitor.toml)."),
+        click.option("--env", "env", envvar="MONITOR_ENV", metavar="NAME",
+                     help="Environment profile, merged from [env.NAME] (env MONITOR_ENV)."),
+        click.option("--format", "fmt", type=click.Choice(["json", "text"]),
+                     help="Output format (default: text on a terminal, else json)."),
+        click.option("--quiet", "-q", is_flag=True, help="Print nothing; the exit code says it all."),
+        click.option("--no-notify", is_flag=True, help="Evaluate and log, send nothing."),
+        click.option("--dry-run", is_flag=True, help="Print the messages that would be sent instead of sending them."),
+        click.option("--verbose", "-v", count=True, help="Log to stderr too (-vv: debug, HTTP libraries included)."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def _options(**kwargs) -> Options:
+    return Options(config=kwargs.get("config"), env=kwargs.get("env"), format=kwargs.get("fmt"),
+                   quiet=kwargs.get("quiet", False), no_notify=kwargs.get("no_notify", False),
+                   dry_run=kwargs.get("dry_run", False), verbose=kwargs.get("verbose", 0),
+                   only=kwargs.get("only"), textfile_dir=kwargs.get("textfile_dir"))
+
+
+def _load_config(opts: Options) -> dict:
+    from monitor import config
+
+    return config.load(opts.config, opts.env)
+
+
+def _kinds(ctx, param, value):
+    if not value:
+        return None
+    from monitor.checks import HEALTH_KINDS
+
+    kinds = {k.strip() for k in value.split(",") if k.strip()}
+    unknown = sorted(kinds - set(HEALTH_KINDS))
+    if unknown or not kinds:
+        raise click.BadParameter(f"unknown kind {', '.join(unknown) or '(empty)'}; "
+                                 f"expected {', '.join(HEALTH_KINDS)}")
+    return kinds
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="monitor", message="%(prog)s %(version)s")
+def cli():
+    """Monitoring and alerting for the web3 opportunity scraper and its host.
+
+    Exit codes: 0 ok, 1 warning, 2 critical, 3 unknown or the run itself failed.
+    """
+
+
+@cli.command()
+@common_options
+@click.option("--only", callback=_kinds, metavar="KIND[,KIND]",
+              help="Run only these kinds of checks (system, vault, scraper, quota).")
+@click.option("--textfile-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Write monitor_health.prom here for node_exporter's textfile collector.")
+def health(**kwargs):
+    """Check the host and services now; print the verdict (cron: every 5 minutes)."""
+    from monitor.checks import health_checks
+    from monitor.jobs import run_job
+
+    opts = _options(**kwargs)
+    config = _load_config(opts)
+    return run_job("health", opts, config, lambda cfg, counters, o: health_checks(cfg, counters, o.only))
+
+
+@cli.group("config")
+def config_group():
+    """Inspect the configuration."""
+
+
+@config_group.command("check")
+@click.option("--config", "config", envvar="MONITOR_CONFIG", metavar="PATH", help="Config file to check.")
+@click.option("--env", "env", envvar="MONITOR_ENV", metavar="NAME", help="Environment profile to apply.")
+@click.option("--format", "fmt", type=click.Choice(["json", "text"]), help="Output format.")
+def config_check(**kwargs):
+    """Validate the config; print the effective config (secrets masked) or every error."""
+    from monitor import config as config_mod
+    from monitor import output
+
+    opts = _options(**kwargs)
+    path = config_mod.find_config_file(opts.config)
+    effective = _load_config(opts)
+    if path is not None:  # every profile must be valid, not just the one in use today
+        raw = config_mod.read_toml(path)
+        for name in config_mod.profiles(raw):
+            if name != effective["environment"]:
+                try:
+                    config_mod.build(raw, name, path.parent, str(path))
+                except ConfigError as exc:
+                    raise ConfigError([f"env.{name}: {e}" for e in exc.errors]) from None
+    shown = config_mod.display(effective)
+    shown["secrets"] = config_mod.secret_sources(effective)
+    fmt = opts.format or ("text" if sys.stdout.isatty() else "json")
+    if fmt == "json":
+        output.write_stdout(output.to_json(shown))
+    else:
+        import json
+
+        source = effective["source"] or "no config file: built-in defaults"
+        output.write_stdout(f"config ok: {source} (environment {effective['environment']})\n"
+                            + json.dumps(shown, indent=2, ensure_ascii=False))
+    return 0
+
+
+def main(argv=None) -> int:
+    """Entry point of the `monitor` script: run the CLI, map every failure to an exit code."""
+    from monitor.state import LockHeld
+
+    try:
+        result = cli.main(args=argv, prog_name="monitor", standalone_mode=False)
+    except click.exceptions.Exit as exc:  # --help, --version
+        return exc.exit_code
+    except click.ClickException as exc:
+        hint = ""
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None:
+            hint = f" (see '{ctx.command_path} --help')"
+        print(f"monitor: {exc.format_message()}{hint}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    except click.exceptions.Abort:
+        print("monitor: aborted", file=sys.stderr)
+        return EXIT_UNKNOWN
+    except ConfigError as exc:
+        for error in exc.errors:
+            print(f"config error: {error}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    except LockHeld as exc:
+        print(f"monitor: {exc}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    except KeyboardInterrupt:
+        print("monitor: interrupted", file=sys.stderr)
+        return EXIT_UNKNOWN
+    if hasattr(result, "stuck"):
+        if result.stuck:
+            # A check thread is stuck in the kernel; do not let interpreter shutdown wait.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(result.exit_code)
+        return result.exit_code
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

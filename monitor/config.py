@@ -1,0 +1,592 @@
+"""Config: find the TOML file, merge the environment profile, validate every key.
+
+The result is a plain nested dict of parsed values (durations in seconds, sizes in
+bytes, thresholds as `Threshold`, paths absolute). Every problem is collected and
+raised at once as `ConfigError`, each message starting with its dotted path.
+"""
+
+import os
+import re
+from pathlib import Path
+
+from monitor.results import Threshold
+from monitor.units import Duration, Size, parse_duration, parse_size
+
+SEARCH_PATHS = ("monitor.toml", "/etc/monitor/monitor.toml")
+DEFAULT_ENVIRONMENT = "prod"
+
+
+class ConfigError(Exception):
+    """Bad config or bad usage; `errors` holds one line per problem."""
+
+    def __init__(self, errors):
+        self.errors = [errors] if isinstance(errors, str) else list(errors)
+        super().__init__("; ".join(self.errors))
+
+
+# --- field types -------------------------------------------------------------------
+# Each field parses one raw TOML value; it appends "path: problem" to `errors` and
+# returns None when the value is bad, so validation goes on and reports everything.
+
+class Field:
+    def __init__(self, default=None, required=False):
+        self.default, self.required = default, required
+
+    def parse(self, value, path, ctx):
+        raise NotImplementedError
+
+    def fail(self, path, ctx, message):
+        ctx.errors.append(f"{path}: {message}")
+
+
+def _type_name(value):
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+class Str(Field):
+    def __init__(self, default=None, required=False, choices=None, pattern=None, hint=""):
+        super().__init__(default, required)
+        self.choices, self.pattern, self.hint = choices, pattern, hint
+
+    def parse(self, value, path, ctx):
+        if not isinstance(value, str):
+            return self.fail(path, ctx, f"expected a string, got {_type_name(value)}")
+        if self.choices and value not in self.choices:
+            return self.fail(path, ctx, f"expected one of {', '.join(self.choices)}, got \"{value}\"")
+        if self.pattern and value and not re.fullmatch(self.pattern, value):
+            return self.fail(path, ctx, f"expected {self.hint}, got \"{value}\"")
+        return value
+
+
+class Number(Field):
+    def __init__(self, default=None, required=False, minimum=None, maximum=None, integer=False):
+        super().__init__(default, required)
+        self.minimum, self.maximum, self.integer = minimum, maximum, integer
+
+    def parse(self, value, path, ctx):
+        kinds = (int,) if self.integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            expected = "an integer" if self.integer else "a number"
+            return self.fail(path, ctx, f"expected {expected}, got {_type_name(value)}")
+        if value != value or (self.minimum is not None and value < self.minimum) or (
+                self.maximum is not None and value > self.maximum):
+            low = "" if self.minimum is None else self.minimum
+            high = "" if self.maximum is None else self.maximum
+            return self.fail(path, ctx, f"expected a value in [{low}, {high}], got {value}")
+        return value
+
+
+class Bool(Field):
+    def parse(self, value, path, ctx):
+        if not isinstance(value, bool):
+            return self.fail(path, ctx, f"expected true or false, got {_type_name(value)}")
+        return value
+
+
+class DurationField(Field):
+    def __init__(self, default=None, required=False, positive=True):
+        super().__init__(None if default is None else parse_duration(default), required)
+        self.positive = positive
+
+    def parse(self, value, path, ctx):
+        try:
+            duration = parse_duration(value)
+        except ValueError as exc:
+            return self.fail(path, ctx, str(exc))
+        if self.positive and duration <= 0:
+            return self.fail(path, ctx, f'expected a duration above zero, got "{value}"')
+        return duration
+
+
+class SizeField(Field):
+    def __init__(self, default=None, required=False):
+        super().__init__(None if default is None else parse_size(default), required)
+
+    def parse(self, value, path, ctx):
+        try:
+            return parse_size(value)
+        except ValueError as exc:
+            return self.fail(path, ctx, str(exc))
+
+
+class PathField(Str):
+    """A file or folder; `~` expanded, relative paths resolved against the config's folder."""
+
+    def __init__(self, default=None, required=False, allow_empty=True):
+        super().__init__(default, required)
+        self.allow_empty = allow_empty
+
+    def parse(self, value, path, ctx):
+        value = super().parse(value, path, ctx)
+        if value is None:
+            return None
+        if not value:
+            return "" if self.allow_empty else self.fail(path, ctx, "expected a path, got an empty string")
+        return str(ctx.base_dir / Path(value).expanduser())
+
+    def default_value(self, ctx):
+        return None if self.default is None else self.parse(self.default, "", ctx)
+
+
+class Regex(Str):
+    def parse(self, value, path, ctx):
+        value = super().parse(value, path, ctx)
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                return self.fail(path, ctx, f"invalid regular expression: {exc}")
+        return value
+
+
+class Url(Str):
+    def __init__(self, default=None, required=False, schemes=("http", "https")):
+        super().__init__(default, required)
+        self.schemes = schemes
+
+    def parse(self, value, path, ctx):
+        value = super().parse(value, path, ctx)
+        if value is None:
+            return None
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme.lower() not in self.schemes or not rest.strip("/"):
+            allowed = " or ".join(f"{s}://" for s in self.schemes)
+            return self.fail(path, ctx, f'expected a URL starting with {allowed}, got "{value}"')
+        return value
+
+
+class ThresholdField(Field):
+    """`{ warning = X, critical = Y }`; numbers, or durations when `durations` is set."""
+
+    def __init__(self, warning, critical, lower_is_worse=False, durations=False,
+                 minimum=0, maximum=None):
+        self.lower_is_worse, self.durations = lower_is_worse, durations
+        self.minimum, self.maximum = minimum, maximum
+        conv = parse_duration if durations else (lambda v: v)
+        super().__init__(Threshold(conv(warning), conv(critical), lower_is_worse))
+
+    def parse(self, value, path, ctx):
+        if not isinstance(value, dict):
+            return self.fail(path, ctx, f"expected a table like {{ warning = ..., critical = ... }}, got {_type_name(value)}")
+        unknown = sorted(set(value) - {"warning", "critical"})
+        for key in unknown:
+            self.fail(f"{path}.{key}", ctx, "unknown key (expected warning or critical)")
+        level = DurationField() if self.durations else Number(minimum=self.minimum, maximum=self.maximum)
+        parsed = {}
+        for key in ("warning", "critical"):
+            if key not in value:
+                self.fail(f"{path}.{key}", ctx, "required")
+                continue
+            parsed[key] = level.parse(value[key], f"{path}.{key}", ctx)
+        if unknown or None in parsed.values() or len(parsed) < 2:
+            return None
+        warning, critical = parsed["warning"], parsed["critical"]
+        show = (lambda d: f'"{d.text}"') if self.durations else (lambda n: n)
+        if self.lower_is_worse and warning < critical:
+            return self.fail(path, ctx, f"warning ({show(warning)}) is below critical ({show(critical)}); lower is worse here")
+        if not self.lower_is_worse and warning > critical:
+            return self.fail(path, ctx, f"warning ({show(warning)}) is above critical ({show(critical)})")
+        return Threshold(warning, critical, self.lower_is_worse)
+
+
+class ListOf(Field):
+    def __init__(self, item, default=(), required=False, min_items=0):
+        super().__init__(list(default), required)
+        self.item, self.min_items = item, min_items
+
+    def parse(self, value, path, ctx):
+        if not isinstance(value, list):
+            return self.fail(path, ctx, f"expected a list, got {_type_name(value)}")
+        if len(value) < self.min_items:
+            return self.fail(path, ctx, f"expected at least {self.min_items} item(s)")
+        items = [self.item.parse(v, f"{path}[{i}]", ctx) for i, v in enumerate(value)]
+        return None if None in items else items
+
+    def default_value(self, ctx):
+        return [self.item.parse(v, "", ctx) for v in self.default]
+
+
+class MapOf(Field):
+    """A table of free-form keys: HTTP headers, expected JSON fields."""
+
+    def __init__(self, scalars_only=False):
+        super().__init__({})
+        self.scalars_only = scalars_only
+
+    def parse(self, value, path, ctx):
+        if not isinstance(value, dict):
+            return self.fail(path, ctx, f"expected a table, got {_type_name(value)}")
+        for key, item in value.items():
+            ok = isinstance(item, (str, int, float, bool)) if self.scalars_only else isinstance(item, str)
+            if not ok:
+                self.fail(f"{path}.{key}", ctx, f"expected {'a string, number or boolean' if self.scalars_only else 'a string'}, got {_type_name(item)}")
+        return dict(value)
+
+
+class ChatId(Field):
+    def parse(self, value, path, ctx):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(value, str) and re.fullmatch(r"-?\d+|@[A-Za-z][A-Za-z0-9_]{3,}", value):
+            return value
+        return self.fail(path, ctx, f"expected a numeric chat id or @channelname, got {value!r}")
+
+
+class Table(Field):
+    """A TOML table with known keys; `optional` tables are None when absent."""
+
+    def __init__(self, fields, optional=False, check=None):
+        super().__init__(None)
+        self.fields, self.optional, self.check = fields, optional, check
+
+    def parse(self, value, path, ctx):
+        if not isinstance(value, dict):
+            return self.fail(path, ctx, f"expected a table, got {_type_name(value)}")
+        out = {}
+        prefix = f"{path}." if path else ""
+        for key in value:
+            if key not in self.fields:
+                self.fail(prefix + key, ctx, "unknown key" + _suggest(key, self.fields))
+        for key, spec in self.fields.items():
+            if key in value:
+                out[key] = spec.parse(value[key], prefix + key, ctx)
+            elif spec.required:
+                self.fail(prefix + key, ctx, "required")
+            else:
+                out[key] = _default(spec, ctx)
+        if self.check:
+            self.check(out, path, ctx)
+        return out
+
+    def default_value(self, ctx):
+        return None if self.optional else self.parse({}, "", ctx)
+
+
+class TableList(Field):
+    """An array of tables (`[[scrapers]]`), each with a unique `name`."""
+
+    def __init__(self, table):
+        super().__init__([])
+        self.table = table
+
+    def parse(self, value, path, ctx):
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            return self.fail(path, ctx, f"expected an array of tables ([[{path}]]), got {_type_name(value)}")
+        items = [self.table.parse(v, f"{path}[{i}]", ctx) for i, v in enumerate(value)]
+        seen = set()
+        for i, item in enumerate(items):
+            name = item.get("name")
+            if name in seen:
+                self.fail(f"{path}[{i}].name", ctx, f'duplicate name "{name}"')
+            seen.add(name)
+        return items
+
+    def default_value(self, ctx):
+        return []
+
+
+def _default(spec, ctx):
+    if hasattr(spec, "default_value"):
+        return spec.default_value(ctx)
+    return spec.default
+
+
+def _suggest(key, known):
+    import difflib  # only on the error path
+
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+# --- cross-field rules ---------------------------------------------------------------
+
+def _need_one(*keys, what):
+    def check(table, path, ctx):
+        if not any(table.get(k) not in (None, "") for k in keys):
+            ctx.errors.append(f"{path}: {what}: set one of {', '.join(keys)}")
+    return check
+
+
+def _quota_rules(table, path, ctx):
+    _need_one("remaining_header", "remaining_json", what="no remaining quota source")(table, path, ctx)
+    _need_one("limit_header", "limit_json", "limit", what="no quota limit source")(table, path, ctx)
+
+
+# --- the schema ---------------------------------------------------------------------
+
+def _percent(warning, critical, lower_is_worse=False):
+    return ThresholdField(warning, critical, lower_is_worse, maximum=100)
+
+
+SCHEMA = Table({
+    "environment": Str(DEFAULT_ENVIRONMENT, pattern=r"[A-Za-z0-9_.-]+", hint="a profile name"),
+    "paths": Table({
+        "logs": PathField("logs", allow_empty=False),
+        "state": PathField("state", allow_empty=False),
+    }),
+    "system": Table({
+        "cpu_percent": _percent(80, 95),
+        "memory_percent": _percent(85, 95),
+        "swap_percent": _percent(50, 80),
+        "disk_percent": _percent(90, 95),
+        "inodes_percent": _percent(90, 95),
+        "load_per_cpu": ThresholdField(1.5, 3.0),
+        "disk_paths": ListOf(Str(pattern=r"/.*", hint="an absolute path"), default=["/"]),
+        "network_interfaces": ListOf(Str()),
+        "timeout": DurationField("5s"),
+    }),
+    "vault": Table({
+        "url": Url("http://127.0.0.1:8200"),
+        "token_env": Str("VAULT_TOKEN"),
+        "token_file": PathField(""),
+        "timeout": DurationField("5s"),
+        "ca_cert": PathField(""),
+        "verify": Bool(True),
+        "token_ttl": ThresholdField("7d", "1d", lower_is_worse=True, durations=True),
+        "latency_ms": ThresholdField(500, 2000),
+    }, optional=True),
+    "scrapers": TableList(Table({
+        "name": Str(required=True, pattern=r"[A-Za-z0-9_.-]+", hint="letters, digits, _ . -"),
+        "url": Url(),
+        "expect_json": MapOf(scalars_only=True),
+        "latency_ms": ThresholdField(1000, 3000),
+        "process": Regex(),
+        "heartbeat_file": PathField(),
+        "heartbeat_max_age": DurationField("15m"),
+        "timeout": DurationField("5s"),
+    }, check=_need_one("url", "process", "heartbeat_file", what="no probe configured"))),
+    "quotas": TableList(Table({
+        "name": Str(required=True, pattern=r"[A-Za-z0-9_.-]+", hint="letters, digits, _ . -"),
+        "url": Url(required=True),
+        "headers": MapOf(),
+        "remaining_header": Str(),
+        "remaining_json": Str(),
+        "limit_header": Str(),
+        "limit_json": Str(),
+        "limit": Number(minimum=0),
+        "remaining_percent": _percent(20, 5, lower_is_worse=True),
+        "timeout": DurationField("5s"),
+    }, check=_quota_rules)),
+    "backups": TableList(Table({
+        "name": Str(required=True, pattern=r"[A-Za-z0-9_.-]+", hint="letters, digits, _ . -"),
+        "path": PathField(required=True, allow_empty=False),
+        "max_age": DurationField("26h"),
+        "min_size": SizeField("1B"),
+        "max_shrink_percent": Number(50, minimum=0, maximum=100),
+        "verify": Str("none", choices=("none", "gzip", "tar", "zip", "sha256")),
+        "min_count": Number(1, minimum=0, integer=True),
+        "min_free_percent": Number(10, minimum=0, maximum=100),
+        "timeout": DurationField("10m"),
+    })),
+    "report": Table({
+        "database": Str("", pattern=r"(sqlite|postgresql|postgres)://.*",
+                        hint="a sqlite:///PATH or postgresql://... URL"),
+        "table": Str("opportunities", pattern=r"[A-Za-z_][A-Za-z0-9_.]*", hint="a table name"),
+        "columns": Table({
+            "time": Str("found_at"), "source": Str("source"), "roi": Str("roi"),
+        }),
+        "time_format": Str("iso", choices=("iso", "epoch")),
+        "query": Str(""),
+        "timezone": Str("UTC"),
+        "min_opportunities": Number(50, minimum=0, integer=True),
+        "error_logs": ListOf(PathField(allow_empty=False), default=["logs/*.log"]),
+        "template": PathField(""),
+        "expected_sources": ListOf(Str()),
+    }, optional=True),
+    "telegram": Table({
+        "chat_ids": ListOf(ChatId()),
+        "token_env": Str("TELEGRAM_BOT_TOKEN"),
+        "token_file": PathField(""),
+        "token_vault": Str("", pattern=r"[^#\s]+/[^#\s]+#[^#\s]+", hint='"mount/path#key"'),
+        "api_url": Url("https://api.telegram.org"),
+        "timeout": DurationField("10s"),
+        "outbox_max_age": DurationField("24h"),
+    }, optional=True),
+    "alerts": Table({
+        "alert_after": Number(1, minimum=1, integer=True),
+        "repeat_interval": DurationField("1h"),
+        "send_resolved": Bool(True),
+    }),
+    "prometheus": Table({
+        "textfile_dir": PathField(""),
+        "pushgateway_url": Str("", pattern=r"https?://.+", hint="an http(s):// URL"),
+    }),
+    "logs": Table({
+        "retention_days": Number(30, minimum=1, integer=True),
+    }),
+})
+
+
+def _check_timezone(config, errors):
+    report = config.get("report")
+    if not report or not report.get("timezone"):
+        return
+    try:
+        import zoneinfo
+
+        zoneinfo.ZoneInfo(report["timezone"])
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        errors.append(f'report.timezone: unknown time zone "{report["timezone"]}"')
+
+
+# --- secrets are refused --------------------------------------------------------------
+
+_SECRET_KEYS = {"token", "bot_token", "password", "passwd", "secret", "api_key", "apikey",
+                "vault_token", "secret_id", "private_key"}
+_SECRET_VALUES = (
+    re.compile(r"\d{6,12}:[A-Za-z0-9_-]{30,}"),              # Telegram bot token
+    re.compile(r"(hvs|hvb|hvr|s|b|r)\.[A-Za-z0-9_-]{20,}"),  # Vault/OpenBao token
+)
+_SECRET_HEADER = re.compile(r"auth|key|token|secret|password|cookie", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"^[a-z+]+://[^/@:]*:[^/@]+@", re.IGNORECASE)
+_SECRET_HINT = "secrets may not be stored in the config file"
+
+
+def _find_secrets(node, path, errors):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            sub = f"{path}.{key}" if path else key
+            if key.lower() in _SECRET_KEYS:
+                errors.append(f"{sub}: {_SECRET_HINT}; use token_env or token_file instead")
+            elif path.endswith("headers") and isinstance(value, str) and _SECRET_HEADER.search(key) \
+                    and not value.startswith("env:"):
+                errors.append(f'{sub}: {_SECRET_HINT}; write "env:VARIABLE" to read it from the environment')
+            else:
+                _find_secrets(value, sub, errors)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _find_secrets(value, f"{path}[{i}]", errors)
+    elif isinstance(node, str):
+        if any(p.fullmatch(node.strip()) for p in _SECRET_VALUES):
+            errors.append(f"{path}: looks like a token; {_SECRET_HINT}")
+        elif _URL_PASSWORD.match(node):
+            errors.append(f"{path}: the URL contains a password; {_SECRET_HINT} (use PGPASSWORD or ~/.pgpass)")
+
+
+# --- loading --------------------------------------------------------------------------
+
+class _Context:
+    def __init__(self, base_dir: Path):
+        self.base_dir = base_dir
+        self.errors: list[str] = []
+
+
+def find_config_file(explicit: str | None) -> Path | None:
+    """Return the config file to use: --config/$MONITOR_CONFIG, ./monitor.toml, /etc; or None."""
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.exists():
+            raise ConfigError(f"--config: {explicit}: no such file")
+        if path.is_dir():
+            raise ConfigError(f"--config: {explicit}: is a directory, expected a TOML file")
+        return path.resolve()
+    for candidate in SEARCH_PATHS:
+        path = Path(candidate)
+        if path.is_file():
+            return path.resolve()
+    return None
+
+
+def read_toml(path: Path) -> dict:
+    import tomllib  # only when there is a file: a no-config run never pays for it
+
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: invalid TOML: the file is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """Return base with `over` merged in: tables recursively, everything else replaced."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def profiles(raw: dict) -> list[str]:
+    names = set(raw.get("env", {}) if isinstance(raw.get("env"), dict) else ())
+    environment = raw.get("environment", DEFAULT_ENVIRONMENT)
+    if isinstance(environment, str):
+        names.add(environment)
+    return sorted(names)
+
+
+def build(raw: dict, env: str | None, base_dir: Path, source: str = "") -> dict:
+    """Given a raw TOML document, return the validated config for profile `env`."""
+    errors: list[str] = []
+    _find_secrets(raw, "", errors)
+    profile_tables = raw.get("env", {})
+    if not isinstance(profile_tables, dict) or not all(isinstance(v, dict) for v in profile_tables.values()):
+        errors.append("env: expected tables like [env.dev]")
+        profile_tables = {}
+    base = {k: v for k, v in raw.items() if k != "env"}
+    name = env or base.get("environment") or DEFAULT_ENVIRONMENT
+    if env and env not in profiles(raw):
+        where = f" in {source}" if source else " (no config file)"
+        raise ConfigError(f'--env: no profile "{env}"{where}; known: {", ".join(profiles(raw))}')
+    if name in profile_tables:
+        if "environment" in profile_tables[name]:
+            errors.append(f"env.{name}.environment: not allowed inside a profile")
+        base = deep_merge(base, profile_tables[name])
+    ctx = _Context(base_dir)
+    config = SCHEMA.parse(base, "", ctx)
+    errors.extend(ctx.errors)
+    if errors:
+        raise ConfigError(errors)
+    config["environment"] = name
+    _check_timezone(config, errors)
+    if errors:
+        raise ConfigError(errors)
+    config["source"] = source or None
+    return config
+
+
+def load(path_option: str | None = None, env: str | None = None) -> dict:
+    """Find, read and validate the config. Raise ConfigError listing every problem."""
+    path = find_config_file(path_option)
+    if path is None:
+        return build({}, env, Path.cwd())
+    return build(read_toml(path), env, path.parent, str(path))
+
+
+def display(config: dict) -> dict:
+    """Return the config as JSON-friendly values in the units the user wrote."""
+    def show(value):
+        if isinstance(value, (Duration, Size)):
+            return value.text
+        if isinstance(value, Threshold):
+            return {"warning": show(value.warning), "critical": show(value.critical)}
+        if isinstance(value, dict):
+            return {k: show(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [show(v) for v in value]
+        return value
+    return show(config)
+
+
+def secret_sources(config: dict, environ=os.environ) -> dict:
+    """Say where each secret would come from and whether it is there, never its value."""
+    out = {}
+    for section in ("vault", "telegram"):
+        table = config.get(section)
+        if not table:
+            continue
+        if table.get("token_env"):
+            present = bool(environ.get(table["token_env"]))
+            out[f"{section}.token_env"] = f"${table['token_env']} ({'set, ****' if present else 'not set'})"
+        if table.get("token_file"):
+            exists = os.path.isfile(table["token_file"])
+            out[f"{section}.token_file"] = f"{table['token_file']} ({'present' if exists else 'missing'})"
+        if table.get("token_vault"):
+            out[f"{section}.token_vault"] = table["token_vault"]
+    return out

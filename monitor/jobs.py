@@ -1,0 +1,156 @@
+"""The shape every command shares: lock, logs, checks, state, outputs, exit code.
+
+`run_job` is the one place where a run's side effects happen in order. A failure to
+write logs or state never stops the checks; it is said once on stderr, reported in
+the JSON as `log_write_error`/`state_write_error`, and lifts the exit code to >= 1.
+"""
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from monitor import output, state
+from monitor.logs import archive_if_stale, close_log, open_log
+from monitor.results import CRITICAL, EXIT_CODES, OK, SEVERITY, UNKNOWN, overall
+from monitor.runner import run_checks
+
+log = logging.getLogger("monitor")
+
+LOG_NAMES = {"health": "health", "backup-check": "backup", "daily-report": "report"}
+
+
+@dataclass
+class Options:
+    """The common options of SPEC, as the CLI parsed them."""
+
+    config: str | None = None
+    env: str | None = None
+    format: str | None = None
+    quiet: bool = False
+    no_notify: bool = False
+    dry_run: bool = False
+    verbose: int = 0
+    only: set | None = None
+    textfile_dir: str | None = None
+
+
+@dataclass
+class Outcome:
+    exit_code: int
+    stuck: list = field(default_factory=list)  # check threads still running
+
+
+def lock_wait() -> float:
+    """How long to wait for another run's lock: 30 s (MONITOR_LOCK_WAIT overrides)."""
+    try:
+        return float(os.environ.get("MONITOR_LOCK_WAIT", "30"))
+    except ValueError:
+        return 30.0
+
+
+def run_job(command: str, opts: Options, config: dict, build_checks) -> Outcome:
+    """Run one command: `build_checks(config, counters, opts)` returns its checks."""
+    from monitor.checks.system import Counters
+
+    started_wall = datetime.now().astimezone()
+    t0 = time.perf_counter()
+    paths = config["paths"]
+    problems: dict[str, str] = {}
+
+    lock = None
+    try:
+        state.ensure_folder(paths["state"])
+        lock = state.RunLock(paths["state"], command, lock_wait())
+        lock.acquire()
+    except state.StateError as exc:
+        lock = None
+        problems["state_write_error"] = str(exc)
+    # LockHeld propagates: the CLI reports it and exits 3 before anything is written.
+
+    try:
+        handler = open_log(paths["logs"], LOG_NAMES[command], opts.verbose)
+        if handler.error:
+            problems["log_write_error"] = handler.error
+        else:
+            try:
+                archive_if_stale(paths["logs"], LOG_NAMES[command], started_wall.date(),
+                                 config["logs"]["retention_days"])
+            except OSError as exc:
+                problems["log_write_error"] = f"cannot archive {paths['logs']}: {exc.strerror or exc}"
+
+        counters_path = os.path.join(paths["state"], "counters.json")
+        try:
+            previous = state.read_json(counters_path, default={})
+        except (state.StateError, OSError) as exc:
+            previous = {}
+            problems.setdefault("state_write_error", f"cannot read {counters_path}: {exc}")
+        counters = Counters(previous)
+
+        run = run_checks(build_checks(config, counters, opts))
+        status = overall(run.results)
+
+        if counters.updates and "state_write_error" not in problems:
+            try:
+                state.write_json(counters_path, {**counters.previous, **counters.updates})
+            except OSError as exc:
+                problems["state_write_error"] = f"cannot write {counters_path}: {exc.strerror}"
+
+        duration_ms = (time.perf_counter() - t0) * 1000
+        _log_results(command, config, run.results, status, duration_ms)
+        problems.update({k: v for k, v in _log_error(handler).items() if k not in problems})
+
+        data = output.envelope(command, started_wall, host_name(), config["environment"], status,
+                               duration_ms, run.results,
+                               {"notifications": {"sent": 0, "queued": 0, "silenced": 0, "failed": 0},
+                                **problems})
+        for key, message in problems.items():
+            print(f"monitor {command}: {key.replace('_', ' ')}: {message}", file=sys.stderr)
+        _print(data, opts)
+
+        code = EXIT_CODES[status]
+        if problems and code == 0:
+            code = 1
+        return Outcome(code, run.stuck)
+    finally:
+        close_log()
+        if lock:
+            lock.release()
+
+
+def _log_results(command, config, results, status, duration_ms) -> None:
+    for r in results:
+        if r.status == OK:
+            continue
+        level = logging.ERROR if r.status == CRITICAL else logging.WARNING
+        log.log(level, "%s %s: %s", r.id, r.status, r.message,
+                extra={"event": "check", "command": command, "check": r.id, "status": r.status,
+                       "value": r.value, "unit": r.unit})
+    non_ok = sum(r.status != OK for r in results)
+    log.info("%s run: %s (%d of %d checks not ok)", command, status, non_ok, len(results),
+             extra={"event": "run", "command": command, "overall_status": status,
+                    "checks": {r.id: r.status for r in results}, "duration_ms": round(duration_ms, 1),
+                    "host": host_name(), "environment": config["environment"]})
+
+
+def _log_error(handler) -> dict:
+    return {"log_write_error": handler.error} if handler.error else {}
+
+
+def _print(data: dict, opts: Options) -> None:
+    if opts.quiet:
+        return
+    fmt = opts.format or ("text" if sys.stdout.isatty() else "json")
+    if fmt == "json":
+        output.write_stdout(output.to_json(data))
+    else:
+        output.write_stdout(output.to_text(data, colour=output.use_colour()))
+
+
+def host_name() -> str:
+    return os.uname().nodename
+
+
+__all__ = ["Options", "Outcome", "run_job", "SEVERITY", "UNKNOWN"]

@@ -1,0 +1,168 @@
+"""JSON logs: one line per record appended to logs/<name>.log, archived daily.
+
+Each record is written with a single write(2) on an O_APPEND descriptor, so a cron
+run and an SSH run appending at once never interleave half-lines. A log whose first
+record is from an earlier day is split by day into logs/archive/<name>-DAY.log.gz by
+the next run, and archives older than the retention are removed.
+"""
+
+import json
+import logging
+import os
+import re
+from datetime import date, datetime, timedelta
+
+from pythonjsonlogger.json import JsonFormatter
+
+LOG_MODE = 0o640
+LOGGER = "monitor"
+
+
+class IsoJsonFormatter(JsonFormatter):
+    """python-json-logger with ISO 8601 local timestamps carrying their offset."""
+
+    def formatTime(self, record, datefmt=None):
+        return datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds")
+
+
+class AppendHandler(logging.Handler):
+    """Append each formatted record to a file in one write; remember the first failure."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+        self.error: str | None = None
+        self.fd: int | None = None
+        try:
+            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_MODE)
+        except OSError as exc:
+            self.error = f"cannot write {path}: {exc.strerror}"
+
+    def emit(self, record):
+        if self.fd is None:
+            return
+        try:
+            os.write(self.fd, (self.format(record) + "\n").encode("utf-8", "replace"))
+        except OSError as exc:
+            self.error = self.error or f"cannot write {self.path}: {exc.strerror}"
+        except Exception:  # a formatting bug must not take the run down
+            self.handleError(record)
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        super().close()
+
+
+def open_log(folder: str, name: str, verbose: int = 0) -> AppendHandler:
+    """Route the `monitor` logger to logs/<name>.log (and to stderr with -v)."""
+    logger = logging.getLogger(LOGGER)
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+        old.close()
+    logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+    logger.propagate = False
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError:
+        pass  # the handler reports the failure with the file name
+    handler = AppendHandler(os.path.join(folder, f"{name}.log"))
+    handler.setFormatter(IsoJsonFormatter("%(asctime)s %(levelname)s %(message)s",
+                                          json_ensure_ascii=False, json_default=str))
+    logger.addHandler(handler)
+    if verbose:
+        console = logging.StreamHandler()
+        console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(console)
+        if verbose > 1:
+            logging.getLogger().addHandler(console)  # urllib3 and friends
+            logging.getLogger().setLevel(logging.DEBUG)
+    return handler
+
+
+def close_log() -> None:
+    logger = logging.getLogger(LOGGER)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+
+
+# --- daily archive -------------------------------------------------------------------
+
+_DAY = re.compile(rb'"asctime":\s*"(\d{4}-\d{2}-\d{2})')
+
+
+def _record_day(line: bytes) -> str | None:
+    match = _DAY.search(line, 0, 200)
+    return match.group(1).decode() if match else None
+
+
+def archive_if_stale(folder: str, name: str, today: date, retention_days: int) -> list[str]:
+    """Archive logs/<name>.log by day if it starts before `today`; return archives written.
+
+    Runs under the command's lock, so nothing else appends to this log meanwhile.
+    """
+    path = os.path.join(folder, f"{name}.log")
+    pending = os.path.join(folder, "archive", f"{name}.log.pending")
+    if not os.path.exists(pending):  # a pending file is left by a run that died mid-way
+        try:
+            with open(path, "rb") as handle:
+                first = handle.readline(4096)
+        except OSError:
+            return []
+        day = _record_day(first)
+        if not first or (day or today.isoformat()) >= today.isoformat():
+            return []
+        os.makedirs(os.path.dirname(pending), exist_ok=True)
+        os.replace(path, pending)
+    written = _split_by_day(pending, folder, name, today)
+    os.unlink(pending)
+    _apply_retention(os.path.join(folder, "archive"), name, today, retention_days)
+    return written
+
+
+def _split_by_day(pending: str, folder: str, name: str, today: date) -> list[str]:
+    import gzip
+
+    archive_dir = os.path.dirname(pending)
+    outputs: dict[str, tuple] = {}
+    current = None
+    with open(pending, "rb") as source:
+        for line in source:
+            day = _record_day(line) or current or today.isoformat()
+            current = day
+            if day >= today.isoformat():
+                with open(os.path.join(folder, f"{name}.log"), "ab") as live:
+                    live.write(line)
+                continue
+            if day not in outputs:
+                target = os.path.join(archive_dir, f"{name}-{day}.log.gz")
+                tmp = target + ".tmp"
+                raw = open(tmp, "wb")
+                if os.path.exists(target):  # gzip members concatenate: keep what is there
+                    with open(target, "rb") as old:
+                        raw.write(old.read())
+                outputs[day] = (target, tmp, raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0))
+            outputs[day][3].write(line)
+    for target, tmp, raw, zipped in outputs.values():
+        zipped.close()
+        raw.flush()
+        os.fsync(raw.fileno())
+        raw.close()
+        os.chmod(tmp, LOG_MODE)
+        os.replace(tmp, target)
+    return sorted(target for target, *_ in outputs.values())
+
+
+def _apply_retention(archive_dir: str, name: str, today: date, retention_days: int) -> None:
+    oldest = (today - timedelta(days=retention_days)).isoformat()
+    pattern = re.compile(rf"{re.escape(name)}-(\d{{4}}-\d{{2}}-\d{{2}})\.log\.gz")
+    for entry in os.listdir(archive_dir):
+        match = pattern.fullmatch(entry)
+        if match and match.group(1) < oldest:
+            os.unlink(os.path.join(archive_dir, entry))
+
+
+def json_line(value) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)

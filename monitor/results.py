@@ -1,0 +1,90 @@
+"""Judging: statuses, thresholds and the immutable Result every check returns.
+
+Checks measure and then call `Threshold.judge`; nothing in here does I/O.
+"""
+
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
+
+OK, WARNING, CRITICAL, UNKNOWN = "ok", "warning", "critical", "unknown"
+STATUSES = (OK, WARNING, CRITICAL, UNKNOWN)
+
+# The overall status is the worst check: ok < warning < unknown < critical.
+SEVERITY = {OK: 0, WARNING: 1, UNKNOWN: 2, CRITICAL: 3}
+# Exit codes follow the Nagios plugin convention.
+EXIT_CODES = {OK: 0, WARNING: 1, CRITICAL: 2, UNKNOWN: 3}
+
+
+class Threshold(NamedTuple):
+    """A warning and a critical level; by default a higher value is worse."""
+
+    warning: float
+    critical: float
+    lower_is_worse: bool = False
+
+    def judge(self, value: float | None) -> str:
+        """Given a measured value, return ok, warning or critical (unknown for None)."""
+        if value is None:
+            return UNKNOWN
+        if self.lower_is_worse:
+            if value <= self.critical:
+                return CRITICAL
+            return WARNING if value <= self.warning else OK
+        if value >= self.critical:
+            return CRITICAL
+        return WARNING if value >= self.warning else OK
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one check found: the status plus what a person needs to act on it."""
+
+    status: str
+    message: str
+    value: float | None = None
+    unit: str | None = None
+    warning: Any = None
+    critical: Any = None
+    details: dict = field(default_factory=dict)
+    id: str = ""
+    kind: str = ""
+    duration_ms: float = 0.0
+
+    def to_json(self) -> dict:
+        return {
+            "kind": self.kind,
+            "status": self.status,
+            "value": self.value,
+            "unit": self.unit,
+            "warning": self.warning,
+            "critical": self.critical,
+            "message": self.message,
+            "duration_ms": self.duration_ms,
+            "details": self.details,
+        }
+
+
+def measured(value: float | None, threshold: Threshold, message: str, unit: str = "%",
+             details: dict | None = None, worst_of: str = OK) -> Result:
+    """Given a measurement and its threshold, return the judged Result.
+
+    `worst_of` lets a check raise the verdict for reasons other than the value
+    (for example new network errors), never lower it.
+    """
+    status = worst(threshold.judge(value), worst_of) if value is not None else worst_of
+    return Result(status=status, message=message, value=value, unit=unit,
+                  warning=threshold.warning, critical=threshold.critical,
+                  details=details or {})
+
+
+def worst(*statuses: str) -> str:
+    """Return the worst of the given statuses (ok when none)."""
+    return max(statuses, key=SEVERITY.__getitem__, default=OK)
+
+
+def overall(results) -> str:
+    return worst(*(r.status for r in results))
+
+
+def with_identity(result: Result, check_id: str, kind: str, duration_ms: float) -> Result:
+    return replace(result, id=check_id, kind=kind, duration_ms=round(duration_ms, 2))
