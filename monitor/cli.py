@@ -107,7 +107,7 @@ def config_check(**kwargs):
         for name in config_mod.profiles(raw):
             if name != effective["environment"]:
                 try:
-                    config_mod.build(raw, name, path.parent, str(path))
+                    config_mod.build(raw, name, os.path.dirname(path), path)
                 except ConfigError as exc:
                     raise ConfigError([f"env.{name}: {e}" for e in exc.errors]) from None
     shown = config_mod.display(effective)

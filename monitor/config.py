@@ -7,7 +7,6 @@ raised at once as `ConfigError`, each message starting with its dotted path.
 
 import os
 import re
-from pathlib import Path
 
 from monitor.results import Threshold
 from monitor.units import Duration, Size, parse_duration, parse_size
@@ -123,7 +122,7 @@ class PathField(Str):
             return None
         if not value:
             return "" if self.allow_empty else self.fail(path, ctx, "expected a path, got an empty string")
-        return str(ctx.base_dir / Path(value).expanduser())
+        return os.path.normpath(os.path.join(ctx.base_dir, os.path.expanduser(value)))
 
     def default_value(self, ctx):
         return None if self.default is None else self.parse(self.default, "", ctx)
@@ -435,11 +434,11 @@ def _check_timezone(config, errors):
 _SECRET_KEYS = {"token", "bot_token", "password", "passwd", "secret", "api_key", "apikey",
                 "vault_token", "secret_id", "private_key"}
 _SECRET_VALUES = (
-    re.compile(r"\d{6,12}:[A-Za-z0-9_-]{30,}"),              # Telegram bot token
-    re.compile(r"(hvs|hvb|hvr|s|b|r)\.[A-Za-z0-9_-]{20,}"),  # Vault/OpenBao token
+    r"\d{6,12}:[A-Za-z0-9_-]{30,}",              # Telegram bot token
+    r"(hvs|hvb|hvr|s|b|r)\.[A-Za-z0-9_-]{20,}",  # Vault/OpenBao token
 )
-_SECRET_HEADER = re.compile(r"auth|key|token|secret|password|cookie", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"^[a-z+]+://[^/@:]*:[^/@]+@", re.IGNORECASE)
+_SECRET_HEADER = r"(?i)auth|key|token|secret|password|cookie"
+_URL_PASSWORD = r"(?i)[a-z+]+://[^/@:]*:[^/@]+@"
 _SECRET_HINT = "secrets may not be stored in the config file"
 
 
@@ -449,7 +448,7 @@ def _find_secrets(node, path, errors):
             sub = f"{path}.{key}" if path else key
             if key.lower() in _SECRET_KEYS:
                 errors.append(f"{sub}: {_SECRET_HINT}; use token_env or token_file instead")
-            elif path.endswith("headers") and isinstance(value, str) and _SECRET_HEADER.search(key) \
+            elif path.endswith("headers") and isinstance(value, str) and re.search(_SECRET_HEADER, key) \
                     and not value.startswith("env:"):
                 errors.append(f'{sub}: {_SECRET_HINT}; write "env:VARIABLE" to read it from the environment')
             else:
@@ -458,37 +457,36 @@ def _find_secrets(node, path, errors):
         for i, value in enumerate(node):
             _find_secrets(value, f"{path}[{i}]", errors)
     elif isinstance(node, str):
-        if any(p.fullmatch(node.strip()) for p in _SECRET_VALUES):
+        if any(re.fullmatch(p, node.strip()) for p in _SECRET_VALUES):
             errors.append(f"{path}: looks like a token; {_SECRET_HINT}")
-        elif _URL_PASSWORD.match(node):
+        elif re.match(_URL_PASSWORD, node):
             errors.append(f"{path}: the URL contains a password; {_SECRET_HINT} (use PGPASSWORD or ~/.pgpass)")
 
 
 # --- loading --------------------------------------------------------------------------
 
 class _Context:
-    def __init__(self, base_dir: Path):
+    def __init__(self, base_dir: str):
         self.base_dir = base_dir
         self.errors: list[str] = []
 
 
-def find_config_file(explicit: str | None) -> Path | None:
+def find_config_file(explicit: str | None) -> str | None:
     """Return the config file to use: --config/$MONITOR_CONFIG, ./monitor.toml, /etc; or None."""
     if explicit:
-        path = Path(explicit).expanduser()
-        if not path.exists():
+        path = os.path.expanduser(explicit)
+        if not os.path.exists(path):
             raise ConfigError(f"--config: {explicit}: no such file")
-        if path.is_dir():
+        if os.path.isdir(path):
             raise ConfigError(f"--config: {explicit}: is a directory, expected a TOML file")
-        return path.resolve()
+        return os.path.abspath(path)
     for candidate in SEARCH_PATHS:
-        path = Path(candidate)
-        if path.is_file():
-            return path.resolve()
+        if os.path.isfile(candidate):
+            return os.path.abspath(candidate)
     return None
 
 
-def read_toml(path: Path) -> dict:
+def read_toml(path: str) -> dict:
     import tomllib  # only when there is a file: a no-config run never pays for it
 
     try:
@@ -521,7 +519,7 @@ def profiles(raw: dict) -> list[str]:
     return sorted(names)
 
 
-def build(raw: dict, env: str | None, base_dir: Path, source: str = "") -> dict:
+def build(raw: dict, env: str | None, base_dir: str, source: str = "") -> dict:
     """Given a raw TOML document, return the validated config for profile `env`."""
     errors: list[str] = []
     _find_secrets(raw, "", errors)
@@ -555,8 +553,8 @@ def load(path_option: str | None = None, env: str | None = None) -> dict:
     """Find, read and validate the config. Raise ConfigError listing every problem."""
     path = find_config_file(path_option)
     if path is None:
-        return build({}, env, Path.cwd())
-    return build(read_toml(path), env, path.parent, str(path))
+        return build({}, env, os.getcwd())
+    return build(read_toml(path), env, os.path.dirname(path), path)
 
 
 def display(config: dict) -> dict:

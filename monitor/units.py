@@ -3,8 +3,10 @@
 import re
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?", re.IGNORECASE)
+# Patterns are compiled on first use (re caches them): a run whose config only uses
+# the built-in defaults never needs them.
+_DURATION_PART = r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)"
+_SIZE = r"(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?"
 _SIZE_UNITS = {
     "b": 1,
     "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
@@ -39,7 +41,9 @@ def parse_duration(text: str) -> Duration:
     if not isinstance(text, str):
         raise ValueError(f'expected a duration like "5s", got {text!r}')
     compact = text.strip().replace(" ", "")
-    parts = _DURATION_PART.findall(compact)
+    if compact[:-1].isdigit() and compact[-1:] in _DURATION_UNITS:  # "30s": the usual case
+        return Duration(int(compact[:-1]) * _DURATION_UNITS[compact[-1]], text.strip())
+    parts = re.findall(_DURATION_PART, compact)
     if not compact or "".join(n + u for n, u in parts) != compact:
         raise ValueError(f'expected a duration like "5s", got "{text}"')
     return Duration(sum(float(n) * _DURATION_UNITS[u] for n, u in parts), text.strip())
@@ -53,7 +57,7 @@ def parse_size(text) -> Size:
         if text < 0:
             raise ValueError(f'expected a size like "1MB", got {text}')
         return Size(text)
-    match = _SIZE.fullmatch(text.strip())
+    match = re.fullmatch(_SIZE, text.strip(), re.IGNORECASE)
     if not match:
         raise ValueError(f'expected a size like "1MB", got "{text}"')
     number, unit = match.groups()

@@ -24,12 +24,13 @@ def health_checks(config: dict, counters, only: set[str] | None = None) -> list[
 
 def system_checks(cfg: dict, counters) -> list[Check]:
     from monitor.checks import system
+    from monitor.checks.procfs import host_source
 
-    timeout = cfg["timeout"]
+    timeout, source = cfg["timeout"], host_source()
     checks = [
-        Check("cpu", "system", partial(system.cpu, cfg["cpu_percent"], counters), timeout),
-        Check("memory", "system", partial(system.memory, cfg["memory_percent"]), timeout),
-        Check("swap", "system", partial(system.swap, cfg["swap_percent"]), timeout),
+        Check("cpu", "system", partial(system.cpu, cfg["cpu_percent"], counters, source), timeout),
+        Check("memory", "system", partial(system.memory, cfg["memory_percent"], source), timeout),
+        Check("swap", "system", partial(system.swap, cfg["swap_percent"], source), timeout),
         Check("load", "system", partial(system.load, cfg["load_per_cpu"]), timeout),
     ]
     for path in cfg["disk_paths"]:
@@ -38,6 +39,6 @@ def system_checks(cfg: dict, counters) -> list[Check]:
                             timeout, on_timeout=CRITICAL))
         checks.append(Check(f"inodes:{path}", "system", partial(system.inodes, path, cfg["inodes_percent"]),
                             timeout, on_timeout=CRITICAL))
-    checks.append(Check("network", "system", partial(system.network, cfg["network_interfaces"], counters),
+    checks.append(Check("network", "system", partial(system.network, cfg["network_interfaces"], counters, source),
                         timeout))
     return checks

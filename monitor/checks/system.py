@@ -2,8 +2,9 @@
 
 Each function measures, then judges with the shared `measured`. CPU and network
 are rates: they compare the kernel's counters with those saved by the previous run
-(`Counters`), so after the first run no check ever sleeps. psutil comes in through
-the `source` argument so tests can feed fake counters.
+(`Counters`), so after the first run no check ever sleeps. Counters come in through
+the `source` argument (psutil's API: `procfs.ProcSource` on Linux, psutil elsewhere)
+so tests can feed fake counters.
 """
 
 import os
@@ -44,10 +45,10 @@ class Counters:
             self.updates[key] = value
 
 
-def _psutil():
-    import psutil
+def _default_source():
+    from monitor.checks.procfs import host_source
 
-    return psutil
+    return host_source()
 
 
 def _cpu_point(times) -> tuple[float, float]:
@@ -67,7 +68,7 @@ def _busy_percent(old: tuple, new: tuple) -> float | None:
 
 def cpu(threshold: Threshold, counters: Counters, source=None, sleep=time.sleep) -> Result:
     """CPU busy percent averaged since the previous run (a short sample on the first)."""
-    ps = source or _psutil()
+    ps = source or _default_source()
     boot, now = ps.boot_time(), counters.clock()
     point = _cpu_point(ps.cpu_times())
     prev = counters.baseline("cpu", boot)
@@ -87,7 +88,7 @@ def cpu(threshold: Threshold, counters: Counters, source=None, sleep=time.sleep)
 
 
 def memory(threshold: Threshold, source=None) -> Result:
-    mem = (source or _psutil()).virtual_memory()
+    mem = (source or _default_source()).virtual_memory()
     used = mem.total - mem.available
     return measured(round(mem.percent, 1), threshold,
                     f"Memory {mem.percent:.1f}% used ({format_size(used)} of {format_size(mem.total)})",
@@ -95,7 +96,7 @@ def memory(threshold: Threshold, source=None) -> Result:
 
 
 def swap(threshold: Threshold, source=None) -> Result:
-    sw = (source or _psutil()).swap_memory()
+    sw = (source or _default_source()).swap_memory()
     if not sw.total:
         return Result(OK, "no swap configured", value=0.0, unit="%", warning=threshold.warning,
                       critical=threshold.critical, details={"total_bytes": 0})
@@ -167,7 +168,7 @@ _NET_FIELDS = ("bytes_sent", "bytes_recv", "errin", "errout", "dropin", "dropout
 
 def network(interfaces: list[str], counters: Counters, source=None) -> Result:
     """Bytes per second per interface since the previous run; new errors or drops warn."""
-    ps = source or _psutil()
+    ps = source or _default_source()
     boot, now = ps.boot_time(), counters.clock()
     stats = ps.net_io_counters(pernic=True)
     names = interfaces or sorted(n for n in stats if not n.startswith("lo"))
