@@ -116,11 +116,9 @@ def config_check(**kwargs):
     if fmt == "json":
         output.write_stdout(output.to_json(shown))
     else:
-        import json
-
         source = effective["source"] or "no config file: built-in defaults"
         output.write_stdout(f"config ok: {source} (environment {effective['environment']})\n"
-                            + json.dumps(shown, indent=2, ensure_ascii=False))
+                            + "\n".join(output.flatten(shown)))
     return 0
 
 

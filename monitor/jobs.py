@@ -9,12 +9,12 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from monitor import output, state
 from monitor.logs import archive_if_stale, close_log, open_log
-from monitor.results import CRITICAL, EXIT_CODES, OK, SEVERITY, UNKNOWN, overall
+from monitor.results import CRITICAL, EXIT_CODES, OK, overall
 from monitor.runner import run_checks
 
 log = logging.getLogger("monitor")
@@ -22,8 +22,7 @@ log = logging.getLogger("monitor")
 LOG_NAMES = {"health": "health", "backup-check": "backup", "daily-report": "report"}
 
 
-@dataclass
-class Options:
+class Options(NamedTuple):
     """The common options of SPEC, as the CLI parsed them."""
 
     config: str | None = None
@@ -37,10 +36,9 @@ class Options:
     textfile_dir: str | None = None
 
 
-@dataclass
-class Outcome:
+class Outcome(NamedTuple):
     exit_code: int
-    stuck: list = field(default_factory=list)  # check threads still running
+    stuck: list = []  # ids of check threads still running at the deadline
 
 
 def lock_wait() -> float:
@@ -152,5 +150,3 @@ def _print(data: dict, opts: Options) -> None:
 def host_name() -> str:
     return os.uname().nodename
 
-
-__all__ = ["Options", "Outcome", "run_job", "SEVERITY", "UNKNOWN"]

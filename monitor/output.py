@@ -83,3 +83,18 @@ def write_stdout(text: str) -> None:
         # Point stdout at /dev/null so the interpreter's final flush does not raise again.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+
+
+def flatten(data: dict, prefix: str = "") -> list[str]:
+    """Render nested config as `dotted.key = value` lines, greppable over SSH."""
+    lines = []
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value and not set(value) <= {"warning", "critical"}:
+            lines += flatten(value, path + ".")
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for i, item in enumerate(value):
+                lines += flatten(item, f"{path}[{i}].")
+        else:
+            lines.append(f"{path} = {json.dumps(value, ensure_ascii=False)}")
+    return lines

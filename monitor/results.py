@@ -3,7 +3,6 @@
 Checks measure and then call `Threshold.judge`; nothing in here does I/O.
 """
 
-from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 OK, WARNING, CRITICAL, UNKNOWN = "ok", "warning", "critical", "unknown"
@@ -35,20 +34,35 @@ class Threshold(NamedTuple):
         return WARNING if value >= self.warning else OK
 
 
-@dataclass(frozen=True)
 class Result:
-    """What one check found: the status plus what a person needs to act on it."""
+    """What one check found: the status plus what a person needs to act on it.
 
-    status: str
-    message: str
-    value: float | None = None
-    unit: str | None = None
-    warning: Any = None
-    critical: Any = None
-    details: dict = field(default_factory=dict)
-    id: str = ""
-    kind: str = ""
-    duration_ms: float = 0.0
+    A plain class rather than a dataclass: building dataclasses costs milliseconds
+    at import, and every cron run pays for it.
+    """
+
+    __slots__ = ("status", "message", "value", "unit", "warning", "critical", "details",
+                 "id", "kind", "duration_ms")
+
+    def __init__(self, status: str, message: str, value: float | None = None, unit: str | None = None,
+                 warning: Any = None, critical: Any = None, details: dict | None = None,
+                 id: str = "", kind: str = "", duration_ms: float = 0.0):
+        self.status, self.message, self.value, self.unit = status, message, value, unit
+        self.warning, self.critical = warning, critical
+        self.details = details if details is not None else {}
+        self.id, self.kind, self.duration_ms = id, kind, duration_ms
+
+    def replace(self, **changes) -> "Result":
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        fields.update(changes)
+        return Result(**fields)
+
+    def __eq__(self, other):
+        return isinstance(other, Result) and all(
+            getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    def __repr__(self):
+        return f"Result({self.id or self.kind or '?'}: {self.status}, {self.message!r}, value={self.value!r})"
 
     def to_json(self) -> dict:
         return {
@@ -87,4 +101,4 @@ def overall(results) -> str:
 
 
 def with_identity(result: Result, check_id: str, kind: str, duration_ms: float) -> Result:
-    return replace(result, id=check_id, kind=kind, duration_ms=round(duration_ms, 2))
+    return result.replace(id=check_id, kind=kind, duration_ms=round(duration_ms, 2))

@@ -9,15 +9,13 @@ with `os._exit` once the results are out (see `Run.stuck`).
 
 import threading
 import time
-from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from monitor.results import UNKNOWN, Result, with_identity
 from monitor.units import format_duration
 
 
-@dataclass(frozen=True)
-class Check:
+class Check(NamedTuple):
     """A named measurement: `probe()` returns a Result; ids are `kind` or `kind:name`."""
 
     id: str
@@ -27,8 +25,7 @@ class Check:
     on_timeout: str = UNKNOWN
 
 
-@dataclass
-class Run:
+class Run(NamedTuple):
     results: list
     stuck: list  # ids of checks whose threads were still running at the deadline
 
