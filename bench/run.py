@@ -7,7 +7,6 @@ Run: .venv/bin/python bench/run.py [NAME ...]   (NAME: health, ...)
 """
 
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -74,6 +73,9 @@ BENCHMARKS = {"health": bench_health}
 def main(names):
     if not os.path.exists(MONITOR):
         sys.exit("bench: run `make bench` (it installs .venv) first")
+    # Fresh bytecode: with PYTHONDONTWRITEBYTECODE set, an edited module would be
+    # recompiled on every run and the benchmark would measure the compiler.
+    subprocess.run([PYTHON, "-m", "compileall", "-q", os.path.join(ROOT, "monitor")], check=True)
     print(f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; python {sys.version.split()[0]}")
     results = [BENCHMARKS[n]() for n in (names or BENCHMARKS)]
     print(f"{sum(results)} of {len(results)} benchmarks met their targets")

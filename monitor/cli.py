@@ -122,6 +122,128 @@ def config_check(**kwargs):
     return 0
 
 
+def _config_options(func):
+    """--config and --env for the commands that are not jobs."""
+    func = click.option("--env", "env", envvar="MONITOR_ENV", metavar="NAME",
+                        help="Environment profile to apply.")(func)
+    return click.option("--config", "config", envvar="MONITOR_CONFIG", metavar="PATH",
+                        help="Config file.")(func)
+
+
+@cli.group("notify")
+def notify_group():
+    """Telegram notifications."""
+
+
+@notify_group.command("test")
+@_config_options
+def notify_test(**kwargs):
+    """Send "ℹ️ test from HOST (ENV)" to every chat; exit 0 only if all got it."""
+    from monitor.jobs import host_name
+    from monitor.notify import resolve_token
+    from monitor.telegram import TelegramClient
+
+    config = _load_config(_options(**kwargs))
+    tg = config.get("telegram")
+    if not tg or not tg["chat_ids"]:
+        raise ConfigError("telegram.chat_ids: no chat to send to (add a [telegram] section with chat_ids)")
+    token, source = resolve_token(config)
+    if not token:
+        raise ConfigError(f"telegram: {source}")
+    client = TelegramClient(token, tg["api_url"], tg["timeout"], max_wait=10.0)
+    import html
+
+    text = f"ℹ️ test from <b>{html.escape(host_name())}</b> ({html.escape(config['environment'])})"
+    failures = 0
+    for chat in tg["chat_ids"]:
+        delivery = client.send(chat, text, disable_notification=True)
+        where = chat if not delivery.migrated_from else f"{delivery.migrated_from} -> {delivery.chat_id} (update the config)"
+        click.echo(f"{'ok    ' if delivery.ok else 'FAILED'} chat {where}" + ("" if delivery.ok else f": {delivery.error}"))
+        failures += not delivery.ok
+    return 1 if failures else 0
+
+
+@cli.group("silence")
+def silence_group():
+    """Mute alerts of matching checks for a while (they are still evaluated and logged)."""
+
+
+def _positive_duration(ctx, param, value):
+    from monitor.units import parse_duration
+
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if seconds <= 0:
+        raise click.BadParameter(f'expected a duration above zero, got "{value}"')
+    return seconds
+
+
+@silence_group.command("add")
+@click.argument("pattern")
+@click.option("--for", "duration", required=True, callback=_positive_duration, metavar="DURATION",
+              help='How long, e.g. "2h", "1d".')
+@click.option("--reason", default="", help="Why, for whoever reads `silence list`.")
+@_config_options
+def silence_add(pattern, duration, reason, **kwargs):
+    """Silence checks whose id matches PATTERN (a glob: 'disk:*', 'scraper:uniswap')."""
+    import time
+
+    from monitor import silences, state
+    from monitor.checks import known_check_ids
+
+    config = _load_config(_options(**kwargs))
+    folder = config["paths"]["state"]
+    silence = silences.add(folder, pattern, duration, reason, time.time())
+    known = known_check_ids(config, state.read_json(os.path.join(folder, "alerts.json"), default={}))
+    import fnmatch
+
+    note = "" if any(fnmatch.fnmatchcase(c, pattern) for c in known) else \
+        " (note: it matches no check known today)"
+    click.echo(f"silenced {pattern} until {_when(silence['until'])} [id {silence['id']}]{note}")
+    return 0
+
+
+@silence_group.command("list")
+@_config_options
+def silence_list(**kwargs):
+    """List active silences."""
+    import time
+
+    from monitor import silences
+
+    config = _load_config(_options(**kwargs))
+    active = silences.load(config["paths"]["state"], time.time())
+    if not active:
+        click.echo("no active silences")
+    for s in active:
+        click.echo(f"{s['id']}  {s['pattern']:<24} until {_when(s['until'])}  {s.get('reason', '')}".rstrip())
+    return 0
+
+
+@silence_group.command("remove")
+@click.argument("silence_id")
+@_config_options
+def silence_remove(silence_id, **kwargs):
+    """Remove the silence SILENCE_ID (see `silence list`)."""
+    import time
+
+    from monitor import silences
+
+    config = _load_config(_options(**kwargs))
+    if not silences.remove(config["paths"]["state"], silence_id, time.time()):
+        raise click.BadParameter(f"no active silence with id {silence_id}", param_hint="SILENCE_ID")
+    click.echo(f"removed silence {silence_id}")
+    return 0
+
+
+def _when(ts: float) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="minutes")
+
+
 def main(argv=None) -> int:
     """Entry point of the `monitor` script: run the CLI, map every failure to an exit code."""
     from monitor.state import LockHeld

@@ -96,14 +96,13 @@ def run_job(command: str, opts: Options, config: dict, build_checks) -> Outcome:
             except OSError as exc:
                 problems["state_write_error"] = f"cannot write {counters_path}: {exc.strerror}"
 
+        notifications = _notify(command, opts, config, run.results, problems)
         duration_ms = (time.perf_counter() - t0) * 1000
         _log_results(command, config, run.results, status, duration_ms)
         problems.update({k: v for k, v in _log_error(handler).items() if k not in problems})
 
         data = output.envelope(command, started_wall, host_name(), config["environment"], status,
-                               duration_ms, run.results,
-                               {"notifications": {"sent": 0, "queued": 0, "silenced": 0, "failed": 0},
-                                **problems})
+                               duration_ms, run.results, {"notifications": notifications, **problems})
         for key, message in problems.items():
             print(f"monitor {command}: {key.replace('_', ' ')}: {message}", file=sys.stderr)
         _print(data, opts)
@@ -116,6 +115,23 @@ def run_job(command: str, opts: Options, config: dict, build_checks) -> Outcome:
         close_log()
         if lock:
             lock.release()
+
+
+def _notify(command: str, opts: Options, config: dict, results, problems: dict) -> dict:
+    """Deliver this run's alerts; a notification failure never changes the verdict."""
+    from monitor.notify import notify
+
+    try:
+        summary = notify(config, command, results, opts.only, host_name(),
+                         no_notify=opts.no_notify, dry_run=opts.dry_run)
+    except state.LockHeld as exc:
+        log.error("notifications skipped: %s", exc, extra={"event": "notify_lock"})
+        problems.setdefault("state_write_error", f"notifications skipped: {exc}")
+        return {"sent": 0, "queued": 0, "silenced": 0, "failed": 0, "outbox": None}
+    error = summary.pop("state_error", None)
+    if error:
+        problems.setdefault("state_write_error", error)
+    return dict(summary)
 
 
 def _log_results(command, config, results, status, duration_ms) -> None:
@@ -143,8 +159,11 @@ def _print(data: dict, opts: Options) -> None:
     fmt = opts.format or ("text" if sys.stdout.isatty() else "json")
     if fmt == "json":
         output.write_stdout(output.to_json(data))
-    else:
-        output.write_stdout(output.to_text(data, colour=output.use_colour()))
+        return
+    text = output.to_text(data, colour=output.use_colour())
+    for message in data["notifications"].get("dry_run", []):
+        text += f"\n\n--- would send to chat {message['chat_id']} ---\n{message['text']}"
+    output.write_stdout(text)
 
 
 def host_name() -> str:

@@ -42,3 +42,19 @@ def system_checks(cfg: dict, counters) -> list[Check]:
     checks.append(Check("network", "system", partial(system.network, cfg["network_interfaces"], counters, source),
                         timeout))
     return checks
+
+
+def known_check_ids(config: dict, alert_state: dict) -> set[str]:
+    """Check ids this config produces or that alerted before (for `silence add` notes)."""
+    ids = {"cpu", "memory", "swap", "load", "network"}
+    for path in config["system"]["disk_paths"]:
+        ids |= {f"disk:{path}", f"inodes:{path}"}
+    if config.get("vault"):
+        ids |= {"vault", "vault-token"}
+    ids |= {f"scraper:{s['name']}" for s in config["scrapers"]}
+    ids |= {f"quota:{q['name']}" for q in config["quotas"]}
+    ids |= {f"backup:{b['name']}" for b in config["backups"]}
+    if config.get("report"):
+        ids |= {"opportunities", "sources", "errors"}
+    ids |= set((alert_state or {}).get("checks", {}))
+    return ids

@@ -1,0 +1,227 @@
+"""Notifications of a run: outbox first, then this run's alerts, one message per chat.
+
+Shared by every command. Under `state/notify.lock` (commands may run in parallel but
+share alert state and outbox) it: evaluates alert transitions, drops silenced alerts,
+delivers what the outbox holds (oldest first), sends this run's message, keeps
+whatever Telegram did not accept in the outbox, and saves the alert state. An alert
+counts as told once Telegram accepted it or it sits in the outbox; nothing leaves the
+outbox without delivery or an ERROR record.
+"""
+
+import logging
+import os
+import sys
+import time
+
+from monitor import alert_state, redact, silences, state
+
+log = logging.getLogger("monitor")
+ALERTS_FILE = "alerts.json"
+
+
+def resolve_token(config: dict, environ=os.environ) -> tuple[str | None, str]:
+    """Return (bot token or None, where it came from / why there is none)."""
+    tg = config["telegram"]
+    if tg.get("token_env") and environ.get(tg["token_env"], "").strip():
+        return environ[tg["token_env"]].strip(), f"${tg['token_env']}"
+    if tg.get("token_file"):
+        try:
+            with open(tg["token_file"]) as handle:
+                token = handle.read().strip()
+        except OSError as exc:
+            return None, f"cannot read telegram.token_file {tg['token_file']}: {exc.strerror}"
+        if token:
+            return token, tg["token_file"]
+        return None, f"telegram.token_file {tg['token_file']} is empty"
+    if tg.get("token_vault"):
+        if not config.get("vault"):
+            return None, "telegram.token_vault needs a [vault] section"
+        from monitor.vault_secrets import SecretError, SecretStore, read_token
+
+        vault_token, warnings = read_token(config["vault"], environ)
+        for warning in warnings:
+            log.warning("%s", warning)
+        if not vault_token:
+            return None, "telegram.token_vault: no Vault token available"
+        try:
+            return SecretStore(config["vault"], vault_token).get(tg["token_vault"]), f"vault:{tg['token_vault']}"
+        except SecretError as exc:
+            return None, f"telegram.token_vault: {exc}"
+    return None, f"no bot token (${tg.get('token_env') or 'TELEGRAM_BOT_TOKEN'} is not set)"
+
+
+class Summary(dict):
+    """The JSON `notifications` object: sent, queued, silenced, failed, outbox."""
+
+    def __init__(self):
+        super().__init__(sent=0, queued=0, silenced=0, failed=0, outbox=0)
+
+
+def notify(config: dict, command: str, results, kinds_run, host: str, *, no_notify=False,
+           dry_run=False, now: float | None = None, client=None, environ=os.environ) -> Summary:
+    """Evaluate alerts for `results` and deliver them; return the counts (and dry-run texts)."""
+    now = time.time() if now is None else now
+    folder = config["paths"]["state"]
+    summary = Summary()
+    lock = state.RunLock(folder, "notify", wait=30.0)
+    try:
+        lock.acquire()
+    except (state.StateError, OSError) as exc:
+        # Unwritable state must not silence alerts: go on without the lock; the worst
+        # case is a duplicate message.
+        lock = None
+        summary["state_error"] = f"cannot lock {folder}: {getattr(exc, 'strerror', None) or exc}"
+    try:
+        entries_path = os.path.join(folder, ALERTS_FILE)
+        try:
+            stored = _load_entries(entries_path)
+        except (state.StateError, OSError) as exc:
+            stored = {}
+            summary.setdefault("state_error", f"cannot read {entries_path}: {getattr(exc, 'strerror', None) or exc}")
+        rules = config["alerts"]
+        alerts, entries = alert_state.evaluate(stored.get("checks", {}), results, command, kinds_run, now,
+                                               rules["alert_after"], rules["repeat_interval"],
+                                               rules["send_resolved"])
+        active = silences.load(folder, now)
+        to_send = []
+        for alert in alerts:
+            silence = silences.matching(active, alert.check_id)
+            if silence:
+                summary["silenced"] += 1
+                log.info("%s %s silenced by %s (%s)", alert.check_id, alert.status, silence["pattern"],
+                         silence.get("reason") or "no reason",
+                         extra={"event": "silenced", "check": alert.check_id, "silence": silence["id"]})
+            else:
+                to_send.append(alert)
+
+        tg = config.get("telegram")
+        text = None
+        if to_send:
+            from monitor import messages
+
+            text = messages.compose(to_send, host, config["environment"], now)
+            silent = not messages.rings(to_send)
+        if dry_run:
+            summary["dry_run"] = [{"chat_id": c, "text": text} for c in (tg or {}).get("chat_ids", [])] if text else []
+            if text and not (tg and tg["chat_ids"]):
+                summary["dry_run"] = [{"chat_id": None, "text": text}]
+            return summary  # a dry run changes nothing
+
+        queue = []
+        if tg and not no_notify:
+            from monitor import outbox
+
+            try:
+                queue = outbox.load(folder)
+            except OSError as exc:
+                summary.setdefault("state_error", f"cannot read the outbox: {exc.strerror}")
+        migrations = stored.get("chat_migrations", {})
+        told = False
+        if no_notify:
+            pass
+        elif not tg or not tg["chat_ids"]:
+            log.info("notifications are off: %s", "no [telegram] section" if not tg else "telegram.chat_ids is empty",
+                     extra={"event": "notifications_off"})
+        else:
+            token, source = resolve_token(config, environ) if client is None else ("-", "client")
+            if not token:
+                log.info("notifications are off: %s", source, extra={"event": "notifications_off"})
+            else:
+                if client is None:
+                    from monitor.telegram import TelegramClient
+
+                    client = TelegramClient(token, tg["api_url"], tg["timeout"])
+                fresh = set()
+                for chat in tg["chat_ids"] if text else ():
+                    from monitor.telegram import split_message
+
+                    for chunk in split_message(text):
+                        message = outbox.new_message(migrations.get(chat, chat), chunk, silent, now,
+                                                     [[a.check_id, a.status] for a in to_send])
+                        fresh.add(message["id"])
+                        queue.append(message)  # behind anything older for the same chat
+                told = True
+                queue = _deliver(queue, client, now, tg["outbox_max_age"], migrations, summary, command)
+                summary["queued"] = sum(m["id"] in fresh for m in queue)
+        if told:
+            alert_state.mark_notified(entries, to_send, now)
+        summary["outbox"] = len(queue)
+        try:
+            if tg and not no_notify:
+                outbox.save(folder, queue)
+            updated = {"version": alert_state.STATE_VERSION, "checks": entries, "chat_migrations": migrations}
+            if updated != stored:  # steady state: nothing changed, nothing to fsync
+                state.write_json(entries_path, updated)
+        except OSError as exc:
+            summary["state_error"] = f"cannot save alert state in {folder}: {exc.strerror}"
+            if queue and not no_notify:
+                log.error("could not save the outbox (%s): %d undelivered message(s) will be lost: %s",
+                          exc.strerror, len(queue), "; ".join(outbox.describe(m) for m in queue),
+                          extra={"event": "outbox_write_error"})
+        return summary
+    finally:
+        if lock:
+            lock.release()
+
+
+def _deliver(queue: list[dict], client, now: float, max_age: float, migrations: dict, summary: Summary,
+             command: str) -> list[dict]:
+    """Send what the outbox holds, oldest first; return what is left.
+
+    A chat whose delivery failed gets nothing more this run, so its messages keep
+    their order. New messages were appended last, so they go after older ones.
+    """
+    from monitor import outbox
+
+    left, blocked, reported = [], set(), set()
+    for message in queue:
+        chat = migrations.get(message["chat_id"], message["chat_id"])
+        if now - message.get("created", now) > max_age:
+            log.error("dropped undelivered %s: older than telegram.outbox_max_age (last error: %s)",
+                      outbox.describe(message), message.get("last_error") or "none",
+                      extra={"event": "outbox_dropped", "message_id": message.get("id")})
+            continue
+        if chat in blocked or (message.get("not_before") or 0) > now:
+            left.append(message)
+            continue
+        delivery = client.send(chat, message["text"], message.get("disable_notification", False))
+        if delivery.ok:
+            summary["sent"] += 1
+            if delivery.migrated_from:
+                migrations[delivery.migrated_from] = delivery.chat_id
+                warning = (f"Telegram moved chat {delivery.migrated_from} to {delivery.chat_id} "
+                           f"(group upgraded to supergroup): update telegram.chat_ids in the config")
+                log.warning("%s", warning, extra={"event": "chat_migrated"})
+                print(f"monitor {command}: {warning}", file=sys.stderr)
+            continue
+        summary["failed"] += 1
+        blocked.add(chat)
+        message.update(attempts=message.get("attempts", 0) + 1, last_error=delivery.error,
+                       not_before=delivery.retry_at, chat_id=chat)
+        left.append(message)
+        if delivery.error not in reported:
+            reported.add(delivery.error)
+            if delivery.config_error:
+                print(f"monitor {command}: telegram configuration error: {delivery.error}", file=sys.stderr)
+                log.error("telegram configuration error: %s; message kept in the outbox", delivery.error,
+                          extra={"event": "telegram_config_error"})
+            else:
+                log.warning("telegram delivery failed: %s; message kept in the outbox", delivery.error,
+                            extra={"event": "telegram_failed"})
+    return left
+
+
+def _load_entries(path: str) -> dict:
+    data = state.read_json(path, default={})
+    version = data.get("version", alert_state.STATE_VERSION)
+    if version != alert_state.STATE_VERSION:
+        aside = f"{path}.corrupt-{int(time.time())}"
+        os.replace(path, aside)
+        log.warning("alert state %s is from another version (%s); moved to %s, starting afresh",
+                    path, redact.scrub(version), aside, extra={"event": "state_corrupt"})
+        return {}
+    if not isinstance(data.get("checks"), dict):
+        data["checks"] = {}
+    if not isinstance(data.get("chat_migrations"), dict):
+        data["chat_migrations"] = {}
+    return data

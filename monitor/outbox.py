@@ -1,0 +1,67 @@
+"""The outbox: messages Telegram has not accepted yet, kept until it does.
+
+`state/outbox.jsonl`, one message per line, oldest first, rewritten atomically. A
+message leaves only when Telegram answered 200, or after `outbox_max_age` with an
+ERROR record naming what was dropped. A line that cannot be parsed is kept aside in
+`outbox.jsonl.corrupt-<timestamp>` rather than silently lost.
+"""
+
+import json
+import logging
+import os
+import uuid
+from datetime import datetime
+
+from monitor import state
+
+log = logging.getLogger("monitor")
+FILENAME = "outbox.jsonl"
+
+
+def path(folder: str) -> str:
+    return os.path.join(folder, FILENAME)
+
+
+def load(folder: str) -> list[dict]:
+    try:
+        with open(path(folder), "rb") as handle:
+            raw = handle.read()
+    except FileNotFoundError:
+        return []
+    messages, bad = [], []
+    for line in raw.splitlines():
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            if not isinstance(item, dict) or not isinstance(item.get("text"), str) or "chat_id" not in item:
+                raise ValueError("not a message")
+            messages.append(item)
+        except ValueError:
+            bad.append(line)
+    if bad:
+        aside = f"{path(folder)}.corrupt-{datetime.now().strftime('%Y%m%dT%H%M%S')}"
+        state.atomic_write(aside, b"\n".join(bad) + b"\n")
+        log.warning("outbox had %d unreadable line(s); kept in %s", len(bad), aside,
+                    extra={"event": "outbox_corrupt"})
+    return messages
+
+
+def save(folder: str, messages: list[dict]) -> None:
+    data = "".join(json.dumps(m, ensure_ascii=False, separators=(",", ":")) + "\n" for m in messages)
+    if not messages and not os.path.exists(path(folder)):
+        return
+    state.atomic_write(path(folder), data.encode())
+
+
+def new_message(chat_id: str, text: str, silent: bool, now: float, alerts=()) -> dict:
+    return {"id": uuid.uuid4().hex[:12], "chat_id": str(chat_id), "text": text,
+            "disable_notification": bool(silent), "created": now, "not_before": None,
+            "attempts": 0, "last_error": None, "alerts": list(alerts)}
+
+
+def describe(message: dict) -> str:
+    """A one-line description for logs: what the dropped message was about."""
+    first = message["text"].split("\n", 1)[0]
+    about = ", ".join(a if isinstance(a, str) else "/".join(map(str, a)) for a in message.get("alerts", []))
+    return f"message {message.get('id')} to chat {message['chat_id']}: {first[:80]}" + (f" [{about}]" if about else "")

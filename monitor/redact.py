@@ -1,0 +1,67 @@
+"""The one redaction layer: secrets registered here never leave the process in clear.
+
+Every secret read at run time (bot token, Vault token, API keys) is registered with
+`register`. `scrub` replaces them in any text; `RedactingFilter`, installed on every
+log handler, scrubs records (urllib3's debug lines carry the bot token inside the
+request URL); exception messages are passed through `scrub` before they are shown.
+"""
+
+import logging
+import re
+import threading
+
+_lock = threading.Lock()
+_secrets: list[str] = []  # longest first, so a secret containing another is masked whole
+MASK = "***"
+# Belt and braces: shapes of secrets that may reach text before anyone registered them.
+# (Compiled on first use: most runs never log anything that could match.)
+_SHAPES = r"bot\d{6,12}:[A-Za-z0-9_-]{30,}|\b(?:hvs|hvb|hvr)\.[A-Za-z0-9_-]{20,}"
+_SHAPE_HINTS = ("bot", "hvs.", "hvb.", "hvr.")
+
+
+def register(secret: str | None) -> None:
+    """Remember a secret so that it is masked everywhere from now on."""
+    if not secret or len(secret) < 4:
+        return
+    with _lock:
+        if secret not in _secrets:
+            _secrets.append(secret)
+            _secrets.sort(key=len, reverse=True)
+
+
+def scrub(text) -> str:
+    """Return `text` (any object, as str) with every registered secret masked."""
+    text = str(text)
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    if any(hint in text for hint in _SHAPE_HINTS):
+        text = re.sub(_SHAPES, lambda m: "bot" + MASK if m.group(0).startswith("bot") else MASK, text)
+    return text
+
+
+def clear() -> None:
+    """Forget all secrets (tests; a long-lived process reloading its config)."""
+    with _lock:
+        _secrets.clear()
+
+
+class RedactingFilter(logging.Filter):
+    """Scrub the message, its arguments and any traceback of every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string is still logged, scrubbed
+            message = f"{record.msg} {record.args}"
+        record.msg, record.args = scrub(message), ()
+        if record.exc_info:
+            import traceback
+
+            record.exc_text = scrub("".join(traceback.format_exception(*record.exc_info)))
+            record.exc_info = None
+        for key, value in list(record.__dict__.items()):
+            if isinstance(value, str) and key not in ("msg", "name", "levelname", "pathname",
+                                                      "filename", "module", "funcName"):
+                setattr(record, key, scrub(value))
+        return True

@@ -1,0 +1,53 @@
+"""Silences: glob patterns on check ids whose alerts are evaluated and logged, not sent.
+
+Kept in `state/silences.json` as a list of {id, pattern, until, reason, created}.
+Expired silences are removed whenever the file is read for a run.
+"""
+
+import fnmatch
+import os
+import uuid
+
+from monitor import state
+
+FILENAME = "silences.json"
+
+
+def _path(folder: str) -> str:
+    return os.path.join(folder, FILENAME)
+
+
+def load(folder: str, now: float) -> list[dict]:
+    """Return the active silences (expired ones dropped from the list, not the file)."""
+    data = state.read_json(_path(folder), default={"silences": []})
+    items = data.get("silences") if isinstance(data.get("silences"), list) else []
+    return [s for s in items if isinstance(s, dict) and isinstance(s.get("until"), (int, float))
+            and isinstance(s.get("pattern"), str) and s["until"] > now]
+
+
+def save(folder: str, silences: list[dict]) -> None:
+    state.ensure_folder(folder)
+    state.write_json(_path(folder), {"silences": silences})
+
+
+def add(folder: str, pattern: str, seconds: float, reason: str, now: float) -> dict:
+    silences = load(folder, now)
+    silence = {"id": uuid.uuid4().hex[:8], "pattern": pattern, "until": now + seconds,
+               "reason": reason, "created": now}
+    silences.append(silence)
+    save(folder, silences)
+    return silence
+
+
+def remove(folder: str, silence_id: str, now: float) -> bool:
+    silences = load(folder, now)
+    kept = [s for s in silences if s.get("id") != silence_id]
+    save(folder, kept)
+    return len(kept) != len(silences)
+
+
+def matching(silences: list[dict], check_id: str) -> dict | None:
+    for silence in silences:
+        if fnmatch.fnmatchcase(check_id, silence["pattern"]):
+            return silence
+    return None
