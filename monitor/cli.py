@@ -85,6 +85,20 @@ def health(**kwargs):
     return run_job("health", opts, config, lambda cfg, counters, o: health_checks(cfg, counters, o.only))
 
 
+@cli.command("backup-check")
+@common_options
+@click.option("--textfile-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Write monitor_backup-check.prom here for node_exporter's textfile collector.")
+def backup_check(**kwargs):
+    """Check that every backup set is there, fresh, whole and not shrinking (cron: every 6 h)."""
+    from monitor.checks import backup_checks
+    from monitor.jobs import run_job
+
+    opts = _options(**kwargs)
+    config = _load_config(opts)
+    return run_job("backup-check", opts, config, lambda cfg, cache, o: backup_checks(cfg, cache))
+
+
 @cli.group("config")
 def config_group():
     """Inspect the configuration."""

@@ -49,8 +49,17 @@ def lock_wait() -> float:
         return 30.0
 
 
+# What each command carries from one run to the next, and whether entries it did not
+# touch this run are kept (host counters: yes; backup verify cache: only current files).
+CARRIED = {"health": ("counters.json", True), "backup-check": ("backup-verify.json", False),
+           "daily-report": ("report.json", True)}
+
+
 def run_job(command: str, opts: Options, config: dict, build_checks) -> Outcome:
-    """Run one command: `build_checks(config, counters, opts)` returns its checks."""
+    """Run one command: `build_checks(config, carried, opts)` returns its checks.
+
+    `carried` is a `Counters`: what the previous run saved, and what this one saves.
+    """
     from monitor.checks.system import Counters
 
     started_wall = datetime.now().astimezone()
@@ -79,7 +88,8 @@ def run_job(command: str, opts: Options, config: dict, build_checks) -> Outcome:
             except OSError as exc:
                 problems["log_write_error"] = f"cannot archive {paths['logs']}: {exc.strerror or exc}"
 
-        counters_path = os.path.join(paths["state"], "counters.json")
+        carried_file, keep_untouched = CARRIED[command]
+        counters_path = os.path.join(paths["state"], carried_file)
         try:
             previous = state.read_json(counters_path, default={})
         except (state.StateError, OSError) as exc:
@@ -92,7 +102,8 @@ def run_job(command: str, opts: Options, config: dict, build_checks) -> Outcome:
 
         if counters.updates and "state_write_error" not in problems:
             try:
-                state.write_json(counters_path, {**counters.previous, **counters.updates})
+                carried = {**counters.previous, **counters.updates} if keep_untouched else counters.updates
+                state.write_json(counters_path, carried)
             except OSError as exc:
                 problems["state_write_error"] = f"cannot write {counters_path}: {exc.strerror}"
 
