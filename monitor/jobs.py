@@ -109,6 +109,7 @@ def run_job(command: str, opts: Options, config: dict, build_checks) -> Outcome:
 
         notifications = _notify(command, opts, config, run.results, problems)
         duration_ms = (time.perf_counter() - t0) * 1000
+        _export(command, opts, config, run.results, duration_ms, notifications, problems)
         _log_results(command, config, run.results, status, duration_ms)
         problems.update({k: v for k, v in _log_error(handler).items() if k not in problems})
 
@@ -143,6 +144,32 @@ def _notify(command: str, opts: Options, config: dict, results, problems: dict) 
     if error:
         problems.setdefault("state_write_error", error)
     return dict(summary)
+
+
+def _export(command: str, opts: Options, config: dict, results, duration_ms: float,
+            notifications: dict, problems: dict, report: dict | None = None) -> None:
+    """Feed Prometheus: the textfile for node_exporter, and the Pushgateway if set."""
+    folder = opts.textfile_dir or config["prometheus"]["textfile_dir"]
+    gateway = config["prometheus"]["pushgateway_url"]
+    if not folder and not gateway:
+        return
+    from monitor import prometheus
+
+    registry = prometheus.build_registry(command, results, time.time(), duration_ms / 1000,
+                                         notifications, report)
+    if folder:
+        try:
+            prometheus.write_textfile(folder, command, registry)
+        except OSError as exc:
+            problems["textfile_write_error"] = f"cannot write monitor_{command}.prom in {folder}: {exc.strerror or exc}"
+    if gateway:
+        try:
+            prometheus.push(gateway, command, host_name(), registry)
+        except Exception as exc:  # noqa: BLE001 - a Pushgateway outage must not fail the run
+            from monitor.redact import scrub
+
+            log.warning("could not push to the Pushgateway %s: %s", gateway, scrub(exc),
+                        extra={"event": "pushgateway_failed"})
 
 
 def _log_results(command, config, results, status, duration_ms) -> None:
