@@ -75,7 +75,8 @@ def build_registry(command: str, results, finished_at: float, duration_s: float,
             if reachable:
                 put("monitor_vault_sealed", 1 if d.get("sealed") else 0)
         elif r.id == "vault-token":
-            never = d.get("expire_time") is None and d.get("ttl_seconds") == 0
+            # A token that never expires (root) has no TTL: +Inf keeps "ttl < X" alerts quiet.
+            never = r.value is None and r.status == "ok" and d.get("expire_time") is None
             put("monitor_vault_token_ttl_seconds", math.inf if never else r.value)
         elif r.kind == "scraper":
             name = r.id.split(":", 1)[1]

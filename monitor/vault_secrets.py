@@ -1,0 +1,307 @@
+"""Vault access: which URL and token to use, an hvac client that gives up in time, KV v2 secrets.
+
+The Vault checks (`monitor/checks/vault.py`) and anything that needs a secret kept in
+Vault (the Telegram bot token) go through here. No message made here ever holds the
+token or a secret value: they name files, URLs, paths and keys only.
+hvac and requests are imported on first use, so a run without Vault never loads them.
+"""
+
+import json
+import os
+import stat
+
+from monitor.units import format_duration
+
+DEFAULT_URL = "http://127.0.0.1:8200"
+DEFAULT_TIMEOUT = 5.0
+
+
+class SecretError(Exception):
+    """A secret could not be read; the message says why, never what the secret is."""
+
+
+# --- the token -------------------------------------------------------------------------
+
+def read_token(cfg: dict, environ=os.environ) -> tuple[str | None, list[str]]:
+    """Given the `vault` config, return (token or None, warnings).
+
+    The environment variable named by `token_env` wins when it is set and not empty;
+    otherwise `token_file` is read and stripped. Warnings name the variable or the
+    file, never their content.
+    """
+    name = cfg.get("token_env") or ""
+    if name and environ.get(name, "").strip():
+        return environ[name].strip(), []
+    path = cfg.get("token_file") or ""
+    if not path:
+        return None, []
+    warnings = []
+    try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISREG(mode) and mode & 0o077:
+            warnings.append(f"vault.token_file {path} is accessible by group or others "
+                            f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}")
+        with open(path, encoding="utf-8") as handle:
+            token = handle.read().strip()
+    except FileNotFoundError:
+        return None, warnings + [f"vault.token_file {path}: no such file"]
+    except UnicodeDecodeError:
+        return None, warnings + [f"vault.token_file {path}: not a text file"]
+    except OSError as exc:
+        return None, warnings + [f"vault.token_file {path}: cannot read: {exc.strerror or type(exc).__name__}"]
+    if not token:
+        return None, warnings + [f"vault.token_file {path} is empty"]
+    return token, warnings
+
+
+# --- the connection --------------------------------------------------------------------
+
+def vault_url(cfg: dict, environ=os.environ) -> tuple[str, str]:
+    """Return (url, where it came from): `$VAULT_ADDR` wins over `vault.url`, as for the CLI."""
+    from_env = environ.get("VAULT_ADDR", "").strip()
+    if from_env:
+        return from_env, "VAULT_ADDR"
+    return cfg.get("url") or DEFAULT_URL, "vault.url"
+
+
+def url_problem(url: str) -> str | None:
+    """Say what is wrong with a Vault URL (no scheme, no host, bad port), or None."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number or too big
+    except ValueError:
+        return "malformed URL"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "expected http://HOST:PORT or https://HOST:PORT"
+    if not parts.hostname:
+        return "no host name"
+    return None
+
+
+def shown_url(url: str) -> str:
+    """The URL without any user:password@ part, fit for messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def timeout_of(cfg: dict) -> float:
+    return float(cfg.get("timeout") or DEFAULT_TIMEOUT)
+
+
+def ca_cert_problem(cfg: dict) -> str | None:
+    ca_cert = cfg.get("ca_cert") or ""
+    if ca_cert and not os.path.isfile(ca_cert):
+        return f"vault.ca_cert {ca_cert}: no such file"
+    return None
+
+
+def open_client(cfg: dict, token: str | None, url: str):
+    """Return an hvac client for `url` that gives up after `vault.timeout`.
+
+    hvac waits 30 s by default and requests' (connect, read) pair can add up to twice
+    the timeout, so the request gets urllib3's `total` budget instead. A token of ""
+    keeps hvac from picking one up from $VAULT_TOKEN or ~/.vault-token on its own.
+    """
+    import hvac
+    from urllib3.util import Timeout
+
+    seconds = timeout_of(cfg)
+    verify = cfg.get("ca_cert") or cfg.get("verify", True)
+    if verify is False:
+        # The operator chose this in the config; one warning per request would fill cron mail.
+        import urllib3
+
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+    return hvac.Client(url=url, token=token or "", verify=verify,
+                       timeout=Timeout(connect=seconds, read=seconds, total=seconds))
+
+
+def network_errors() -> tuple:
+    """The exceptions that mean "no usable answer from this URL" (not a Vault error code)."""
+    import requests
+
+    # OSError: requests raises it for a ca_cert bundle it cannot load.
+    return requests.RequestException, OSError
+
+
+def _chain(exc: BaseException):
+    """The exception, its causes, and the exceptions requests and urllib3 wrap inside."""
+    seen, todo = set(), [exc]
+    while todo:
+        current = todo.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        reason = getattr(current, "reason", None)
+        todo += [reason if isinstance(reason, BaseException) else None, current.__cause__,
+                 current.__context__]
+        todo += [arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException)]
+
+
+def describe_failure(exc: BaseException, url: str, timeout: float) -> str:
+    """Given a requests/urllib3 failure, return a short reason like "connection refused".
+
+    Never the exception's repr: requests nests three layers of objects in it.
+    """
+    import http.client
+    import socket
+    import ssl
+
+    import requests
+    from urllib3 import exceptions as u3
+
+    chain = list(_chain(exc))
+
+    def first(*types):
+        return next((e for e in chain if isinstance(e, types)), None)
+
+    from urllib.parse import urlsplit
+
+    try:
+        host = urlsplit(url).hostname or url
+    except ValueError:
+        host = url
+    waited = format_duration(timeout)
+    if (e := first(ssl.SSLCertVerificationError)) is not None:
+        return f"TLS certificate not trusted: {e.verify_message or e.reason} (set vault.ca_cert?)"
+    if (e := first(ssl.SSLError)) is not None:
+        reason = e.reason or e.strerror or type(e).__name__
+        if reason == "WRONG_VERSION_NUMBER":
+            return "TLS handshake failed (WRONG_VERSION_NUMBER): is the server plain http://?"
+        return f"TLS error: {reason}"
+    if first(u3.NameResolutionError, socket.gaierror) is not None:
+        return f"cannot resolve host {host}"
+    if first(ConnectionRefusedError) is not None:
+        return "connection refused"
+    # urllib3's NewConnectionError (refused, unreachable network) is a ConnectTimeoutError too.
+    if first(requests.ConnectTimeout) is not None or any(
+            isinstance(e, u3.ConnectTimeoutError) and not isinstance(e, u3.NewConnectionError) for e in chain):
+        return f"timed out after {waited} connecting"
+    if first(u3.ReadTimeoutError, requests.ReadTimeout, TimeoutError, socket.timeout) is not None:
+        return f"timed out after {waited} without an answer"
+    if first(http.client.RemoteDisconnected, ConnectionResetError) is not None:
+        return "connection closed without an answer"
+    if first(requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+             requests.exceptions.InvalidSchema) is not None:
+        return "invalid URL"
+    if (e := first(u3.ProxyError, requests.exceptions.ProxyError)) is not None:
+        return "proxy error (check https_proxy/no_proxy)"
+    if (e := next((e for e in chain if isinstance(e, OSError) and e.strerror), None)) is not None:
+        return e.strerror[:1].lower() + e.strerror[1:]
+    return type(exc).__name__
+
+
+def vault_errors(exc) -> str:
+    """The `errors` Vault sent with an hvac exception, joined and kept short."""
+    errors = getattr(exc, "errors", None)
+    text = ", ".join(str(e) for e in errors) if isinstance(errors, list) else ""
+    return " ".join(text.split())[:200]
+
+
+# Tokens Vault issues are 24+ characters; a short custom one (a dev server's "root")
+# would also match ordinary words, so it is left alone.
+REDACT_MIN_LENGTH = 12
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """Replace every occurrence of the given secrets (12+ characters) in `text` with ****."""
+    for secret in secrets:
+        if secret and len(secret) >= REDACT_MIN_LENGTH:
+            text = text.replace(secret, "****")
+    return text
+
+
+# --- KV v2 secrets --------------------------------------------------------------------
+
+def parse_ref(ref: str) -> tuple[str, str, str]:
+    """Split "secret/monitor#telegram_token" into (mount, path, key). Raise SecretError."""
+    location, sep, key = ref.partition("#")
+    mount, slash, path = location.strip("/").partition("/")
+    if not sep or not key or not slash or not mount or not path.strip("/"):
+        raise SecretError(f'invalid secret reference "{ref}": expected "mount/path#key", '
+                          'like "secret/monitor#telegram_token"')
+    return mount, path.strip("/"), key
+
+
+class SecretStore:
+    """Secrets read from Vault's KV v2 during one run; each (mount, path) is read once."""
+
+    def __init__(self, cfg: dict, token: str | None, environ=os.environ):
+        self._cfg = cfg
+        self._token = token
+        self._url, self._url_from = vault_url(cfg, environ)
+        self._client = None
+        self._cache: dict[tuple[str, str], dict | SecretError] = {}
+
+    def __repr__(self) -> str:  # never the token
+        return f"SecretStore(url={shown_url(self._url)!r})"
+
+    def get(self, ref: str) -> str:
+        """Given "mount/path#key", return the value. Raise SecretError saying why not."""
+        mount, path, key = parse_ref(ref)
+        if (mount, path) not in self._cache:
+            try:
+                self._cache[mount, path] = self._read(mount, path)
+            except SecretError as exc:
+                self._cache[mount, path] = exc
+        data = self._cache[mount, path]
+        if isinstance(data, SecretError):
+            raise SecretError(str(data))
+        if key not in data:
+            keys = ", ".join(sorted(map(str, data))) or "none"
+            raise SecretError(f'{mount}/{path}: no key "{key}" (keys there: {keys})')
+        value = data[key]
+        return value if isinstance(value, str) else json.dumps(value)
+
+    def _read(self, mount: str, path: str) -> dict:
+        where = f"{mount}/{path}"
+        if not self._token:
+            raise SecretError(f"{where}: no Vault token (set ${self._cfg.get('token_env') or 'VAULT_TOKEN'} "
+                              "or vault.token_file)")
+        problem = url_problem(self._url)
+        if problem:
+            raise SecretError(f'{where}: invalid Vault URL "{shown_url(self._url)}" '
+                              f"(from {self._url_from}): {problem}")
+        problem = ca_cert_problem(self._cfg)
+        if problem:
+            raise SecretError(f"{where}: {problem}")
+        from hvac import exceptions as hv
+
+        if self._client is None:
+            self._client = open_client(self._cfg, self._token, self._url)
+        try:
+            answer = self._client.secrets.kv.v2.read_secret_version(
+                mount_point=mount, path=path, raise_on_deleted_version=True)
+        except hv.Forbidden:
+            message = (f"{where}: permission denied (token revoked or expired, or its policy "
+                       f"lacks read on {mount}/data/{path})")
+        except hv.InvalidPath as exc:
+            if "no handler for route" in vault_errors(exc):
+                message = f'{where}: no secrets engine is mounted at "{mount}"'
+            else:
+                message = (f'{where}: no such secret (missing or deleted, or "{mount}" is not '
+                           "a KV version 2 mount)")
+        except hv.VaultDown:
+            message = f"{where}: Vault is sealed"
+        except hv.VaultError as exc:
+            message = f"{where}: Vault answered {type(exc).__name__}: {vault_errors(exc) or 'no details'}"
+        except network_errors() as exc:
+            message = (f"{where}: Vault unreachable at {shown_url(self._url)}: "
+                       f"{describe_failure(exc, self._url, timeout_of(self._cfg))}")
+        else:
+            body = answer.get("data") if isinstance(answer, dict) else None
+            data = body.get("data") if isinstance(body, dict) else None
+            if isinstance(data, dict):
+                return data
+            message = f"{where}: unexpected answer from Vault (not a KV version 2 secret)"
+        raise SecretError(redact(message, self._token))
