@@ -99,6 +99,23 @@ def backup_check(**kwargs):
     return run_job("backup-check", opts, config, lambda cfg, cache, o: backup_checks(cfg, cache))
 
 
+@cli.command("daily-report")
+@common_options
+@click.option("--date", "day", metavar="YYYY-MM-DD", help="Report this day (default: yesterday in report.timezone).")
+@click.option("--force", is_flag=True, help="Send again even if this day was already reported.")
+@click.option("--textfile-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Write monitor_daily-report.prom here for node_exporter's textfile collector.")
+def daily_report(day, force, **kwargs):
+    """Yesterday's business figures, errors and health in one message (cron: 09:00)."""
+    from monitor.daily import daily_checks
+    from monitor.jobs import run_job
+
+    opts = _options(**kwargs)
+    config = _load_config(opts)
+    build, finish = daily_checks(config, day, force, opts)
+    return run_job("daily-report", opts, config, build, finish)
+
+
 @cli.group("config")
 def config_group():
     """Inspect the configuration."""

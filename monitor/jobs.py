@@ -55,10 +55,13 @@ CARRIED = {"health": ("counters.json", True), "backup-check": ("backup-verify.js
            "daily-report": ("report.json", True)}
 
 
-def run_job(command: str, opts: Options, config: dict, build_checks) -> Outcome:
+def run_job(command: str, opts: Options, config: dict, build_checks, finish=None) -> Outcome:
     """Run one command: `build_checks(config, carried, opts)` returns its checks.
 
     `carried` is a `Counters`: what the previous run saved, and what this one saves.
+    `finish(results, carried)`, if given, returns extras for the outputs: a `report`
+    object for the envelope and Prometheus, and a `message` (text, silent) to send
+    before the alerts.
     """
     from monitor.checks.system import Counters
 
@@ -99,6 +102,7 @@ def run_job(command: str, opts: Options, config: dict, build_checks) -> Outcome:
 
         run = run_checks(build_checks(config, counters, opts))
         status = overall(run.results)
+        extra = finish(run.results, counters) if finish else {}
 
         if counters.updates and "state_write_error" not in problems:
             try:
@@ -107,14 +111,16 @@ def run_job(command: str, opts: Options, config: dict, build_checks) -> Outcome:
             except OSError as exc:
                 problems["state_write_error"] = f"cannot write {counters_path}: {exc.strerror}"
 
-        notifications = _notify(command, opts, config, run.results, problems)
+        notifications = _notify(command, opts, config, run.results, problems, extra.get("message"))
         duration_ms = (time.perf_counter() - t0) * 1000
-        _export(command, opts, config, run.results, duration_ms, notifications, problems)
+        _export(command, opts, config, run.results, duration_ms, notifications, problems, extra.get("report"))
         _log_results(command, config, run.results, status, duration_ms)
         problems.update({k: v for k, v in _log_error(handler).items() if k not in problems})
 
         data = output.envelope(command, started_wall, host_name(), config["environment"], status,
-                               duration_ms, run.results, {"notifications": notifications, **problems})
+                               duration_ms, run.results,
+                               {**({"report": extra["report"]} if "report" in extra else {}),
+                                "notifications": notifications, **problems})
         for key, message in problems.items():
             print(f"monitor {command}: {key.replace('_', ' ')}: {message}", file=sys.stderr)
         _print(data, opts)
@@ -129,13 +135,13 @@ def run_job(command: str, opts: Options, config: dict, build_checks) -> Outcome:
             lock.release()
 
 
-def _notify(command: str, opts: Options, config: dict, results, problems: dict) -> dict:
+def _notify(command: str, opts: Options, config: dict, results, problems: dict, message=None) -> dict:
     """Deliver this run's alerts; a notification failure never changes the verdict."""
     from monitor.notify import notify
 
     try:
         summary = notify(config, command, results, opts.only, host_name(),
-                         no_notify=opts.no_notify, dry_run=opts.dry_run)
+                         no_notify=opts.no_notify, dry_run=opts.dry_run, message=message)
     except state.LockHeld as exc:
         log.error("notifications skipped: %s", exc, extra={"event": "notify_lock"})
         problems.setdefault("state_write_error", f"notifications skipped: {exc}")
@@ -199,6 +205,12 @@ def _print(data: dict, opts: Options) -> None:
         output.write_stdout(output.to_json(data))
         return
     text = output.to_text(data, colour=output.use_colour())
+    report = data.get("report") or {}
+    if report.get("message"):
+        from monitor.telegram import html_to_plain
+
+        note = f" (already sent {report['already_sent']}; --force sends again)" if report.get("already_sent") else ""
+        text += f"\n\n--- report{note} ---\n{html_to_plain(report['message'])}"
     for message in data["notifications"].get("dry_run", []):
         text += f"\n\n--- would send to chat {message['chat_id']} ---\n{message['text']}"
     output.write_stdout(text)

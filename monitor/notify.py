@@ -58,8 +58,13 @@ class Summary(dict):
 
 
 def notify(config: dict, command: str, results, kinds_run, host: str, *, no_notify=False,
-           dry_run=False, now: float | None = None, client=None, environ=os.environ) -> Summary:
-    """Evaluate alerts for `results` and deliver them; return the counts (and dry-run texts)."""
+           dry_run=False, now: float | None = None, client=None, environ=os.environ,
+           message: tuple[str, bool] | None = None) -> Summary:
+    """Evaluate alerts for `results` and deliver them; return the counts (and dry-run texts).
+
+    `message` is (text, silent): a message of the command itself (the daily report)
+    sent before this run's alerts, through the same outbox.
+    """
     now = time.time() if now is None else now
     folder = config["paths"]["state"]
     summary = Summary()
@@ -95,12 +100,14 @@ def notify(config: dict, command: str, results, kinds_run, host: str, *, no_noti
                 to_send.append(alert)
 
         tg = config.get("telegram")
-        text = None
+        # (text, silent, the alerts it carries): the command's own message first.
+        outgoing = [(message[0], message[1], [])] if message else []
         if to_send:
             from monitor import messages
 
-            text = messages.compose(to_send, host, config["environment"], now)
-            silent = not messages.rings(to_send)
+            outgoing.append((messages.compose(to_send, host, config["environment"], now),
+                             not messages.rings(to_send), [[a.check_id, a.status] for a in to_send]))
+        text = "\n\n".join(t for t, _, _ in outgoing) or None
         if dry_run:
             summary["dry_run"] = [{"chat_id": c, "text": text} for c in (tg or {}).get("chat_ids", [])] if text else []
             if text and not (tg and tg["chat_ids"]):
@@ -132,14 +139,14 @@ def notify(config: dict, command: str, results, kinds_run, host: str, *, no_noti
 
                     client = TelegramClient(token, tg["api_url"], tg["timeout"])
                 fresh = set()
-                for chat in tg["chat_ids"] if text else ():
-                    from monitor.telegram import split_message
+                from monitor.telegram import split_message
 
-                    for chunk in split_message(text):
-                        message = outbox.new_message(migrations.get(chat, chat), chunk, silent, now,
-                                                     [[a.check_id, a.status] for a in to_send])
-                        fresh.add(message["id"])
-                        queue.append(message)  # behind anything older for the same chat
+                for chat in tg["chat_ids"]:
+                    for body, silent, about in outgoing:
+                        for chunk in split_message(body):
+                            item = outbox.new_message(migrations.get(chat, chat), chunk, silent, now, about)
+                            fresh.add(item["id"])
+                            queue.append(item)  # behind anything older for the same chat
                 told = True
                 queue = _deliver(queue, client, now, tg["outbox_max_age"], migrations, summary, command)
                 summary["queued"] = sum(m["id"] in fresh for m in queue)
@@ -182,6 +189,7 @@ def _deliver(queue: list[dict], client, now: float, max_age: float, migrations: 
                       extra={"event": "outbox_dropped", "message_id": message.get("id")})
             continue
         if chat in blocked or (message.get("not_before") or 0) > now:
+            blocked.add(chat)  # Telegram asked us to wait: newer messages wait too, in order
             left.append(message)
             continue
         delivery = client.send(chat, message["text"], message.get("disable_notification", False))

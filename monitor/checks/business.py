@@ -1,0 +1,95 @@
+"""Business checks of the daily report (kind `business`): opportunities, sources, errors.
+
+`ReportProbe` measures each source of figures once per run (the database, the error
+logs, the health logs), whichever check asks first; the checks judge those figures.
+The probe keeps what it measured so the job can build the `report` object and the
+message from exactly the numbers that were judged.
+"""
+
+import threading
+
+from monitor import report as figures
+from monitor.results import CRITICAL, OK, UNKNOWN, WARNING, Result, Threshold, measured
+
+
+class ReportProbe:
+    def __init__(self, cfg: dict, logs_folder: str, window, base_dir: str = "."):
+        self.cfg, self.logs_folder, self.window, self.base_dir = cfg, logs_folder, window, base_dir
+        self._lock = threading.Lock()
+        self._done: dict = {}
+
+    def _once(self, name, compute):
+        with self._lock:
+            if name not in self._done:
+                try:
+                    self._done[name] = (compute(), None)
+                except figures.ReportError as exc:
+                    self._done[name] = (None, str(exc))
+            return self._done[name]
+
+    def business(self):
+        return self._once("business", lambda: figures.business_figures(self.cfg, self.window, self.base_dir))
+
+    def errors(self):
+        return self._once("errors", lambda: figures.count_errors(self.cfg["error_logs"], self.window))
+
+    def health(self):
+        return self._once("health", lambda: figures.health_summary(self.logs_folder, self.window))
+
+    def report(self) -> tuple[dict, list[str]]:
+        """The SPEC `report` object, and what could not be measured (one line each)."""
+        business, business_error = self._done.get("business", (None, "report.database was not queried"))
+        errors, _ = self._done.get("errors", (None, None))
+        health, _ = self.health()
+        missing = [business_error] if business_error else []
+        out = {"date": self.window.day.isoformat(), "timezone": str(self.window.start.tzinfo),
+               "window": {"start": self.window.start.isoformat(), "end": self.window.end.isoformat(),
+                          "hours": self.window.hours},
+               "opportunities_found": None, "avg_roi": None, "top_opportunities": [],
+               "sources_active": None, "inactive_sources": [], "errors": errors, "health": health,
+               "change": None}
+        if business:
+            out.update(opportunities_found=business["opportunities_found"], avg_roi=business["avg_roi"],
+                       top_opportunities=business["top_opportunities"],
+                       sources_active=len(business["sources"]), sources=business["sources"],
+                       inactive_sources=inactive(self.cfg, business),
+                       roi_missing=business["roi_missing"],
+                       change=figures.change(business, business["previous"]))
+        return out, missing
+
+
+def inactive(cfg: dict, business: dict) -> list[str]:
+    return [s for s in cfg["expected_sources"] if s not in business["sources"]]
+
+
+def opportunities(probe: ReportProbe) -> Result:
+    business, error = probe.business()
+    if error:
+        return Result(UNKNOWN, f"cannot count opportunities: {error}")
+    minimum = probe.cfg["min_opportunities"]
+    count = business["opportunities_found"]
+    return measured(count, Threshold(minimum - 1, -1, lower_is_worse=True) if minimum else Threshold(-1, -1, True),
+                    f"{count} opportunities on {probe.window.day}" + (f" (fewer than {minimum})" if count < minimum else ""),
+                    unit="", details={"minimum": minimum, "avg_roi": business["avg_roi"]})
+
+
+def sources(probe: ReportProbe) -> Result:
+    business, error = probe.business()
+    if error:
+        return Result(UNKNOWN, f"cannot list sources: {error}")
+    silent = inactive(probe.cfg, business)
+    active = len(business["sources"])
+    message = f"{active} source(s) active" + (f"; silent: {', '.join(silent)}" if silent else "")
+    return Result(WARNING if silent else OK, message, value=active, unit="",
+                  details={"active": sorted(business["sources"]), "inactive": silent})
+
+
+def errors(probe: ReportProbe) -> Result:
+    found, error = probe.errors()
+    if error:
+        return Result(UNKNOWN, f"cannot count errors: {error}")
+    status = CRITICAL if found["critical"] else WARNING if found["count"] else OK
+    message = f"{found['count']} ERROR/CRITICAL record(s) logged on {probe.window.day}"
+    if found["unparseable_lines"]:
+        message += f" ({found['unparseable_lines']} unparseable line(s))"
+    return Result(status, message, value=found["count"], unit="", details=found)

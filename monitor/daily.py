@@ -1,0 +1,86 @@
+"""`monitor daily-report`: the report's window, checks, `report` object and message.
+
+Glue between the CLI and `run_job`: picks the day (DST-aware), builds the business
+checks over one `ReportProbe`, and after the run turns what was measured into the
+`report` object and the Telegram message, once per day unless `--force`.
+"""
+
+import time
+from datetime import date, datetime
+from functools import partial
+
+from monitor.config import SCHEMA, ConfigError, _Context
+from monitor.results import OK
+from monitor.runner import Check
+
+DB_TIMEOUT = 60.0
+
+
+def _report_config(config: dict) -> dict:
+    if config.get("report"):
+        return config["report"]
+    base = config["source"] and __import__("os").path.dirname(config["source"]) or "."
+    return SCHEMA.fields["report"].parse({}, "report", _Context(base))
+
+
+def choose_day(text: str | None, tz, now: datetime | None = None) -> date:
+    """The day to report: --date, else yesterday in `tz`. Raise ConfigError if bad or not over."""
+    from monitor.report import default_day
+
+    now = now or datetime.now().astimezone()
+    today = now.astimezone(tz).date()
+    if not text:
+        return default_day(now, tz)
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f'--date: expected YYYY-MM-DD, got "{text}"') from None
+    if day >= today:
+        raise ConfigError(f"--date: {day} is not over yet in {tz} (today is {today})")
+    return day
+
+
+def daily_checks(config: dict, day_text: str | None, force: bool, opts):
+    """Return (build_checks, finish) for run_job."""
+    import os
+    import zoneinfo
+
+    from monitor.checks import business
+    from monitor.jobs import host_name
+
+    cfg = _report_config(config)
+    tz = zoneinfo.ZoneInfo(cfg["timezone"])
+    day = choose_day(day_text, tz)
+    from monitor.report import window_for
+
+    window = window_for(day, tz)
+    base_dir = os.path.dirname(config["source"]) if config["source"] else os.getcwd()
+    probe = business.ReportProbe(cfg, config["paths"]["logs"], window, base_dir)
+
+    def build(_config, carried, _opts):
+        return [Check("opportunities", "business", partial(business.opportunities, probe), DB_TIMEOUT),
+                Check("sources", "business", partial(business.sources, probe), DB_TIMEOUT),
+                Check("errors", "business", partial(business.errors, probe), DB_TIMEOUT)]
+
+    def finish(results, carried):
+        from monitor.report_text import render
+
+        report, missing = probe.report()
+        warning = any(r.status != OK for r in results)
+        text = render(report, missing, host=host_name(), environment=config["environment"], warning=warning,
+                      min_opportunities=cfg["min_opportunities"] if cfg.get("database") else None,
+                      template_path=cfg["template"])
+        report["missing"], report["message"] = missing, text
+        sent = carried.previous.get("sent") if isinstance(carried.previous.get("sent"), dict) else {}
+        key = day.isoformat()
+        if key in sent and not force:
+            report["already_sent"] = datetime.fromtimestamp(sent[key]).astimezone().isoformat(timespec="seconds")
+            return {"report": report, "message": None}
+        telegram = config.get("telegram")
+        if telegram and telegram["chat_ids"] and not (opts.dry_run or opts.no_notify):
+            # Keep a month of sent days: enough to refuse a double cron fire or a re-run.
+            recent = dict(sorted({**sent, key: time.time()}.items())[-31:])
+            carried.save("sent", recent)
+        return {"report": report, "message": (text, not warning)}
+
+    return build, finish
