@@ -47,6 +47,14 @@ def _load_config(opts: Options) -> dict:
     return config.load(opts.config, opts.env)
 
 
+def _config_options(func):
+    """--config and --env for the commands that are not jobs."""
+    func = click.option("--env", "env", envvar="MONITOR_ENV", metavar="NAME",
+                        help="Environment profile to apply.")(func)
+    return click.option("--config", "config", envvar="MONITOR_CONFIG", metavar="PATH",
+                        help="Config file.")(func)
+
+
 def _kinds(ctx, param, value):
     if not value:
         return None
@@ -116,6 +124,34 @@ def daily_report(day, force, **kwargs):
     return run_job("daily-report", opts, config, build, finish)
 
 
+@cli.command("cron")
+@_config_options
+def cron_lines(**kwargs):
+    """Print the crontab lines for this installation (absolute paths; paste into `crontab -e`)."""
+    from monitor import config as config_mod
+
+    opts = _options(**kwargs)
+    config = _load_config(opts)  # refuse to print lines for a config that does not load
+    path = config_mod.find_config_file(opts.config)
+    script = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "monitor")
+    if not os.path.exists(script):
+        import shutil
+
+        script = shutil.which("monitor") or script
+    args = f" --config {path}" if path else ""
+    if opts.env:
+        args += f" --env {opts.env}"
+    # Without a config file, paths are relative to the working directory: pin it.
+    prefix = "" if path else f"cd {os.getcwd()} && "
+    click.echo("# monitor: health every 5 minutes, backups every 6 hours, the daily report at 09:00.\n"
+               "# cron reads these times in the system time zone; cronie also honours a\n"
+               "# CRON_TZ=Europe/Paris line above them. --quiet: cron mails only real problems.")
+    click.echo(f"*/5 * * * * {prefix}{script} health --quiet{args}")
+    click.echo(f"0 */6 * * * {prefix}{script} backup-check --quiet{args}")
+    click.echo(f"0 9 * * * {prefix}{script} daily-report --quiet{args}")
+    return 0
+
+
 @cli.group("config")
 def config_group():
     """Inspect the configuration."""
@@ -151,14 +187,6 @@ def config_check(**kwargs):
         output.write_stdout(f"config ok: {source} (environment {effective['environment']})\n"
                             + "\n".join(output.flatten(shown)))
     return 0
-
-
-def _config_options(func):
-    """--config and --env for the commands that are not jobs."""
-    func = click.option("--env", "env", envvar="MONITOR_ENV", metavar="NAME",
-                        help="Environment profile to apply.")(func)
-    return click.option("--config", "config", envvar="MONITOR_CONFIG", metavar="PATH",
-                        help="Config file.")(func)
 
 
 @cli.group("notify")

@@ -1,8 +1,8 @@
 """The checks of each command, built from the config as a list of `runner.Check`.
 
-Each kind lives in its own module (`system.py`, later `vault.py`, `scrapers.py`,
-`quotas.py`, `backups.py`); modules are imported only when their section is
-configured, so a host-only run never loads requests or hvac.
+Each kind lives in its own module (`system.py`, `cron.py`, `vault.py`, `scrapers.py`,
+`quotas.py`, `backups.py`, `business.py`); modules are imported only when their
+section is configured, so a host-only run never loads requests or hvac.
 """
 
 from functools import partial
@@ -21,7 +21,10 @@ def health_checks(config: dict, counters, only: set[str] | None = None) -> list[
     wanted = only or set(HEALTH_KINDS)
     checks: list[Check] = []
     if "system" in wanted:
+        from monitor.checks.cron import cron
+
         checks += system_checks(config["system"], counters)
+        checks.append(Check("cron", "system", partial(cron, config), config["system"]["timeout"]))
     if "vault" in wanted and config.get("vault"):
         checks += vault_checks(config["vault"])
     http_session = None
@@ -108,7 +111,7 @@ def backup_checks(config: dict, cache) -> list[Check]:
 
 def known_check_ids(config: dict, alert_state: dict) -> set[str]:
     """Check ids this config produces or that alerted before (for `silence add` notes)."""
-    ids = {"cpu", "memory", "swap", "load", "network"}
+    ids = {"cpu", "memory", "swap", "load", "network", "cron"}
     for path in config["system"]["disk_paths"]:
         ids |= {f"disk:{path}", f"inodes:{path}"}
     if config.get("vault"):
