@@ -22,10 +22,13 @@ PYTHON = os.path.join(VENV_BIN, "python")
 def timed(argv, cwd=None, env=None):
     """Run argv once; return (wall seconds, peak RSS in MB, exit code)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Not /dev/null: GNU grep notices it and stops at the first match, like -q.
+    sink = tempfile.TemporaryFile()
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=sink, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
+    sink.close()
     return wall, usage.ru_maxrss / 1024, proc.returncode
 
 
@@ -67,7 +70,172 @@ def bench_health():
                       extra=f"exit codes {sorted(codes)}")
 
 
-BENCHMARKS = {"health": bench_health}
+def _write(path, text):
+    with open(path, "w") as handle:
+        handle.write(text)
+
+
+def bench_scrapers():
+    """50 scrapers answering in 200 ms: monitor vs curl --parallel, and vs one after another (issue 3)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import slow_server
+
+    server, port = slow_server.start(delay=0.2)
+    urls = [f"http://127.0.0.1:{port}/s{i}" for i in range(50)]
+    with tempfile.TemporaryDirectory() as tmp:
+        _write(os.path.join(tmp, "monitor.toml"), "".join(
+            f'[[scrapers]]\nname = "s{i}"\nurl = "{u}"\nexpect_json = {{ status = "ok" }}\n' for i, u in enumerate(urls)))
+        command = [MONITOR, "health", "--only", "scraper", "--format", "json"]
+        curl = ["curl", "-s", "--parallel", "--parallel-immediate", "--parallel-max", "50", *urls]
+        cmd, base, rss, codes = paired(command, curl, reps=7, cwd=tmp)
+        ok = report("50 scrapers vs curl --parallel", cmd, base, rss, target_ratio=2.5, target_rss=40,
+                    extra=f"exit codes {sorted(codes)}")
+        sequential = timed(["curl", "-s", *urls], cwd=tmp)[0]
+        speedup = sequential / cmd
+        print(f"{'50 scrapers vs sequential curl':<34} {cmd * 1000:8.1f} ms vs {sequential * 1000:7.1f} ms  "
+              f"speed-up {speedup:5.1f}x  [>= 20x: {'ok' if speedup >= 20 else 'MISSED'}] "
+              f"{'PASS' if speedup >= 20 else 'FAIL'}")
+    server.shutdown()
+    return ok and speedup >= 20
+
+
+def bench_vault_hang():
+    """A Vault that accepts TCP and never answers, timeout 2s: the run ends in <= 2.5 s (issue 3)."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)  # never accept(): connections complete in the backlog, no answer ever
+    port = listener.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        _write(os.path.join(tmp, "monitor.toml"), f'[vault]\nurl = "http://127.0.0.1:{port}"\ntimeout = "2s"\n')
+        wall, rss, code = timed([MONITOR, "health", "--only", "vault", "--format", "json"], cwd=tmp)
+    listener.close()
+    ok = wall <= 2.5 and code == 2
+    print(f"{'vault that never answers (2s)':<34} {wall * 1000:8.1f} ms  exit {code}  peak RSS {rss:5.1f} MB  "
+          f"[<= 2500 ms and critical: {'ok' if ok else 'MISSED'}] {'PASS' if ok else 'FAIL'}")
+    return ok
+
+
+OUT = os.path.join(ROOT, "bench", "out")  # generated data, kept between runs (gitignored)
+
+
+def _data_file(name, size_mb, make):
+    """Create bench/out/NAME once (size_mb of data made by `make(path)`); return its path."""
+    os.makedirs(OUT, exist_ok=True)
+    path = os.path.join(OUT, name)
+    if not os.path.exists(path):
+        make(path)
+    return path
+
+
+def _compressible(path, size_mb):
+    # base64 of random bytes: compresses like a text dump (~1.3:1), not trivially.
+    subprocess.run(f"head -c {size_mb * 3 // 4}M /dev/urandom | base64 > {path}", shell=True, check=True)
+
+
+def _backup_run(tmp, path, verify):
+    folder = os.path.dirname(path)
+    _write(os.path.join(tmp, "monitor.toml"),
+           f'[[backups]]\nname = "b"\npath = "{path}"\nverify = "{verify}"\nmin_count = 1\nmax_age = "3650d"\n'
+           f'min_free_percent = 0\n')
+    state = os.path.join(tmp, "state", "backup-verify.json")
+    if os.path.exists(state):
+        os.unlink(state)  # cold: no cached verdict
+    return [MONITOR, "backup-check", "--format", "json"]
+
+
+def bench_backups():
+    """gzip -t and sha256sum against backup-check's streaming verification; RSS; cache hit (issue 5)."""
+    gz = _data_file("dump-200MB.sql.gz", 0, lambda p: subprocess.run(
+        f"head -c 190M /dev/urandom | base64 | gzip -1 > {p}", shell=True, check=True))
+    raw = _data_file("dump-500MB.bin", 0, lambda p: subprocess.run(
+        f"head -c 500M /dev/urandom > {p} && sha256sum {p} | sed 's#  .*/#  #' > {p}.sha256", shell=True, check=True))
+    big = _data_file("dump-2GB.bin", 0, lambda p: subprocess.run(
+        f"head -c 2G /dev/zero > {p} && sha256sum {p} | sed 's#  .*/#  #' > {p}.sha256", shell=True, check=True))
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, path, verify, baseline, target in (
+                ("gzip verify 200 MB vs gzip -t", gz, "gzip", ["gzip", "-t", gz], 1.3),
+                ("sha256 verify 500 MB vs sha256sum", raw, "sha256", ["sha256sum", raw], 1.2)):
+            times, base_times, rss = [], [], []
+            for _ in range(3):
+                t, r, _code = timed(_backup_run(tmp, path, verify), cwd=tmp)
+                times.append(t)
+                rss.append(r)
+                base_times.append(timed(baseline)[0])
+            results.append(report(label, statistics.median(times), statistics.median(base_times), max(rss),
+                                  target_ratio=target))
+        t, r, _code = timed(_backup_run(tmp, big, "sha256"), cwd=tmp)
+        ok = r <= 40
+        print(f"{'verify a 2 GB file':<34} {t * 1000:8.1f} ms  peak RSS {r:5.1f} MB  [rss <= 40 MB: "
+              f"{'ok' if ok else 'MISSED'}] {'PASS' if ok else 'FAIL'}")
+        results.append(ok)
+        # Cache hit: the same unchanged file again, against a cold `health` start.
+        command = [MONITOR, "backup-check", "--format", "json"]
+        cmd, base, rss_hit, _ = paired(command, [MONITOR, "health", "--format", "json"], reps=9, cwd=tmp)
+        results.append(report("backup-check cached vs health", cmd, base, rss_hit, target_ratio=1.5))
+    return all(results)
+
+
+def bench_report():
+    """Errors in a 1M-line JSON log vs grep -c; a report over 1M SQLite rows (issue 6)."""
+    log = _data_file("app-1M.log", 0, _make_log)
+    db = _data_file("opportunities-1M.db", 0, _make_db)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        _write(os.path.join(tmp, "monitor.toml"), f'[report]\nerror_logs = ["{log}"]\n')
+        command = [MONITOR, "daily-report", "--date", "2026-11-25", "--no-notify", "--format", "json"]
+        cmd, base, rss, codes = paired(command, ["grep", "-c", '"ERROR"', log], reps=3, cwd=tmp, warmup=1)
+        results.append(report("errors in 1M log lines vs grep -c", cmd, base, rss, target_ratio=6, target_rss=30))
+    with tempfile.TemporaryDirectory() as tmp:
+        _write(os.path.join(tmp, "monitor.toml"), f'[report]\ndatabase = "sqlite://{db}"\nerror_logs = []\n')
+        command = [MONITOR, "daily-report", "--date", "2026-11-25", "--no-notify", "--format", "json"]
+        times, rss = [], []
+        for _ in range(3):
+            t, r, _code = timed(command, cwd=tmp)
+            times.append(t)
+            rss.append(r)
+        wall = statistics.median(times)
+        ok = wall <= 2.0 and max(rss) <= 60
+        print(f"{'report over 1M SQLite rows':<34} {wall * 1000:8.1f} ms  peak RSS {max(rss):5.1f} MB  "
+              f"[<= 2000 ms, <= 60 MB: {'ok' if ok else 'MISSED'}] {'PASS' if ok else 'FAIL'}")
+        results.append(ok)
+    return all(results)
+
+
+def _make_log(path):
+    import json
+    import random
+
+    rng = random.Random(1)
+    with open(path, "w") as out:
+        for i in range(1_000_000):
+            level = "ERROR" if rng.random() < 0.03 else "INFO"
+            second = i * 86400 // 1_000_000
+            out.write(json.dumps({"asctime": f"2026-11-25T{second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}+00:00",
+                                  "levelname": level, "name": "scraper",
+                                  "message": f"fetched block {i} from uniswap " + "x" * 100}) + "\n")
+
+
+def _make_db(path):
+    import random
+    import sqlite3
+
+    rng = random.Random(2)
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE opportunities (id INTEGER PRIMARY KEY, found_at TEXT, source TEXT, roi REAL)")
+    sources = ["uniswap", "sushiswap", "curve", "balancer", "pancake"]
+    rows = ((f"2026-11-{24 + i * 3 // 1_000_000:02d}T{(i * 3 % 1_000_000) * 86400 // 1_000_000 // 3600:02d}:00:00+00:00",
+             rng.choice(sources), rng.random() * 20) for i in range(1_000_000))
+    conn.executemany("INSERT INTO opportunities (found_at, source, roi) VALUES (?, ?, ?)", rows)
+    conn.execute("CREATE INDEX opportunities_found_at ON opportunities (found_at)")
+    conn.commit()
+    conn.close()
+
+
+BENCHMARKS = {"health": bench_health, "scrapers": bench_scrapers, "vault-hang": bench_vault_hang,
+              "backups": bench_backups, "report": bench_report}
 
 
 def main(names):
