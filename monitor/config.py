@@ -255,7 +255,8 @@ class Table(Field):
             else:
                 out[key] = _default(spec, ctx)
         if self.check:
-            self.check(out, path, ctx)
+            # A key given with a bad value counts as given: its own error says what is wrong.
+            self.check({**out, **{k: value[k] for k in value if out.get(k) is None}}, path, ctx)
         return out
 
     def default_value(self, ctx):
@@ -425,7 +426,7 @@ def _check_timezone(config, errors):
         import zoneinfo
 
         zoneinfo.ZoneInfo(report["timezone"])
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # "America" is a folder
         errors.append(f'report.timezone: unknown time zone "{report["timezone"]}"')
 
 
@@ -433,16 +434,15 @@ def _check_timezone(config, errors):
 
 _SECRET_KEYS = {"token", "bot_token", "password", "passwd", "secret", "api_key", "apikey",
                 "vault_token", "secret_id", "private_key"}
-_SECRET_VALUES = (
-    r"\d{6,12}:[A-Za-z0-9_-]{30,}",              # Telegram bot token
-    r"(hvs|hvb|hvr|s|b|r)\.[A-Za-z0-9_-]{20,}",  # Vault/OpenBao token
-)
+_TELEGRAM_TOKEN = r"(?<!\d)\d{6,12}:[A-Za-z0-9_-]{30,}"  # alone, or pasted in a URL (.../bot<token>)
+_VAULT_TOKEN = r"(hvs|hvb|hvr|s|b|r)\.[A-Za-z0-9_-]{20,}"  # Vault/OpenBao token
 _SECRET_HEADER = r"(?i)auth|key|token|secret|password|cookie"
 _URL_PASSWORD = r"(?i)[a-z+]+://[^/@:]*:[^/@]+@"
 _SECRET_HINT = "secrets may not be stored in the config file"
 
 
-def _find_secrets(node, path, errors):
+def _find_secrets(node, path, errors, found):
+    """Append an error per secret in `node` to `errors`, and each secret value to `found`."""
     if isinstance(node, dict):
         for key, value in node.items():
             sub = f"{path}.{key}" if path else key
@@ -452,15 +452,24 @@ def _find_secrets(node, path, errors):
                     and not value.startswith("env:"):
                 errors.append(f'{sub}: {_SECRET_HINT}; write "env:VARIABLE" to read it from the environment')
             else:
-                _find_secrets(value, sub, errors)
+                _find_secrets(value, sub, errors, found)
     elif isinstance(node, list):
         for i, value in enumerate(node):
-            _find_secrets(value, f"{path}[{i}]", errors)
+            _find_secrets(value, f"{path}[{i}]", errors, found)
     elif isinstance(node, str):
-        if any(re.fullmatch(p, node.strip()) for p in _SECRET_VALUES):
+        if re.search(_TELEGRAM_TOKEN, node) or re.fullmatch(_VAULT_TOKEN, node.strip()):
             errors.append(f"{path}: looks like a token; {_SECRET_HINT}")
+            found.append(node)
         elif re.match(_URL_PASSWORD, node):
             errors.append(f"{path}: the URL contains a password; {_SECRET_HINT} (use PGPASSWORD or ~/.pgpass)")
+            found.append(node)
+
+
+def _masked(errors: list[str], secrets: list[str]) -> list[str]:
+    """Other checks of a field echo its value ("got ..."): a refused secret must not."""
+    for secret in secrets:
+        errors = [e.replace(secret, "****") for e in errors]
+    return errors
 
 
 # --- loading --------------------------------------------------------------------------
@@ -522,7 +531,8 @@ def profiles(raw: dict) -> list[str]:
 def build(raw: dict, env: str | None, base_dir: str, source: str = "") -> dict:
     """Given a raw TOML document, return the validated config for profile `env`."""
     errors: list[str] = []
-    _find_secrets(raw, "", errors)
+    secrets: list[str] = []
+    _find_secrets(raw, "", errors, secrets)
     profile_tables = raw.get("env", {})
     if not isinstance(profile_tables, dict) or not all(isinstance(v, dict) for v in profile_tables.values()):
         errors.append("env: expected tables like [env.dev]")
@@ -539,12 +549,10 @@ def build(raw: dict, env: str | None, base_dir: str, source: str = "") -> dict:
     ctx = _Context(base_dir)
     config = SCHEMA.parse(base, "", ctx)
     errors.extend(ctx.errors)
-    if errors:
-        raise ConfigError(errors)
-    config["environment"] = name
     _check_timezone(config, errors)
     if errors:
-        raise ConfigError(errors)
+        raise ConfigError(_masked(errors, secrets))
+    config["environment"] = name
     config["source"] = source or None
     return config
 

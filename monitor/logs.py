@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta
 from pythonjsonlogger.json import JsonFormatter
 
 LOG_MODE = 0o640
+LOG_FOLDER_MODE = 0o750
 LOGGER = "monitor"
 
 
@@ -33,10 +34,17 @@ class AppendHandler(logging.Handler):
         self.path = path
         self.error: str | None = None
         self.fd: int | None = None
+        self.reopen()
+
+    def reopen(self):
+        """Open the file now at `path` (the daily archive moves the one opened before)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
         try:
-            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_MODE)
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_MODE)
         except OSError as exc:
-            self.error = f"cannot write {path}: {exc.strerror}"
+            self.error = self.error or f"cannot write {self.path}: {exc.strerror}"
 
     def emit(self, record):
         if self.fd is None:
@@ -64,7 +72,7 @@ def open_log(folder: str, name: str, verbose: int = 0) -> AppendHandler:
     logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
     logger.propagate = False
     try:
-        os.makedirs(folder, exist_ok=True)
+        os.makedirs(folder, mode=LOG_FOLDER_MODE, exist_ok=True)
     except OSError:
         pass  # the handler reports the failure with the file name
     handler = AppendHandler(os.path.join(folder, f"{name}.log"))
@@ -114,12 +122,23 @@ def archive_if_stale(folder: str, name: str, today: date, retention_days: int) -
         day = _record_day(first)
         if not first or (day or today.isoformat()) >= today.isoformat():
             return []
-        os.makedirs(os.path.dirname(pending), exist_ok=True)
+        os.makedirs(os.path.dirname(pending), mode=LOG_FOLDER_MODE, exist_ok=True)
         os.replace(path, pending)
+        _reopen_handlers(path)  # else this run's own records would go to the moved file
     written = _split_by_day(pending, folder, name, today)
     os.unlink(pending)
     _apply_retention(os.path.join(folder, "archive"), name, today, retention_days)
     return written
+
+
+def _reopen_handlers(path: str) -> None:
+    for handler in logging.getLogger(LOGGER).handlers:
+        if isinstance(handler, AppendHandler) and handler.path == path:
+            handler.reopen()
+
+
+def _log_opener(path, flags):
+    return os.open(path, flags, LOG_MODE)
 
 
 def _split_by_day(pending: str, folder: str, name: str, today: date) -> list[str]:
@@ -133,7 +152,7 @@ def _split_by_day(pending: str, folder: str, name: str, today: date) -> list[str
             day = _record_day(line) or current or today.isoformat()
             current = day
             if day >= today.isoformat():
-                with open(os.path.join(folder, f"{name}.log"), "ab") as live:
+                with open(os.path.join(folder, f"{name}.log"), "ab", opener=_log_opener) as live:
                     live.write(line)
                 continue
             if day not in outputs:

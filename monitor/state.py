@@ -99,7 +99,10 @@ class RunLock:
         """Take the lock, waiting up to `wait` seconds. Raise LockHeld naming the holder."""
         import fcntl
 
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        except OSError as exc:  # read-only or full disk, a folder in the way
+            raise StateError(f"cannot open {self.path}: {exc.strerror}") from None
         deadline = time.monotonic() + self.wait
         delay = 0.01
         while True:
@@ -116,9 +119,12 @@ class RunLock:
                     raise LockHeld(self.command, holder, self.path, self.wait)
                 time.sleep(delay)  # only when another run holds the lock
                 delay = min(delay * 2, 0.2)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass  # the PID only names the holder in the next run's message; the lock holds
 
     def release(self) -> None:
         if self.fd is not None:

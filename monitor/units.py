@@ -41,7 +41,7 @@ def parse_duration(text: str) -> Duration:
     if not isinstance(text, str):
         raise ValueError(f'expected a duration like "5s", got {text!r}')
     compact = text.strip().replace(" ", "")
-    if compact[:-1].isdigit() and compact[-1:] in _DURATION_UNITS:  # "30s": the usual case
+    if compact[:-1].isdecimal() and compact[-1:] in _DURATION_UNITS:  # "30s": the usual case
         return Duration(int(compact[:-1]) * _DURATION_UNITS[compact[-1]], text.strip())
     parts = re.findall(_DURATION_PART, compact)
     if not compact or "".join(n + u for n, u in parts) != compact:

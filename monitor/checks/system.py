@@ -118,7 +118,7 @@ def _mount_problem(path: str, fstab: str) -> str | None:
             for line in handle:
                 fields = line.split()
                 if len(fields) > 2 and not fields[0].startswith("#") and fields[1] == path \
-                        and fields[2] != "swap" and "noauto" not in fields[3:4]:
+                        and fields[2] != "swap" and "noauto" not in ",".join(fields[3:4]).split(","):
                     return f"{path} is listed in {fstab} but not mounted"
     except OSError:
         pass

@@ -1,0 +1,92 @@
+"""Running checks: concurrently, each within its timeout, never taking the run down."""
+
+import threading
+import time
+
+import pytest
+
+from monitor.results import Result
+from monitor.runner import Check, run_checks
+
+
+@pytest.fixture
+def release():
+    """An event that stuck checks wait on; set at the end so their threads finish."""
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+def ok(message="fine"):
+    return lambda: Result("ok", message)
+
+
+def sleeping(seconds, status="ok"):
+    def probe():
+        time.sleep(seconds)
+        return Result(status, f"slept {seconds}s")
+    return probe
+
+
+def test_checks_run_concurrently():
+    checks = [Check(f"c{i}", "system", sleeping(0.3)) for i in range(3)]
+    started = time.monotonic()
+    run = run_checks(checks)
+    assert time.monotonic() - started < 0.6
+    assert [r.status for r in run.results] == ["ok"] * 3
+    assert run.stuck == []
+
+
+def test_results_keep_the_given_order():
+    checks = [Check("slow", "system", sleeping(0.2)), Check("fast", "system", ok()),
+              Check("medium", "vault", sleeping(0.1))]
+    assert [r.id for r in run_checks(checks).results] == ["slow", "fast", "medium"]
+
+
+def test_results_carry_their_id_kind_and_duration():
+    [result] = run_checks([Check("scraper:uniswap", "scraper", sleeping(0.05))]).results
+    assert (result.id, result.kind) == ("scraper:uniswap", "scraper")
+    assert 40 <= result.duration_ms < 1000
+
+
+def test_a_check_that_raises_is_unknown_with_the_reason_and_the_others_still_report():
+    def broken():
+        raise RuntimeError("psutil went away")
+
+    run = run_checks([Check("cpu", "system", ok()), Check("memory", "system", broken),
+                      Check("load", "system", ok())])
+    assert [r.status for r in run.results] == ["ok", "unknown", "ok"]
+    assert "RuntimeError" in run.results[1].message and "psutil went away" in run.results[1].message
+
+
+def test_a_check_that_hangs_is_unknown_once_its_timeout_passes(release):
+    checks = [Check("hung", "system", lambda: release.wait() and Result("ok", "late"), timeout=0.3),
+              Check("quick", "system", ok())]
+    started = time.monotonic()
+    run = run_checks(checks)
+    elapsed = time.monotonic() - started
+    assert 0.3 <= elapsed < 0.5
+    hung, quick = run.results
+    assert hung.status == "unknown" and "timed out" in hung.message and "300ms" in hung.message
+    assert quick.status == "ok"
+    assert run.stuck == ["hung"]
+
+
+def test_a_hanging_check_reports_its_on_timeout_status(release):
+    check = Check("disk:/mnt/nfs", "system", lambda: release.wait(), timeout=0.2, on_timeout="critical")
+    started = time.monotonic()
+    [result] = run_checks([check]).results
+    assert time.monotonic() - started < 0.4
+    assert result.status == "critical"
+
+
+def test_each_check_has_its_own_timeout(release):
+    checks = [Check("short", "system", lambda: release.wait(), timeout=0.1),
+              Check("long", "system", sleeping(0.3), timeout=2)]
+    run = run_checks(checks)
+    assert [r.status for r in run.results] == ["unknown", "ok"]
+
+
+def test_no_checks_is_an_empty_run():
+    run = run_checks([])
+    assert (run.results, run.stuck) == ([], [])

@@ -1,0 +1,182 @@
+"""The state folder: atomic writes, corrupt files set aside, one run of a command at a time."""
+
+import fcntl
+import json
+import logging
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from monitor import state
+from monitor.state import LockHeld, RunLock, StateError
+from tests.conftest import MONITOR, VERDICT_CONFIGS, clean_env
+
+EXIT_CODES = {"ok": 0, "warning": 1, "critical": 2, "unknown": 3}
+
+
+# --- atomic writes ----------------------------------------------------------------------------
+
+def test_a_write_replaces_the_file_and_leaves_no_temp_file(tmp_path):
+    path = str(tmp_path / "counters.json")
+    state.write_json(path, {"a": 1})
+    state.write_json(path, {"a": 2, "b": [1, 2]})
+    assert os.listdir(tmp_path) == ["counters.json"]
+    assert state.read_json(path) == {"a": 2, "b": [1, 2]}
+
+
+def test_a_write_that_fails_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    path = str(tmp_path / "counters.json")
+    state.write_json(path, {"old": True})
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError):
+        state.write_json(path, {"new": True})
+    assert os.listdir(tmp_path) == ["counters.json"]
+    assert state.read_json(path) == {"old": True}
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o077])
+def test_state_files_are_private_whatever_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        state.atomic_write(str(tmp_path / "alerts.json"), b"{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "alerts.json").stat().st_mode & 0o777 == 0o600
+
+
+# --- corrupt files ----------------------------------------------------------------------------
+
+def test_a_missing_state_file_reads_as_the_default(tmp_path):
+    assert state.read_json(str(tmp_path / "counters.json"), default={}) == {}
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("content", [b"\x00garbage{", b"", b"  \n", b"[1, 2]", b'{"cpu": ', b"\xff\xfe"])
+def test_a_corrupt_state_file_is_set_aside_with_a_warning(tmp_path, monitor_records, content):
+    path = tmp_path / "counters.json"
+    path.write_bytes(content)
+    assert state.read_json(str(path), default={}) == {}
+    [aside] = os.listdir(tmp_path)
+    assert re.fullmatch(r"counters\.json\.corrupt-\d{8}T\d{6}", aside)
+    assert (tmp_path / aside).read_bytes() == content
+    [warning] = [r for r in monitor_records if r.levelno == logging.WARNING]
+    assert str(path) in warning.getMessage() and aside in warning.getMessage()
+
+
+def test_a_state_path_that_is_a_folder_is_a_state_error(tmp_path):
+    (tmp_path / "counters.json").mkdir()
+    with pytest.raises(StateError, match="is a directory"):
+        state.read_json(str(tmp_path / "counters.json"))
+
+
+def test_a_run_with_a_corrupt_state_file_goes_on_from_empty_state(tmp_path, run_monitor, envelope, log_records):
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "counters.json").write_text("{ not json")
+    proc = run_monitor(["health"], tmp_path, config=VERDICT_CONFIGS["warning"], steady_cpu=False)
+    data = envelope(proc)
+    assert data["checks"]["disk:/"]["status"] == "warning"
+    assert proc.returncode == EXIT_CODES[data["overall_status"]]  # the checks alone decide
+    assert "state_write_error" not in data and proc.stderr == ""
+    names = os.listdir(tmp_path / "state")
+    assert any(re.fullmatch(r"counters\.json\.corrupt-\d{8}T\d{6}", n) for n in names)
+    assert isinstance(json.loads((tmp_path / "state" / "counters.json").read_text()), dict)
+    warnings = [r for r in log_records(tmp_path / "logs" / "health.log")
+                if r["levelname"] == "WARNING" and "counters.json" in r["message"]]
+    assert len(warnings) == 1
+
+
+# --- the run lock -----------------------------------------------------------------------------
+
+@pytest.fixture
+def held_lock(tmp_path):
+    """Hold state/health.lock as another run would, with PID 4242 written in it."""
+    folder = tmp_path / "state"
+    folder.mkdir()
+    fd = os.open(folder / "health.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, b"4242\n")
+    yield fd
+    try:
+        os.close(fd)
+    except OSError:
+        pass  # released by the test
+
+
+def test_a_second_run_while_the_lock_is_held_exits_3_naming_the_pid(tmp_path, held_lock, run_monitor):
+    started = time.monotonic()
+    proc = run_monitor(["health"], tmp_path, env={"MONITOR_LOCK_WAIT": "0.5"}, steady_cpu=False)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 3
+    assert proc.stdout == ""
+    [line] = proc.stderr.splitlines()
+    assert "4242" in line and "health.lock" in line
+    assert 0.5 <= elapsed < 3
+    assert not (tmp_path / "logs").exists()  # nothing written by the run that gave up
+
+
+def test_a_run_waits_for_the_lock_to_be_released(tmp_path, held_lock, write_config, verdict_config):
+    write_config(tmp_path, verdict_config("ok"), "ok.toml")
+    proc = subprocess.Popen([MONITOR, "health", "-q", "--config", "ok.toml"], cwd=tmp_path,
+                            env=clean_env({"MONITOR_LOCK_WAIT": "10"}), stderr=subprocess.PIPE, text=True)
+    time.sleep(0.4)
+    assert proc.poll() is None  # still waiting
+    os.close(held_lock)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode != 3, err
+    assert (tmp_path / "state" / "health.lock").read_text().strip() == str(proc.pid)
+
+
+def test_the_lock_is_exclusive_and_released(tmp_path):
+    first = RunLock(str(tmp_path), "health", wait=0.05)
+    first.acquire()
+    with pytest.raises(LockHeld, match=f"PID {os.getpid()}"):
+        RunLock(str(tmp_path), "health", wait=0.05).acquire()
+    RunLock(str(tmp_path), "backup-check", wait=0.05).acquire()  # another command: its own lock
+    first.release()
+    again = RunLock(str(tmp_path), "health", wait=0.05)
+    again.acquire()
+    again.release()
+
+
+def test_a_lock_that_cannot_be_opened_is_a_state_error_not_a_crash(tmp_path):
+    (tmp_path / "health.lock").mkdir()
+    with pytest.raises(StateError, match="health.lock"):
+        RunLock(str(tmp_path), "health", wait=0.05).acquire()
+
+
+def test_the_state_folder_is_created_private(tmp_path):
+    old = os.umask(0)
+    try:
+        state.ensure_folder(str(tmp_path / "state"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700
+
+
+def test_a_state_folder_that_is_a_file_is_a_state_error(tmp_path):
+    (tmp_path / "state").write_text("")
+    with pytest.raises(StateError):
+        state.ensure_folder(str(tmp_path / "state"))
+
+
+def test_files_of_a_run_are_private_even_under_umask_000(tmp_path, write_config, verdict_config):
+    write_config(tmp_path, verdict_config("warning"), "ok.toml")
+    proc = subprocess.run(["bash", "-c", f"umask 000 && exec {MONITOR} health -q --config ok.toml"],
+                          cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=30)
+    assert proc.returncode in (1, 2), proc.stderr
+    assert (tmp_path / "state" / "counters.json").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "state" / "health.lock").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "logs" / "health.log").stat().st_mode & 0o777 == 0o640
+    for folder, dirs, files in os.walk(tmp_path):
+        for name in dirs + files:
+            mode = os.stat(os.path.join(folder, name)).st_mode
+            assert not mode & 0o002, f"{name} is world-writable"
+            if not name.endswith(".toml"):
+                assert not mode & 0o004 or name in dirs, f"{name} is world-readable"

@@ -1,0 +1,426 @@
+"""Host checks fed with fake kernel counters, and the /proc reader checked against psutil."""
+
+import math
+import os
+import shutil
+import subprocess
+import threading
+import time
+from functools import partial
+from types import SimpleNamespace
+
+import psutil
+import pytest
+
+from monitor.checks import system, system_checks
+from monitor.checks.procfs import CpuTimes, Memory, NicCounters, ProcSource, Swap
+from monitor.checks.system import Counters
+from monitor.results import Threshold
+from monitor.runner import Check, run_checks
+
+BOOT = 1_700_000_000.0
+CPU = Threshold(80, 95)
+NET_FIELDS = ("bytes_sent", "bytes_recv", "errin", "errout", "dropin", "dropout")
+
+
+class FakeHost:
+    """psutil's API with canned answers; `cpu_times` returns its readings in turn."""
+
+    def __init__(self, cpu=(), nics=None, memory=None, swap=None, boot=BOOT):
+        self.cpu_readings = list(cpu)
+        self.nics = nics or {}
+        self.memory, self.swap, self.boot = memory, swap, boot
+
+    def boot_time(self):
+        return self.boot
+
+    def cpu_times(self):
+        return self.cpu_readings.pop(0) if len(self.cpu_readings) > 1 else self.cpu_readings[0]
+
+    def net_io_counters(self, pernic=True):
+        assert pernic
+        return self.nics
+
+    def virtual_memory(self):
+        return self.memory
+
+    def swap_memory(self):
+        return self.swap
+
+
+class FakeClock:
+    def __init__(self, now=1000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def cpu_times(total, idle, **extra):
+    """Times whose total is `total` and idle `idle` (user makes up the difference)."""
+    return CpuTimes(user=total - idle, nice=0.0, system=0.0, idle=idle, **extra)
+
+
+def cpu_baseline(total, idle, at, boot=BOOT):
+    return {"cpu": {"boot": boot, "time": at, "total": total, "idle": idle}}
+
+
+def nic(sent=0, recv=0, errin=0, errout=0, dropin=0, dropout=0):
+    return NicCounters(bytes_sent=sent, bytes_recv=recv, packets_sent=0, packets_recv=0,
+                       errin=errin, errout=errout, dropin=dropin, dropout=dropout)
+
+
+def net_baseline(at, boot=BOOT, **nics):
+    return {"net": {"boot": boot, "time": at, "nics": {
+        name: [getattr(counters, f) for f in NET_FIELDS] for name, counters in nics.items()}}}
+
+
+def no_sleep(calls):
+    return calls.append
+
+
+# --- CPU --------------------------------------------------------------------------------------
+
+def test_cpu_is_the_average_since_the_saved_counters():
+    counters = Counters(cpu_baseline(1000.0, 500.0, at=940.0), clock=FakeClock(1000.0))
+    result = system.cpu(CPU, counters, FakeHost(cpu=[cpu_times(1200.0, 600.0)]), sleep=pytest.fail)
+    assert result.value == 50.0
+    assert result.status == "ok"
+    assert "50.0%" in result.message and "1m" in result.message
+    assert counters.updates["cpu"] == {"boot": BOOT, "time": 1000.0, "total": 1200.0, "idle": 600.0}
+
+
+def test_cpu_is_judged_against_its_thresholds():
+    counters = Counters(cpu_baseline(1000.0, 500.0, at=940.0), clock=FakeClock(1000.0))
+    result = system.cpu(CPU, counters, FakeHost(cpu=[cpu_times(1100.0, 503.0)]), sleep=pytest.fail)
+    assert (result.value, result.status) == (97.0, "critical")
+    assert (result.warning, result.critical, result.unit) == (80, 95, "%")
+
+
+def test_iowait_counts_as_idle_and_guest_time_is_not_counted_twice():
+    counters = Counters(cpu_baseline(0.0, 0.0, at=0.0), clock=FakeClock(100.0))
+    # 100 s of user time of which 50 s ran a guest (already inside user), 50 s idle, 50 s iowait
+    times = CpuTimes(user=100.0, nice=0.0, system=0.0, idle=50.0, iowait=50.0, guest=50.0)
+    assert system.cpu(CPU, counters, FakeHost(cpu=[times]), sleep=pytest.fail).value == 50.0
+
+
+def test_the_first_run_takes_a_short_sample():
+    slept = []
+    counters = Counters({}, clock=FakeClock(1000.0))
+    host = FakeHost(cpu=[cpu_times(1000.0, 500.0), cpu_times(1020.0, 505.0)])
+    result = system.cpu(CPU, counters, host, sleep=no_sleep(slept))
+    assert slept == [system.FIRST_RUN_SAMPLE_SECONDS]
+    assert result.value == 75.0
+    assert "sample" in result.message
+    assert counters.updates["cpu"]["total"] == 1020.0
+
+
+def test_a_reboot_falls_back_to_a_sample():
+    slept = []
+    counters = Counters(cpu_baseline(10.0, 5.0, at=900.0, boot=BOOT - 3600), clock=FakeClock(1000.0))
+    host = FakeHost(cpu=[cpu_times(1000.0, 500.0), cpu_times(1010.0, 505.0)])
+    result = system.cpu(CPU, counters, host, sleep=no_sleep(slept))
+    assert slept and result.value == 50.0
+    assert counters.updates["cpu"]["boot"] == BOOT
+
+
+def test_counters_going_backwards_fall_back_to_a_sample():
+    slept = []
+    counters = Counters(cpu_baseline(50_000.0, 20_000.0, at=900.0), clock=FakeClock(1000.0))
+    host = FakeHost(cpu=[cpu_times(1000.0, 500.0), cpu_times(1010.0, 509.0)])
+    result = system.cpu(CPU, counters, host, sleep=no_sleep(slept))
+    assert slept and result.value == 10.0
+
+
+def test_a_span_under_one_second_keeps_the_old_baseline():
+    counters = Counters(cpu_baseline(1000.0, 500.0, at=999.5), clock=FakeClock(1000.0))
+    result = system.cpu(CPU, counters, FakeHost(cpu=[cpu_times(1001.0, 500.5)]), sleep=pytest.fail)
+    assert result.value == 50.0
+    assert "cpu" not in counters.updates
+
+
+def test_a_garbled_baseline_is_ignored():
+    slept = []
+    counters = Counters({"cpu": {"boot": BOOT, "time": "yesterday"}}, clock=FakeClock(1000.0))
+    host = FakeHost(cpu=[cpu_times(1000.0, 500.0), cpu_times(1010.0, 505.0)])
+    assert system.cpu(CPU, counters, host, sleep=no_sleep(slept)).value == 50.0
+    assert slept
+
+
+# --- network ------------------------------------------------------------------------------------
+
+def test_the_first_network_run_saves_a_baseline():
+    counters = Counters({}, clock=FakeClock(1000.0))
+    result = system.network([], counters, FakeHost(nics={"eth0": nic(100, 200), "lo": nic(5, 5)}))
+    assert result.value is None and result.status == "ok"
+    assert "baseline saved" in result.message
+    assert counters.updates["net"] == {"boot": BOOT, "time": 1000.0, "nics": {"eth0": [100, 200, 0, 0, 0, 0]}}
+
+
+def test_network_rates_are_bytes_per_second_since_the_last_run():
+    counters = Counters(net_baseline(990.0, eth0=nic(1000, 5000), eth1=nic(0, 0)), clock=FakeClock(1000.0))
+    host = FakeHost(nics={"eth0": nic(2000, 25000), "eth1": nic(500, 500), "lo": nic(10**9, 10**9)})
+    result = system.network([], counters, host)
+    assert result.status == "ok"
+    assert result.unit == "B/s"
+    assert result.details["eth0"] == {"rx_bytes_per_second": 2000.0, "tx_bytes_per_second": 100.0}
+    assert result.value == 2000.0 + 100.0 + 50.0 + 50.0  # loopback is left out
+    assert "lo" not in result.details
+
+
+def test_new_errors_or_drops_warn_naming_the_interface():
+    counters = Counters(net_baseline(990.0, eth0=nic(errin=3), eth1=nic()), clock=FakeClock(1000.0))
+    host = FakeHost(nics={"eth0": nic(errin=3), "eth1": nic(errin=0, dropin=7)})
+    result = system.network([], counters, host)
+    assert result.status == "warning"
+    assert "eth1" in result.message and "7 new dropin" in result.message
+    assert "eth0" not in result.message.split("(")[0]  # old errors are not new
+    assert result.details["eth1"]["new_dropin"] == 7
+
+
+def test_a_counter_reset_is_a_note_not_an_alarm():
+    counters = Counters(net_baseline(990.0, eth0=nic(10**6, 10**6, errin=50)), clock=FakeClock(1000.0))
+    result = system.network([], counters, FakeHost(nics={"eth0": nic(10, 10)}))
+    assert result.status == "ok"
+    assert "reset" in result.details["eth0"]["note"]
+
+
+def test_a_missing_configured_interface_warns():
+    counters = Counters(net_baseline(990.0, eth0=nic()), clock=FakeClock(1000.0))
+    result = system.network(["eth0", "wg0"], counters, FakeHost(nics={"eth0": nic(), "eth1": nic()}))
+    assert result.status == "warning"
+    assert "wg0 not found" in result.message
+    assert set(result.details) == {"eth0"}  # only the configured interfaces
+
+
+def test_a_reboot_restarts_the_network_baseline():
+    counters = Counters(net_baseline(990.0, boot=BOOT - 60, eth0=nic(10**9, 10**9)), clock=FakeClock(1000.0))
+    result = system.network([], counters, FakeHost(nics={"eth0": nic(10, 10)}))
+    assert result.value is None and "baseline saved" in result.message
+    assert counters.updates["net"]["boot"] == BOOT
+
+
+# --- disk and inodes -------------------------------------------------------------------------------
+
+def statvfs_of(blocks=1000, bfree=300, bavail=250, files=1000, ffree=250, favail=250, frsize=4096):
+    stats = SimpleNamespace(f_blocks=blocks, f_bfree=bfree, f_bavail=bavail, f_frsize=frsize,
+                            f_files=files, f_ffree=ffree, f_favail=favail)
+    return lambda path: stats
+
+
+@pytest.fixture
+def fstab(tmp_path):
+    path = tmp_path / "fstab"
+    path.write_text("# <file system> <mount point> <type> <options> <dump> <pass>\n")
+    return path
+
+
+def test_disk_percent_counts_like_df(tmp_path, fstab):
+    # df: used = blocks - free; percent = used / (used + available); root's reserve is neither.
+    result = system.disk(str(tmp_path), Threshold(70, 90), fstab=str(fstab), statvfs=statvfs_of())
+    assert result.value == 73.7  # 700 / 950
+    assert result.status == "warning"
+    assert result.details["total_bytes"] == 1000 * 4096
+    assert result.details["free_bytes"] == 250 * 4096
+
+
+def test_disk_percent_of_the_root_filesystem_agrees_with_df():
+    df = shutil.which("df")
+    if df is None:
+        pytest.fail("df is part of coreutils and should be installed")
+    out = subprocess.run([df, "--output=pcent", "/"], capture_output=True, text=True, check=True).stdout
+    df_percent = int(out.splitlines()[1].strip().rstrip("%"))
+    ours = system.disk("/", Threshold(90, 95)).value
+    assert abs(math.ceil(ours) - df_percent) <= 1  # df rounds up to a whole percent
+
+
+def test_inodes_percent_counts_used_inodes(tmp_path, fstab):
+    result = system.inodes(str(tmp_path), Threshold(90, 95), fstab=str(fstab), statvfs=statvfs_of())
+    assert (result.value, result.status) == (75.0, "ok")
+
+
+def test_a_filesystem_without_inode_counts_is_ok(tmp_path, fstab):
+    result = system.inodes(str(tmp_path), Threshold(90, 95), fstab=str(fstab), statvfs=statvfs_of(files=0))
+    assert result.status == "ok" and "does not count inodes" in result.message
+
+
+def test_a_missing_disk_path_is_critical_for_that_path_only(tmp_path, fstab):
+    missing = str(tmp_path / "mnt" / "backups")
+    result = system.disk(missing, Threshold(90, 95), fstab=str(fstab), statvfs=pytest.fail)
+    assert result.status == "critical" and missing in result.message
+    assert system.inodes(missing, Threshold(90, 95), fstab=str(fstab), statvfs=pytest.fail).status == "critical"
+    assert system.disk(str(tmp_path), Threshold(90, 95), fstab=str(fstab), statvfs=statvfs_of()).status == "ok"
+
+
+def test_a_disk_path_that_is_a_file_is_critical(tmp_path, fstab):
+    result = system.disk(str(fstab), Threshold(90, 95), fstab=str(fstab), statvfs=pytest.fail)
+    assert result.status == "critical" and "not a directory" in result.message
+
+
+def test_a_path_in_fstab_that_is_not_mounted_is_critical(tmp_path, fstab):
+    mount_point = tmp_path / "data"
+    mount_point.mkdir()  # the empty folder under an unmounted filesystem
+    fstab.write_text(f"UUID=1234 {mount_point} ext4 defaults 0 2\n")
+    result = system.disk(str(mount_point), Threshold(90, 95), fstab=str(fstab), statvfs=statvfs_of())
+    assert result.status == "critical"
+    assert "not mounted" in result.message and str(fstab) in result.message
+
+
+@pytest.mark.parametrize("line", [
+    "UUID=1234 {mp} ext4 noauto 0 2",
+    "UUID=1234 {mp} ext4 defaults,noauto,user 0 2",
+    "# UUID=1234 {mp} ext4 defaults 0 2",
+    "UUID=1234 {mp}/other ext4 defaults 0 2",
+])
+def test_fstab_entries_that_need_no_mount_are_measured(tmp_path, fstab, line):
+    mount_point = tmp_path / "data"
+    mount_point.mkdir()
+    fstab.write_text(line.format(mp=mount_point) + "\n")
+    result = system.disk(str(mount_point), Threshold(90, 95), fstab=str(fstab), statvfs=statvfs_of())
+    assert result.status == "ok"
+
+
+def test_a_disk_stuck_in_the_kernel_is_critical_and_the_run_returns(tmp_path, fstab):
+    release = threading.Event()
+
+    def dead_nfs(path):
+        release.wait()
+        return statvfs_of()(path)
+
+    check = Check(f"disk:{tmp_path}", "system",
+                  partial(system.disk, str(tmp_path), Threshold(90, 95), fstab=str(fstab), statvfs=dead_nfs),
+                  timeout=0.3, on_timeout="critical")
+    started = time.monotonic()
+    try:
+        run = run_checks([check, Check("load", "system", partial(system.load, Threshold(1.5, 3.0)))])
+    finally:
+        release.set()
+    assert time.monotonic() - started < 0.5
+    assert [r.status for r in run.results][0] == "critical"
+    assert "timed out" in run.results[0].message
+    assert run.results[1].id == "load" and run.results[1].status != "unknown"
+
+
+def test_disk_and_inode_checks_are_critical_when_they_time_out():
+    from monitor import config
+
+    cfg = config.build({"system": {"disk_paths": ["/", "/srv"]}}, None, "/")["system"]
+    checks = {c.id: c for c in system_checks(cfg, Counters({}))}
+    assert set(checks) == {"cpu", "memory", "swap", "load", "disk:/", "inodes:/", "disk:/srv", "inodes:/srv",
+                           "network"}
+    assert {cid for cid, c in checks.items() if c.on_timeout == "critical"} == {
+        "disk:/", "inodes:/", "disk:/srv", "inodes:/srv"}
+
+
+# --- load, memory, swap ------------------------------------------------------------------------------
+
+def test_load_is_the_five_minute_average_per_cpu():
+    result = system.load(Threshold(1.5, 3.0), getloadavg=lambda: (9.0, 6.0, 3.0), cpu_count=lambda: 4)
+    assert (result.value, result.status) == (1.5, "warning")
+    assert result.details == {"load1": 9.0, "load5": 6.0, "load15": 3.0, "cpus": 4}
+
+
+def test_load_with_an_unknown_cpu_count_counts_one_cpu():
+    result = system.load(Threshold(1.5, 3.0), getloadavg=lambda: (0.5, 3.5, 0.5), cpu_count=lambda: None)
+    assert (result.value, result.status) == (3.5, "critical")
+
+
+@pytest.mark.parametrize("percent, status", [(50.0, "ok"), (85.0, "warning"), (97.5, "critical")])
+def test_memory_is_judged_on_the_percent_used(percent, status):
+    total = 8 * 2**30
+    host = FakeHost(memory=Memory(total, int(total * (1 - percent / 100)), percent))
+    result = system.memory(Threshold(85, 95), host)
+    assert (result.value, result.status) == (percent, status)
+    assert f"{percent:.1f}%" in result.message and "8.0 GiB" in result.message
+
+
+def test_swap_is_judged_on_the_percent_used():
+    host = FakeHost(swap=Swap(total=2 * 2**30, used=int(1.7 * 2**30), free=int(0.3 * 2**30), percent=85.0))
+    assert system.swap(Threshold(50, 80), host).status == "critical"
+
+
+def test_a_host_without_swap_is_ok():
+    result = system.swap(Threshold(50, 80), FakeHost(swap=Swap(0, 0, 0, 0.0)))
+    assert result.status == "ok" and "no swap" in result.message
+
+
+# --- /proc, read without psutil ---------------------------------------------------------------------
+
+@pytest.fixture
+def fake_proc(tmp_path):
+    (tmp_path / "net").mkdir()
+    (tmp_path / "stat").write_text(
+        "cpu  400 10 200 600 50 5 5 1 30 0\n"
+        "cpu0 200 5 100 300 25 2 2 0 15 0\n"
+        "intr 12345 0 0\n"
+        "btime 1700000000\n"
+        "processes 4242\n")
+    (tmp_path / "meminfo").write_text(
+        "MemTotal:        1000 kB\nMemFree:          100 kB\nMemAvailable:     250 kB\n"
+        "Buffers:           20 kB\nCached:            30 kB\nSwapTotal:       2000 kB\nSwapFree:         500 kB\n"
+        "HugePages_Total:    0\n")
+    (tmp_path / "net" / "dev").write_text(
+        "Inter-|   Receive                                                |  Transmit\n"
+        " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n"
+        "    lo:    5000      50    0    0    0     0          0         0     5000      50    0    0    0     0       0          0\n"
+        "  eth0: 1000 10 1 2 0 0 0 0 2000 20 3 4 0 0 0 0\n")
+    return ProcSource(str(tmp_path))
+
+
+def test_proc_source_reads_boot_time_and_cpu_times(fake_proc):
+    ticks = os.sysconf("SC_CLK_TCK")
+    assert fake_proc.boot_time() == 1_700_000_000.0
+    times = fake_proc.cpu_times()
+    assert times.user == 400 / ticks and times.idle == 600 / ticks and times.iowait == 50 / ticks
+    assert times.guest == 30 / ticks and times.guest_nice == 0
+
+
+def test_proc_source_reads_memory_and_swap(fake_proc):
+    assert fake_proc.virtual_memory() == Memory(total=1024_000, available=256_000, percent=75.0)
+    assert fake_proc.swap_memory() == Swap(total=2048_000, used=1536_000, free=512_000, percent=75.0)
+
+
+def test_proc_source_estimates_available_memory_on_old_kernels(fake_proc):
+    meminfo = os.path.join(fake_proc.proc, "meminfo")
+    with open(meminfo) as handle:
+        lines = [line for line in handle if not line.startswith("MemAvailable")]
+    with open(meminfo, "w") as handle:
+        handle.writelines(lines)
+    assert fake_proc.virtual_memory().available == (100 + 20 + 30) * 1024
+
+
+def test_proc_source_reads_network_counters_like_psutil(fake_proc):
+    nics = fake_proc.net_io_counters(pernic=True)
+    assert set(nics) == {"lo", "eth0"}
+    assert nics["eth0"] == NicCounters(bytes_sent=2000, bytes_recv=1000, packets_sent=20, packets_recv=10,
+                                       errin=1, errout=3, dropin=2, dropout=4)
+
+
+def test_proc_source_without_btime_is_an_error(fake_proc):
+    with open(os.path.join(fake_proc.proc, "stat"), "w") as handle:
+        handle.write("cpu  1 2 3 4\n")
+    with pytest.raises(OSError, match="btime"):
+        fake_proc.boot_time()
+    assert fake_proc.cpu_times().idle == 4 / os.sysconf("SC_CLK_TCK")  # short lines are padded
+
+
+def test_proc_source_matches_psutil_on_this_machine():
+    ours = ProcSource()
+    assert ours.virtual_memory().total == psutil.virtual_memory().total
+    assert ours.swap_memory().total == psutil.swap_memory().total
+    assert abs(ours.boot_time() - psutil.boot_time()) <= 1
+    mine, theirs = ours.cpu_times(), psutil.cpu_times()
+    for field in ("user", "system", "idle", "iowait"):
+        assert abs(getattr(mine, field) - getattr(theirs, field)) < 3, field
+    mine_nics, their_nics = ours.net_io_counters(pernic=True), psutil.net_io_counters(pernic=True)
+    assert set(mine_nics) == set(their_nics)
+    for name, counters in mine_nics.items():
+        assert counters.bytes_recv <= their_nics[name].bytes_recv  # read first, counters only grow
+        assert counters.errin == their_nics[name].errin
+
+
+def test_cpu_from_proc_on_this_machine_is_a_sane_percent():
+    counters = Counters({})
+    result = system.cpu(CPU, counters, ProcSource(), sleep=lambda s: time.sleep(0.05))
+    assert 0.0 <= result.value <= 100.0
+    assert counters.updates["cpu"]["boot"] == ProcSource().boot_time()
