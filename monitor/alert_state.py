@@ -67,7 +67,7 @@ def evaluate(entries: dict, results, command: str, kinds_run: set[str] | None, n
                 if notified in (None, RESOLVED) or notified != r.status:
                     alerts.append(Alert(r.id, r.status, r, since, now,
                                         previous=notified if notified not in (None, RESOLVED) else None))
-                elif now - _num(prev.get("notified_at"), now) >= every:
+                elif now - _num(prev.get("notified_at"), 0) >= every:  # unreadable time: remind
                     alerts.append(Alert(r.id, r.status, r, since, now, reminder=True))
         new[r.id] = entry
     for check_id, entry in entries.items():

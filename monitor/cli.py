@@ -311,6 +311,9 @@ def main(argv=None) -> int:
         result = cli.main(args=argv, prog_name="monitor", standalone_mode=False)
     except click.exceptions.Exit as exc:  # --help, --version
         return exc.exit_code
+    except click.exceptions.NoArgsIsHelpError as exc:  # plain `monitor`: show the help
+        print(exc.ctx.get_help(), file=sys.stderr)
+        return EXIT_UNKNOWN
     except click.ClickException as exc:
         hint = ""
         ctx = getattr(exc, "ctx", None)

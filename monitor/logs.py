@@ -14,6 +14,8 @@ from datetime import date, datetime, timedelta
 
 from pythonjsonlogger.json import JsonFormatter
 
+from monitor.redact import RedactingFilter, scrub
+
 LOG_MODE = 0o640
 LOG_FOLDER_MODE = 0o750
 LOGGER = "monitor"
@@ -50,7 +52,8 @@ class AppendHandler(logging.Handler):
         if self.fd is None:
             return
         try:
-            os.write(self.fd, (self.format(record) + "\n").encode("utf-8", "replace"))
+            # Scrub the final line too: extra fields (dicts) are not seen by the filter.
+            os.write(self.fd, (scrub(self.format(record)) + "\n").encode("utf-8", "replace"))
         except OSError as exc:
             self.error = self.error or f"cannot write {self.path}: {exc.strerror}"
         except Exception:  # a formatting bug must not take the run down
@@ -76,12 +79,15 @@ def open_log(folder: str, name: str, verbose: int = 0) -> AppendHandler:
     except OSError:
         pass  # the handler reports the failure with the file name
     handler = AppendHandler(os.path.join(folder, f"{name}.log"))
+    handler.addFilter(RedactingFilter())
     handler.setFormatter(IsoJsonFormatter("%(asctime)s %(levelname)s %(message)s",
                                           json_ensure_ascii=False, json_default=str))
     logger.addHandler(handler)
     if verbose:
         console = logging.StreamHandler()
         console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        # urllib3's debug lines carry request URLs, and the bot token is in the URL.
+        console.addFilter(RedactingFilter())
         logger.addHandler(console)
         if verbose > 1:
             logging.getLogger().addHandler(console)  # urllib3 and friends
@@ -98,12 +104,14 @@ def close_log() -> None:
 
 # --- daily archive -------------------------------------------------------------------
 
-_DAY = re.compile(rb'"asctime":\s*"(\d{4}-\d{2}-\d{2})')
+_ASCTIME = b'"asctime": "'
 
 
 def _record_day(line: bytes) -> str | None:
-    match = _DAY.search(line, 0, 200)
-    return match.group(1).decode() if match else None
+    """The day of a record, from its asctime (our own formatter's layout)."""
+    at = line.find(_ASCTIME, 0, 200)
+    day = line[at + len(_ASCTIME):at + len(_ASCTIME) + 10] if at != -1 else b""
+    return day.decode() if len(day) == 10 and day[4:5] == b"-" and day[:4].isdigit() else None
 
 
 def archive_if_stale(folder: str, name: str, today: date, retention_days: int) -> list[str]:

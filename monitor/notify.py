@@ -87,7 +87,11 @@ def notify(config: dict, command: str, results, kinds_run, host: str, *, no_noti
         alerts, entries = alert_state.evaluate(stored.get("checks", {}), results, command, kinds_run, now,
                                                rules["alert_after"], rules["repeat_interval"],
                                                rules["send_resolved"])
-        active = silences.load(folder, now)
+        try:
+            active = silences.load(folder, now)
+        except (state.StateError, OSError) as exc:
+            active = []
+            summary.setdefault("state_error", f"cannot read silences: {getattr(exc, 'strerror', None) or exc}")
         to_send = []
         for alert in alerts:
             silence = silences.matching(active, alert.check_id)
@@ -112,10 +116,14 @@ def notify(config: dict, command: str, results, kinds_run, host: str, *, no_noti
             summary["dry_run"] = [{"chat_id": c, "text": text} for c in (tg or {}).get("chat_ids", [])] if text else []
             if text and not (tg and tg["chat_ids"]):
                 summary["dry_run"] = [{"chat_id": None, "text": text}]
+            if tg:
+                from monitor import outbox
+
+                summary["outbox"] = outbox.count(folder)
             return summary  # a dry run changes nothing
 
         queue = []
-        if tg and not no_notify:
+        if tg:  # loaded under --no-notify too: what waits is reported, not sent nor rewritten
             from monitor import outbox
 
             try:

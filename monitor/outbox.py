@@ -47,6 +47,15 @@ def load(folder: str) -> list[dict]:
     return messages
 
 
+def count(folder: str) -> int:
+    """How many messages wait, without touching the file (dry runs change nothing)."""
+    try:
+        with open(path(folder), "rb") as handle:
+            return sum(1 for line in handle if line.strip())
+    except OSError:
+        return 0
+
+
 def save(folder: str, messages: list[dict]) -> None:
     data = "".join(json.dumps(m, ensure_ascii=False, separators=(",", ":")) + "\n" for m in messages)
     if not messages and not os.path.exists(path(folder)):

@@ -75,11 +75,18 @@ def use_colour(stream=sys.stdout) -> bool:
 
 
 def write_stdout(text: str) -> None:
-    """Print to stdout; a reader that went away (`| head -c1`) ends the run quietly."""
+    """Print to stdout; a reader that went away (`| head -c1`) ends the run quietly.
+
+    Any other failure (stdout on a full disk) is one line on stderr, not a traceback.
+    """
+    from monitor.redact import scrub
+
     try:
-        sys.stdout.write(text + "\n")
+        sys.stdout.write(scrub(text) + "\n")
         sys.stdout.flush()
-    except BrokenPipeError:
+    except OSError as exc:
+        if not isinstance(exc, BrokenPipeError):
+            print(f"monitor: cannot write the result to stdout: {exc.strerror or exc}", file=sys.stderr)
         # Point stdout at /dev/null so the interpreter's final flush does not raise again.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

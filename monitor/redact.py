@@ -27,6 +27,19 @@ def register(secret: str | None) -> None:
         if secret not in _secrets:
             _secrets.append(secret)
             _secrets.sort(key=len, reverse=True)
+    install()  # a secret is about to be used: whatever logs its use must be scrubbed
+
+
+def install(*loggers: logging.Logger) -> None:
+    """Put a RedactingFilter on every handler of `loggers` (default: root and `monitor`).
+
+    Handler filters, not logger filters: urllib3's records propagate to the root
+    handlers without passing any filter of the root logger itself.
+    """
+    for logger in loggers or (logging.getLogger(), logging.getLogger("monitor")):
+        for handler in logger.handlers:
+            if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+                handler.addFilter(RedactingFilter())
 
 
 def scrub(text) -> str:

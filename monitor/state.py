@@ -79,6 +79,8 @@ def read_json(path: str, default=None, expect=dict):
 
 
 def ensure_folder(path: str) -> None:
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise StateError(f"{path}: not a directory")
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
     except OSError as exc:

@@ -57,6 +57,10 @@ class TelegramClient:
                                              timeout=(min(self.timeout, 5.0), self.timeout))
             except self._requests.RequestException as exc:
                 reason = _network_reason(exc)
+                if isinstance(exc, self._requests.ReadTimeout):
+                    # The whole timeout is already spent (3 tries would hold the run 30 s),
+                    # and Telegram may have shown the message: the outbox retries next run.
+                    return Delivery(False, f"Telegram unreachable: {reason}", chat_id=chat_id)
                 failures += 1
                 if failures > self.retries:
                     return Delivery(False, f"Telegram unreachable: {reason}", chat_id=chat_id)

@@ -149,7 +149,7 @@ def inodes(path: str, threshold: Threshold, fstab: str = "/etc/fstab", statvfs=o
         return Result(OK, f"{path}: the filesystem does not count inodes", unit="%",
                       warning=threshold.warning, critical=threshold.critical)
     used = st.f_files - st.f_ffree
-    percent = round(100.0 * used / (used + st.f_favail), 1) if used + st.f_favail else 0.0
+    percent = round(100.0 * used / st.f_files, 1)  # as `df -i` counts IUse%
     return measured(percent, threshold, f"Inodes {path} {percent:.1f}% used ({st.f_favail} free)",
                     details={"path": path, "total": st.f_files, "free": st.f_favail})
 
