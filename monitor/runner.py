@@ -34,8 +34,14 @@ def run_checks(checks: list[Check], clock=time.monotonic) -> Run:
     """Run `checks` concurrently; return their results in the given order."""
     done: dict[str, Result] = {}
     finished = threading.Condition()
+    # Threads wait at the gate until all are started: Thread.start() waits for the new
+    # thread to run, and with probes already busy that costs a GIL switch (up to 5 ms)
+    # per thread, 250 ms for 50 scrapers.
+    gate = threading.Event()
 
-    def work(check: Check, started: float):
+    def work(check: Check):
+        gate.wait()
+        started = clock()
         try:
             result = check.probe()
         except Exception as exc:  # noqa: BLE001 - any failure is this check's alone
@@ -46,13 +52,13 @@ def run_checks(checks: list[Check], clock=time.monotonic) -> Run:
                 done[check.id] = with_identity(result, check.id, check.kind, elapsed)
             finished.notify()
 
-    started = clock()
     threads = {}
     for check in checks:
-        thread = threading.Thread(target=work, args=(check, clock()), name=f"check:{check.id}",
-                                  daemon=True)
+        thread = threading.Thread(target=work, args=(check,), name=f"check:{check.id}", daemon=True)
         thread.start()
         threads[check.id] = thread
+    started = clock()
+    gate.set()
 
     with finished:
         while True:
