@@ -53,7 +53,10 @@ def evaluate(entries: dict, results, command: str, kinds_run: set[str] | None, n
             entry.update(since=now if prev_status != OK else prev.get("since", now), count=0)
             if notified and notified != RESOLVED:
                 if send_resolved:
-                    alerts.append(Alert(r.id, RESOLVED, r, _num(prev.get("since"), now), now,
+                    # A silence or --no-notify can hold the RESOLVED back for some runs: keep
+                    # when the problem began, so the duration told is still how long it lasted.
+                    entry["began"] = prev.get("since") if prev_status != OK else prev.get("began")
+                    alerts.append(Alert(r.id, RESOLVED, r, _num(entry["began"], now), _num(entry["since"], now),
                                         previous=notified))
                 else:
                     entry["notified_status"] = None

@@ -254,7 +254,10 @@ def silence_add(pattern, duration, reason, **kwargs):
 
     config = _load_config(_options(**kwargs))
     folder = config["paths"]["state"]
-    silence = silences.add(folder, pattern, duration, reason, time.time())
+    try:
+        silence = silences.add(folder, pattern, duration, reason, time.time())
+    except (state.StateError, OSError) as exc:
+        raise _silences_not_saved(folder, exc) from None
     known = known_check_ids(config, state.read_json(os.path.join(folder, "alerts.json"), default={}))
     import fnmatch
 
@@ -288,13 +291,25 @@ def silence_remove(silence_id, **kwargs):
     """Remove the silence SILENCE_ID (see `silence list`)."""
     import time
 
-    from monitor import silences
+    from monitor import silences, state
 
     config = _load_config(_options(**kwargs))
-    if not silences.remove(config["paths"]["state"], silence_id, time.time()):
+    try:
+        removed = silences.remove(config["paths"]["state"], silence_id, time.time())
+    except (state.StateError, OSError) as exc:
+        raise _silences_not_saved(config["paths"]["state"], exc) from None
+    if not removed:
         raise click.BadParameter(f"no active silence with id {silence_id}", param_hint="SILENCE_ID")
     click.echo(f"removed silence {silence_id}")
     return 0
+
+
+def _silences_not_saved(folder: str, exc: Exception) -> click.ClickException:
+    """One line for a state folder that cannot be written (exit 3), not a traceback."""
+    from monitor.state import StateError
+
+    reason = str(exc) if isinstance(exc, StateError) else f"cannot write in {folder}: {exc.strerror or exc}"
+    return click.ClickException(f"silences not saved: {reason}")
 
 
 def _when(ts: float) -> str:

@@ -34,7 +34,7 @@ def load(folder: str) -> list[dict]:
             continue
         try:
             item = json.loads(line)
-            if not isinstance(item, dict) or not isinstance(item.get("text"), str) or "chat_id" not in item:
+            if not _is_message(item):
                 raise ValueError("not a message")
             messages.append(item)
         except ValueError:
@@ -45,6 +45,17 @@ def load(folder: str) -> list[dict]:
         log.warning("outbox had %d unreadable line(s); kept in %s", len(bad), aside,
                     extra={"event": "outbox_corrupt"})
     return messages
+
+
+def _is_message(item) -> bool:
+    """A line the delivery loop can use as is (a hand-edited one may not be)."""
+    def number(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    return (isinstance(item, dict) and isinstance(item.get("text"), str)
+            and isinstance(item.get("chat_id"), (str, int)) and not isinstance(item.get("chat_id"), bool)
+            and number(item.get("created", 0)) and (item.get("not_before") is None or number(item["not_before"]))
+            and number(item.get("attempts", 0)) and isinstance(item.get("alerts", []), list))
 
 
 def count(folder: str) -> int:

@@ -1,0 +1,285 @@
+"""A loopback stand-in for the Telegram Bot API, for end-to-end tests of the notifier.
+
+`TelegramStandIn` is a ThreadingHTTPServer on 127.0.0.1 (port 0) in a background
+thread. It answers `POST /bot<token>/sendMessage` the way Telegram does: 200 with
+`{"ok": true, "result": {...}}`, or an `{"ok": false, "error_code", "description",
+"parameters"}` body. Like Telegram it refuses HTML it cannot parse (400 "can't parse
+entities") and texts over 4096 characters (400 "message is too long"), so a test that
+only counts deliveries also proves the text was valid.
+
+Failures are scripted: `fail(answer, ...)` queues answers for the next requests;
+`always(answer)` answers every request that way until `always(None)`;
+`refuse_chat(chat_id, answer)` answers every request for one chat that way. `stop()` closes
+the socket (connection refused), `start()` reopens it on the same port. Every request
+is kept in `received` (thread-safe); `delivered` is what was answered 200.
+
+Usable without pytest: `with TelegramStandIn() as bot: ...`.
+"""
+
+import html.parser
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import NamedTuple
+
+LIMIT = 4096
+# Tags Telegram accepts in parse_mode HTML (https://core.telegram.org/bots/api#html-style).
+ALLOWED_TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre",
+                "tg-spoiler", "span", "blockquote", "tg-emoji"}
+_ENTITY = re.compile(r"&(?:lt|gt|amp|quot|#\d+|#x[0-9a-fA-F]+);")
+_PATH = re.compile(r"/bot(?P<token>[^/]+)/(?P<method>\w+)$")
+
+
+class Received(NamedTuple):
+    path: str
+    token: str
+    chat_id: str
+    text: str
+    parse_mode: str | None
+    disable_notification: bool
+    status: int              # what the stand-in answered (0: it never answered)
+
+
+# --- scripted answers -----------------------------------------------------------------------
+
+class Answer(NamedTuple):
+    status: int
+    body: bytes
+    hang: bool = False
+
+
+def _error(status: int, description: str, parameters: dict | None = None) -> Answer:
+    body = {"ok": False, "error_code": status, "description": description}
+    if parameters:
+        body["parameters"] = parameters
+    return Answer(status, json.dumps(body).encode())
+
+
+def too_many_requests(retry_after: int) -> Answer:
+    return _error(429, f"Too Many Requests: retry after {retry_after}", {"retry_after": retry_after})
+
+
+def server_error() -> Answer:
+    return _error(500, "Internal Server Error")
+
+
+def parse_error() -> Answer:
+    return _error(400, "Bad Request: can't parse entities: Unsupported start tag \"x\" at byte offset 3")
+
+
+def migrated(new_chat_id: int) -> Answer:
+    return _error(400, "Bad Request: group chat was upgraded to a supergroup chat",
+                  {"migrate_to_chat_id": new_chat_id})
+
+
+def unauthorized() -> Answer:
+    return _error(401, "Unauthorized")
+
+
+def forbidden() -> Answer:
+    return _error(403, "Forbidden: bot was kicked from the supergroup chat")
+
+
+def invalid_json() -> Answer:
+    return Answer(200, b"<html><body>502 Bad Gateway</body></html>")
+
+
+HANG = Answer(0, b"", hang=True)  # accept the request and never answer
+
+
+# --- Telegram's own validation ---------------------------------------------------------------
+
+class _HtmlCheck(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=False)
+        self.stack, self.error = [], None
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in ALLOWED_TAGS:
+            self.error = self.error or f'Unsupported start tag "{tag}"'
+        self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.error = self.error or f'Unexpected end tag "{tag}"'
+        else:
+            self.stack.pop()
+
+
+def html_error(text: str) -> str | None:
+    """Why Telegram would refuse `text` in parse_mode HTML, or None if it accepts it."""
+    # Outside tags, "<" and "&" must be escaped; only a few named entities exist.
+    outside = re.sub(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?>", "", text)
+    if "<" in outside:
+        return "Unsupported start tag"
+    if "&" in _ENTITY.sub("", outside):
+        return "Can't find end of the entity"
+    check = _HtmlCheck()
+    check.feed(text)
+    check.close()
+    if check.error:
+        return check.error
+    if check.stack:
+        return f'Can\'t find end tag corresponding to start tag "{check.stack[-1]}"'
+    return None
+
+
+# --- the server ---------------------------------------------------------------------------------
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        standin: TelegramStandIn = self.server.standin
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        match = _PATH.match(self.path)
+        try:
+            payload = json.loads(raw or b"{}")
+        except ValueError:
+            payload = None
+        if not match or match["method"] != "sendMessage" or not isinstance(payload, dict):
+            return self._send(_error(404, "Not Found"))
+        answer = standin._next_answer(str(payload.get("chat_id")))
+        if answer is None:
+            answer = standin._judge(payload)
+        record = Received(self.path, match["token"], str(payload.get("chat_id")), payload.get("text", ""),
+                          payload.get("parse_mode"), bool(payload.get("disable_notification", False)),
+                          answer.status)
+        standin._record(record)
+        if answer.hang:
+            standin.closing.wait(60)
+            self.close_connection = True
+            return None
+        return self._send(answer)
+
+    def _send(self, answer: Answer):
+        head = (f"HTTP/1.1 {answer.status} {self.responses.get(answer.status, ('',))[0]}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(answer.body)}\r\n\r\n")
+        try:
+            self.wfile.write(head.encode("latin-1") + answer.body)
+        except OSError:  # the client gave up (a timeout under test)
+            self.close_connection = True
+
+    def log_message(self, format, *args):
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def handle_error(self, request, client_address):
+        pass
+
+
+class TelegramStandIn:
+    """The Bot API on a loopback port; see the module docstring."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._received: list[Received] = []
+        self._script: list[Answer] = []
+        self._always: Answer | None = None
+        self._refused: dict[str, Answer] = {}
+        self._message_id = 0
+        self.closing = threading.Event()
+        self.port = 0
+        self._server = None
+        self.start()
+
+    # lifecycle
+    def start(self) -> None:
+        """Listen (again, on the same port after `stop`)."""
+        self.closing.clear()
+        self._server = _Server(("127.0.0.1", self.port), _Handler)
+        self._server.standin = self
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Close the listening socket: clients now get "connection refused"."""
+        if self._server is None:
+            return
+        self.closing.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._server = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # scripting
+    def fail(self, *answers: Answer) -> None:
+        """Answer the next requests with these, in order, then normally again."""
+        with self._lock:
+            self._script.extend(answers)
+
+    def always(self, answer: Answer | None) -> None:
+        """Answer every request with `answer` (None: answer normally again)."""
+        with self._lock:
+            self._always = answer
+
+    def refuse_chat(self, chat_id: str, answer: Answer | None) -> None:
+        """Answer every request for `chat_id` with `answer` (None: accept it again)."""
+        with self._lock:
+            if answer is None:
+                self._refused.pop(chat_id, None)
+            else:
+                self._refused[chat_id] = answer
+
+    # what arrived
+    @property
+    def received(self) -> list[Received]:
+        with self._lock:
+            return list(self._received)
+
+    @property
+    def delivered(self) -> list[Received]:
+        """Messages Telegram would have shown: answered 200."""
+        return [r for r in self.received if r.status == 200]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._received.clear()
+
+    # internals, called from handler threads
+    def _next_answer(self, chat_id: str) -> Answer | None:
+        with self._lock:
+            if chat_id in self._refused:
+                return self._refused[chat_id]
+            if self._script:
+                return self._script.pop(0)
+            return self._always
+
+    def _judge(self, payload: dict) -> Answer:
+        text = payload.get("text")
+        if not isinstance(text, str) or not text.strip():
+            return _error(400, "Bad Request: message text is empty")
+        if payload.get("parse_mode") == "HTML":
+            error = html_error(text)
+            if error:
+                return _error(400, f"Bad Request: can't parse entities: {error}")
+        if len(text) > LIMIT:
+            return _error(400, "Bad Request: message is too long")
+        with self._lock:
+            self._message_id += 1
+            message_id = self._message_id
+        chat_id = payload.get("chat_id")
+        result = {"message_id": message_id, "date": 1795700000, "text": text,
+                  "chat": {"id": int(chat_id) if str(chat_id).lstrip("-").isdigit() else chat_id,
+                           "type": "supergroup"}}
+        return Answer(200, json.dumps({"ok": True, "result": result}).encode())
+
+    def _record(self, record: Received) -> None:
+        with self._lock:
+            self._received.append(record)
