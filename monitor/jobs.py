@@ -146,6 +146,12 @@ def _notify(command: str, opts: Options, config: dict, results, problems: dict, 
         log.error("notifications skipped: %s", exc, extra={"event": "notify_lock"})
         problems.setdefault("state_write_error", f"notifications skipped: {exc}")
         return {"sent": 0, "queued": 0, "silenced": 0, "failed": 0, "outbox": None}
+    except Exception as exc:  # noqa: BLE001 - a notifier bug must not cost the verdict or the log
+        from monitor.redact import scrub
+
+        log.exception("notifications failed: %s", scrub(exc), extra={"event": "notify_failed"})
+        problems.setdefault("notify_error", scrub(f"{type(exc).__name__}: {exc}"))
+        return {"sent": 0, "queued": 0, "silenced": 0, "failed": 0, "outbox": None}
     error = summary.pop("state_error", None)
     if error:
         problems.setdefault("state_write_error", error)

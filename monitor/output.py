@@ -64,7 +64,7 @@ def to_text(data: dict, colour: bool = False) -> str:
     for status, cid, value, message in rows:
         lines.append(f"{paint(status.lower(), f'{status:<{widths[0]}}')}  {cid:<{widths[1]}}  "
                      f"{value:>{widths[2]}}  {message}")
-    for key in ("log_write_error", "state_write_error", "textfile_write_error"):
+    for key in ("log_write_error", "state_write_error", "textfile_write_error", "notify_error"):
         if data.get(key):
             lines.append(f"! {key}: {data[key]}")
     return "\n".join(lines)
