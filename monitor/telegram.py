@@ -136,6 +136,11 @@ def html_to_plain(text: str) -> str:
     return html.unescape(_TAG.sub("", text))
 
 
+def units(text: str) -> int:
+    """Length as Telegram counts it: UTF-16 code units (an emoji outside the BMP is 2)."""
+    return len(text) if text.isascii() else len(text.encode("utf-16-le")) // 2
+
+
 def split_message(text: str, limit: int = LIMIT) -> list[str]:
     """Split `text` into chunks of at most `limit` characters on line breaks.
 
@@ -146,13 +151,13 @@ def split_message(text: str, limit: int = LIMIT) -> list[str]:
     chunks, current = [], ""
     for line in text.split("\n"):
         candidate = f"{current}\n{line}" if current else line
-        if len(candidate) <= limit:
+        if units(candidate) <= limit:
             current = candidate
             continue
         if current:
             chunks.append(current)
             current = ""
-        while len(line) > limit:
+        while units(line) > limit:
             head, line = _cut_line(line, limit)
             chunks.append(head)
         current = line
@@ -175,10 +180,10 @@ def _cut_line(line: str, limit: int) -> tuple[str, str]:
             after.pop()
         elif token.startswith("<") and len(token) > 2 and token.endswith(">") and not token.endswith("/>"):
             after.append(token[1:-1].split()[0])
-        if out and size + len(token) + sum(len(t) + 3 for t in after) > limit:
+        if out and size + units(token) + sum(len(t) + 3 for t in after) > limit:
             break
         out.append(token)
-        size += len(token)
+        size += units(token)
         pos, open_tags = match.end(), after
     head = "".join(out) + "".join(f"</{t}>" for t in reversed(open_tags))
     rest = "".join(f"<{t}>" for t in open_tags) + line[pos:]
