@@ -104,7 +104,9 @@ def run_job(command: str, opts: Options, config: dict, build_checks, finish=None
         status = overall(run.results)
         extra = finish(run.results, counters) if finish else {}
 
-        if counters.updates and "state_write_error" not in problems:
+        # Untouched entries are dropped (backup cache), so a run that saved nothing
+        # still rewrites the file when it held anything.
+        if (counters.updates or (counters.previous and not keep_untouched)) and "state_write_error" not in problems:
             try:
                 carried = {**counters.previous, **counters.updates} if keep_untouched else counters.updates
                 state.write_json(counters_path, carried)
