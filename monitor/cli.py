@@ -152,6 +152,31 @@ def cron_lines(**kwargs):
     return 0
 
 
+@cli.group("render")
+def render_group():
+    """Print the Prometheus rules or the Grafana dashboard for this config's thresholds."""
+
+
+@render_group.command("rules")
+@_config_options
+def render_rules(**kwargs):
+    """Print prometheus_rules.yml for the config's thresholds (the committed file is the defaults')."""
+    from monitor import render
+
+    click.echo(render.rules_yaml(_load_config(_options(**kwargs))), nl=False)
+    return 0
+
+
+@render_group.command("dashboard")
+@_config_options
+def render_dashboard(**kwargs):
+    """Print grafana_dashboard.json with threshold steps from the config."""
+    from monitor import render
+
+    click.echo(render.dashboard_json(_load_config(_options(**kwargs))), nl=False)
+    return 0
+
+
 @cli.group("config")
 def config_group():
     """Inspect the configuration."""

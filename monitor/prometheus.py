@@ -28,6 +28,7 @@ METRICS = {
     "monitor_vault_token_ttl_seconds": ("Remaining TTL of monitor's Vault token (+Inf: never expires).", ()),
     "monitor_scraper_up": ("1 if every probe of the scraper is ok or warning.", ("scraper",)),
     "monitor_scraper_response_seconds": ("Response time of the scraper's health endpoint.", ("scraper",)),
+    "monitor_scraper_heartbeat_age_seconds": ("Age of the file the scraper touches on success.", ("scraper",)),
     "monitor_api_quota_remaining_ratio": ("Remaining fraction of the provider's API quota.", ("api",)),
     "monitor_backup_age_seconds": ("Age of the newest file of the backup set.", ("backup",)),
     "monitor_backup_size_bytes": ("Size of the newest file of the backup set.", ("backup",)),
@@ -85,6 +86,8 @@ def build_registry(command: str, results, finished_at: float, duration_s: float,
             latency = http.get("latency_ms")
             if _finite(latency):
                 put("monitor_scraper_response_seconds", latency / 1000, scraper=name)
+            heartbeat = d.get("heartbeat") if isinstance(d.get("heartbeat"), dict) else {}
+            put("monitor_scraper_heartbeat_age_seconds", heartbeat.get("age_seconds"), scraper=name)
         elif r.kind == "quota" and _finite(r.value):
             put("monitor_api_quota_remaining_ratio", r.value / 100, api=r.id.split(":", 1)[1])
         elif r.kind == "backup":
