@@ -40,6 +40,24 @@ def choose_day(text: str | None, tz, now: datetime | None = None) -> date:
     return day
 
 
+def _can_send(config: dict) -> bool:
+    """Whether notify will send or queue the message: chats and a bot token to send with.
+
+    Without a token nothing is sent nor queued, so the day must not count as reported:
+    the run after the token is fixed sends it. A Vault-held token is taken as there
+    (notify says so if Vault fails) rather than read from Vault twice.
+    """
+    from monitor.notify import resolve_token
+
+    telegram = config.get("telegram")
+    if not telegram or not telegram["chat_ids"]:
+        return False
+    if telegram["token_vault"]:
+        return True
+    token, _ = resolve_token({**config, "telegram": {**telegram, "token_vault": ""}})
+    return bool(token)
+
+
 def daily_checks(config: dict, day_text: str | None, force: bool, opts):
     """Return (build_checks, finish) for run_job."""
     import os
@@ -76,8 +94,7 @@ def daily_checks(config: dict, day_text: str | None, force: bool, opts):
         if key in sent and not force:
             report["already_sent"] = datetime.fromtimestamp(sent[key]).astimezone().isoformat(timespec="seconds")
             return {"report": report, "message": None}
-        telegram = config.get("telegram")
-        if telegram and telegram["chat_ids"] and not (opts.dry_run or opts.no_notify):
+        if _can_send(config) and not (opts.dry_run or opts.no_notify):
             # Keep a month of sent days: enough to refuse a double cron fire or a re-run.
             recent = dict(sorted({**sent, key: time.time()}.items())[-31:])
             carried.save("sent", recent)

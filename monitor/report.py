@@ -11,6 +11,7 @@ import gzip
 import json
 import os
 import re
+import zlib
 from datetime import date, datetime, time as dtime, timedelta, timezone
 from typing import NamedTuple
 
@@ -26,7 +27,9 @@ class Window(NamedTuple):
 
     @property
     def hours(self) -> float:
-        return (self.end - self.start).total_seconds() / 3600  # 23 or 25 on DST days
+        # Aware datetimes sharing one tzinfo subtract as wall-clock times (always 24 h):
+        # the instants must be compared, so a DST day is 23 or 25 hours.
+        return (self.end.timestamp() - self.start.timestamp()) / 3600
 
 
 def window_for(day: date, tz) -> Window:
@@ -43,14 +46,26 @@ def default_day(now: datetime, tz) -> date:
 
 # --- the business database -------------------------------------------------------------
 
-def quote_ident(name: str) -> str:
-    return ".".join('"' + part.replace('"', '""') + '"' for part in name.split("."))
+def quote_ident(name: str, kind: str = "postgresql") -> str:
+    """Quote a (dotted) identifier for the database `kind`.
+
+    SQLite reads a double-quoted name that matches no column as a string literal, so
+    a misspelt column would silently count nothing; a name in backticks is always
+    an identifier there, and a missing one is an error naming it.
+    """
+    mark = "`" if kind == "sqlite" else '"'
+    return ".".join(mark + part.replace(mark, mark * 2) + mark for part in name.split("."))
+
+
+# Each statement's limit on the server: the two scans fit in the checks' 60 s, and a
+# table locked by a migration at 09:00 ends as a message, not a query left running.
+STATEMENT_TIMEOUT = 25.0
 
 
 class Database:
     """A read-only connection to sqlite:///PATH or postgresql://..., with `:name` parameters."""
 
-    def __init__(self, url: str, base_dir: str = "."):
+    def __init__(self, url: str, base_dir: str = ".", statement_timeout: float = STATEMENT_TIMEOUT):
         self.url = url
         if url.startswith("sqlite://"):
             import sqlite3
@@ -60,7 +75,7 @@ class Database:
             if not os.path.isfile(path):
                 raise ReportError(f"report.database: {path} does not exist")
             try:
-                self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+                self.conn = sqlite3.connect(_sqlite_uri(path), uri=True, timeout=5)
             except sqlite3.Error as exc:
                 raise ReportError(f"report.database: cannot open {path}: {exc}") from None
             self.kind, self.errors = "sqlite", (sqlite3.Error,)
@@ -71,9 +86,12 @@ class Database:
                 raise ReportError("report.database: PostgreSQL needs the postgres extra "
                                   "(pip install 'monitor[postgres]')") from None
             try:
-                self.conn = psycopg.connect(url.replace("postgres://", "postgresql://", 1), connect_timeout=5,
-                                            autocommit=True)
+                # Not autocommit: psycopg applies read_only to the transactions it opens
+                # (BEGIN READ ONLY), and ignores it in autocommit mode.
+                self.conn = psycopg.connect(url.replace("postgres://", "postgresql://", 1), connect_timeout=5)
                 self.conn.read_only = True
+                self.conn.execute("SELECT set_config('statement_timeout', %s, false)",
+                                  [str(int(statement_timeout * 1000))])
             except psycopg.Error as exc:
                 raise ReportError(f"report.database: cannot connect: {str(exc).strip().splitlines()[0]}") from None
             self.kind, self.errors = "postgresql", (psycopg.Error,)
@@ -91,6 +109,29 @@ class Database:
         self.conn.close()
 
 
+def _sqlite_uri(path: str) -> str:
+    """A read-only URI for `path` that leaves no file behind.
+
+    `mode=ro` alone still creates `-wal` and `-shm` beside a WAL-mode database that
+    has none (no writer since the last clean close): owned by the monitor's user,
+    they can lock the scraper out of its own database. With no `-wal` there is
+    nothing beyond the main file to read, so it is opened immutable instead.
+    """
+    from urllib.parse import quote
+
+    # "sqlite:////abs" (SQLAlchemy's spelling) leaves "//abs", which a URI reads as a host.
+    uri = f"file:{quote('/' + os.path.abspath(path).lstrip('/'))}?mode=ro"
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(20)
+    except OSError:
+        return uri
+    wal_mode = header[:16] == b"SQLite format 3\x00" and header[18:20] == b"\x02\x02"
+    if wal_mode and not os.path.exists(path + "-wal"):
+        uri += "&immutable=1"
+    return uri
+
+
 def _db_reason(exc) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if "no such table" in text or "does not exist" in text and "relation" in text:
@@ -103,9 +144,16 @@ def _db_reason(exc) -> str:
 def _source_sql(cfg: dict, db: Database) -> tuple[str, str, str, str]:
     """Return (FROM clause, time, source, roi expressions) for the configured table or query."""
     if cfg["query"]:
-        return f"({cfg['query']}) AS q", "q.time", "q.source", "q.roi"
-    cols = cfg["columns"]
-    return quote_ident(cfg["table"]), quote_ident(cols["time"]), quote_ident(cols["source"]), quote_ident(cols["roi"])
+        source, t, s, r = f"({cfg['query']}) AS q", "q.time", "q.source", "q.roi"
+    else:
+        cols = cfg["columns"]
+        source, t, s, r = (quote_ident(name, db.kind) for name in (cfg["table"], cols["time"], cols["source"],
+                                                                    cols["roi"]))
+    if db.kind == "postgresql" and cfg["time_format"] == "iso":
+        # ISO text compares with the timestamptz bounds only once cast; on a timestamp
+        # column the cast is a no-op, so its index still serves the range.
+        t = f"CAST({t} AS timestamptz)"
+    return source, t, s, r
 
 
 def _time_filter(cfg: dict, db: Database, column: str, start: datetime, end: datetime) -> tuple[str, dict]:
@@ -184,15 +232,32 @@ def business_figures(cfg: dict, window: Window, base_dir: str = ".") -> dict:
         "opportunities_found": days[1][0],
         "avg_roi": average(days[1]),
         "roi_missing": days[1][0] - days[1][2],
-        "top_opportunities": [{"time": _show_time(tm), "source": src, "roi": round(float(v), 4)}
-                              for tm, src, v in top],
+        "top_opportunities": [{"time": _show_time(tm, window.start.tzinfo), "source": src,
+                               "roi": round(float(v), 4)} for tm, src, v in top],
         "sources": dict(sorted(sources.items(), key=lambda kv: -kv[1])),
         "previous": {"opportunities_found": days[0][0], "avg_roi": average(days[0])},
     }
 
 
-def _show_time(value):
-    return value.isoformat() if hasattr(value, "isoformat") else value
+def _show_time(value, tz):
+    """A row's time as ISO 8601 in the report's zone, whatever the column stores.
+
+    Epoch numbers would otherwise reach the message as "1795600000", and ISO text as
+    written by each writer (Z, +02:00, none); naive text counts as UTC, as in the
+    window's SQL. Text that is no time is shown as it is.
+    """
+    if isinstance(value, datetime):
+        return (value.astimezone(tz) if value.tzinfo else value).isoformat()
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            when = parse_time(value, timezone.utc)
+            return when.astimezone(tz).isoformat() if when else value
+    if isinstance(value, (int, float)):
+        when = parse_time(value, timezone.utc)
+        return when.astimezone(tz).isoformat() if when else value
+    return value
 
 
 def change(today: dict, before: dict) -> dict:
@@ -211,12 +276,24 @@ def change(today: dict, before: dict) -> dict:
 # --- logs ------------------------------------------------------------------------------
 
 _PLAIN = re.compile(rb"^\s*\[?(\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?)\]?"
-                    rb"[\s\-|\[]*(ERROR|CRITICAL)\b")
-_LEVELS = (b"ERROR", b"CRITICAL")
+                    rb"[\s\-|\[]*(ERROR|CRITICAL)\b", re.IGNORECASE)
+# The prefilter: both spellings of the two levels (structlog, pino and Go loggers write
+# "error"). Whole words: a longer needle skips further, "rror" costs 40% more.
+_LEVELS = (b"ERROR", b"CRITICAL", b"error", b"critical")
+# A corrupt .gz archive raises zlib.error, which is not an OSError.
+_READ_ERRORS = (OSError, EOFError, zlib.error)
 
 
-def log_files(patterns: list[str]) -> list[str]:
-    """Files matching the patterns, their `.gz` twins, and archives in `archive/` beside them."""
+_ARCHIVE_DAY = re.compile(r"-(\d{4}-\d{2}-\d{2})\.log\.gz$")
+
+
+def log_files(patterns: list[str], day: date | None = None) -> list[str]:
+    """Files matching the patterns, their `.gz` twins, and archives in `archive/` beside them.
+
+    Given `day`, daily archives (`NAME-YYYY-MM-DD.log.gz`, named after the host's
+    local day) more than two days away are left out: a month of retention would
+    otherwise be decompressed every morning for one day's records.
+    """
     found = set()
     for pattern in patterns:
         found.update(glob.glob(pattern))
@@ -224,15 +301,32 @@ def log_files(patterns: list[str]) -> list[str]:
         folder = os.path.join(os.path.dirname(pattern), "archive")
         if os.path.isdir(folder):
             found.update(glob.glob(os.path.join(folder, "*.log.gz")))
-    return sorted(f for f in found if os.path.isfile(f))
+    return sorted(f for f in found if os.path.isfile(f) and _near(f, day))
+
+
+def _near(path: str, day: date | None) -> bool:
+    match = _ARCHIVE_DAY.search(os.path.basename(path)) if day else None
+    if not match:
+        return True
+    try:
+        return abs((date.fromisoformat(match.group(1)) - day).days) <= 2
+    except ValueError:
+        return True
 
 
 def _open(path: str):
     return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
 
 
-def parse_time(text: str, tz) -> datetime | None:
-    text = text.strip().replace(",", ".")
+def parse_time(text, tz) -> datetime | None:
+    """An aware datetime from ISO 8601 text (naive: in `tz`) or epoch seconds/milliseconds."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = text / 1000 if abs(text) > 1e11 else text  # pino and Go loggers write milliseconds
+        try:
+            return datetime.fromtimestamp(seconds, timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            return None
+    text = str(text).strip().replace(",", ".")
     if text.endswith("Z"):
         text = text[:-1] + "+00:00"
     try:
@@ -260,13 +354,13 @@ def error_record(line: bytes, tz) -> tuple[str, datetime | None] | None:
         if level not in ("ERROR", "CRITICAL"):
             return None
         stamp = record.get("asctime") or record.get("timestamp") or record.get("time")
-        when = parse_time(str(stamp), tz) if stamp is not None else None
+        when = parse_time(stamp, tz) if stamp is not None else None
         return (level, when) if when else ("?", None)
     match = _PLAIN.match(line)
     if not match:
         return None
     when = parse_time(match.group(1).decode(), tz)
-    return (match.group(2).decode(), when) if when else ("?", None)
+    return (match.group(2).decode().upper(), when) if when else ("?", None)
 
 
 def _candidate_lines(handle, chunk_size: int = 1 << 20, max_line: int = 1 << 20):
@@ -318,7 +412,7 @@ def count_errors(patterns: list[str], window: Window, max_line: int = 1 << 20) -
     tz = window.start.tzinfo
     counts = {"ERROR": 0, "CRITICAL": 0}
     per_file, unparseable, unreadable = {}, 0, []
-    for path in log_files(patterns):
+    for path in log_files(patterns, window.day):
         n = 0
         try:
             with _open(path) as handle:
@@ -332,7 +426,7 @@ def count_errors(patterns: list[str], window: Window, max_line: int = 1 << 20) -
                     elif window.start <= when < window.end:
                         counts[level] += 1
                         n += 1
-        except (OSError, EOFError) as exc:
+        except _READ_ERRORS as exc:
             unreadable.append(f"{path}: {getattr(exc, 'strerror', None) or exc}")
         if n:
             per_file[path] = n
@@ -343,7 +437,7 @@ def count_errors(patterns: list[str], window: Window, max_line: int = 1 << 20) -
 
 def health_summary(logs_folder: str, window: Window, every_minutes: int = 5) -> dict:
     """Runs of `monitor health` seen in the window vs expected, percent ok, incidents per check."""
-    files = log_files([os.path.join(logs_folder, "health.log")])
+    files = log_files([os.path.join(logs_folder, "health.log")], window.day)
     runs = []
     for path in files:
         if os.path.basename(path).startswith("health") or path.endswith("health.log"):
@@ -359,7 +453,7 @@ def health_summary(logs_folder: str, window: Window, every_minutes: int = 5) -> 
                         when = parse_time(str(record.get("asctime", "")), window.start.tzinfo)
                         if when and window.start <= when < window.end and isinstance(record.get("checks"), dict):
                             runs.append((when, record.get("overall_status"), record["checks"]))
-            except (OSError, EOFError):
+            except _READ_ERRORS:
                 continue
     runs.sort(key=lambda r: r[0])
     expected = round(window.hours * 60 / every_minutes)

@@ -28,6 +28,28 @@ def load_template(path: str):
         return _environment().from_string(handle.read())
 
 
+def validate_template(path: str) -> str | None:
+    """Given `report.template`, return None if it compiles, else one config error line.
+
+    The line names the file and, for a syntax error, the line Jinja2 stopped at:
+    'report.template: /etc/monitor/report.j2 line 3: unexpected '}''. Meant for
+    config loading, so a broken template fails `monitor config check`, not 09:00.
+    """
+    if not path:
+        return None
+    import jinja2
+
+    try:
+        load_template(path)
+    except jinja2.TemplateSyntaxError as exc:
+        return f"report.template: {path} line {exc.lineno}: {exc.message}"
+    except OSError as exc:
+        return f"report.template: {path}: cannot read: {exc.strerror or exc}"
+    except UnicodeDecodeError as exc:
+        return f"report.template: {path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+    return None
+
+
 def render(report: dict, missing: list[str], *, host: str, environment: str, warning: bool,
            min_opportunities: int | None, template_path: str = "") -> str:
     change = report.get("change") or {}

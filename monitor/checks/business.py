@@ -9,22 +9,26 @@ message from exactly the numbers that were judged.
 import threading
 
 from monitor import report as figures
-from monitor.results import CRITICAL, OK, UNKNOWN, WARNING, Result, Threshold, measured
+from monitor.results import CRITICAL, OK, UNKNOWN, WARNING, Result, Threshold, measured, worst
 
 
 class ReportProbe:
     def __init__(self, cfg: dict, logs_folder: str, window, base_dir: str = "."):
         self.cfg, self.logs_folder, self.window, self.base_dir = cfg, logs_folder, window, base_dir
-        self._lock = threading.Lock()
+        # One lock per source: the error count must not wait behind a slow database,
+        # nor the report's health figures behind a query that never returns.
+        self._locks = {name: threading.Lock() for name in ("business", "errors", "health")}
         self._done: dict = {}
 
     def _once(self, name, compute):
-        with self._lock:
+        with self._locks[name]:
             if name not in self._done:
                 try:
                     self._done[name] = (compute(), None)
                 except figures.ReportError as exc:
                     self._done[name] = (None, str(exc))
+                except Exception as exc:  # noqa: BLE001 - one broken source must not cost the report
+                    self._done[name] = (None, f"{name}: {type(exc).__name__}: {exc}")
             return self._done[name]
 
     def business(self):
@@ -38,10 +42,11 @@ class ReportProbe:
 
     def report(self) -> tuple[dict, list[str]]:
         """The SPEC `report` object, and what could not be measured (one line each)."""
-        business, business_error = self._done.get("business", (None, "report.database was not queried"))
-        errors, _ = self._done.get("errors", (None, None))
-        health, _ = self.health()
-        missing = [business_error] if business_error else []
+        # Absent: the check is still running past its timeout.
+        business, business_error = self._done.get("business", (None, "report.database: no answer in time"))
+        errors, errors_error = self._done.get("errors", (None, "report.error_logs: not counted in time"))
+        health, health_error = self.health()
+        missing = [e for e in (business_error, errors_error, health_error) if e]
         out = {"date": self.window.day.isoformat(), "timezone": str(self.window.start.tzinfo),
                "window": {"start": self.window.start.isoformat(), "end": self.window.end.isoformat(),
                           "hours": self.window.hours},
@@ -92,4 +97,7 @@ def errors(probe: ReportProbe) -> Result:
     message = f"{found['count']} ERROR/CRITICAL record(s) logged on {probe.window.day}"
     if found["unparseable_lines"]:
         message += f" ({found['unparseable_lines']} unparseable line(s))"
+    if found["unreadable"]:  # a corrupt archive: the count may be short, say so
+        status = worst(status, WARNING)
+        message += f"; unreadable: {'; '.join(found['unreadable'])}"
     return Result(status, message, value=found["count"], unit="", details=found)
