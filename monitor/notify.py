@@ -104,14 +104,16 @@ def notify(config: dict, command: str, results, kinds_run, host: str, *, no_noti
                 to_send.append(alert)
 
         tg = config.get("telegram")
-        # (text, silent, the alerts it carries): the command's own message first.
-        outgoing = [(message[0], message[1], [])] if message else []
+        # One message per chat: the command's own text (the daily report) first, then
+        # the alerts; it rings unless every part is silent.
+        parts, silent = ([message[0]], message[1]) if message else ([], True)
         if to_send:
             from monitor import messages
 
-            outgoing.append((messages.compose(to_send, host, config["environment"], now),
-                             not messages.rings(to_send), [[a.check_id, a.status] for a in to_send]))
-        text = "\n\n".join(t for t, _, _ in outgoing) or None
+            parts.append(messages.compose(to_send, host, config["environment"], now))
+            silent = silent and not messages.rings(to_send)
+        text = "\n\n".join(parts) or None
+        about = [[a.check_id, a.status] for a in to_send]
         if dry_run:
             summary["dry_run"] = [{"chat_id": c, "text": text} for c in (tg or {}).get("chat_ids", [])] if text else []
             if text and not (tg and tg["chat_ids"]):
@@ -149,12 +151,11 @@ def notify(config: dict, command: str, results, kinds_run, host: str, *, no_noti
                 fresh = set()
                 from monitor.telegram import split_message
 
-                for chat in tg["chat_ids"]:
-                    for body, silent, about in outgoing:
-                        for chunk in split_message(body):
-                            item = outbox.new_message(migrations.get(chat, chat), chunk, silent, now, about)
-                            fresh.add(item["id"])
-                            queue.append(item)  # behind anything older for the same chat
+                for chat in tg["chat_ids"] if text else ():
+                    for chunk in split_message(text):
+                        item = outbox.new_message(migrations.get(chat, chat), chunk, silent, now, about)
+                        fresh.add(item["id"])
+                        queue.append(item)  # behind anything older for the same chat
                 told = True
                 queue = _deliver(queue, client, now, tg["outbox_max_age"], migrations, summary, command)
                 summary["queued"] = sum(m["id"] in fresh for m in queue)

@@ -642,3 +642,47 @@ def test_without_a_date_the_report_covers_yesterday_in_its_timezone(tmp_path, ru
     report = envelope(proc)["report"]
     assert report["date"] in days and report["timezone"] == "Pacific/Kiritimati"
     assert report["window"]["start"].endswith("+14:00")
+
+
+def test_a_warning_report_and_its_alert_arrive_as_one_message_per_chat(tmp_path, run_monitor, envelope,
+                                                                          telegram):
+    config = installation(tmp_path, minimum=10, telegram=telegram)
+    proc = daily(run_monitor, tmp_path, config, "--format", "json")
+    assert proc.returncode == 1, proc.stderr
+    assert envelope(proc)["notifications"]["sent"] == 1
+    assert len(telegram.delivered) == 1
+    message = telegram.delivered[0]
+    assert message.text.startswith("⚠️ WARNING <b>Daily report</b>")
+    assert "<b>opportunities</b>" in message.text  # the alert rides in the same message
+    assert message.disable_notification is False
+
+
+def test_monitors_own_logs_are_not_counted_as_scraper_errors(tmp_path):
+    logs = tmp_path / "logs"
+    (logs / "archive").mkdir(parents=True)
+    own = jline(asctime=at(DAY, "10:00:00", "+00:00"), levelname="ERROR", event="check")
+    for name in ("health.log", "backup.log", "report.log"):
+        (logs / name).write_text(own + "\n")
+    with gzip.open(logs / "archive" / f"health-{DAY}.log.gz", "wt") as archive:
+        archive.write(own + "\n")
+    (logs / "scraper.log").write_text(f"{at(DAY, '11:00:00', sep=' ')} ERROR rpc timeout\n")
+    window = figures.window_for(DAY, UTC)
+    found = figures.count_errors([str(logs / "*.log")], window, own_logs=str(logs))
+    assert found["count"] == 1 and list(found["per_file"]) == [str(logs / "scraper.log")]
+
+
+def test_critical_log_records_make_the_errors_check_a_warning_not_a_page(tmp_path):
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "scraper.log").write_text(f"{at(DAY, '11:00:00', sep=' ')} CRITICAL disk gone\n")
+    probe = business.ReportProbe(report_cfg(tmp_path, error_logs=[str(tmp_path / "logs" / "*.log")]),
+                                 str(tmp_path / "monitor-logs"), figures.window_for(DAY, UTC), str(tmp_path))
+    result = business.errors(probe)
+    assert (result.status, result.value) == (WARNING, 1)
+
+
+def test_a_template_with_a_syntax_error_is_a_config_error_naming_the_line(tmp_path, run_monitor):
+    (tmp_path / "bad.j2").write_text("hello\n{% if x %}\n{{ oops\n")
+    proc = run_monitor(["daily-report"], tmp_path, config='[report]\ntemplate = "bad.j2"\n', steady_cpu=False)
+    assert proc.returncode == 3 and proc.stdout == ""
+    assert proc.stderr.startswith("config error: report.template: ") and " line " in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1

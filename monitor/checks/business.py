@@ -9,7 +9,7 @@ message from exactly the numbers that were judged.
 import threading
 
 from monitor import report as figures
-from monitor.results import CRITICAL, OK, UNKNOWN, WARNING, Result, Threshold, measured, worst
+from monitor.results import OK, UNKNOWN, WARNING, Result, Threshold, measured, worst
 
 
 class ReportProbe:
@@ -35,7 +35,8 @@ class ReportProbe:
         return self._once("business", lambda: figures.business_figures(self.cfg, self.window, self.base_dir))
 
     def errors(self):
-        return self._once("errors", lambda: figures.count_errors(self.cfg["error_logs"], self.window))
+        return self._once("errors", lambda: figures.count_errors(self.cfg["error_logs"], self.window,
+                                                                 own_logs=self.logs_folder))
 
     def health(self):
         return self._once("health", lambda: figures.health_summary(self.logs_folder, self.window))
@@ -93,7 +94,9 @@ def errors(probe: ReportProbe) -> Result:
     found, error = probe.errors()
     if error:
         return Result(UNKNOWN, f"cannot count errors: {error}")
-    status = CRITICAL if found["critical"] else WARNING if found["count"] else OK
+    # A warning, never critical: the scraper's own CRITICAL lines are its business to
+    # page about; the report says how many there were.
+    status = WARNING if found["count"] else OK
     message = f"{found['count']} ERROR/CRITICAL record(s) logged on {probe.window.day}"
     if found["unparseable_lines"]:
         message += f" ({found['unparseable_lines']} unparseable line(s))"
