@@ -104,7 +104,7 @@ def ca_cert_problem(cfg: dict) -> str | None:
     return None
 
 
-def open_client(cfg: dict, token: str | None, url: str):
+def open_client(cfg: dict, token: str | None, url: str, seconds: float | None = None):
     """Return an hvac client for `url` that gives up after `vault.timeout`.
 
     hvac waits 30 s by default and requests' (connect, read) pair can add up to twice
@@ -114,7 +114,7 @@ def open_client(cfg: dict, token: str | None, url: str):
     import hvac
     from urllib3.util import Timeout
 
-    seconds = timeout_of(cfg)
+    seconds = timeout_of(cfg) if seconds is None else seconds
     verify = cfg.get("ca_cert") or cfg.get("verify", True)
     if verify is False:
         # The operator chose this in the config; one warning per request would fill cron mail.

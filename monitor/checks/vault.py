@@ -67,6 +67,7 @@ def health(cfg: dict, token_note: str | None = None, *, environ=None, clock=time
     `$VAULT_ADDR` wins over `vault.url`. `token_note` (why the token check is
     skipped, say) is passed on in details["token"].
     """
+    entered = clock()  # vault.timeout bounds the whole check, importing hvac included
     url, url_from = vault_url(cfg, _environ(environ))
     threshold = cfg.get("latency_ms") or DEFAULT_LATENCY_MS
     details: dict = {"url": shown_url(url), "url_from": url_from}
@@ -85,7 +86,8 @@ def health(cfg: dict, token_note: str | None = None, *, environ=None, clock=time
         return failed(UNKNOWN, problem)
     from hvac import exceptions as hv
 
-    client = open_client(cfg, "", url)
+    left = max(0.2, timeout_of(cfg) - (clock() - entered))
+    client = open_client(cfg, "", url, seconds=left)
     started = clock()
     try:
         # GET, not hvac's default HEAD: HEAD has no body to tell the version and role.
