@@ -538,7 +538,9 @@ def build(raw: dict, env: str | None, base_dir: str, source: str = "") -> dict:
         errors.append("env: expected tables like [env.dev]")
         profile_tables = {}
     base = {k: v for k, v in raw.items() if k != "env"}
-    name = env or base.get("environment") or DEFAULT_ENVIRONMENT
+    # A non-string `environment` is reported by the schema below; it cannot name a profile.
+    declared = base.get("environment")
+    name = env or (declared if isinstance(declared, str) else None) or DEFAULT_ENVIRONMENT
     if env and env not in profiles(raw):
         where = f" in {source}" if source else " (no config file)"
         raise ConfigError(f'--env: no profile "{env}"{where}; known: {", ".join(profiles(raw))}')
@@ -569,6 +571,40 @@ def load(path_option: str | None = None, env: str | None = None) -> dict:
     if path is None:
         return build({}, env, os.getcwd())
     return build(read_toml(path), env, os.path.dirname(path), path)
+
+
+def exposure_warnings(path: str | None, config: dict) -> list[str]:
+    """Given the config file's path and the config loaded from it, return who-may-read warnings.
+
+    A config file that others may read and that names a token file tells them where
+    the token is kept; a telegram.token_file that group or others may read gives the
+    token away (vault.token_file is checked by `vault_secrets.read_token` when used).
+    Reads file modes only, never a token; `build` stays pure.
+    """
+    import stat
+
+    named = [(f"{section}.token_file", config[section]["token_file"]) for section in ("vault", "telegram")
+             if config.get(section) and config[section].get("token_file")]
+    warnings = []
+    if path and named:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = 0
+        if mode & 0o004:
+            warnings.append(f"{path} is readable by others (mode {stat.S_IMODE(mode):04o}) and names "
+                            f"{', '.join(key for key, _ in named)}; run: chmod o-r {path}")
+    for key, token_file in named:
+        if key != "telegram.token_file":
+            continue
+        try:
+            mode = os.stat(token_file).st_mode
+        except OSError:
+            continue  # a missing file is said when the token is read
+        if stat.S_ISREG(mode) and mode & 0o077:
+            warnings.append(f"{key} {token_file} is accessible by group or others "
+                            f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {token_file}")
+    return warnings
 
 
 def display(config: dict) -> dict:

@@ -53,11 +53,26 @@ class AppendHandler(logging.Handler):
             return
         try:
             # Scrub the final line too: extra fields (dicts) are not seen by the filter.
-            os.write(self.fd, (scrub(self.format(record)) + "\n").encode("utf-8", "replace"))
+            self._append((scrub(self.format(record)) + "\n").encode("utf-8", "replace"))
         except OSError as exc:
             self.error = self.error or f"cannot write {self.path}: {exc.strerror}"
         except Exception:  # a formatting bug must not take the run down
             self.handleError(record)
+
+    def _append(self, data: bytes) -> None:
+        written = 0
+        try:
+            while written < len(data):  # one write(2), unless the disk takes only part of it
+                written += os.write(self.fd, data[written:])
+        except OSError:
+            # A full disk or RLIMIT_FSIZE cut the record short: take the torn half back, so
+            # the next record, once there is room, starts a line of its own.
+            if written:
+                try:
+                    os.ftruncate(self.fd, os.lseek(self.fd, 0, os.SEEK_END) - written)
+                except OSError:
+                    pass
+            raise
 
     def close(self):
         if self.fd is not None:
@@ -166,7 +181,7 @@ def _split_by_day(pending: str, folder: str, name: str, today: date) -> list[str
             if day not in outputs:
                 target = os.path.join(archive_dir, f"{name}-{day}.log.gz")
                 tmp = target + ".tmp"
-                raw = open(tmp, "wb")
+                raw = open(tmp, "wb", opener=_log_opener)  # never wider than the log, whatever the umask
                 if os.path.exists(target):  # gzip members concatenate: keep what is there
                     with open(target, "rb") as old:
                         raw.write(old.read())

@@ -123,8 +123,10 @@ class RunLock:
                 delay = min(delay * 2, 0.2)
         self.fd = fd
         try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            # Write, then cut: a waiter reading meanwhile sees a PID, never an empty file.
+            pid = f"{os.getpid()}\n".encode()
+            os.pwrite(fd, pid, 0)
+            os.ftruncate(fd, len(pid))
         except OSError:
             pass  # the PID only names the holder in the next run's message; the lock holds
 

@@ -1,5 +1,6 @@
 """Parsing and printing of the human units used in the config: durations and sizes."""
 
+import math
 import re
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -41,12 +42,14 @@ def parse_duration(text: str) -> Duration:
     if not isinstance(text, str):
         raise ValueError(f'expected a duration like "5s", got {text!r}')
     compact = text.strip().replace(" ", "")
-    if compact[:-1].isdecimal() and compact[-1:] in _DURATION_UNITS:  # "30s": the usual case
+    if compact[:-1].isdecimal() and compact[-1:] in _DURATION_UNITS and len(compact) < 16:  # "30s": the usual case
         return Duration(int(compact[:-1]) * _DURATION_UNITS[compact[-1]], text.strip())
     parts = re.findall(_DURATION_PART, compact)
-    if not compact or "".join(n + u for n, u in parts) != compact:
+    seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    # A number too long for a float is infinite: no timeout or age can use it.
+    if not compact or "".join(n + u for n, u in parts) != compact or not math.isfinite(seconds):
         raise ValueError(f'expected a duration like "5s", got "{text}"')
-    return Duration(sum(float(n) * _DURATION_UNITS[u] for n, u in parts), text.strip())
+    return Duration(seconds, text.strip())
 
 
 def parse_size(text) -> Size:
@@ -61,7 +64,10 @@ def parse_size(text) -> Size:
     if not match:
         raise ValueError(f'expected a size like "1MB", got "{text}"')
     number, unit = match.groups()
-    return Size(int(float(number) * _SIZE_UNITS[(unit or "b").lower()]), text.strip())
+    nbytes = float(number) * _SIZE_UNITS[(unit or "b").lower()]
+    if not math.isfinite(nbytes):  # more digits than a float holds
+        raise ValueError(f'expected a size like "1MB", got "{text}"')
+    return Size(int(nbytes), text.strip())
 
 
 def format_duration(seconds: float) -> str:

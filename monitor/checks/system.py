@@ -7,6 +7,7 @@ the `source` argument (psutil's API: `procfs.ProcSource` on Linux, psutil elsewh
 so tests can feed fake counters.
 """
 
+import math
 import os
 import threading
 import time
@@ -34,15 +35,28 @@ class Counters:
         self.clock = clock
         self._lock = threading.Lock()
 
-    def baseline(self, key: str, boot: float):
+    def baseline(self, key: str, boot: float, now: float, numbers=()):
+        """The counters saved under `key`, or None when they cannot serve as a baseline.
+
+        Not after a reboot (another boot time); not when saved "after" `now`: a state
+        folder restored from a backup or copied from another host would otherwise pin
+        the baseline until the clock caught up with it; not when a field in `numbers`
+        is not a number, which would fail every run until the file was fixed.
+        """
         prev = self.previous.get(key)
-        if not isinstance(prev, dict) or prev.get("boot") != boot or not isinstance(prev.get("time"), (int, float)):
+        if not isinstance(prev, dict) or prev.get("boot") != boot or not _is_number(prev.get("time")):
+            return None
+        if prev["time"] > now or not all(_is_number(prev.get(field)) for field in numbers):
             return None
         return prev
 
     def save(self, key: str, value: dict) -> None:
         with self._lock:
             self.updates[key] = value
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _default_source():
@@ -71,7 +85,7 @@ def cpu(threshold: Threshold, counters: Counters, source=None, sleep=time.sleep)
     ps = source or _default_source()
     boot, now = ps.boot_time(), counters.clock()
     point = _cpu_point(ps.cpu_times())
-    prev = counters.baseline("cpu", boot)
+    prev = counters.baseline("cpu", boot, now, numbers=("total", "idle"))
     percent = _busy_percent((prev["total"], prev["idle"]), point) if prev else None
     if percent is not None:
         span = now - prev["time"]
@@ -174,7 +188,7 @@ def network(interfaces: list[str], counters: Counters, source=None) -> Result:
     names = interfaces or sorted(n for n in stats if not n.startswith("lo"))
     missing = [n for n in interfaces if n not in stats]
     current = {n: [getattr(stats[n], f) for f in _NET_FIELDS] for n in names if n in stats}
-    prev = counters.baseline("net", boot)
+    prev = counters.baseline("net", boot, now)
     span = now - prev["time"] if prev else 0.0
     if not prev or span >= MIN_SPAN_SECONDS:
         counters.save("net", {"boot": boot, "time": now, "nics": current})
@@ -183,14 +197,16 @@ def network(interfaces: list[str], counters: Counters, source=None) -> Result:
     if missing:
         status = WARNING
         problems.append(f"interface {', '.join(missing)} not found")
-    if not prev or span <= 0:
-        message = "baseline saved; rates from the next run"
+    if not prev or span < MIN_SPAN_SECONDS:
+        # Bytes over a few milliseconds make absurd rates (infinite at a zero span).
+        message = (f"previous run {format_duration(span)} ago; rates from the next run" if prev
+                   else "baseline saved; rates from the next run")
         details = {n: {} for n in current}
     else:
         total_rate = 0.0
         for name, now_values in current.items():
-            old = prev.get("nics", {}).get(name)
-            if not isinstance(old, list) or len(old) != len(_NET_FIELDS) or any(
+            old = prev.get("nics").get(name) if isinstance(prev.get("nics"), dict) else None
+            if not isinstance(old, list) or len(old) != len(_NET_FIELDS) or not all(map(_is_number, old)) or any(
                     n < o for n, o in zip(now_values, old)):
                 details[name] = {"note": "counters reset; rates from the next run"}
                 continue
