@@ -81,7 +81,7 @@ def cli():
 @common_options
 @click.option("--only", callback=_kinds, metavar="KIND[,KIND]",
               help="Run only these kinds of checks (system, vault, scraper, quota).")
-@click.option("--textfile-dir", type=click.Path(file_okay=False), metavar="DIR",
+@click.option("--textfile-dir", metavar="DIR",
               help="Write monitor_health.prom here for node_exporter's textfile collector.")
 def health(**kwargs):
     """Check the host and services now; print the verdict (cron: every 5 minutes)."""
@@ -95,7 +95,7 @@ def health(**kwargs):
 
 @cli.command("backup-check")
 @common_options
-@click.option("--textfile-dir", type=click.Path(file_okay=False), metavar="DIR",
+@click.option("--textfile-dir", metavar="DIR",
               help="Write monitor_backup-check.prom here for node_exporter's textfile collector.")
 def backup_check(**kwargs):
     """Check that every backup set is there, fresh, whole and not shrinking (cron: every 6 h)."""
@@ -111,7 +111,7 @@ def backup_check(**kwargs):
 @common_options
 @click.option("--date", "day", metavar="YYYY-MM-DD", help="Report this day (default: yesterday in report.timezone).")
 @click.option("--force", is_flag=True, help="Send again even if this day was already reported.")
-@click.option("--textfile-dir", type=click.Path(file_okay=False), metavar="DIR",
+@click.option("--textfile-dir", metavar="DIR",
               help="Write monitor_daily-report.prom here for node_exporter's textfile collector.")
 def daily_report(day, force, **kwargs):
     """Yesterday's business figures, errors and health in one message (cron: 09:00)."""
@@ -202,6 +202,8 @@ def config_check(**kwargs):
                     config_mod.build(raw, name, os.path.dirname(path), path)
                 except ConfigError as exc:
                     raise ConfigError([f"env.{name}: {e}" for e in exc.errors]) from None
+    for warning in config_mod.exposure_warnings(path, effective):
+        click.echo(f"warning: {warning}", err=True)
     shown = config_mod.display(effective)
     shown["secrets"] = config_mod.secret_sources(effective)
     fmt = opts.format or ("text" if sys.stdout.isatty() else "json")

@@ -91,6 +91,11 @@ def run_job(command: str, opts: Options, config: dict, build_checks, finish=None
             except OSError as exc:
                 problems["log_write_error"] = f"cannot archive {paths['logs']}: {exc.strerror or exc}"
 
+        from monitor.config import exposure_warnings
+
+        for warning in exposure_warnings(config["source"], config):  # logged, not mailed every 5 min
+            log.warning("%s", warning, extra={"event": "config_exposure"})
+
         carried_file, keep_untouched = CARRIED[command]
         counters_path = os.path.join(paths["state"], carried_file)
         try:

@@ -114,7 +114,10 @@ def write_textfile(folder: str, command: str, registry: CollectorRegistry) -> st
     from monitor.state import atomic_write
 
     if not os.path.isdir(folder):
-        raise FileNotFoundError(2, "No such directory", folder)
+        import errno
+
+        code = errno.ENOTDIR if os.path.exists(folder) else errno.ENOENT
+        raise OSError(code, os.strerror(code), folder)
     path = os.path.join(folder, f"monitor_{command}.prom")
     atomic_write(path, generate_latest(registry), mode=0o644)
     return path

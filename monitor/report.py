@@ -312,8 +312,8 @@ def _open(path: str):
 def parse_time(text, tz) -> datetime | None:
     """An aware datetime from ISO 8601 text (naive: in `tz`) or epoch seconds/milliseconds."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
-        seconds = text / 1000 if abs(text) > 1e11 else text  # pino and Go loggers write milliseconds
         try:
+            seconds = text / 1000 if abs(text) > 1e11 else text  # pino and Go loggers write milliseconds
             return datetime.fromtimestamp(seconds, timezone.utc)
         except (OverflowError, OSError, ValueError):
             return None
@@ -337,7 +337,7 @@ def error_record(line: bytes, tz) -> tuple[str, datetime | None] | None:
     if stripped.startswith(b"{"):
         try:
             record = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the stack
             return "?", None
         if not isinstance(record, dict):
             return None
@@ -461,7 +461,7 @@ def health_summary(logs_folder: str, window: Window, every_minutes: int = 5) -> 
                             continue
                         try:
                             record = json.loads(line)
-                        except ValueError:
+                        except (ValueError, RecursionError):
                             continue
                         when = parse_time(str(record.get("asctime", "")), window.start.tzinfo)
                         if when and window.start <= when < window.end and isinstance(record.get("checks"), dict):

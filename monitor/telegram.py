@@ -70,9 +70,14 @@ class TelegramClient:
             body = _json(response)
             description = redact.scrub(str(body.get("description") or response.reason or ""))[:200]
             params = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
-            if status == 200:
-                # Telegram answered 200: the message is delivered even if the body is odd.
+            if status == 200 and body.get("ok") is True:
                 return Delivery(True, chat_id=chat_id, migrated_from=migrated_from)
+            if status == 200:
+                # Telegram always answers {"ok": true, ...}. Anything else is a proxy or a
+                # wrong api_url swallowing alerts: keep the message (a duplicate beats silence).
+                return Delivery(False, "the answer to sendMessage was HTTP 200 but not Telegram's "
+                                "(is telegram.api_url right? a proxy in the way?)", config_error=True,
+                                chat_id=chat_id)
             if status == 429:
                 retry_after = _number(params.get("retry_after")) or _number(response.headers.get("Retry-After")) or 1
                 if waited + retry_after <= self.max_wait:

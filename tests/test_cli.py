@@ -268,3 +268,22 @@ def test_a_host_only_run_imports_no_heavy_library(tmp_path):
     result = json.loads(proc.stdout.splitlines()[-1])
     assert result["loaded"] == []
     assert result["code"] in (0, 1, 2)
+
+
+def test_a_world_readable_config_naming_a_token_file_draws_a_warning(tmp_path, run_monitor):
+    (tmp_path / "bot.token").write_text("not-a-real-token\n")
+    (tmp_path / "bot.token").chmod(0o644)
+    config = '[telegram]\nchat_ids = ["-100123"]\ntoken_file = "bot.token"\n'
+    check = run_monitor(["config", "check"], tmp_path, config=config)
+    assert check.returncode == 0, check.stderr
+    (tmp_path / "test.toml").chmod(0o644)
+    check = run_monitor(["config", "check"], tmp_path, config=config)
+    warnings = [line for line in check.stderr.splitlines() if line.startswith("warning: ")]
+    assert any("readable by others" in w and "chmod o-r" in w for w in warnings)
+    assert any("telegram.token_file" in w and "chmod 600" in w for w in warnings)
+    assert "not-a-real-token" not in check.stdout + check.stderr
+
+    health = run_monitor(["health", "--quiet", "--no-notify"], tmp_path, config=config)
+    assert "warning:" not in health.stderr  # cron would mail it every 5 minutes
+    logged = (tmp_path / "logs" / "health.log").read_text()
+    assert "readable by others" in logged and "not-a-real-token" not in logged

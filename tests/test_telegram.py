@@ -196,10 +196,12 @@ def test_a_rejected_token_or_chat_is_a_configuration_error_not_retried(client, s
 
 
 @responses.activate
-def test_a_200_with_a_body_that_is_not_json_counts_as_delivered(client):
-    responses.add(responses.POST, URL, status=200, body="<html>proxy says hi</html>")
-    assert client.send("-100123", "hello").ok
-    assert len(responses.calls) == 1  # resending would duplicate the message
+@pytest.mark.parametrize("body", ["<html>proxy says hi</html>", '{"status": "fine"}', '{"ok": false}'])
+def test_a_200_that_is_not_telegrams_answer_is_not_counted_as_delivered(client, body):
+    responses.add(responses.POST, URL, status=200, body=body)
+    delivery = client.send("-100123", "hello")
+    assert not delivery.ok and delivery.config_error and "api_url" in delivery.error
+    assert len(responses.calls) == 1  # not retried in a loop: kept for the next run
 
 
 @responses.activate

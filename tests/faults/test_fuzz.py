@@ -201,10 +201,8 @@ _LINES = (st.binary(max_size=200) | _RECORDS | _PLAIN_LINES
 
 @settings(max_examples=500, **FAST)
 @given(line=_LINES)
-@example(line=b'{"levelname": "ERROR", "asctime": ' + b"[" * 5_000).xfail(
-    raises=RecursionError, reason="report.error_record: json.loads of a deeply nested line (owner: report.py)")
-@example(line=b'{"levelname": "ERROR", "asctime": 1' + b"0" * 400 + b"}").xfail(
-    raises=OverflowError, reason="report.parse_time: an integer too large for a float (owner: report.py)")
+@example(line=b'{"levelname": "ERROR", "asctime": ' + b"[" * 5_000)  # nested past the stack
+@example(line=b'{"levelname": "ERROR", "asctime": 1' + b"0" * 400 + b"}")  # too large for a float
 def test_the_log_line_parser_returns_none_or_a_level_and_time_and_never_raises(line):
     record = error_record(line, timezone.utc)
     assert record is None or (isinstance(record, tuple) and len(record) == 2 and record[0] in ("ERROR", "CRITICAL", "?"))

@@ -83,9 +83,9 @@ def test_a_telegram_answering_200_with_invalid_json_ends_at_once_without_retryin
         standin.always(invalid_json())
         client = TelegramClient("987654321:AAsecretSECRETsecretSECRETsecret42", standin.api_url, timeout=TIMEOUT)
         delivery = _timed(client.send, CHAT, "<b>disk:/</b> critical")
-        # The owner's choice (tests/test_telegram.py): a 200 counts as delivered, so a
-        # proxy's odd body never makes the operator's chat show the alert twice.
-        assert delivery.ok and len(standin.received) == 1
+        # Not Telegram's {"ok": true}: a proxy or a wrong api_url must not swallow the
+        # alert, so it is kept (a duplicate beats silence), not retried in a loop.
+        assert not delivery.ok and delivery.config_error and len(standin.received) == 1
 
 
 def test_one_run_facing_every_hostile_peer_at_once_ends_in_time_with_a_verdict_for_each(install, telegram, web):
@@ -107,5 +107,5 @@ def test_one_run_facing_every_hostile_peer_at_once_ends_in_time_with_a_verdict_f
     assert verdicts["scraper:trickle"] == (CRITICAL, "HTTP: timed out after 2s")
     assert verdicts["scraper:loop"] == (CRITICAL, "HTTP: too many redirects (more than 10)")
     assert verdicts["vault"][0] == CRITICAL and "non-JSON answer" in verdicts["vault"][1]
-    assert len(telegram.received) == 1 and run.data["notifications"]["failed"] == 0
-    assert json.loads(run.stdout)["notifications"]["outbox"] == 0
+    assert len(telegram.received) == 1 and run.data["notifications"]["failed"] == 1
+    assert json.loads(run.stdout)["notifications"]["outbox"] == 1  # kept for a Telegram that answers
