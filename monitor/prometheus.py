@@ -126,10 +126,6 @@ def write_textfile(folder: str, command: str, registry: CollectorRegistry) -> st
 def push(url: str, command: str, host: str, registry: CollectorRegistry, timeout: float = 5.0) -> None:
     """Push to a Pushgateway: job "monitor", grouped by instance and command."""
     from prometheus_client import push_to_gateway
-    from prometheus_client.exposition import default_handler
 
-    def handler(url, method, req_timeout, headers, data):
-        return default_handler(url, method, timeout, headers, data)
-
-    push_to_gateway(url, job="monitor", registry=registry,
-                    grouping_key={"instance": host, "command": command}, handler=handler)
+    push_to_gateway(url, job="monitor", registry=registry, timeout=timeout,
+                    grouping_key={"instance": host, "command": command})
