@@ -117,7 +117,8 @@ def test_health_pushes_to_the_pushgateway_grouped_by_instance_and_command(tmp_pa
     proc = run_monitor(["health", "--format", "json"], tmp_path, config=config)
     assert proc.returncode == 0, proc.stderr
     [(path, body)] = gateway.pushed
-    assert path == f"/metrics/job/monitor/instance/{os.uname().nodename}/command/health"
+    # The grouping key, in the order prometheus_client writes it (sorted by label name).
+    assert path == f"/metrics/job/monitor/command/health/instance/{os.uname().nodename}"
     assert 'monitor_last_run_timestamp_seconds{command="health"}' in body
 
 
