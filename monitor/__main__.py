@@ -1,7 +1,5 @@
 """`python -m monitor` runs the same CLI as the `monitor` console script."""
 
-import sys
+from monitor.cli import entry
 
-from monitor.cli import main
-
-sys.exit(main())
+entry()

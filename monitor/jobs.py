@@ -38,7 +38,6 @@ class Options(NamedTuple):
 
 class Outcome(NamedTuple):
     exit_code: int
-    stuck: list = []  # ids of check threads still running at the deadline
 
 
 def lock_wait() -> float:
@@ -135,7 +134,7 @@ def run_job(command: str, opts: Options, config: dict, build_checks, finish=None
         code = EXIT_CODES[status]
         if problems and code == 0:
             code = 1
-        return Outcome(code, run.stuck)
+        return Outcome(code)
     finally:
         close_log()
         if lock:

@@ -4,7 +4,7 @@ Every check runs in its own daemon thread. A check that raises becomes `unknown`
 with the reason; one that outlives its timeout is reported with `on_timeout`
 (unknown, or critical where no answer means down) and is abandoned: a thread stuck
 in a system call (a dead NFS mount) cannot be killed, so the caller ends the process
-with `os._exit` once the results are out (see `Run.stuck`).
+with `os._exit` once the results are out (`cli.entry`); `Run.stuck` names them.
 """
 
 import threading
