@@ -1,8 +1,11 @@
 """The shape every command shares: lock, logs, checks, state, outputs, exit code.
 
-`run_job` is the one place where a run's side effects happen in order. A failure to
-write logs or state never stops the checks; it is said once on stderr, reported in
-the JSON as `log_write_error`/`state_write_error`, and lifts the exit code to >= 1.
+`run_job` is the one place where a run's side effects happen in order: lock, log
+archive, checks, carried state, notifications, Prometheus, log records, stdout. A
+failure to write logs, state or the textfile never stops the checks or the alerts;
+it is said once on stderr, reported in the JSON as `log_write_error`,
+`state_write_error`, `textfile_write_error` (or `notify_error`), and lifts the exit
+code to >= 1.
 """
 
 import logging

@@ -62,8 +62,8 @@ def notify(config: dict, command: str, results, kinds_run, host: str, *, no_noti
            message: tuple[str, bool] | None = None) -> Summary:
     """Evaluate alerts for `results` and deliver them; return the counts (and dry-run texts).
 
-    `message` is (text, silent): a message of the command itself (the daily report)
-    sent before this run's alerts, through the same outbox.
+    `message` is (text, silent): the command's own text (the daily report), which
+    opens this run's one message per chat, ahead of the alerts.
     """
     now = time.time() if now is None else now
     folder = config["paths"]["state"]
