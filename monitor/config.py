@@ -565,6 +565,13 @@ def build(raw: dict, env: str | None, base_dir: str, source: str = "") -> dict:
     return config
 
 
+def section_defaults(config: dict, section: str) -> dict:
+    """The validated defaults of an optional section the config leaves out (paths
+    resolved like the rest: against the config file's folder, else the working directory)."""
+    base_dir = os.path.dirname(config["source"]) if config.get("source") else os.getcwd()
+    return SCHEMA.fields[section].parse({}, section, _Context(base_dir))
+
+
 def load(path_option: str | None = None, env: str | None = None) -> dict:
     """Find, read and validate the config. Raise ConfigError listing every problem."""
     path = find_config_file(path_option)

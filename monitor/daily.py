@@ -9,7 +9,7 @@ import time
 from datetime import date, datetime
 from functools import partial
 
-from monitor.config import SCHEMA, ConfigError, _Context
+from monitor.config import ConfigError, section_defaults
 from monitor.results import OK
 from monitor.runner import Check
 
@@ -17,10 +17,7 @@ DB_TIMEOUT = 60.0
 
 
 def _report_config(config: dict) -> dict:
-    if config.get("report"):
-        return config["report"]
-    base = config["source"] and __import__("os").path.dirname(config["source"]) or "."
-    return SCHEMA.fields["report"].parse({}, "report", _Context(base))
+    return config.get("report") or section_defaults(config, "report")
 
 
 def choose_day(text: str | None, tz, now: datetime | None = None) -> date:
