@@ -45,6 +45,15 @@ def _body(response) -> dict | None:
     return body if isinstance(body, dict) else None
 
 
+def _setup_problem(cfg: dict, url: str, url_from: str) -> tuple[str, str] | None:
+    """(status, message) when the URL or the CA bundle makes asking Vault pointless."""
+    problem = url_problem(url)
+    if problem:
+        return CRITICAL, f'invalid Vault URL "{shown_url(url)}" (from {url_from}): {problem}'
+    problem = ca_cert_problem(cfg)
+    return (UNKNOWN, problem) if problem else None
+
+
 def _health_verdict(code: int, body: dict | None, url: str) -> tuple[str, str, str | None]:
     """Return (status, summary, role) for one /sys/health answer."""
     if body is None or "sealed" not in body or "initialized" not in body:
@@ -78,12 +87,9 @@ def health(cfg: dict, token_note: str | None = None, *, environ=None, clock=time
         return Result(status, message, unit="ms", warning=threshold.warning,
                       critical=threshold.critical, details=details)
 
-    problem = url_problem(url)
+    problem = _setup_problem(cfg, url, url_from)
     if problem:
-        return failed(CRITICAL, f'invalid Vault URL "{shown_url(url)}" (from {url_from}): {problem}')
-    problem = ca_cert_problem(cfg)
-    if problem:
-        return failed(UNKNOWN, problem)
+        return failed(*problem)
     from hvac import exceptions as hv
 
     left = max(0.2, timeout_of(cfg) - (clock() - entered))
@@ -153,12 +159,9 @@ def _token_result(cfg: dict, secret: str, environ) -> Result:
 
     if not secret:
         return failed(UNKNOWN, "no token to check")
-    problem = url_problem(url)
+    problem = _setup_problem(cfg, url, url_from)
     if problem:
-        return failed(CRITICAL, f'invalid Vault URL "{shown_url(url)}" (from {url_from}): {problem}')
-    problem = ca_cert_problem(cfg)
-    if problem:
-        return failed(UNKNOWN, problem)
+        return failed(*problem)
     client = open_client(cfg, secret, url)
     try:
         answer = client.auth.token.lookup_self()
