@@ -39,6 +39,7 @@ def resolve_token(config: dict, environ=os.environ) -> tuple[str | None, str]:
         from monitor.vault_secrets import SecretError, SecretStore, read_token
 
         vault_token, warnings = read_token(config["vault"], environ)
+        redact.register(vault_token)
         for warning in warnings:
             log.warning("%s", warning)
         if not vault_token:

@@ -19,9 +19,14 @@ _SHAPES = r"bot\d{6,12}:[A-Za-z0-9_-]{30,}|\b(?:hvs|hvb|hvr)\.[A-Za-z0-9_-]{20,}
 _SHAPE_HINTS = ("bot", "hvs.", "hvb.", "hvr.")
 
 
+# Real secrets (bot tokens, Vault tokens, API keys) are 20+ characters; a short one
+# (a dev server's "root") would mask ordinary words, so it is left alone.
+MIN_LENGTH = 8
+
+
 def register(secret: str | None) -> None:
     """Remember a secret so that it is masked everywhere from now on."""
-    if not secret or len(secret) < 4:
+    if not secret or len(secret) < MIN_LENGTH:
         return
     with _lock:
         if secret not in _secrets:

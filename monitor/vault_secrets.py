@@ -208,17 +208,13 @@ def vault_errors(exc) -> str:
     return " ".join(text.split())[:200]
 
 
-# Tokens Vault issues are 24+ characters; a short custom one (a dev server's "root")
-# would also match ordinary words, so it is left alone.
-REDACT_MIN_LENGTH = 12
-
-
 def redact(text: str, *secrets: str | None) -> str:
-    """Replace every occurrence of the given secrets (12+ characters) in `text` with ****."""
+    """Mask the given secrets, and every one registered with `monitor.redact`, in `text`."""
+    from monitor import redact as redaction
+
     for secret in secrets:
-        if secret and len(secret) >= REDACT_MIN_LENGTH:
-            text = text.replace(secret, "****")
-    return text
+        redaction.register(secret)
+    return redaction.scrub(text)
 
 
 # --- KV v2 secrets --------------------------------------------------------------------

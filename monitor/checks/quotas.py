@@ -11,6 +11,7 @@ import math
 import os
 import re
 
+from monitor import redact
 from monitor.results import CRITICAL, UNKNOWN, Result
 
 _NUMBER = re.compile(r"\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*")
@@ -89,6 +90,7 @@ def request_headers(configured: dict, environ) -> dict:
             if not environ[variable]:
                 raise QuotaUnknown(f"environment variable {variable} is empty (for header {name})")
             value = environ[variable]
+            redact.register(value)  # an API key: masked wherever it might surface
         headers[name] = value
     return headers
 
