@@ -129,13 +129,7 @@ def _data_file(name, size_mb, make):
     return path
 
 
-def _compressible(path, size_mb):
-    # base64 of random bytes: compresses like a text dump (~1.3:1), not trivially.
-    subprocess.run(f"head -c {size_mb * 3 // 4}M /dev/urandom | base64 > {path}", shell=True, check=True)
-
-
 def _backup_run(tmp, path, verify):
-    folder = os.path.dirname(path)
     _write(os.path.join(tmp, "monitor.toml"),
            f'[[backups]]\nname = "b"\npath = "{path}"\nverify = "{verify}"\nmin_count = 1\nmax_age = "3650d"\n'
            f'min_free_percent = 0\n')

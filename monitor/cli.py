@@ -131,7 +131,7 @@ def cron_lines(**kwargs):
     from monitor import config as config_mod
 
     opts = _options(**kwargs)
-    config = _load_config(opts)  # refuse to print lines for a config that does not load
+    _load_config(opts)  # refuse to print lines for a config that does not load
     path = config_mod.find_config_file(opts.config)
     script = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "monitor")
     if not os.path.exists(script):

@@ -124,7 +124,8 @@ def run_job(command: str, opts: Options, config: dict, build_checks, finish=None
         duration_ms = (time.perf_counter() - t0) * 1000
         _export(command, opts, config, run.results, duration_ms, notifications, problems, extra.get("report"))
         _log_results(command, config, run.results, status, duration_ms)
-        problems.update({k: v for k, v in _log_error(handler).items() if k not in problems})
+        if handler.error:  # a write failed after the log was opened
+            problems.setdefault("log_write_error", handler.error)
 
         data = output.envelope(command, started_wall, host_name(), config["environment"], status,
                                duration_ms, run.results,
@@ -206,10 +207,6 @@ def _log_results(command, config, results, status, duration_ms) -> None:
              extra={"event": "run", "command": command, "overall_status": status,
                     "checks": {r.id: r.status for r in results}, "duration_ms": round(duration_ms, 1),
                     "host": host_name(), "environment": config["environment"]})
-
-
-def _log_error(handler) -> dict:
-    return {"log_write_error": handler.error} if handler.error else {}
 
 
 def _print(data: dict, opts: Options) -> None:

@@ -6,7 +6,6 @@ record is from an earlier day is split by day into logs/archive/<name>-DAY.log.g
 the next run, and archives older than the retention are removed.
 """
 
-import json
 import logging
 import os
 import re
@@ -204,7 +203,3 @@ def _apply_retention(archive_dir: str, name: str, today: date, retention_days: i
         match = pattern.fullmatch(entry)
         if match and match.group(1) < oldest:
             os.unlink(os.path.join(archive_dir, entry))
-
-
-def json_line(value) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)

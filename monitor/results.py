@@ -6,7 +6,6 @@ Checks measure and then call `Threshold.judge`; nothing in here does I/O.
 from typing import Any, NamedTuple
 
 OK, WARNING, CRITICAL, UNKNOWN = "ok", "warning", "critical", "unknown"
-STATUSES = (OK, WARNING, CRITICAL, UNKNOWN)
 
 # The overall status is the worst check: ok < warning < unknown < critical.
 SEVERITY = {OK: 0, WARNING: 1, UNKNOWN: 2, CRITICAL: 3}

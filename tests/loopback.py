@@ -13,6 +13,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -173,3 +175,19 @@ def elapsed(func, *args, **kwargs):
     started = time.monotonic()
     result = func(*args, **kwargs)
     return result, time.monotonic() - started
+
+
+@pytest.fixture
+def server():
+    """A loopback HTTP server whose answers each test scripts."""
+    with serve() as srv:
+        yield srv
+
+
+@pytest.fixture
+def session():
+    """The pooled probe session a health run shares between its checks."""
+    from monitor import http
+
+    with http.new_session() as s:
+        yield s

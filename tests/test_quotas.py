@@ -4,24 +4,13 @@ import json
 
 import pytest
 
-from monitor import http
 from monitor.checks.quotas import quota
 from monitor.results import CRITICAL, OK, UNKNOWN, WARNING, Threshold
-from tests.loopback import closed_port, reply, serve
+from tests.loopback import closed_port, reply, server, session  # noqa: F401 (fixtures)
 
 SECRET = "sk-live-8f1e2d3c4b5a"
 
 
-@pytest.fixture
-def server():
-    with serve() as srv:
-        yield srv
-
-
-@pytest.fixture
-def session():
-    with http.new_session() as s:
-        yield s
 
 
 def config(**entry):

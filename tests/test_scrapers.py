@@ -18,22 +18,13 @@ from monitor import http
 from monitor.checks.scrapers import scraper
 from monitor.results import CRITICAL, OK, UNKNOWN, WARNING, Threshold
 from monitor.runner import Check, run_checks
+from tests.loopback import server, session  # noqa: F401 (fixtures)
 from tests.loopback import (closed_port, elapsed, endless, redirect, reply, serve, silent_port, sized,
                             trickle)
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def server():
-    with serve() as srv:
-        yield srv
-
-
-@pytest.fixture
-def session():
-    with http.new_session() as s:
-        yield s
 
 
 def config(**entry):

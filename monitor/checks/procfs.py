@@ -52,7 +52,7 @@ class ProcSource:
 
     def __init__(self, proc: str = "/proc"):
         self.proc = proc
-        self._stat: list[str] | None = None
+        self._boot: float | None = None
 
     def _read(self, name: str) -> str:
         with open(os.path.join(self.proc, name)) as handle:
@@ -62,10 +62,15 @@ class ProcSource:
         return self._read("stat").splitlines()
 
     def boot_time(self) -> float:
-        for line in self._stat_lines():
-            if line.startswith("btime "):
-                return float(line.split()[1])
-        raise OSError(f"no btime line in {self.proc}/stat")
+        """Boot time, read once: the CPU and network checks both ask for it."""
+        if self._boot is None:
+            for line in self._stat_lines():
+                if line.startswith("btime "):
+                    self._boot = float(line.split()[1])
+                    break
+            else:
+                raise OSError(f"no btime line in {self.proc}/stat")
+        return self._boot
 
     def cpu_times(self) -> CpuTimes:
         line = self._stat_lines()[0]
