@@ -14,6 +14,7 @@ from datetime import date, datetime, timedelta
 from pythonjsonlogger.json import JsonFormatter
 
 from monitor.redact import RedactingFilter, scrub
+from monitor.text import printable  # noqa: F401 - also registers the "monitor.printable*" codec handlers
 
 LOG_MODE = 0o640
 LOG_FOLDER_MODE = 0o750
@@ -52,7 +53,8 @@ class AppendHandler(logging.Handler):
             return
         try:
             # Scrub the final line too: extra fields (dicts) are not seen by the filter.
-            self._append((scrub(self.format(record)) + "\n").encode("utf-8", "replace"))
+            # An undecodable byte that reached a record (a file name) is written as \\xff.
+            self._append((scrub(self.format(record)) + "\n").encode("utf-8", "monitor.printable-json"))
         except OSError as exc:
             self.error = self.error or f"cannot write {self.path}: {exc.strerror}"
         except Exception:  # a formatting bug must not take the run down

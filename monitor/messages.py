@@ -9,6 +9,7 @@ from datetime import datetime
 
 from monitor.alert_state import RESOLVED
 from monitor.results import CRITICAL, UNKNOWN, WARNING
+from monitor.text import clip
 from monitor.units import format_duration
 
 HEADERS = {
@@ -25,38 +26,79 @@ e = html.escape
 
 
 def _clip(text, limit=MAX_VALUE_CHARS) -> str:
-    text = str(text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clip(text, limit)
 
 
 def _time(ts: float) -> str:
     return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M %Z")
 
 
-def _value(result) -> str:
-    if result.value is None:
+# What a check's value measures, by check id (the part before ":"), and whether lower is
+# worse there. A check not listed shows its numbers without a name.
+MEASURES = {
+    "cpu": ("CPU", False), "memory": ("memory", False), "swap": ("swap", False), "load": ("load", False),
+    "disk": ("disk", False), "inodes": ("inodes", False), "vault": ("latency", False),
+    "vault-token": ("TTL", True), "scraper": ("latency", False), "quota": ("remaining", True),
+    "backup": ("age", False), "opportunities": ("opportunities", True),
+}
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int) or float(value).is_integer():
+        return str(int(value))
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def _amount(value, unit: str | None, written: str | None = None) -> str:
+    """A value or a threshold with its unit, as a person reads it: 13h57m, 3.2 s, 96.1%."""
+    if written:
+        return written  # a threshold as the config wrote it ("26h")
+    unit = unit or ""
+    if unit == "s":
+        return format_duration(value)
+    if unit == "ms":
+        return f"{_number(value / 1000)} s" if value >= 1000 else f"{_number(value)} ms"
+    if unit == "%":
+        return f"{_number(value)}%"
+    return f"{_number(value)} {unit}".rstrip()
+
+
+def headline(result, status, check_id: str | None = None) -> str:
+    """The value and the threshold that caused `status`, with units; "" when no number did.
+
+    "latency 3.2 s > 3 s", "age 27h3m > 26h", "remaining 4% < 5%". A refused connection
+    (no value), a failed verification of a fresh backup (the age is fine) or an
+    unknown check show none: the message line says why.
+    """
+    if status not in (WARNING, CRITICAL) or isinstance(result.value, bool) \
+            or not isinstance(result.value, (int, float)):
         return ""
-    value = f"{result.value:g}" if isinstance(result.value, float) else str(result.value)
-    unit = result.unit or ""
-    return f"{value}{unit}" if unit == "%" else f"{value} {unit}".rstrip()
-
-
-def _threshold(result, status) -> str:
     level = result.critical if status == CRITICAL else result.warning
-    if level is None:
+    if isinstance(level, bool) or not isinstance(level, (int, float)):
         return ""
-    text = level.text if hasattr(level, "text") else f"{level:g}" if isinstance(level, float) else str(level)
-    return f"{'critical' if status == CRITICAL else 'warning'} at {text}"
+    name, lower_is_worse = MEASURES.get((check_id or result.id).split(":", 1)[0], ("", None))
+    if name == "opportunities" and isinstance((result.details or {}).get("minimum"), int):
+        level = result.details["minimum"]  # judged as "at most minimum - 1": say "below the minimum"
+    if lower_is_worse is None:  # not listed: lower is worse where the warning sits above the critical
+        other = result.warning if status == CRITICAL else result.critical
+        lower_is_worse = isinstance(other, (int, float)) and (other > level if status == CRITICAL else other < level)
+    value = result.value
+    if not (value < level if name == "opportunities" else value <= level if lower_is_worse else value >= level):
+        return ""  # the number is within its threshold: something else caused the status
+    sign = ("<" if value < level else "≤") if lower_is_worse else (">" if value > level else "≥")
+    shown = f"{_amount(value, result.unit)} {sign} {_amount(level, result.unit, getattr(level, 'text', None))}"
+    return clip(f"{name} {shown}" if name else shown, MAX_VALUE_CHARS)
 
 
 def alert_lines(alert) -> list[str]:
     r = alert.result
+    name = clip(alert.check_id)
     if alert.status == RESOLVED:
-        head = f"<b>{e(alert.check_id)}</b> ok again after {e(format_duration(alert.duration))}"
+        head = f"<b>{e(name)}</b> ok again after {e(format_duration(alert.duration))}"
         detail = [e(_clip(r.message))] if r.message else []
         return [f"• {head}"] + [f"  {line}" for line in detail]
-    parts = [p for p in (_value(r), _threshold(r, alert.status)) if p]
-    head = f"<b>{e(alert.check_id)}</b>" + (f" — {e(' · '.join(parts))}" if parts else "")
+    numbers = headline(r, alert.status, alert.check_id)
+    head = f"<b>{e(name)}</b>" + (f" — {e(numbers)}" if numbers else "")
     prefix = "could not check: " if alert.status == UNKNOWN else ""
     note = " (reminder)" if alert.reminder else (f" (was {e(alert.previous)})" if alert.previous else "")
     return [f"• {head}{note}",
@@ -73,7 +115,7 @@ def compose(alerts, host: str, environment: str, now: float) -> str:
     for header, members in groups.items():
         if lines:
             lines.append("")
-        lines.append(f"<b>{e(header)}</b> · {e(host)} ({e(environment)})")
+        lines.append(f"<b>{e(header)}</b> · {e(clip(host))} ({e(clip(environment))})")
         for alert in members:
             lines += alert_lines(alert)
     lines.append("")

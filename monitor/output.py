@@ -31,7 +31,10 @@ def envelope(command: str, started, host: str, environment: str, overall_status:
 
 
 def to_json(data: dict) -> str:
-    return json.dumps(data, separators=(", ", ": "), ensure_ascii=False, default=str)
+    from monitor.text import encode_guard
+
+    # Check results are printable already; the guard covers any other outside text.
+    return encode_guard(json.dumps(data, separators=(", ", ": "), ensure_ascii=False, default=str), json=True)
 
 
 def _value(check: dict) -> str:
@@ -49,9 +52,11 @@ def to_text(data: dict, colour: bool = False) -> str:
         return f"\033[{_COLOURS[status]}m{text}\033[0m" if colour and status in _COLOURS else text
 
     from monitor.results import SEVERITY
+    from monitor.text import printable
 
     checks = sorted(data["checks"].items(), key=lambda kv: -SEVERITY.get(kv[1]["status"], 0))
-    rows = [(c["status"].upper(), cid, _value(c), c.get("message", "")) for cid, c in checks]
+    rows = [(c["status"].upper(), printable(cid), printable(_value(c)), printable(c.get("message", "")))
+            for cid, c in checks]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(("STATUS", "CHECK", "VALUE"))]
     counts = {}
     for _, c in checks:
@@ -66,7 +71,7 @@ def to_text(data: dict, colour: bool = False) -> str:
                      f"{value:>{widths[2]}}  {message}")
     for key in ("log_write_error", "state_write_error", "textfile_write_error", "notify_error"):
         if data.get(key):
-            lines.append(f"! {key}: {data[key]}")
+            lines.append(f"! {key}: {printable(data[key])}")
     return "\n".join(lines)
 
 
@@ -80,9 +85,10 @@ def write_stdout(text: str) -> None:
     Any other failure (stdout on a full disk) is one line on stderr, not a traceback.
     """
     from monitor.redact import scrub
+    from monitor.text import encode_guard
 
     try:
-        sys.stdout.write(scrub(text) + "\n")
+        sys.stdout.write(encode_guard(scrub(text)) + "\n")
         sys.stdout.flush()
     except OSError as exc:
         if not isinstance(exc, BrokenPipeError):

@@ -100,4 +100,15 @@ def overall(results) -> str:
 
 
 def with_identity(result: Result, check_id: str, kind: str, duration_ms: float) -> Result:
-    return result.replace(id=check_id, kind=kind, duration_ms=round(duration_ms, 2))
+    """The Result as every output sees it: named, timed, and printable.
+
+    The one place where what a check measured outside (file and process names, HTTP
+    bodies, versions) is made printable for the JSON, the log, the terminal and Telegram.
+    """
+    from monitor.text import printable, printable_tree
+
+    changes = {"id": check_id, "kind": kind, "duration_ms": round(duration_ms, 2),
+               "message": printable(result.message), "details": printable_tree(result.details)}
+    if isinstance(result.value, str):
+        changes["value"] = printable(result.value)
+    return result.replace(**changes)

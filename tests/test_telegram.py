@@ -282,7 +282,7 @@ def test_the_message_groups_alerts_worst_first_with_host_environment_value_and_t
     assert critical < warning < resolved
     assert plain.index("disk:/") < warning < plain.index("inodes:/") < resolved < plain.index("load")
     assert "vps-1 (prod)" in plain
-    assert "97%" in plain and "critical at 95" in plain and "warning at 90" in plain
+    assert "disk:/ — disk 97% > 95%" in plain and "inodes:/ — inodes 97% > 90%" in plain
     assert "ok again after 10m" in plain
 
 
@@ -296,7 +296,7 @@ def test_reminders_and_severity_changes_say_so():
     plain = html_to_plain(messages.compose([alert(CRITICAL, reminder=True), alert(WARNING, "inodes:/",
                                                                                previous=CRITICAL)],
                                            "h", "prod", T0))
-    assert "disk:/ — 97% · critical at 95 (reminder)" in plain
+    assert "disk:/ — disk 97% > 95% (reminder)" in plain
     assert "(was critical)" in plain
 
 
@@ -325,12 +325,11 @@ def test_a_20000_character_check_message_still_fits_telegram():
     assert "inodes:/" in html_to_plain("".join(chunks))  # the other alert is not crowded out
 
 
-def test_a_20000_character_check_id_is_cut_into_valid_chunks():
+def test_a_20000_character_check_id_is_clipped_to_a_name_and_fits_one_valid_message():
     text = messages.compose([alert(CRITICAL, "disk:/" + "a&<" * 7000)], "vps-1", "prod", T0)
     chunks = split_message(text)
-    assert len(chunks) > 1
-    assert all(len(c) <= LIMIT for c in chunks)
-    assert all(html_error(c) is None for c in chunks)
+    assert len(chunks) == 1 and len(text) < LIMIT and html_error(text) is None
+    assert ("• " + ("disk:/" + "a&<" * 30)[:63] + "… — ") in html_to_plain(text)
 
 
 def test_critical_and_warning_messages_ring_info_and_resolved_do_not():
