@@ -63,8 +63,9 @@ def notify(config: dict, command: str, results, kinds_run, host: str, *, no_noti
            message: tuple[str, bool] | None = None) -> Summary:
     """Evaluate alerts for `results` and deliver them; return the counts (and dry-run texts).
 
-    `message` is (text, silent): the command's own text (the daily report), which
-    opens this run's one message per chat, ahead of the alerts.
+    `message` is (text, silent[, check ids]): the command's own text (the daily report),
+    which opens this run's one message per chat, ahead of the alerts of checks it does
+    not already show.
     """
     now = time.time() if now is None else now
     folder = config["paths"]["state"]
@@ -108,10 +109,15 @@ def notify(config: dict, command: str, results, kinds_run, host: str, *, no_noti
         # One message per chat: the command's own text (the daily report) first, then
         # the alerts; it rings unless every part is silent.
         parts, silent = ([message[0]], message[1]) if message else ([], True)
+        # A third item names the checks the text itself shows (the report's own warnings):
+        # their alerts are told by it, not repeated under it; a RESOLVED still is.
+        shows = set(message[2]) if message and len(message) > 2 else set()
+        listed = [a for a in to_send if a.check_id not in shows or a.status == alert_state.RESOLVED]
         if to_send:
             from monitor import messages
 
-            parts.append(messages.compose(to_send, host, config["environment"], now))
+            if listed:
+                parts.append(messages.compose(listed, host, config["environment"], now))
             silent = silent and not messages.rings(to_send)
         text = "\n\n".join(parts) or None
         about = [[a.check_id, a.status] for a in to_send]

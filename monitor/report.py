@@ -78,6 +78,9 @@ class Database:
                 self.conn = sqlite3.connect(_sqlite_uri(path), uri=True, timeout=5)
             except sqlite3.Error as exc:
                 raise ReportError(f"report.database: cannot open {path}: {exc}") from None
+            # A value that is not UTF-8 must not cost the report ("Could not decode to
+            # UTF-8"): its bytes are kept, and shown as \xff by monitor.text.
+            self.conn.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
             self.kind, self.errors = "sqlite", (sqlite3.Error,)
         else:
             try:

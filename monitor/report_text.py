@@ -8,6 +8,7 @@ built-in one, and the message says so.
 import logging
 import os
 
+from monitor.text import ELLIPSIS, NAME_CHARS, clip
 from monitor.units import format_duration
 
 log = logging.getLogger("monitor")
@@ -18,8 +19,63 @@ def _environment():
     import jinja2
 
     # Autoescape everything: source names and log text come from the outside world.
-    return jinja2.Environment(autoescape=True, trim_blocks=False, keep_trailing_newline=False,
-                              undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(autoescape=True, trim_blocks=False, keep_trailing_newline=False,
+                             undefined=jinja2.StrictUndefined)
+    env.filters.update(clip=clip, names=names, hhmm=hhmm)
+    return env
+
+
+# --- values as a phone shows them (filters of every template) ------------------------------
+
+def names(items, most: int = 10, chars: int = NAME_CHARS) -> str:
+    """"a, b, c and 4 more": at most `most` names, each clipped to `chars` characters."""
+    items = list(items)
+    shown = ", ".join(clip(item, chars) for item in items[:most])
+    return shown + (f" and {len(items) - most} more" if len(items) > most else "")
+
+
+def hhmm(value) -> str:
+    """A row's time as HH:MM (the report covers one day in its own zone); other text clipped."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(value)).strftime("%H:%M")
+    except ValueError:
+        return clip(value, 25)
+
+
+MAX_MESSAGES = 2  # a report never floods the chat (nor queues an alert behind 50 parts)
+
+
+def bound(text: str, max_messages: int = MAX_MESSAGES) -> str:
+    """Return `text` cut, on whole lines, to what `max_messages` Telegram messages hold.
+
+    The built-in template clips every value, so it fits; this holds for any template
+    and any number of sources or incidents. A line longer than a message is cut with
+    its tags balanced; the cut says how many lines were left out.
+    """
+    from monitor.telegram import LIMIT, _cut_line, split_message, units
+
+    if len(split_message(text)) <= max_messages:
+        return text
+    width = LIMIT // 4  # a line longer than this is cut: it could not be read on a phone anyway
+    lines = []
+    for line in text.split("\n"):
+        if units(line) > width:
+            line = _cut_line(line, width - 1)[0] + ELLIPSIS
+        lines.append(line)
+    note = "<i>… {} more line(s) left out: the report holds at most {} messages</i>"
+    budget = LIMIT - units(note) - 10  # room for the note in the last message
+    chunks, size = 1, 0
+    for kept, line in enumerate(lines):
+        needed = units(line) + (1 if size else 0)
+        if size + needed > (budget if chunks == max_messages else LIMIT):
+            if chunks == max_messages:
+                return "\n".join(lines[:kept] + [note.format(len(lines) - kept, max_messages)])
+            chunks, size = chunks + 1, units(line)
+        else:
+            size += needed
+    return "\n".join(lines)
 
 
 def load_template(path: str):
@@ -69,12 +125,12 @@ def render(report: dict, missing: list[str], *, host: str, environment: str, war
                "duration": format_duration}
     if template_path:
         try:
-            return _tidy(load_template(template_path).render(**context))
+            return bound(_tidy(load_template(template_path).render(**context)))
         except Exception as exc:  # noqa: BLE001 - a broken custom template must not cost the report
             log.warning("report.template %s failed while rendering (%s: %s); using the built-in template",
                         template_path, type(exc).__name__, exc, extra={"event": "template_failed"})
             context["missing"] = missing + [f"custom template failed ({type(exc).__name__}); built-in used"]
-    return _tidy(load_template(BUILTIN).render(**context))
+    return bound(_tidy(load_template(BUILTIN).render(**context)))
 
 
 def _tidy(text: str) -> str:

@@ -687,3 +687,71 @@ def test_an_unknown_verify_method_exits_3_with_one_line(tmp_path, run_monitor):
     assert proc.stdout == ""
     assert proc.stderr == ('config error: backups[0].verify: expected one of none, gzip, tar, zip, sha256, '
                            'got "rar"\n')
+
+
+# --- hostile file names end to end (issue 11, item 3) -------------------------------------------
+
+TOKEN = "123456789:AAFAKEtokenFAKEtokenFAKEtokenFAKE12"
+# Not UTF-8 (0xff), and a terminal escape that would turn the operator's terminal red.
+HOSTILE_NAME = b"db-\xff\x1b[31m.sql.gz"
+SHOWN_NAME = "db-\\xff\\x1b[31m.sql.gz"  # how monitor prints it everywhere
+
+
+@pytest.fixture
+def telegram():
+    from tests.telegram_standin import TelegramStandIn
+
+    with TelegramStandIn() as standin:
+        yield standin
+
+
+@pytest.mark.parametrize("locale_env", [
+    {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"},
+    {"LANG": "C", "LC_ALL": "C"},
+    # A UTF-8 locale such as en_US.UTF-8 writes stdout strictly (not installed on every machine).
+    {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONIOENCODING": "utf-8:strict"},
+], ids=["C.UTF-8", "C", "strict-utf-8"])
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_a_backup_file_name_that_is_not_utf8_is_alerted_and_printed_escaped_under_any_locale(
+        tmp_path, telegram, locale_env, fmt):
+    import subprocess
+
+    from monitor.telegram import html_to_plain
+    from tests.conftest import MONITOR, clean_env
+
+    folder = tmp_path / "b"
+    folder.mkdir()
+    put(folder / "db-0.sql.gz", gzip.compress(b"older dump " * 10), time.time() - 7200)
+    newest = os.path.join(os.fsencode(folder), HOSTILE_NAME)
+    with open(newest, "wb") as handle:
+        handle.write(gzip.compress(b"fresh dump " * 10)[:-6])  # truncated: verification fails
+    config = tmp_path / "monitor.toml"
+    config.write_text('[[backups]]\nname = "db"\npath = "b/*.sql.gz"\nverify = "gzip"\nmin_free_percent = 0\n'
+                      f'[telegram]\nchat_ids = ["-100123"]\napi_url = "{telegram.api_url}"\n')
+    proc = subprocess.run([MONITOR, "backup-check", "--format", fmt, "--config", str(config)], cwd=tmp_path,
+                          env=clean_env({"TELEGRAM_BOT_TOKEN": TOKEN, **locale_env}), capture_output=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    stdout, stderr = proc.stdout.decode("utf-8"), proc.stderr.decode("utf-8")  # both valid UTF-8
+    assert proc.returncode == 2, stdout + stderr
+    assert stderr == ""  # no traceback, no "notify error"
+    assert "\x1b" not in stdout and "\x9b" not in stdout  # no raw escape reaches the terminal
+    if fmt == "json":
+        data = json.loads(stdout)
+        check = data["checks"]["backup:db"]
+        assert check["details"]["newest"] == f"{folder}/{SHOWN_NAME}"
+        assert f"({SHOWN_NAME}, " in check["message"]
+        assert data["notifications"]["sent"] == 1 and "notify_error" not in data
+    else:
+        assert SHOWN_NAME in stdout and "CRITICAL  backup:db" in stdout
+
+    # The alert arrived, naming the file the same way; its headline shows no number, as
+    # the age (fresh) is not what is wrong.
+    (message,) = telegram.delivered
+    plain = html_to_plain(message.text)
+    assert "🚨 CRITICAL" in plain and SHOWN_NAME in plain and "verification failed: truncated gzip" in plain
+    assert "• backup:db\n" in plain and "critical at" not in plain
+    for line in (tmp_path / "logs" / "backup.log").read_bytes().splitlines():
+        record = json.loads(line.decode("utf-8"))
+        assert "\x1b" not in json.dumps(record, ensure_ascii=False)
+    assert any(SHOWN_NAME in r.get("message", "") for r in map(json.loads, (tmp_path / "logs/backup.log")
+                                                               .read_text().splitlines()))
