@@ -755,3 +755,27 @@ def test_a_backup_file_name_that_is_not_utf8_is_alerted_and_printed_escaped_unde
         assert "\x1b" not in json.dumps(record, ensure_ascii=False)
     assert any(SHOWN_NAME in r.get("message", "") for r in map(json.loads, (tmp_path / "logs/backup.log")
                                                                .read_text().splitlines()))
+
+
+def backup_headline(result) -> str:
+    from monitor import messages
+    from monitor.alert_state import Alert
+    from monitor.results import with_identity
+    from monitor.telegram import html_to_plain
+
+    result = with_identity(result, "backup:db", "backup", 1.0)
+    return html_to_plain(messages.compose([Alert("backup:db", result.status, result, T0, T0)], "h", "prod",
+                                          T0)).splitlines()[1]
+
+
+def test_an_old_backup_alerts_with_its_age_and_max_age_and_a_damaged_fresh_one_with_no_number(tmp_path):
+    age = 13 * 3600 + 57 * 60
+    put(tmp_path / "b/old.gz", gzip.compress(b"dump"), T0 - age)
+    old = judge(backup_set(tmp_path, max_age="12h", verify="gzip"), now=lambda: T0)
+    assert old.status == CRITICAL
+    assert backup_headline(old) == "• backup:db — age 13h57m > 12h"
+
+    put(tmp_path / "b/new.gz", gzip.compress(b"dump" * 100)[:-6], T0)  # truncated, 0 s old
+    damaged = judge(backup_set(tmp_path, max_age="26h", verify="gzip", max_shrink_percent=100), now=lambda: T0)
+    assert damaged.status == CRITICAL and "truncated gzip" in damaged.message
+    assert backup_headline(damaged) == "• backup:db"  # not "— 0 s · critical at 26h"

@@ -27,7 +27,7 @@ from monitor.daily import choose_day
 from monitor.config import ConfigError
 from monitor.report_text import render, validate_template
 from monitor.results import OK, UNKNOWN, WARNING
-from monitor.telegram import html_to_plain
+from monitor.telegram import html_to_plain, split_message
 from tests.telegram_standin import TelegramStandIn, html_error
 
 UTC = ZoneInfo("UTC")
@@ -644,8 +644,8 @@ def test_without_a_date_the_report_covers_yesterday_in_its_timezone(tmp_path, ru
     assert report["window"]["start"].endswith("+14:00")
 
 
-def test_a_warning_report_and_its_alert_arrive_as_one_message_per_chat(tmp_path, run_monitor, envelope,
-                                                                          telegram):
+def test_a_warning_report_is_one_ringing_message_that_does_not_repeat_its_own_warnings(
+        tmp_path, run_monitor, envelope, telegram):
     config = installation(tmp_path, minimum=10, telegram=telegram)
     proc = daily(run_monitor, tmp_path, config, "--format", "json")
     assert proc.returncode == 1, proc.stderr
@@ -653,8 +653,72 @@ def test_a_warning_report_and_its_alert_arrive_as_one_message_per_chat(tmp_path,
     assert len(telegram.delivered) == 1
     message = telegram.delivered[0]
     assert message.text.startswith("⚠️ WARNING <b>Daily report</b>")
-    assert "<b>opportunities</b>" in message.text  # the alert rides in the same message
+    assert "(below 10)" in message.text  # the report says it ...
+    assert "<b>opportunities</b>" not in message.text  # ... and no alert block repeats it
+    assert message.text.count("WARNING") == 1
     assert message.disable_notification is False
+    # Told by the report: the next day's run does not alert about it as new either.
+    assert json.loads((tmp_path / "state" / "alerts.json").read_text())["checks"]["opportunities"]["notified_status"]
+
+
+def test_a_resolved_business_alert_still_appears_under_the_report(tmp_path, run_monitor, envelope, telegram):
+    config = installation(tmp_path, minimum=10, telegram=telegram)
+    daily(run_monitor, tmp_path, config, "--format", "json")
+    proc = daily(run_monitor, tmp_path, config.replace("min_opportunities = 10", "min_opportunities = 2"),
+                 "--format", "json", "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert len(telegram.delivered) == 2
+    text = html_to_plain(telegram.delivered[1].text)
+    assert text.startswith("ℹ️ INFO Daily report")
+    assert "✅ RESOLVED" in text and "opportunities ok again" in text
+
+
+def test_the_best_five_show_hh_mm_and_a_200_kb_source_is_clipped_to_one_message(
+        tmp_path, run_monitor, envelope, telegram):
+    huge = "S" * 200_000
+    config = installation(tmp_path, telegram=telegram)
+    (tmp_path / "opp.db").unlink()
+    make_db(tmp_path / "opp.db", day_rows(DAY, (1.5, 2.5, 4.0), sources=(huge, "uniswap")))
+    proc = daily(run_monitor, tmp_path, config, "--format", "json")
+    assert proc.returncode == 1, proc.stderr  # "<b>&evil" went silent
+    assert len(telegram.delivered) == 1 and len(telegram.received) == 1
+    plain = html_to_plain(telegram.delivered[0].text)
+    best = [line for line in plain.splitlines() if line[:3] in ("1. ", "2. ", "3. ")]
+    assert best == [f"1. {'S' * 63}… · ROI 4.00 · 14:02", "2. uniswap · ROI 2.50 · 07:01",
+                    f"3. {'S' * 63}… · ROI 1.50 · 00:00"]
+    assert envelope(proc)["report"]["top_opportunities"][0]["time"] == f"{DAY}T14:02:00+00:00"  # JSON: ISO
+
+
+def test_a_report_with_thousands_of_long_lines_is_cut_to_two_messages(tmp_path):
+    report = {"date": DAY.isoformat(), "timezone": "UTC", "window": {"hours": 24}, "opportunities_found": 1,
+              "avg_roi": 1.0, "top_opportunities": [], "sources_active": 1, "inactive_sources": ["x" * 500] * 900,
+              "errors": None, "change": {},
+              "health": {"runs_seen": 1, "runs_expected": 288, "percent_ok": 0.0,
+                         "incidents": {f"scraper:{i}" + "y" * 90: {"incidents": 1, "downtime_seconds": 300}
+                                       for i in range(2000)}}}
+    text = render(report, ["z" * 5000], host="h", environment="prod", warning=True, min_opportunities=None)
+    chunks = split_message(text)
+    assert len(chunks) == 2 and all(html_error(c) is None for c in chunks)
+    assert "and 890 more" in text
+    assert text.endswith("more line(s) left out: the report holds at most 2 messages</i>")
+
+
+def test_a_source_that_is_not_utf8_or_holds_a_terminal_escape_is_reported_printable(
+        tmp_path, run_monitor, envelope, telegram):
+    config = installation(tmp_path, telegram=telegram)
+    (tmp_path / "opp.db").unlink()
+    conn = sqlite3.connect(tmp_path / "opp.db")
+    conn.execute("CREATE TABLE opportunities (found_at TEXT, source TEXT, roi REAL)")
+    conn.execute("INSERT INTO opportunities VALUES (?, CAST(? AS TEXT), 9.0)", (at(DAY, "12:00:00"), b"dex-\xff"))
+    conn.execute("INSERT INTO opportunities VALUES (?, ?, 1.0)", (at(DAY, "13:00:00"), "uni\x1b[2Jswap"))
+    conn.commit()
+    conn.close()
+    proc = daily(run_monitor, tmp_path, config, "--format", "json")
+    assert "\x1b" not in proc.stdout
+    report = envelope(proc)["report"]
+    assert [o["source"] for o in report["top_opportunities"]] == ["dex-\\xff", "uni\\x1b[2Jswap"]
+    plain = html_to_plain(telegram.delivered[0].text)
+    assert "1. dex-\\xff · ROI 9.00 · 12:00" in plain and "2. uni\\x1b[2Jswap · ROI 1.00 · 13:00" in plain
 
 
 def test_monitors_own_logs_are_not_counted_as_scraper_errors(tmp_path):

@@ -3,6 +3,7 @@
 import gzip
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import time
@@ -444,3 +445,44 @@ def test_bench_slow_server_prints_its_port_and_answers():
     finally:
         server.terminate()
         server.wait()
+
+
+# --- the alert headline (issue 11, item 9) --------------------------------------------------
+
+def headline_of(result, check_id="scraper:uniswap") -> str:
+    """The first line of the alert this result raises, as the operator reads it in Telegram."""
+    from monitor import messages
+    from monitor.alert_state import Alert
+    from monitor.results import with_identity
+    from monitor.telegram import html_to_plain
+
+    result = with_identity(result, check_id, "scraper", 1.0)
+    plain = html_to_plain(messages.compose([Alert(check_id, result.status, result, 1e9, 1e9)], "h", "prod", 1e9))
+    return plain.splitlines()[1]
+
+
+def test_a_refused_connection_alerts_without_the_latency_threshold(session):
+    result = scraper(config(url=f"http://127.0.0.1:{closed_port()}/health"), session)
+    assert result.status == CRITICAL
+    assert headline_of(result) == "• scraper:uniswap"  # no "— critical at 3000": no number failed
+
+
+def test_a_503_answered_in_time_alerts_without_numbers(server, session):
+    result = scraper(config(url=server.route("/health", reply(503))), session)
+    assert result.status == CRITICAL and result.value < 1000
+    assert headline_of(result) == "• scraper:uniswap"
+
+
+def test_a_slow_answer_alerts_with_its_latency_and_the_threshold_it_crossed_in_seconds(server, session):
+    url = server.route("/slow", reply(json={"status": "ok"}, delay=1.2))
+    result = scraper(config(url=url, latency_ms=Threshold(500, 1000)), session)
+    assert result.status == CRITICAL
+    # ("1.2 s" on a quiet machine; a busy one may add a little.)
+    assert re.fullmatch(r"• scraper:uniswap — latency \d+(\.\d+)? s > 1 s", headline_of(result)), headline_of(result)
+
+
+def test_a_warning_latency_is_shown_against_the_warning_threshold_in_ms(server, session):
+    url = server.route("/slow", reply(json={"status": "ok"}, delay=0.3))
+    result = scraper(config(url=url, latency_ms=Threshold(200, 5000)), session)
+    assert result.status == WARNING
+    assert re.fullmatch(r"• scraper:uniswap — latency \d+(\.\d+)? (ms|s) > 200 ms", headline_of(result))
