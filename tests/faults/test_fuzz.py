@@ -285,3 +285,39 @@ def test_a_line_longer_than_the_limit_is_cut_between_characters_never_inside_a_t
     _assert_chunks_fit(chunks)
     # A cut adds a chunk boundary where the line had none: compare without line breaks.
     assert html_to_plain("".join(chunks)).replace("\n", "") == html_to_plain(message).replace("\n", "")
+
+
+# --- printable text (issue 11, item 3) --------------------------------------------------------
+
+_HOSTILE_TEXT = (st.binary(max_size=60).map(lambda raw: raw.decode("utf-8", "surrogateescape"))
+                 | st.text(max_size=60)
+                 | st.text(st.sampled_from("a\\\x00\x1b[\x07\x7f\x85\x9b\n\r\t\u2028\u202e\u2066\udcff\ud800é🚀"),
+                           max_size=30))
+
+
+@settings(max_examples=500, **FAST)
+@given(text=_HOSTILE_TEXT)
+def test_printable_text_is_utf8_has_no_control_or_bidi_character_and_is_stable(text):
+    from monitor.text import printable
+
+    shown = printable(text)
+    shown.encode("utf-8")  # no lone surrogate left
+    assert not re.search("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]", shown)
+    assert printable(shown) == shown
+    if text.isprintable():
+        assert shown == text  # ordinary text is left alone
+
+
+@settings(max_examples=200, **FAST)
+@given(check_id=_HOSTILE_TEXT, message=_HOSTILE_TEXT, host=_HOSTILE_TEXT)
+def test_an_alert_about_hostile_names_always_makes_valid_telegram_chunks(check_id, message, host):
+    from monitor import messages
+    from monitor.alert_state import Alert
+    from monitor.results import Result, with_identity
+
+    result = with_identity(Result("critical", message, value=1.0, unit="%", warning=0, critical=0), check_id,
+                           "backup", 1.0)
+    text = messages.compose([Alert(check_id, "critical", result, 0.0, 60.0)], host, "prod", 60.0)
+    for chunk in split_message(text):
+        chunk.encode("utf-8")
+        assert units(chunk) <= LIMIT and html_error(chunk) is None
