@@ -132,7 +132,9 @@ def run_job(command: str, opts: Options, config: dict, build_checks, finish=None
                                {**({"report": extra["report"]} if "report" in extra else {}),
                                 "notifications": notifications, **problems})
         for key, message in problems.items():
-            print(f"monitor {command}: {key.replace('_', ' ')}: {message}", file=sys.stderr)
+            from monitor.text import printable  # paths and error texts: nothing raw on the terminal
+
+            print(f"monitor {command}: {key.replace('_', ' ')}: {printable(message)}", file=sys.stderr)
         _print(data, opts)
 
         code = EXIT_CODES[status]

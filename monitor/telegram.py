@@ -13,6 +13,7 @@ import time
 from typing import NamedTuple
 
 from monitor import redact
+from monitor.text import printable  # Telegram's answer is an HTTP body: shown printable
 
 LIMIT = 4096  # Telegram's maximum message length, in characters
 _PARSE_ERROR = "can't parse entities"
@@ -68,7 +69,7 @@ class TelegramClient:
                 continue
             status = response.status_code
             body = _json(response)
-            description = redact.scrub(str(body.get("description") or response.reason or ""))[:200]
+            description = printable(redact.scrub(str(body.get("description") or response.reason or "")))[:200]
             params = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
             if status == 200 and body.get("ok") is True:
                 return Delivery(True, chat_id=chat_id, migrated_from=migrated_from)
