@@ -9,7 +9,7 @@ from datetime import datetime
 
 from monitor.alert_state import RESOLVED
 from monitor.results import CRITICAL, UNKNOWN, WARNING
-from monitor.text import clip
+from monitor.text import ID_CHARS, clip
 from monitor.units import format_duration
 
 HEADERS = {
@@ -92,7 +92,7 @@ def headline(result, status, check_id: str | None = None) -> str:
 
 def alert_lines(alert) -> list[str]:
     r = alert.result
-    name = clip(alert.check_id)
+    name = clip(alert.check_id, ID_CHARS)
     if alert.status == RESOLVED:
         head = f"<b>{e(name)}</b> ok again after {e(format_duration(alert.duration))}"
         detail = [e(_clip(r.message))] if r.message else []

@@ -22,7 +22,8 @@ import re
 _UNPRINTABLE = "[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\u202a-\u202e\u2066-\u2069]"
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
-NAME_CHARS = 64  # a name (source, check id, path) shown in a message
+NAME_CHARS = 64  # a name from outside (a source, a host) shown in a message
+ID_CHARS = 160   # a check id: the operator's own, long disk paths included, and what `silence` matches
 ELLIPSIS = "…"
 
 

@@ -325,11 +325,11 @@ def test_a_20000_character_check_message_still_fits_telegram():
     assert "inodes:/" in html_to_plain("".join(chunks))  # the other alert is not crowded out
 
 
-def test_a_20000_character_check_id_is_clipped_to_a_name_and_fits_one_valid_message():
+def test_a_20000_character_check_id_is_clipped_to_160_characters_and_fits_one_valid_message():
     text = messages.compose([alert(CRITICAL, "disk:/" + "a&<" * 7000)], "vps-1", "prod", T0)
     chunks = split_message(text)
     assert len(chunks) == 1 and len(text) < LIMIT and html_error(text) is None
-    assert ("• " + ("disk:/" + "a&<" * 30)[:63] + "… — ") in html_to_plain(text)
+    assert ("• " + ("disk:/" + "a&<" * 60)[:159] + "… — ") in html_to_plain(text)
 
 
 def test_critical_and_warning_messages_ring_info_and_resolved_do_not():
