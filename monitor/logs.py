@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta
 from pythonjsonlogger.json import JsonFormatter
 
 from monitor.redact import RedactingFilter, scrub
-from monitor.text import printable  # noqa: F401 - also registers the "monitor.printable*" codec handlers
+from monitor.text import printable  # also registers the "monitor.printable*" codec handlers
 
 LOG_MODE = 0o640
 LOG_FOLDER_MODE = 0o750
@@ -82,6 +82,13 @@ class AppendHandler(logging.Handler):
         super().close()
 
 
+class PrintableFormatter(logging.Formatter):
+    """Console lines (-v) with outside text printable, line by line (a traceback keeps its lines)."""
+
+    def format(self, record):
+        return "\n".join(printable(line) for line in super().format(record).split("\n"))
+
+
 def open_log(folder: str, name: str, verbose: int = 0) -> AppendHandler:
     """Route the `monitor` logger to logs/<name>.log (and to stderr with -v)."""
     logger = logging.getLogger(LOGGER)
@@ -101,7 +108,7 @@ def open_log(folder: str, name: str, verbose: int = 0) -> AppendHandler:
     logger.addHandler(handler)
     if verbose:
         console = logging.StreamHandler()
-        console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        console.setFormatter(PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
         # urllib3's debug lines carry request URLs, and the bot token is in the URL.
         console.addFilter(RedactingFilter())
         logger.addHandler(console)

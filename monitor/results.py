@@ -108,7 +108,9 @@ def with_identity(result: Result, check_id: str, kind: str, duration_ms: float) 
     from monitor.text import printable, printable_tree
 
     changes = {"id": check_id, "kind": kind, "duration_ms": round(duration_ms, 2),
-               "message": printable(result.message), "details": printable_tree(result.details)}
+               "details": printable_tree(result.details)}
+    if isinstance(result.message, str):
+        changes["message"] = printable(result.message)
     if isinstance(result.value, str):
         changes["value"] = printable(result.value)
     return result.replace(**changes)

@@ -62,3 +62,20 @@ def test_what_telegram_answers_reaches_stderr_escaped(tmp_path):
     assert "\x1b" not in stderr and "\x07" not in stderr
     assert "Unauthorized \\x1b[2J\\x1b]0;pwned\\x07" in stderr
     assert "Traceback" not in stderr
+
+
+def test_verbose_log_lines_on_stderr_show_a_hostile_file_name_escaped(tmp_path):
+    import gzip
+
+    (tmp_path / "b").mkdir()
+    with open(os.path.join(os.fsencode(tmp_path / "b"), b"db-\xff\x1b[2J.gz"), "wb") as handle:
+        handle.write(gzip.compress(b"dump")[:-4])  # truncated: a critical record names the file
+    (tmp_path / "monitor.toml").write_text('[[backups]]\nname = "db"\npath = "b/*.gz"\nverify = "gzip"\n'
+                                           'min_free_percent = 0\n')
+    proc = subprocess.run([MONITOR, "backup-check", "-v", "--format", "json", "--config",
+                           str(tmp_path / "monitor.toml")], cwd=tmp_path, env=clean_env({"LANG": "C.UTF-8"}),
+                          capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2
+    stderr = proc.stderr.decode("utf-8")
+    assert "ERROR monitor: backup:db critical: " in stderr and "db-\\xff\\x1b[2J.gz" in stderr
+    assert "\x1b" not in stderr and "Traceback" not in stderr
