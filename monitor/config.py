@@ -682,7 +682,13 @@ def display(config: dict) -> dict:
         if isinstance(value, list):
             return [show(v) for v in value]
         return value
-    return show(config)
+    shown = show(config)
+    for key, url in (shown.get("heartbeat") or {}).items():
+        if url and not isinstance(config["heartbeat"][key], UrlValue):  # a literal ping URL is its key
+            from monitor.redact import mask_url
+
+            shown["heartbeat"][key] = mask_url(url)
+    return shown
 
 
 def secret_sources(config: dict, environ=os.environ) -> dict:

@@ -92,7 +92,7 @@ def send(method: str, url: str, body: bytes = b"", timeout: float = DEADLINE,
     finally:
         sock.close()
     fields = answer.split(b"\r\n", 1)[0].split(None, 2)
-    if len(fields) < 2 or not fields[0].startswith(b"HTTP/") or not fields[1].isdigit():
+    if len(fields) < 2 or not fields[0].startswith(b"HTTP/") or not (fields[1].isdigit() and len(fields[1]) == 3):
         raise ValueError("the answer is not HTTP")
     return int(fields[1])
 
@@ -100,8 +100,6 @@ def send(method: str, url: str, body: bytes = b"", timeout: float = DEADLINE,
 def _describe(exc: Exception) -> str:
     from monitor.redact import scrub
 
-    if isinstance(exc, TimeoutError):
-        return str(exc) if str(exc).startswith("no answer") else "timed out"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return scrub(f"{exc}" or type(exc).__name__)[:200]
@@ -123,6 +121,8 @@ class Ping:
             status = send(method, self.url, body, self.timeout, self.clock)
             if not 200 <= status < 300:
                 self.error = f"HTTP {status}"
+        except TimeoutError:  # the deadline, whether a socket timeout or `left()` saw it pass
+            self.error = f"no answer within {self.timeout:g}s"
         except Exception as exc:  # noqa: BLE001 - a ping must never take the run down
             self.error = _describe(exc)
 

@@ -226,14 +226,17 @@ def test_a_ping_key_placeholder_is_filled_from_the_environment_and_never_shown(t
     assert "***" in (tmp_path / "logs" / "health.log").read_text()
 
 
-def test_a_literal_ping_url_is_masked_in_the_log(tmp_path, run_monitor, verdict_config):
+def test_a_literal_ping_url_is_masked_in_the_log_and_in_config_check(tmp_path, run_monitor, verdict_config):
     secret_path = "/0f9e8d7c-6b5a-4321-9876-abcdef012345"
     url = f"http://127.0.0.1:{closed_port()}{secret_path}"
-    proc = run_monitor(["health", "--format", "json", "-v"], tmp_path, config=verdict_config("ok") + _heartbeat(url))
+    config = verdict_config("ok") + _heartbeat(url)
+    proc = run_monitor(["health", "--format", "json", "-v"], tmp_path, config=config)
     assert proc.returncode == 0
     logged = (tmp_path / "logs" / "health.log").read_text()
     assert "heartbeat_failed" in logged
-    assert secret_path not in logged + proc.stderr + proc.stdout
+    check = run_monitor(["config", "check", "--format", "json"], tmp_path, config=config)
+    assert json.loads(check.stdout)["heartbeat"]["health"] == url.replace(secret_path, "/***")
+    assert secret_path not in logged + proc.stderr + proc.stdout + check.stdout
 
 
 @pytest.mark.parametrize("section", [
