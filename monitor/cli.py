@@ -121,7 +121,8 @@ def cli(**kwargs):
 
 
 def _say_no_config(command: str, opts: Options, config: dict) -> None:
-    """Run from the wrong folder, all would look fine: say there is no config (not under --quiet)."""
+    """Run from the wrong folder, all would look fine: say there is no config (not under
+    --quiet). Said after the run, so a run that could not take its lock says only that."""
     if config.get("source") or opts.quiet:
         return
     from monitor import config as config_mod
@@ -144,8 +145,9 @@ def health(**kwargs):
 
     opts = _options(**kwargs)
     config = _load_config(opts)
+    outcome = run_job("health", opts, config, lambda cfg, counters, o: health_checks(cfg, counters, o.only))
     _say_no_config("health", opts, config)
-    return run_job("health", opts, config, lambda cfg, counters, o: health_checks(cfg, counters, o.only))
+    return outcome
 
 
 @cli.command("backup-check")
@@ -159,8 +161,9 @@ def backup_check(**kwargs):
 
     opts = _options(**kwargs)
     config = _load_config(opts)
+    outcome = run_job("backup-check", opts, config, lambda cfg, cache, o: backup_checks(cfg, cache))
     _say_no_config("backup-check", opts, config)
-    return run_job("backup-check", opts, config, lambda cfg, cache, o: backup_checks(cfg, cache))
+    return outcome
 
 
 @cli.command("daily-report")
@@ -176,9 +179,10 @@ def daily_report(day, force, **kwargs):
 
     opts = _options(**kwargs)
     config = _load_config(opts)
-    _say_no_config("daily-report", opts, config)
     build, finish = daily_checks(config, day, force, opts)
-    return run_job("daily-report", opts, config, build, finish)
+    outcome = run_job("daily-report", opts, config, build, finish)
+    _say_no_config("daily-report", opts, config)
+    return outcome
 
 
 @cli.command("cron")
