@@ -15,7 +15,7 @@ import time
 from datetime import datetime
 from typing import NamedTuple
 
-from monitor import output, state
+from monitor import heartbeat, output, state
 from monitor.logs import archive_if_stale, close_log, open_log
 from monitor.results import CRITICAL, EXIT_CODES, OK, UNKNOWN, overall
 from monitor.runner import run_checks
@@ -67,8 +67,6 @@ def run_job(command: str, opts: Options, config: dict, build_checks, finish=None
     before the alerts.
     """
     from monitor.checks.system import Counters
-
-    from monitor import heartbeat
 
     started_wall = datetime.now().astimezone()
     t0 = time.perf_counter()

@@ -71,8 +71,8 @@ def mask_url(url: str) -> str:
 def register_url(url: str) -> None:
     """Register the path and query of a URL that is itself a secret (a ping URL), so
     whatever prints it by accident prints the mask."""
-    rest = str(url).partition("://")[2]
-    secret = rest.partition("/")[2]
+    rest = str(url).partition("://")[2].partition("?")[0]
+    secret = rest.partition("/")[2].rstrip("/")
     if secret:
         register("/" + secret)
 
