@@ -70,6 +70,36 @@ def bench_health():
                       extra=f"exit codes {sorted(codes)}")
 
 
+def bench_heartbeat():
+    """Cold health with a [heartbeat] URL on a local watcher vs the same config without (issue 11)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Watcher(BaseHTTPRequestHandler):  # healthchecks.io's answer: 200 "OK"
+        def do_GET(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK")
+
+        do_POST = do_GET
+
+        def log_message(self, format, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Watcher)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/ping/0f9e8d7c-6b5a-4321-9876-abcdef012345"
+    with tempfile.TemporaryDirectory() as tmp:
+        _write(os.path.join(tmp, "plain.toml"), "[logs]\nretention_days = 30\n")
+        _write(os.path.join(tmp, "beat.toml"), f'[logs]\nretention_days = 30\n[heartbeat]\nhealth = "{url}"\n')
+        command = [MONITOR, "health", "--format", "json", "--config"]
+        timed(command + ["plain.toml"], cwd=tmp)  # counters saved: no first-run sample
+        cmd, base, rss, codes = paired(command + ["beat.toml"], command + ["plain.toml"], cwd=tmp)
+    server.shutdown()
+    return report("health with a heartbeat vs without", cmd, base, rss, target_ratio=1.15,
+                  extra=f"exit codes {sorted(codes)}")
+
+
 def _write(path, text):
     with open(path, "w") as handle:
         handle.write(text)
@@ -228,8 +258,8 @@ def _make_db(path):
     conn.close()
 
 
-BENCHMARKS = {"health": bench_health, "scrapers": bench_scrapers, "vault-hang": bench_vault_hang,
-              "backups": bench_backups, "report": bench_report}
+BENCHMARKS = {"health": bench_health, "heartbeat": bench_heartbeat, "scrapers": bench_scrapers,
+              "vault-hang": bench_vault_hang, "backups": bench_backups, "report": bench_report}
 
 
 def main(names):

@@ -34,7 +34,30 @@ def common_options(func):
     return func
 
 
+_COMMON = ("config", "env", "fmt", "quiet", "no_notify", "dry_run", "verbose")
+
+
+def _with_group_options(kwargs: dict) -> dict:
+    """Fill the common options the subcommand was not given from those typed before it
+    (`monitor --config X health`); the ones after the subcommand win."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or ctx.parent is None:
+        return kwargs
+    root = ctx.find_root()
+    merged = dict(kwargs)
+    for name in _COMMON:
+        if root.get_parameter_source(name) != ParameterSource.COMMANDLINE:
+            continue
+        if name in kwargs and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+            continue
+        merged[name] = root.params[name]
+    return merged
+
+
 def _options(**kwargs) -> Options:
+    kwargs = _with_group_options(kwargs)
     return Options(config=kwargs.get("config"), env=kwargs.get("env"), format=kwargs.get("fmt"),
                    quiet=kwargs.get("quiet", False), no_notify=kwargs.get("no_notify", False),
                    dry_run=kwargs.get("dry_run", False), verbose=kwargs.get("verbose", 0),
@@ -68,13 +91,45 @@ def _kinds(ctx, param, value):
     return kinds
 
 
+def _group_options(func):
+    """The common options, also accepted before the subcommand (no environment
+    variables here: the subcommand reads MONITOR_CONFIG and MONITOR_ENV itself)."""
+    decorators = [
+        click.option("--config", "config", metavar="PATH", help="Config file (for any subcommand)."),
+        click.option("--env", "env", metavar="NAME", help="Environment profile."),
+        click.option("--format", "fmt", type=click.Choice(["json", "text"]), help="Output format."),
+        click.option("--quiet", "-q", is_flag=True, help="Print nothing; the exit code says it all."),
+        click.option("--no-notify", is_flag=True, help="Evaluate and log, send nothing."),
+        click.option("--dry-run", is_flag=True, help="Print the messages instead of sending them."),
+        click.option("--verbose", "-v", count=True, help="Log to stderr too (-vv: debug)."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="monitor", message="%(prog)s %(version)s")
-def cli():
+@_group_options
+def cli(**kwargs):
     """Monitoring and alerting for the web3 opportunity scraper and its host.
 
     Exit codes: 0 ok, 1 warning, 2 critical, 3 unknown or the run itself failed.
+    Common options go after the subcommand or before it (`monitor --config X health`);
+    after it wins.
     """
+
+
+def _say_no_config(command: str, opts: Options, config: dict) -> None:
+    """Run from the wrong folder, all would look fine: say there is no config (not under
+    --quiet). Said after the run, so a run that could not take its lock says only that."""
+    if config.get("source") or opts.quiet:
+        return
+    from monitor import config as config_mod
+
+    searched = ", ".join(os.path.abspath(p) for p in config_mod.SEARCH_PATHS)
+    click.echo(f"monitor {command}: no config found (no --config or $MONITOR_CONFIG; searched {searched}): "
+               "host checks only", err=True)
 
 
 @cli.command()
@@ -90,7 +145,9 @@ def health(**kwargs):
 
     opts = _options(**kwargs)
     config = _load_config(opts)
-    return run_job("health", opts, config, lambda cfg, counters, o: health_checks(cfg, counters, o.only))
+    outcome = run_job("health", opts, config, lambda cfg, counters, o: health_checks(cfg, counters, o.only))
+    _say_no_config("health", opts, config)
+    return outcome
 
 
 @cli.command("backup-check")
@@ -104,7 +161,9 @@ def backup_check(**kwargs):
 
     opts = _options(**kwargs)
     config = _load_config(opts)
-    return run_job("backup-check", opts, config, lambda cfg, cache, o: backup_checks(cfg, cache))
+    outcome = run_job("backup-check", opts, config, lambda cfg, cache, o: backup_checks(cfg, cache))
+    _say_no_config("backup-check", opts, config)
+    return outcome
 
 
 @cli.command("daily-report")
@@ -121,7 +180,9 @@ def daily_report(day, force, **kwargs):
     opts = _options(**kwargs)
     config = _load_config(opts)
     build, finish = daily_checks(config, day, force, opts)
-    return run_job("daily-report", opts, config, build, finish)
+    outcome = run_job("daily-report", opts, config, build, finish)
+    _say_no_config("daily-report", opts, config)
+    return outcome
 
 
 @cli.command("cron")

@@ -139,20 +139,69 @@ class Regex(Str):
         return value
 
 
+class UrlValue(str):
+    """A URL with its `${NAME}` placeholders expanded; `template` is what the file says
+    (shown by `config check`: the expanded value may hold a ping key)."""
+
+    template = ""
+
+
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_placeholders(value: str, path: str, errors: list, environ=os.environ) -> str | None:
+    """Given a URL template, return it with every `${NAME}` replaced by the environment's
+    value (registered with monitor.redact as a secret); None after appending an error
+    naming the key and the variable when one is unset or cannot sit in a URL."""
+    if "$" not in value:
+        return value
+    bad = []
+
+    def substitute(match):
+        name = match.group(1)
+        found = environ.get(name, "")
+        if not found:
+            bad.append(f"{path}: environment variable {name} (in ${{{name}}}) is not set")
+        elif any(c.isspace() or ord(c) < 32 or c == "\x7f" for c in found):
+            bad.append(f"{path}: environment variable {name} (in ${{{name}}}) holds spaces or control characters")
+        return found
+
+    expanded = _PLACEHOLDER.sub(substitute, value)
+    if "${" in _PLACEHOLDER.sub("", value):
+        bad.append(f'{path}: malformed placeholder in "{value}"; expected ${{NAME}} with NAME letters, digits or _')
+    if bad:
+        errors.extend(bad)
+        return None
+    from monitor import redact
+
+    for match in _PLACEHOLDER.finditer(value):
+        redact.register(environ[match.group(1)])
+    return expanded
+
+
 class Url(Str):
-    def __init__(self, default=None, required=False, schemes=("http", "https")):
+    """An http(s) URL; `${NAME}` placeholders are filled from the environment (SPEC round 2)."""
+
+    def __init__(self, default=None, required=False, schemes=("http", "https"), allow_empty=False):
         super().__init__(default, required)
-        self.schemes = schemes
+        self.schemes, self.allow_empty = schemes, allow_empty
 
     def parse(self, value, path, ctx):
         value = super().parse(value, path, ctx)
         if value is None:
             return None
+        if not value and self.allow_empty:
+            return ""
         scheme, sep, rest = value.partition("://")
         if not sep or scheme.lower() not in self.schemes or not rest.strip("/"):
             allowed = " or ".join(f"{s}://" for s in self.schemes)
             return self.fail(path, ctx, f'expected a URL starting with {allowed}, got "{value}"')
-        return value
+        expanded = expand_placeholders(value, path, ctx.errors)
+        if expanded is None or expanded == value:
+            return expanded
+        url = UrlValue(expanded)
+        url.template = value
+        return url
 
 
 class ThresholdField(Field):
@@ -410,7 +459,12 @@ SCHEMA = Table({
     }),
     "prometheus": Table({
         "textfile_dir": PathField(""),
-        "pushgateway_url": Str("", pattern=r"https?://.+", hint="an http(s):// URL"),
+        "pushgateway_url": Url("", allow_empty=True),
+    }),
+    "heartbeat": Table({  # healthchecks.io pings: URL/start, then URL/<exit code> (monitor/heartbeat.py)
+        "health": Url("", allow_empty=True),
+        "backup-check": Url("", allow_empty=True),
+        "daily-report": Url("", allow_empty=True),
     }),
     "logs": Table({
         "retention_days": Number(30, minimum=1, integer=True),
@@ -617,6 +671,8 @@ def exposure_warnings(path: str | None, config: dict) -> list[str]:
 def display(config: dict) -> dict:
     """Return the config as JSON-friendly values in the units the user wrote."""
     def show(value):
+        if isinstance(value, UrlValue):  # the template: never the ping key it was filled with
+            return value.template
         if isinstance(value, (Duration, Size)):
             return value.text
         if isinstance(value, Threshold):
@@ -626,7 +682,13 @@ def display(config: dict) -> dict:
         if isinstance(value, list):
             return [show(v) for v in value]
         return value
-    return show(config)
+    shown = show(config)
+    for key, url in (shown.get("heartbeat") or {}).items():
+        if url and not isinstance(config["heartbeat"][key], UrlValue):  # a literal ping URL is its key
+            from monitor.redact import mask_url
+
+            shown["heartbeat"][key] = mask_url(url)
+    return shown
 
 
 def secret_sources(config: dict, environ=os.environ) -> dict:

@@ -15,13 +15,14 @@ import time
 from datetime import datetime
 from typing import NamedTuple
 
-from monitor import output, state
+from monitor import heartbeat, output, state
 from monitor.logs import archive_if_stale, close_log, open_log
-from monitor.results import CRITICAL, EXIT_CODES, OK, overall
+from monitor.results import CRITICAL, EXIT_CODES, OK, UNKNOWN, overall
 from monitor.runner import run_checks
 
 log = logging.getLogger("monitor")
 
+EXIT_UNKNOWN = EXIT_CODES[UNKNOWN]
 LOG_NAMES = {"health": "health", "backup-check": "backup", "daily-report": "report"}
 
 
@@ -71,6 +72,7 @@ def run_job(command: str, opts: Options, config: dict, build_checks, finish=None
     t0 = time.perf_counter()
     paths = config["paths"]
     problems: dict[str, str] = {}
+    beat = heartbeat.begin(config, command, opts.dry_run)  # URL/start, in a thread
 
     lock = None
     try:
@@ -80,7 +82,11 @@ def run_job(command: str, opts: Options, config: dict, build_checks, finish=None
     except state.StateError as exc:
         lock = None
         problems["state_write_error"] = str(exc)
-    # LockHeld propagates: the CLI reports it and exits 3 before anything is written.
+    except state.LockHeld as exc:
+        # Propagates: the CLI reports it and exits 3 before anything is written.
+        if beat:
+            beat.end(EXIT_UNKNOWN, f"{command} unknown: {exc}")
+        raise
 
     try:
         handler = open_log(paths["logs"], LOG_NAMES[command], opts.verbose)
@@ -130,7 +136,8 @@ def run_job(command: str, opts: Options, config: dict, build_checks, finish=None
         data = output.envelope(command, started_wall, host_name(), config["environment"], status,
                                duration_ms, run.results,
                                {**({"report": extra["report"]} if "report" in extra else {}),
-                                "notifications": notifications, **problems})
+                                "notifications": notifications, **problems},
+                               config=config.get("source"))
         for key, message in problems.items():
             from monitor.text import printable  # paths and error texts: nothing raw on the terminal
 
@@ -140,7 +147,13 @@ def run_job(command: str, opts: Options, config: dict, build_checks, finish=None
         code = EXIT_CODES[status]
         if problems and code == 0:
             code = 1
+        if beat:  # after stdout: a slow watcher never holds up the result
+            beat.end(code, heartbeat.summary(command, status, run.results, problems))
         return Outcome(code)
+    except Exception as exc:
+        if beat:  # the traceback that follows exits 1
+            beat.end(1, f"{command} failed: {type(exc).__name__}")
+        raise
     finally:
         close_log()
         if lock:

@@ -13,14 +13,16 @@ _COLOURS = {"ok": "32", "warning": "33", "critical": "31;1", "unknown": "35"}
 
 
 def envelope(command: str, started, host: str, environment: str, overall_status: str,
-             duration_ms: float, results, extra: dict | None = None) -> dict:
-    """The JSON contract of SPEC: every command prints this object."""
+             duration_ms: float, results, extra: dict | None = None, config: str | None = None) -> dict:
+    """The JSON contract of SPEC: every command prints this object (`config`: the path
+    of the config file used, null when none was found)."""
     out = {
         "schema_version": SCHEMA_VERSION,
         "command": command,
         "timestamp": started.isoformat(timespec="seconds"),
         "host": host,
         "environment": environment,
+        "config": config,
         "overall_status": overall_status,
         "healthy": overall_status == "ok",
         "duration_ms": round(duration_ms, 1),
@@ -66,6 +68,8 @@ def to_text(data: dict, colour: bool = False) -> str:
              f"{paint(data['overall_status'], data['overall_status'].upper())} "
              f"({summary or 'no checks'}) in {data['duration_ms']:.0f} ms",
              f"{'STATUS':<{widths[0]}}  {'CHECK':<{widths[1]}}  {'VALUE':>{widths[2]}}  MESSAGE"]
+    if "config" in data and data["config"] is None:  # run from the wrong folder: say it
+        lines.insert(1, "config: none found, built-in defaults (host checks only)")
     for status, cid, value, message in rows:
         lines.append(f"{paint(status.lower(), f'{status:<{widths[0]}}')}  {cid:<{widths[1]}}  "
                      f"{value:>{widths[2]}}  {message}")

@@ -58,6 +58,25 @@ def scrub(text) -> str:
     return text
 
 
+def mask_url(url: str) -> str:
+    """Return `url` fit to print: scheme and host kept, the path and query (where a
+    ping URL carries its key: https://hc-ping.com/<uuid>) replaced by the mask."""
+    scheme, sep, rest = str(url).partition("://")
+    if not sep:
+        return MASK
+    host = rest.split("/", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1]
+    return f"{scheme}://{host}/{MASK}"
+
+
+def register_url(url: str) -> None:
+    """Register the path and query of a URL that is itself a secret (a ping URL), so
+    whatever prints it by accident prints the mask."""
+    rest = str(url).partition("://")[2].partition("?")[0]
+    secret = rest.partition("/")[2].rstrip("/")
+    if secret:
+        register("/" + secret)
+
+
 def clear() -> None:
     """Forget all secrets (tests; a long-lived process reloading its config)."""
     with _lock:

@@ -287,3 +287,56 @@ def test_a_world_readable_config_naming_a_token_file_draws_a_warning(tmp_path, r
     assert "warning:" not in health.stderr  # cron would mail it every 5 minutes
     logged = (tmp_path / "logs" / "health.log").read_text()
     assert "readable by others" in logged and "not-a-real-token" not in logged
+
+
+# --- run from the wrong folder; options before the subcommand (issue 11, item 13) -------------
+
+def test_with_no_config_found_stderr_the_json_and_the_text_say_so(tmp_path, run_monitor, envelope):
+    proc = run_monitor(["health", "--format", "json"], tmp_path)
+    assert proc.returncode in (0, 1, 2)
+    assert proc.stderr.splitlines() == [
+        f"monitor health: no config found (no --config or $MONITOR_CONFIG; searched {tmp_path}/monitor.toml, "
+        "/etc/monitor/monitor.toml): host checks only"]
+    assert envelope(proc)["config"] is None
+    text = run_monitor(["health", "--format", "text"], tmp_path)
+    assert text.stdout.splitlines()[1] == "config: none found, built-in defaults (host checks only)"
+    quiet = run_monitor(["health", "--quiet"], tmp_path)
+    assert quiet.stdout == "" and quiet.stderr == ""  # cron: the exit code and the log speak
+    assert run_monitor(["backup-check", "--format", "json"], tmp_path).stderr.startswith(
+        "monitor backup-check: no config found")
+
+
+def test_with_a_config_the_json_names_it_and_stderr_stays_quiet(tmp_path, run_monitor, verdict_config, envelope):
+    proc = run_monitor(["health", "--format", "json"], tmp_path, config=verdict_config("ok"))
+    assert proc.stderr == ""
+    assert envelope(proc)["config"] == str(tmp_path / "test.toml")
+    text = run_monitor(["health", "--format", "text"], tmp_path, config=verdict_config("ok"))
+    assert "config: none found" not in text.stdout
+
+
+def test_common_options_before_the_subcommand_apply_and_after_it_win(tmp_path, run_monitor, verdict_config,
+                                                                     envelope):
+    config = tmp_path / "x.toml"
+    config.write_text('environment = "staging"\n' + verdict_config("warning"))
+    proc = run_monitor(["--config", str(config), "--format", "json", "health"], tmp_path)
+    assert proc.returncode == 1 and proc.stderr == ""
+    data = envelope(proc)
+    assert data["environment"] == "staging" and data["config"] == str(config)
+
+    after = run_monitor(["--format", "text", "health", "--format", "json"], tmp_path, config=verdict_config("ok"))
+    assert envelope(after)["config"] == str(tmp_path / "test.toml")  # --config and --format after won
+
+    quiet = run_monitor(["--quiet", "--config", str(config), "health"], tmp_path)
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (1, "", "")
+
+    # Typed on the command line, before the subcommand, it beats $MONITOR_CONFIG.
+    other = tmp_path / "other.toml"
+    other.write_text('environment = "other"\n' + verdict_config("ok"))
+    env = run_monitor(["--config", str(config), "health", "--format", "json"], tmp_path,
+                      env={"MONITOR_CONFIG": str(other)})
+    assert envelope(env)["environment"] == "staging"
+
+    check = run_monitor(["--config", str(config), "config", "check", "--format", "json"], tmp_path)
+    assert check.returncode == 0 and json.loads(check.stdout)["environment"] == "staging"
+    bad = run_monitor(["--env", "nope", "--config", str(config), "health"], tmp_path)
+    assert bad.returncode == 3 and bad.stderr.startswith('config error: --env: no profile "nope"')

@@ -401,3 +401,46 @@ def test_secret_sources_say_where_a_token_comes_from_never_its_value(load):
 
 def test_home_is_expanded_in_paths(load):
     assert load('[paths]\nlogs = "~/monitor-logs"\n')["paths"]["logs"] == os.path.expanduser("~/monitor-logs")
+
+
+# --- ${NAME} placeholders in URL values (issue 11, item 6) ------------------------------------
+
+def test_url_placeholders_are_filled_from_the_environment_and_displayed_as_written(load, monkeypatch):
+    monkeypatch.setenv("HC_PING_KEY", "ping-key-abcdefghijklmnop")
+    monkeypatch.setenv("PUSH_HOST", "127.0.0.1:9091")
+    cfg = load("""
+        [heartbeat]
+        health = "https://hc-ping.com/${HC_PING_KEY}/health"
+        [prometheus]
+        pushgateway_url = "http://${PUSH_HOST}"
+    """)
+    assert cfg["heartbeat"]["health"] == "https://hc-ping.com/ping-key-abcdefghijklmnop/health"
+    assert cfg["heartbeat"]["backup-check"] == "" and cfg["heartbeat"]["daily-report"] == ""
+    assert cfg["prometheus"]["pushgateway_url"] == "http://127.0.0.1:9091"
+    shown = config.display(cfg)
+    assert shown["heartbeat"]["health"] == "https://hc-ping.com/${HC_PING_KEY}/health"
+    from monitor.redact import scrub
+
+    assert "ping-key-abcdefghijklmnop" not in scrub(f"GET {cfg['heartbeat']['health']}")
+
+
+def test_bad_placeholders_are_errors_naming_the_key(errors, monkeypatch):
+    monkeypatch.setenv("SPACEY", "a b")
+    monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
+    assert errors("""
+        [heartbeat]
+        health = "https://hc-ping.com/${NOT_SET_ANYWHERE}"
+        backup-check = "https://hc-ping.com/${SPACEY}"
+        daily-report = "https://hc-ping.com/${1BAD}"
+    """) == [
+        "heartbeat.health: environment variable NOT_SET_ANYWHERE (in ${NOT_SET_ANYWHERE}) is not set",
+        "heartbeat.backup-check: environment variable SPACEY (in ${SPACEY}) holds spaces or control characters",
+        'heartbeat.daily-report: malformed placeholder in "https://hc-ping.com/${1BAD}"; '
+        "expected ${NAME} with NAME letters, digits or _",
+    ]
+
+
+def test_a_heartbeat_url_must_be_http(errors):
+    assert errors('[heartbeat]\nhealth = "hc-ping.com/abc"\n') == [
+        'heartbeat.health: expected a URL starting with http:// or https://, got "hc-ping.com/abc"']
+    assert errors('[heartbeat]\nweekly = "https://hc-ping.com/abc"\n')[0].startswith("heartbeat.weekly: unknown key")

@@ -1,0 +1,194 @@
+"""Heartbeat pings for a watcher outside the host (the healthchecks.io protocol).
+
+Only a watcher elsewhere notices that the monitor itself stopped (cron removed, host
+dead, disk full). With `[heartbeat] health = URL` a run GETs `URL/start` when it begins
+and POSTs `URL/<exit code>` when it ends, with the run's one-line summary as body
+(clipped to 10 KB). Healthchecks (hosted or self-hosted), Uptime Kuma push monitors
+and Cronitor speak it.
+
+A ping never changes the exit code and never delays the run by more than its own
+deadline (5 s in total per ping, however slowly the peer trickles): `/start` goes out
+in a thread while the checks run and is joined before the end ping; a failure is a
+WARNING record (`event: heartbeat_failed`) with the URL masked. Two small requests do
+not need an HTTP stack: a raw HTTP/1.1 request over `socket` costs a few ms to import,
+where `http.client` pulls in the `email` package and `requests` far more.
+"""
+
+import logging
+import threading
+import time
+
+DEADLINE = 5.0  # seconds, in total, per ping
+BODY_LIMIT = 10_000  # bytes of summary sent with the end ping
+_ANSWER_LIMIT = 8192  # bytes read while looking for the status line
+
+log = logging.getLogger("monitor")
+
+
+def ping_url(url: str, suffix: str) -> str:
+    """Given a check URL and "start" or an exit code, return the URL to ping (a query
+    string, e.g. healthchecks.io's `?rid=`, stays at the end)."""
+    base, sep, query = url.partition("?")
+    return f"{base.rstrip('/')}/{suffix}{sep}{query}"
+
+
+def clip(text: str, limit: int = BODY_LIMIT) -> bytes:
+    """One line of UTF-8, at most `limit` bytes, never cut inside a character."""
+    line = " ".join(str(text).split())
+    data = line.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return data
+    return data[:limit - 3].decode("utf-8", "ignore").encode("utf-8") + b"..."
+
+
+def send(method: str, url: str, body: bytes = b"", timeout: float = DEADLINE,
+         clock=time.monotonic) -> int:
+    """Send one request; return the answer's HTTP status.
+
+    `timeout` bounds the whole exchange (connect, send, status line): each socket
+    operation gets what is left of it, so a peer sending one byte a second is cut.
+    Raises OSError (TimeoutError included) or ValueError.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    end = clock() + timeout
+
+    def left() -> float:
+        remaining = end - clock()
+        if remaining <= 0:
+            raise TimeoutError(f"no answer within {timeout:g}s")
+        return remaining
+
+    parts = urlsplit(url)
+    host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    if not host:
+        raise ValueError("no host in the URL")
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    head = (f"{method} {target} HTTP/1.1\r\nHost: {parts.netloc.rsplit('@', 1)[-1]}\r\n"
+            "User-Agent: monitor-heartbeat\r\nConnection: close\r\n")
+    if method == "POST":
+        head += f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
+    request = (head + "\r\n").encode("ascii") + (body if method == "POST" else b"")
+
+    sock = socket.create_connection((host, port), timeout=left())
+    try:
+        if parts.scheme == "https":
+            import ssl
+
+            sock.settimeout(left())
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+        sock.settimeout(left())
+        sock.sendall(request)
+        answer = b""
+        while b"\r\n" not in answer:
+            sock.settimeout(left())
+            chunk = sock.recv(1024)
+            if not chunk:
+                raise ConnectionError("the connection closed before an answer")
+            answer += chunk
+            if len(answer) > _ANSWER_LIMIT:
+                raise ValueError(f"no HTTP status line in the first {_ANSWER_LIMIT} bytes")
+    finally:
+        sock.close()
+    fields = answer.split(b"\r\n", 1)[0].split(None, 2)
+    if len(fields) < 2 or not fields[0].startswith(b"HTTP/") or not (fields[1].isdigit() and len(fields[1]) == 3):
+        raise ValueError("the answer is not HTTP")
+    return int(fields[1])
+
+
+def _describe(exc: Exception) -> str:
+    from monitor.redact import scrub
+
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return scrub(f"{exc}" or type(exc).__name__)[:200]
+
+
+class Ping:
+    """One ping sent in a daemon thread; `wait()` joins it within its deadline."""
+
+    def __init__(self, method: str, url: str, body: bytes = b"", timeout: float = DEADLINE,
+                 clock=time.monotonic):
+        self.url, self.timeout, self.clock = url, timeout, clock
+        self.end = clock() + timeout
+        self.error: str | None = None
+        self._thread = threading.Thread(target=self._run, args=(method, body), name="heartbeat", daemon=True)
+        self._thread.start()
+
+    def _run(self, method: str, body: bytes) -> None:
+        try:
+            status = send(method, self.url, body, self.timeout, self.clock)
+            if not 200 <= status < 300:
+                self.error = f"HTTP {status}"
+        except TimeoutError:  # the deadline, whether a socket timeout or `left()` saw it pass
+            self.error = f"no answer within {self.timeout:g}s"
+        except Exception as exc:  # noqa: BLE001 - a ping must never take the run down
+            self.error = _describe(exc)
+
+    def wait(self) -> str | None:
+        """Wait for the answer until the deadline; return why the ping failed, or None."""
+        self._thread.join(max(0.0, self.end - self.clock()))
+        if self._thread.is_alive():  # stuck where no socket timeout reaches (DNS): left behind
+            return f"no answer within {self.timeout:g}s"
+        return self.error
+
+
+class Heartbeat:
+    """The pings of one run: `begin` sends /start, `end(code, summary)` the verdict."""
+
+    def __init__(self, command: str, url: str, clock=time.monotonic):
+        from monitor import redact
+
+        redact.register_url(url)  # the URL is the credential: whatever prints it prints ***
+        self.command, self.url, self.clock = command, url, clock
+        self.ended = False
+        self.start = Ping("GET", ping_url(url, "start"), clock=clock)
+
+    def _failed(self, what: str, error: str | None) -> None:
+        if error:
+            from monitor.redact import mask_url
+
+            log.warning("heartbeat %s: %s ping to %s failed: %s", self.command, what, mask_url(self.url), error,
+                        extra={"event": "heartbeat_failed", "command": self.command, "ping": what})
+
+    def end(self, exit_code: int, summary: str) -> None:
+        """Join /start, then POST URL/<exit_code> with the summary; log what failed."""
+        if self.ended:
+            return
+        self.ended = True
+        from monitor.redact import scrub
+
+        self._failed("start", self.start.wait())
+        code = min(max(int(exit_code), 0), 255)
+        ping = Ping("POST", ping_url(self.url, str(code)), clip(scrub(summary)), clock=self.clock)
+        self._failed(str(code), ping.wait())
+
+
+def begin(config: dict, command: str, dry_run: bool = False) -> Heartbeat | None:
+    """Start the heartbeat of `command` if `[heartbeat]` names a URL for it (not under --dry-run)."""
+    url = (config.get("heartbeat") or {}).get(command)
+    if not url or dry_run:
+        return None
+    return Heartbeat(command, url)
+
+
+def summary(command: str, status: str, results, problems: dict | None = None) -> str:
+    """The run in one line: "health warning: 2 of 9 checks not ok: disk:/ warning 91.2%: ..."."""
+    from monitor.results import OK, SEVERITY
+
+    bad = sorted((r for r in results if r.status != OK), key=lambda r: -SEVERITY.get(r.status, 0))
+    if bad:
+        parts = []
+        for r in bad:
+            value = ""
+            if r.value is not None:
+                number = f"{r.value:g}" if isinstance(r.value, float) else str(r.value)
+                value = f" {number}{r.unit}" if r.unit == "%" else f" {number} {r.unit or ''}".rstrip()
+            parts.append(f"{r.id} {r.status}{value}: {r.message}")
+        text = f"{command} {status}: {len(bad)} of {len(results)} checks not ok: " + "; ".join(parts)
+    else:
+        text = f"{command} {status}: all {len(results)} checks ok"
+    for key, message in (problems or {}).items():
+        text += f"; {key}: {message}"
+    return text
