@@ -21,8 +21,8 @@ import pytest
 from monitor.telegram import html_to_plain
 from tests import loopback
 from tests.conftest import MONITOR, clean_env
-from tests.telegram_standin import (HANG, TelegramStandIn, forbidden, migrated, parse_error, server_error,
-                                    too_many_requests, unauthorized)
+from tests.telegram_standin import (HANG, TelegramStandIn, endless_body, forbidden, migrated, parse_error,
+                                    server_error, too_many_requests, trickling_body, unauthorized)
 
 TOKEN = "123456789:AAFAKEtokenFAKEtokenFAKEtokenFAKE12"
 SECRET = TOKEN.split(":", 1)[1]  # the part that must never show, whatever masks the bot id
@@ -365,6 +365,70 @@ def test_a_hanging_telegram_does_not_hold_the_run_and_the_message_is_kept(host, 
     host.assert_token_nowhere()
 
 
+def test_a_telegram_trickling_its_answer_to_three_chats_costs_at_most_the_timeout_per_chat(host, telegram):
+    host.chat_ids = [CHAT, "-100456", "-100789"]
+    host.telegram_extra = 'timeout = "2s"'
+    telegram.always(trickling_body(interval=0.2))  # a byte every 0.2 s: no per-read timeout ever trips
+    run = host.health(disk="critical")
+    # The contract: telegram.timeout x chats + 2 s = 8 s. Starting Python and running the
+    # checks fits in the 2 s on a busy CI machine; the old client read for ever.
+    assert run.seconds < 2 * 3 + 2
+    assert run.code == 2
+    assert run.notifications["sent"] == 0 and run.notifications["queued"] == 3
+    assert sorted(m["chat_id"] for m in host.outbox()) == sorted(host.chat_ids)
+    assert all("within 2s" in m["last_error"] for m in host.outbox())
+
+    telegram.always(None)
+    run = host.health(disk="critical")  # no lock left behind; the kept messages go out
+    assert run.code == 2 and run.notifications["sent"] == 3 and run.notifications["outbox"] == 0
+    host.assert_token_nowhere()
+
+
+def test_a_telegram_answering_gigabytes_is_read_no_further_than_64_kb(host, telegram):
+    import os
+
+    telegram.always(endless_body())
+    path = host.folder / "monitor.toml"
+    path.write_text(host.config("critical", "ok", "ok"))
+    out, err = host.folder / "stdout", host.folder / "stderr"
+    started = time.monotonic()
+    with open(out, "w") as stdout_file, open(err, "w") as stderr_file:
+        proc = subprocess.Popen([MONITOR, "health", "--format", "json", "--config", str(path)], cwd=host.folder,
+                                env=clean_env({"TELEGRAM_BOT_TOKEN": TOKEN}), stdout=stdout_file,
+                                stderr=stderr_file, stdin=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak memory
+    seconds = time.monotonic() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stdout, stderr = out.read_text(), err.read_text()
+    assert proc.returncode == 2, stderr
+    assert seconds < 8  # the 10 s deadline is not even needed (generous for a busy CI machine)
+    assert usage.ru_maxrss < 150_000  # KB; a whole run is ~40 MB; reading on would take them all
+    data = json.loads(stdout)
+    assert data["notifications"]["queued"] == 1 and data["notifications"]["sent"] == 0
+    assert "64 KB" in stderr and "api_url" in stderr  # a configuration error: said once on stderr
+    (kept,) = host.outbox()
+    assert "64 KB" in kept["last_error"]
+
+
+def test_alerts_waiting_in_the_outbox_go_before_info_and_report_texts_each_in_order(host, telegram):
+    old = time.time() - 600
+
+    def waiting(n, text, alerts):
+        return {"id": f"w{n}", "chat_id": CHAT, "text": text, "disable_notification": not alerts,
+                "created": old + n, "not_before": None, "attempts": 1, "last_error": "rate limited",
+                "alerts": alerts}
+
+    host.write_outbox([waiting(1, "report part 1", []), waiting(2, "scraper critical", [["scraper:uniswap", "critical"]]),
+                       waiting(3, "report part 2", []), waiting(4, "scraper resolved", [["scraper:uniswap", "ok"]]),
+                       waiting(5, "report part 3", [])])
+    run = host.health(disk="critical")
+    assert run.notifications["sent"] == 6 and run.notifications["outbox"] == 0
+    plains = texts(telegram.delivered)
+    assert plains[:2] == ["scraper critical", "scraper resolved"]
+    assert "🚨 CRITICAL" in plains[2] and "disk:/" in plains[2]
+    assert plains[3:] == ["report part 1", "report part 2", "report part 3"]
+
+
 def test_a_parse_error_is_resent_once_as_plain_text(host, telegram):
     telegram.fail(parse_error())
     run = host.health(disk="critical")
@@ -466,11 +530,43 @@ def test_the_token_can_come_from_a_file_beside_the_config(host, telegram):
     host.assert_token_nowhere()
 
 
-def test_no_token_means_notifications_off_said_in_the_log_and_nothing_sent(host, telegram):
-    run = host.health(disk="critical", token=None)
-    assert run.code == 2
+def test_without_a_bot_token_alerts_wait_in_the_outbox_cron_hears_of_it_and_a_run_with_one_delivers(
+        host, telegram):
+    # Cron's environment has no TELEGRAM_BOT_TOKEN: the README's cron lines used to drop every alert.
+    first = host.monitor("health", "--quiet", disk="critical", token=None)
+    assert first.code == 2 and first.stdout == ""  # the checks decide the exit code
+    (line,) = first.stderr.splitlines()  # one line, printed even with --quiet: cron mails it
+    assert "no bot token" in line and "$TELEGRAM_BOT_TOKEN is not set" in line and "outbox" in line
     assert telegram.received == []
-    assert any(r.get("event") == "notifications_off" for r in host.log())
+    (record,) = [r for r in first.log if r.get("event") == "telegram_no_token"]
+    assert record["levelname"] == "ERROR"
+    (kept,) = host.outbox()
+    assert "disk:/" in html_to_plain(kept["text"])
+
+    second = host.health(disk="ok", token=None)
+    assert second.code == 0 and len(second.stderr.splitlines()) == 1
+    assert second.notifications["queued"] == 1 and second.notifications["outbox"] == 2
+
+    fixed = host.health(disk="ok")  # the first run with a token
+    assert fixed.stderr == ""
+    assert fixed.notifications["sent"] == 2 and fixed.notifications["outbox"] == 0
+    plains = texts(telegram.delivered)
+    assert "🚨 CRITICAL" in plains[0] and "✅ RESOLVED" in plains[1]
+    assert host.health(disk="ok").notifications["sent"] == 0
+    assert len(telegram.delivered) == 2
+    host.assert_token_nowhere()
+
+
+def test_an_unreadable_token_file_is_named_on_stderr_and_the_alert_kept(host, telegram):
+    host.telegram_extra = 'token_file = "missing.token"'
+    run = host.health(disk="critical", token=None)
+    assert run.code == 2 and run.notifications["queued"] == 1
+    (line,) = run.stderr.splitlines()
+    assert "cannot read telegram.token_file" in line and "missing.token" in line
+    (host.folder / "missing.token").write_text(TOKEN + "\n")
+    run = host.health(disk="critical", token=None)
+    assert run.stderr == "" and run.notifications["sent"] == 1
+    host.assert_token_nowhere()
 
 
 def test_empty_chat_ids_means_notifications_off_and_the_run_goes_on(host, telegram):
