@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from monitor.notify import TOKEN_COPY
 from monitor.telegram import html_to_plain
 from tests import loopback
-from tests.conftest import MONITOR, clean_env
+from tests.conftest import MONITOR, clean_env, seed_cpu_baseline
 from tests.telegram_standin import (HANG, TelegramStandIn, endless_body, forbidden, migrated, parse_error,
                                     server_error, too_many_requests, trickling_body, unauthorized)
 
@@ -81,6 +82,7 @@ class Host:
         self.telegram_extra = ""
         self.alerts = ""
         self.disk_paths = ["/"]
+        self.extra = ""  # more TOML after [alerts]
         self.runs: list[Run] = []
         self.write_silences([])
 
@@ -97,7 +99,7 @@ class Host:
                 f"disk_paths = [{paths}]\nnetwork_interfaces = [\"lo\"]\n"
                 f"[[scrapers]]\nname = \"uniswap\"\nurl = \"{self.web.url('/health')}\"\nlatency_ms = {latency}\n"
                 f"[telegram]\nchat_ids = [{chats}]\napi_url = \"{self.telegram.api_url}\"\n{self.telegram_extra}\n"
-                f"[alerts]\n{self.alerts}\n")
+                f"[alerts]\n{self.alerts}\n{self.extra}")
 
     def monitor(self, *args, disk="ok", inodes="ok", scraper="ok", token=TOKEN) -> Run:
         """Run `monitor ARGS --config monitor.toml` with the bot token in the environment."""
@@ -144,12 +146,17 @@ class Host:
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
     def assert_token_nowhere(self) -> None:
-        """The token is in no output of any run and in no file under logs/ and state/."""
+        """The token is in no output of any run and in no file under logs/ and state/, except
+        the 0600 copy of a token read from Vault (README: Alerts and Telegram)."""
         leaks = [f"run {i} {stream}" for i, run in enumerate(self.runs)
                  for stream, text in (("stdout", run.stdout), ("stderr", run.stderr)) if SECRET in text]
+        copy = self.state / TOKEN_COPY
         for folder in (self.folder / "logs", self.state):
-            leaks += [str(p) for p in folder.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+            leaks += [str(p) for p in folder.rglob("*")
+                      if p.is_file() and p != copy and SECRET.encode() in p.read_bytes()]
         assert self.runs and leaks == []
+        if copy.exists():
+            assert copy.stat().st_mode & 0o777 == 0o600
 
 
 @pytest.fixture
@@ -582,6 +589,112 @@ def test_a_chat_id_that_is_neither_numeric_nor_a_channel_is_a_config_error(host,
     assert run.code == 3
     assert "telegram.chat_ids" in run.stderr and run.stdout == ""
     assert telegram.received == []
+
+
+# --- the bot token in Vault, while Vault is sealed or down ----------------------------------------
+
+VAULT_ROOT = "e2e-vault-root-token"
+TOKEN_REF = "secret/monitor#telegram_token"
+
+
+@pytest.fixture(scope="module")
+def bao():
+    """A real OpenBao dev server holding the bot token."""
+    import hvac
+
+    from tests.openbao import dev_server
+
+    with dev_server(VAULT_ROOT) as server:
+        hvac.Client(url=server.addr, token=VAULT_ROOT, timeout=5).secrets.kv.v2.create_or_update_secret(
+            path="monitor", mount_point="secret", secret={"telegram_token": TOKEN})
+        yield server
+
+
+@pytest.fixture(scope="module")
+def sealed_bao():
+    """Another one holding the bot token, sealed."""
+    import hvac
+
+    from tests.openbao import dev_server
+
+    with dev_server(VAULT_ROOT) as server:
+        root = hvac.Client(url=server.addr, token=VAULT_ROOT, timeout=5)
+        root.secrets.kv.v2.create_or_update_secret(path="monitor", mount_point="secret",
+                                                   secret={"telegram_token": TOKEN})
+        root.sys.seal()
+        yield server
+
+
+def outage_url(outage: str, sealed_bao) -> str:
+    from tests.openbao import unused_url
+
+    return sealed_bao.addr if outage == "sealed" else unused_url()
+
+
+def vault_at(host: Host, url: str) -> None:
+    """Read the bot token from Vault at `url` (and check that Vault)."""
+    (host.folder / "vault.token").write_text(VAULT_ROOT)
+    (host.folder / "vault.token").chmod(0o600)
+    host.telegram_extra = f'token_vault = "{TOKEN_REF}"'
+    host.extra = f'[vault]\nurl = "{url}"\ntoken_file = "vault.token"\ntimeout = "2s"\n'
+    seed_cpu_baseline(host.state)  # these tests judge exit codes: no 0.1 s CPU sample on a busy machine
+
+
+@pytest.mark.parametrize("outage", ["down", "sealed"])
+def test_with_the_token_in_vault_and_vault_out_from_the_start_alerts_wait_until_vault_is_back(
+        host, telegram, bao, sealed_bao, outage):
+    vault_at(host, outage_url(outage, sealed_bao))
+    first = host.health(disk="critical", token=None)
+    assert first.code == 2 and first.data["checks"]["vault"]["status"] == "critical"
+    assert telegram.received == []
+    (line,) = first.stderr.splitlines()
+    assert "no bot token" in line and TOKEN_REF in line
+    assert ("sealed" if outage == "sealed" else "unreachable") in line
+    assert first.notifications["queued"] == 1
+    assert not (host.state / TOKEN_COPY).exists()
+
+    vault_at(host, bao.addr)  # Vault is back
+    back = host.health(disk="ok", token=None)
+    assert back.stderr == "" and back.notifications["outbox"] == 0
+    assert {r.token for r in telegram.delivered} == {TOKEN}
+    plains = texts(telegram.delivered)
+    assert "🚨 CRITICAL" in plains[0] and "disk:/" in plains[0] and "vault" in plains[0]
+    assert "✅ RESOLVED" in plains[-1] and "vault ok again" in plains[-1]
+    host.assert_token_nowhere()
+
+
+@pytest.mark.parametrize("outage", ["down", "sealed"])
+def test_the_vault_alert_goes_out_with_the_last_token_read_from_vault_and_so_does_its_resolved(
+        host, telegram, bao, sealed_bao, outage):
+    vault_at(host, bao.addr)
+    assert host.health(token=None).code == 0
+    copy = host.state / TOKEN_COPY
+    assert copy.stat().st_mode & 0o777 == 0o600 and TOKEN in copy.read_text()
+
+    vault_at(host, outage_url(outage, sealed_bao))
+    out = host.health(token=None)
+    assert out.code == 2 and out.data["checks"]["vault"]["status"] == "critical"
+    assert out.stderr == "" and out.notifications["sent"] == 1
+    (alert,) = telegram.delivered
+    assert alert.token == TOKEN and "vault" in html_to_plain(alert.text)
+    (record,) = [r for r in out.log if r.get("event") == "bot_token_copy"]
+    assert record["levelname"] == "WARNING" and TOKEN_COPY in record["message"]
+
+    vault_at(host, bao.addr)
+    back = host.health(token=None)
+    assert back.code == 0 and back.notifications["sent"] == 1
+    assert "✅ RESOLVED" in texts(telegram.delivered)[-1]
+    host.assert_token_nowhere()
+
+
+def test_a_copy_of_another_secret_is_not_used(host, telegram, sealed_bao):
+    vault_at(host, sealed_bao.addr)
+    from monitor import state
+
+    state.atomic_write(str(host.state / TOKEN_COPY), json.dumps({"ref": "secret/other#key", "token": TOKEN}).encode())
+    run = host.health(token=None)
+    assert run.code == 2 and telegram.received == [] and run.notifications["queued"] == 1
+    assert "no bot token" in run.stderr
 
 
 # --- silences -------------------------------------------------------------------------------------
