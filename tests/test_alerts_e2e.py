@@ -882,3 +882,35 @@ def test_an_unreadable_or_future_alert_state_is_set_aside_and_the_run_goes_on(ho
     assert host.alert_state()["version"] == 1
     assert run.notifications["sent"] == 1  # a duplicate alert beats silence
     assert any(r["levelname"] == "WARNING" and r.get("event") == "state_corrupt" for r in host.log())
+
+
+def test_a_report_too_long_for_one_message_goes_after_its_alerts_even_under_a_rate_limit(tmp_path, telegram):
+    # In process, with the real client against the stand-in: a daily report that runs to
+    # several messages (a huge database value) must not hold the alert back.
+    from monitor import config as config_mod
+    from monitor.notify import notify
+    from monitor.results import WARNING, Result
+
+    (tmp_path / "state").mkdir()
+    config = config_mod.build({"telegram": {"chat_ids": [CHAT], "api_url": telegram.api_url}}, None, str(tmp_path))
+    report = "ℹ️ INFO <b>Daily report</b>\n" + "\n".join(f"source {i}: " + "9" * 90 for i in range(120))
+    low = Result(WARNING, "12 opportunities, expected at least 50", 12, "", 50, None,
+                 id="opportunities", kind="business")
+    env = {"TELEGRAM_BOT_TOKEN": TOKEN}
+
+    telegram.fail(too_many_requests(30))  # the first try is refused: everything waits
+    first = notify(config, "daily-report", [low], None, "vps-1", message=(report, True), environ=env)
+    assert first["sent"] == 0 and first["queued"] >= 4  # the report is several messages
+    kept = [json.loads(line) for line in (tmp_path / "state" / "outbox.jsonl").read_text().splitlines()]
+    for message in kept:
+        message["not_before"] = None  # thirty seconds later
+    (tmp_path / "state" / "outbox.jsonl").write_text("".join(json.dumps(m) + "\n" for m in kept))
+
+    later = notify(config, "daily-report", [low], None, "vps-1", environ=env)
+    assert later["sent"] == first["queued"] and later["outbox"] == 0
+    plains = texts(telegram.delivered)
+    assert "⚠️ WARNING" in plains[0] and "opportunities" in plains[0] and "Daily report" not in plains[0]
+    assert plains[1].startswith("ℹ️ INFO Daily report")
+    numbers = [int(n) for p in plains[1:] for n in re.findall(r"^source (\d+):", p, re.M)]
+    assert numbers == list(range(120))  # the whole report, in order
+    assert telegram.delivered[0].disable_notification is False  # the warning rings
