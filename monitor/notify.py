@@ -2,10 +2,12 @@
 
 Shared by every command. Under `state/notify.lock` (commands may run in parallel but
 share alert state and outbox) it: evaluates alert transitions, drops silenced alerts,
-delivers what the outbox holds (oldest first), sends this run's message, keeps
-whatever Telegram did not accept in the outbox, and saves the alert state. An alert
-counts as told once Telegram accepted it or it sits in the outbox; nothing leaves the
-outbox without delivery or an ERROR record.
+delivers what the outbox holds (alerts first, then info and report texts, oldest
+first within each), sends this run's message, keeps whatever Telegram did not accept
+in the outbox, and saves the alert state. An alert counts as told once Telegram
+accepted it or it sits in the outbox; nothing leaves the outbox without delivery or
+an ERROR record. Without a bot token the run's messages go to the outbox too, and the
+run says so on stderr (cron mails it, even under --quiet) and in an ERROR record.
 """
 
 import json
