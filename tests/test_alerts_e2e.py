@@ -636,7 +636,8 @@ def vault_at(host: Host, url: str) -> None:
     (host.folder / "vault.token").write_text(VAULT_ROOT)
     (host.folder / "vault.token").chmod(0o600)
     host.telegram_extra = f'token_vault = "{TOKEN_REF}"'
-    host.extra = f'[vault]\nurl = "{url}"\ntoken_file = "vault.token"\ntimeout = "2s"\n'
+    host.extra = (f'[vault]\nurl = "{url}"\ntoken_file = "vault.token"\ntimeout = "2s"\n'
+                  "latency_ms = { warning = 100000, critical = 100000 }\n")  # up or not decides, not speed
     seed_cpu_baseline(host.state)  # these tests judge exit codes: no 0.1 s CPU sample on a busy machine
 
 
