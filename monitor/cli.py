@@ -192,7 +192,7 @@ def cron_lines(**kwargs):
     from monitor import config as config_mod
 
     opts = _options(**kwargs)
-    _load_config(opts)  # refuse to print lines for a config that does not load
+    config = _load_config(opts)  # refuse to print lines for a config that does not load
     path = config_mod.find_config_file(opts.config)
     script = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "monitor")
     if not os.path.exists(script):
@@ -207,10 +207,52 @@ def cron_lines(**kwargs):
     click.echo("# monitor: health every 5 minutes, backups every 6 hours, the daily report at 09:00.\n"
                "# cron reads these times in the system time zone; cronie also honours a\n"
                "# CRON_TZ=Europe/Paris line above them. --quiet: cron mails only real problems.")
+    for line in _cron_secret_lines(config):
+        click.echo(line)
     click.echo(f"*/5 * * * * {prefix}{script} health --quiet{args}")
     click.echo(f"0 */6 * * * {prefix}{script} backup-check --quiet{args}")
     click.echo(f"0 9 * * * {prefix}{script} daily-report --quiet{args}")
     return 0
+
+
+def _cron_secret_lines(config: dict) -> list[str]:
+    """Comment lines on getting the secrets to cron, whose environment is almost empty.
+
+    A token exported in the operator's shell is not there: each run would keep its
+    messages in the outbox and say so on stderr. Never prints a token.
+    """
+    import stat
+
+    lines = []
+    tg = config.get("telegram")
+    if tg and tg["chat_ids"]:
+        if tg["token_file"]:
+            path = tg["token_file"]
+            lines.append(f"# Telegram: the bot token is read from {path} (chmod 600, owned by this crontab's user).")
+            try:
+                mode = os.stat(path).st_mode
+                if mode & 0o077:
+                    lines.append(f"# WARNING: {path} is readable by group or others "
+                                 f"(mode {stat.S_IMODE(mode):04o}): chmod 600 {path}")
+            except OSError as exc:
+                lines.append(f"# WARNING: {path}: {exc.strerror}: no alert can be sent until it is there")
+        elif tg["token_vault"]:
+            lines.append(f"# Telegram: the bot token is read from Vault ({tg['token_vault']}) with the Vault token;"
+                         " a copy of the last one read is kept")
+            lines.append(f"# in {config['paths']['state']} (0600) for when Vault is sealed or down.")
+        else:
+            name = tg["token_env"] or "TELEGRAM_BOT_TOKEN"
+            lines += [f"# Telegram: cron runs these jobs with an almost empty environment: ${name}",
+                      "# exported in your shell is not there, and every alert would wait in the outbox.",
+                      '# Recommended: telegram.token_file = "/etc/monitor/bot.token" (chmod 600) in the',
+                      "# config. Or uncomment this line with the token (a crontab is readable by its owner only):",
+                      f"# {name}=123456789:replace-with-the-bot-token"]
+    vault = config.get("vault")
+    if vault and not vault.get("token_file") and vault.get("token_env"):
+        name = vault["token_env"]
+        lines += [f"# Vault: ${name} is not in cron's environment either: set vault.token_file (chmod 600)",
+                  f"# or uncomment this line with the Vault token: {name}=replace-with-the-vault-token"]
+    return lines
 
 
 @cli.group("render")
@@ -267,6 +309,7 @@ def config_check(**kwargs):
         click.echo(f"warning: {warning}", err=True)
     shown = config_mod.display(effective)
     shown["secrets"] = config_mod.secret_sources(effective)
+    missing = _bot_token_problem(effective, shown["secrets"])
     fmt = opts.format or ("text" if sys.stdout.isatty() else "json")
     if fmt == "json":
         output.write_stdout(output.to_json(shown))
@@ -274,7 +317,34 @@ def config_check(**kwargs):
         source = effective["source"] or "no config file: built-in defaults"
         output.write_stdout(f"config ok: {source} (environment {effective['environment']})\n"
                             + "\n".join(output.flatten(shown)))
+    if missing:
+        click.echo(f"telegram: no usable bot token: {missing}", err=True)
+        return 1
     return 0
+
+
+def _bot_token_problem(config: dict, secrets: dict) -> str | None:
+    """Try the bot token's sources as a run would; say in `secrets` where it comes from.
+
+    Return every source tried and why it failed when no token resolves (messages
+    would wait in the outbox), or None. Never the token itself.
+    """
+    tg = config.get("telegram")
+    if not tg or not tg["chat_ids"]:
+        return None
+    from monitor.notify import TOKEN_COPY, resolve_token
+
+    token, source = resolve_token(config)
+    if token:
+        secrets["telegram.token"] = f"found ({source})"
+        return None
+    copy = os.path.join(config["paths"]["state"], TOKEN_COPY)
+    if tg["token_vault"] and os.path.exists(copy):
+        source += f" (until Vault answers, runs use the copy of the last token read from it: {copy})"
+    else:
+        source += "; runs keep their messages in the outbox until a token resolves"
+    secrets["telegram.token"] = f"MISSING: {source}"
+    return source
 
 
 @cli.group("notify")

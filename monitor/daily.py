@@ -38,21 +38,13 @@ def choose_day(text: str | None, tz, now: datetime | None = None) -> date:
 
 
 def _can_send(config: dict) -> bool:
-    """Whether notify will send or queue the message: chats and a bot token to send with.
+    """Whether notify will send or queue the message: there are chats to send to.
 
-    Without a token nothing is sent nor queued, so the day must not count as reported:
-    the run after the token is fixed sends it. A Vault-held token is taken as there
-    (notify says so if Vault fails) rather than read from Vault twice.
+    Without a bot token the message waits in the outbox for the first run that has
+    one (notify says so on stderr), so the day counts as reported either way.
     """
-    from monitor.notify import resolve_token
-
     telegram = config.get("telegram")
-    if not telegram or not telegram["chat_ids"]:
-        return False
-    if telegram["token_vault"]:
-        return True
-    token, _ = resolve_token({**config, "telegram": {**telegram, "token_vault": ""}})
-    return bool(token)
+    return bool(telegram and telegram["chat_ids"])
 
 
 def daily_checks(config: dict, day_text: str | None, force: bool, opts):

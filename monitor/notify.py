@@ -2,12 +2,15 @@
 
 Shared by every command. Under `state/notify.lock` (commands may run in parallel but
 share alert state and outbox) it: evaluates alert transitions, drops silenced alerts,
-delivers what the outbox holds (oldest first), sends this run's message, keeps
-whatever Telegram did not accept in the outbox, and saves the alert state. An alert
-counts as told once Telegram accepted it or it sits in the outbox; nothing leaves the
-outbox without delivery or an ERROR record.
+delivers what the outbox holds (alerts first, then info and report texts, oldest
+first within each), sends this run's message, keeps whatever Telegram did not accept
+in the outbox, and saves the alert state. An alert counts as told once Telegram
+accepted it or it sits in the outbox; nothing leaves the outbox without delivery or
+an ERROR record. Without a bot token the run's messages go to the outbox too, and the
+run says so on stderr (cron mails it, even under --quiet) and in an ERROR record.
 """
 
+import json
 import logging
 import os
 import sys
@@ -19,36 +22,104 @@ log = logging.getLogger("monitor")
 ALERTS_FILE = "alerts.json"
 
 
-def resolve_token(config: dict, environ=os.environ) -> tuple[str | None, str]:
-    """Return (bot token or None, where it came from / why there is none)."""
+TOKEN_COPY = "telegram-token-from-vault.json"  # the one state file that holds a secret
+
+
+def resolve_token(config: dict, environ=os.environ, copy_folder: str | None = None) -> tuple[str | None, str]:
+    """Return (bot token or None, where it came from / every source tried and why it failed).
+
+    Sources in order: `token_env`, `token_file`, `token_vault`. With `copy_folder`
+    (the state folder of a run), a token read from Vault is kept there in its own
+    0600 file, and that copy is used when Vault cannot be read (sealed, down, token
+    expired), so the alert about Vault itself still goes out.
+    """
     tg = config["telegram"]
-    if tg.get("token_env") and environ.get(tg["token_env"], "").strip():
-        return environ[tg["token_env"]].strip(), f"${tg['token_env']}"
+    tried = []
+    name = tg.get("token_env")
+    if name:
+        value = environ.get(name, "").strip()
+        if value:
+            redact.register(value)
+            return value, f"${name}"
+        tried.append(f"${name} is not set")
     if tg.get("token_file"):
+        path = tg["token_file"]
         try:
-            with open(tg["token_file"]) as handle:
+            with open(path, encoding="utf-8") as handle:
                 token = handle.read().strip()
         except OSError as exc:
-            return None, f"cannot read telegram.token_file {tg['token_file']}: {exc.strerror}"
-        if token:
-            return token, tg["token_file"]
-        return None, f"telegram.token_file {tg['token_file']} is empty"
+            tried.append(f"cannot read telegram.token_file {path}: {exc.strerror or type(exc).__name__}")
+        except UnicodeDecodeError:
+            tried.append(f"telegram.token_file {path} is not a text file")
+        else:
+            if token:
+                redact.register(token)
+                return token, path
+            tried.append(f"telegram.token_file {path} is empty")
     if tg.get("token_vault"):
-        if not config.get("vault"):
-            return None, "telegram.token_vault needs a [vault] section"
-        from monitor.vault_secrets import SecretError, SecretStore, read_token
+        ref = tg["token_vault"]
+        token, why = _token_from_vault(config, environ)
+        if token:
+            if copy_folder:
+                _keep_copy(copy_folder, ref, token)
+            return token, f"vault:{ref}"
+        tried.append(why)
+        copy = _read_copy(copy_folder, ref) if copy_folder else None
+        if copy:
+            log.warning("%s; using the bot token last read from Vault (kept in %s)", why,
+                        os.path.join(copy_folder, TOKEN_COPY), extra={"event": "bot_token_copy"})
+            return copy, f"the copy of vault:{ref} kept in {os.path.join(copy_folder, TOKEN_COPY)}"
+    if not tried:
+        tried.append("no telegram.token_env, token_file or token_vault")
+    return None, "; ".join(tried)
 
-        vault_token, warnings = read_token(config["vault"], environ)
-        redact.register(vault_token)
-        for warning in warnings:
-            log.warning("%s", warning)
-        if not vault_token:
-            return None, "telegram.token_vault: no Vault token available"
-        try:
-            return SecretStore(config["vault"], vault_token).get(tg["token_vault"]), f"vault:{tg['token_vault']}"
-        except SecretError as exc:
-            return None, f"telegram.token_vault: {exc}"
-    return None, f"no bot token (${tg.get('token_env') or 'TELEGRAM_BOT_TOKEN'} is not set)"
+
+def _token_from_vault(config: dict, environ) -> tuple[str | None, str]:
+    ref = config["telegram"]["token_vault"]
+    if not config.get("vault"):
+        return None, f"telegram.token_vault {ref} needs a [vault] section"
+    from monitor.vault_secrets import SecretError, SecretStore, read_token
+
+    vault_token, warnings = read_token(config["vault"], environ)
+    redact.register(vault_token)
+    for warning in warnings:
+        log.warning("%s", warning)
+    if not vault_token:
+        return None, f"telegram.token_vault {ref}: no Vault token (vault.token_env or vault.token_file)"
+    try:
+        token = SecretStore(config["vault"], vault_token, environ).get(ref)
+    except SecretError as exc:
+        return None, redact.scrub(f"telegram.token_vault {ref}: {exc}")
+    token = token.strip()
+    if not token:
+        return None, f"telegram.token_vault {ref} is empty"
+    redact.register(token)
+    return token, f"vault:{ref}"
+
+
+def _read_copy(folder: str, ref: str) -> str | None:
+    try:  # not state.read_json: a damaged copy is not set aside (it may hold most of a token)
+        with open(os.path.join(folder, TOKEN_COPY), "rb") as handle:
+            data = json.loads(handle.read(65536))
+    except (OSError, ValueError):
+        return None
+    token = data.get("token") if isinstance(data, dict) and data.get("ref") == ref else None
+    if not isinstance(token, str) or not token.strip():
+        return None
+    redact.register(token.strip())
+    return token.strip()
+
+
+def _keep_copy(folder: str, ref: str, token: str) -> None:
+    """Replace the copy of the Vault-held token when it changed (0600, never logged)."""
+    path = os.path.join(folder, TOKEN_COPY)
+    try:
+        if _read_copy(folder, ref) == token and os.stat(path).st_mode & 0o077 == 0:
+            return
+        state.atomic_write(path, json.dumps({"ref": ref, "token": token}).encode(), mode=0o600)
+    except (state.StateError, OSError) as exc:
+        log.warning("could not keep a copy of the bot token read from Vault in %s: %s", folder,
+                    getattr(exc, "strerror", None) or type(exc).__name__, extra={"event": "bot_token_copy_error"})
 
 
 class Summary(dict):
@@ -113,12 +184,15 @@ def notify(config: dict, command: str, results, kinds_run, host: str, *, no_noti
         # their alerts are told by it, not repeated under it; a RESOLVED still is.
         shows = set(message[2]) if message and len(message) > 2 else set()
         listed = [a for a in to_send if a.check_id not in shows or a.status == alert_state.RESOLVED]
+        alerts_text, alerts_ring = None, False
         if to_send:
             from monitor import messages
 
+            alerts_ring = messages.rings(to_send)
             if listed:
-                parts.append(messages.compose(listed, host, config["environment"], now))
-            silent = silent and not messages.rings(to_send)
+                alerts_text = messages.compose(listed, host, config["environment"], now)
+                parts.append(alerts_text)
+            silent = silent and not alerts_ring
         text = "\n\n".join(parts) or None
         about = [[a.check_id, a.status] for a in to_send]
         if dry_run:
@@ -147,25 +221,29 @@ def notify(config: dict, command: str, results, kinds_run, host: str, *, no_noti
             log.info("notifications are off: %s", "no [telegram] section" if not tg else "telegram.chat_ids is empty",
                      extra={"event": "notifications_off"})
         else:
-            token, source = resolve_token(config, environ) if client is None else ("-", "client")
-            if not token:
-                log.info("notifications are off: %s", source, extra={"event": "notifications_off"})
-            else:
+            token, source = resolve_token(config, environ, folder) if client is None else ("-", "client")
+            fresh = set()
+            pieces = _pieces(text, silent, about, message, alerts_text, alerts_ring)
+            for chat in tg["chat_ids"]:
+                for chunk, chunk_silent, chunk_about in pieces:
+                    item = outbox.new_message(migrations.get(chat, chat), chunk, chunk_silent, now, chunk_about)
+                    fresh.add(item["id"])
+                    queue.append(item)  # behind anything older for the same chat
+            told = True  # accepted by Telegram or waiting in the outbox
+            if token:
                 if client is None:
                     from monitor.telegram import TelegramClient
 
                     client = TelegramClient(token, tg["api_url"], tg["timeout"])
-                fresh = set()
-                from monitor.telegram import split_message
-
-                for chat in tg["chat_ids"] if text else ():
-                    for chunk in split_message(text):
-                        item = outbox.new_message(migrations.get(chat, chat), chunk, silent, now, about)
-                        fresh.add(item["id"])
-                        queue.append(item)  # behind anything older for the same chat
-                told = True
                 queue = _deliver(queue, client, now, tg["outbox_max_age"], migrations, summary, command)
-                summary["queued"] = sum(m["id"] in fresh for m in queue)
+            else:
+                queue = _expire(queue, now, tg["outbox_max_age"])
+                # Cron mails stderr, even under --quiet: the one place an operator hears of it.
+                problem = redact.scrub(f"telegram: no bot token ({source}); {len(queue)} message(s) wait in "
+                                       f"{outbox.path(folder)} for the first run that has one")
+                print(f"monitor {command}: {problem}", file=sys.stderr)
+                log.error("%s", problem, extra={"event": "telegram_no_token", "outbox": len(queue)})
+            summary["queued"] = sum(m["id"] in fresh for m in queue)
         if told:
             alert_state.mark_notified(entries, to_send, now)
         summary["outbox"] = len(queue)
@@ -187,23 +265,56 @@ def notify(config: dict, command: str, results, kinds_run, host: str, *, no_noti
             lock.release()
 
 
-def _deliver(queue: list[dict], client, now: float, max_age: float, migrations: dict, summary: Summary,
-             command: str) -> list[dict]:
-    """Send what the outbox holds, oldest first; return what is left.
+def _pieces(text, silent, about, message, alerts_text, alerts_ring) -> list[tuple[str, bool, list]]:
+    """This run's outbox items for one chat: (text under 4096, silent, alerts it tells).
 
-    A chat whose delivery failed gets nothing more this run, so its messages keep
-    their order. New messages were appended last, so they go after older ones.
+    One message when it fits; otherwise the alerts and the command's own text (a long
+    daily report) are split apart, so the alerts can be delivered first.
     """
+    from monitor.telegram import split_message
+
+    if not text:
+        return []
+    chunks = split_message(text)
+    if len(chunks) == 1 or not (message and alerts_text):
+        return [(chunk, silent, about) for chunk in chunks]
+    return ([(chunk, not alerts_ring, about) for chunk in split_message(alerts_text)]
+            + [(chunk, message[1], []) for chunk in split_message(message[0])])
+
+
+def _rank(message: dict) -> int:
+    """Alerts (critical, warning, could not check, and their RESOLVED, so they stay in
+    order) go before info and report texts."""
+    return 0 if message.get("alerts") else 1
+
+
+def _expire(queue: list[dict], now: float, max_age: float) -> list[dict]:
+    """Drop what waited longer than `telegram.outbox_max_age`, each with an ERROR record."""
     from monitor import outbox
 
-    left, blocked, reported = [], set(), set()
+    kept = []
     for message in queue:
-        chat = migrations.get(message["chat_id"], message["chat_id"])
         if now - message.get("created", now) > max_age:
             log.error("dropped undelivered %s: older than telegram.outbox_max_age (last error: %s)",
                       outbox.describe(message), message.get("last_error") or "none",
                       extra={"event": "outbox_dropped", "message_id": message.get("id")})
             continue
+        kept.append(message)
+    return kept
+
+
+def _deliver(queue: list[dict], client, now: float, max_age: float, migrations: dict, summary: Summary,
+             command: str) -> list[dict]:
+    """Send what the outbox holds, alerts first, then oldest first; return what is left.
+
+    A chat whose delivery failed gets nothing more this run, so its messages keep
+    their order. New messages were appended last, so they go after older ones of
+    their class.
+    """
+    queue = sorted(_expire(queue, now, max_age), key=_rank)  # stable: oldest first within a class
+    left, blocked, reported = [], set(), set()
+    for message in queue:
+        chat = migrations.get(message["chat_id"], message["chat_id"])
         if chat in blocked or (message.get("not_before") or 0) > now:
             blocked.add(chat)  # Telegram asked us to wait: newer messages wait too, in order
             left.append(message)

@@ -29,59 +29,76 @@ class Delivery(NamedTuple):
 
 
 class TelegramClient:
-    """Send messages with `{api_url}/bot{token}/sendMessage`."""
+    """Send messages with `{api_url}/bot{token}/sendMessage`.
+
+    Every `send` ends within `timeout` seconds of wall-clock time, retries and waits
+    included: the request runs in a helper thread that is abandoned at the deadline
+    (a DNS lookup or a server trickling its headers is never cut by a per-read
+    timeout), and the answer is read in small pieces, each waiting only for what is
+    left of the deadline, at most MAX_ANSWER bytes of it.
+    """
 
     def __init__(self, token: str, api_url: str = "https://api.telegram.org", timeout: float = 10.0,
                  session=None, sleep=time.sleep, clock=time.time, max_wait: float = 3.0,
-                 retries: int = 2):
+                 retries: int = 2, monotonic=time.monotonic):
         import requests
 
         redact.register(token)
         self._url = f"{api_url.rstrip('/')}/bot{token}/sendMessage"
-        self.timeout, self.sleep, self.clock = timeout, sleep, clock
+        self.timeout, self.sleep, self.clock, self.monotonic = timeout, sleep, clock, monotonic
         self.max_wait, self.retries = max_wait, retries
         self.session = session or requests.Session()
         self._requests = requests
 
     def send(self, chat_id: str, text: str, disable_notification: bool = False,
              parse_mode: str | None = "HTML") -> Delivery:
-        """Deliver `text` (already split under LIMIT) to `chat_id`; never raises."""
+        """Deliver `text` (already split under LIMIT) to `chat_id` within `timeout`; never raises."""
         plain_retry_done, migrated_from = False, None
         failures, waited = 0, 0.0
+        deadline = self.monotonic() + self.timeout
         while True:
             payload = {"chat_id": chat_id, "text": text, "disable_notification": disable_notification,
                        "disable_web_page_preview": True}
             if parse_mode:
                 payload["parse_mode"] = parse_mode
+            remaining = deadline - self.monotonic()
             try:
-                response = self.session.post(self._url, json=payload,
-                                             timeout=(min(self.timeout, 5.0), self.timeout))
+                if remaining <= 0:
+                    raise _Deadline()
+                status, reason, headers, raw_body, too_big = self._post(payload, remaining)
+            except _Deadline:
+                # Telegram may have shown the message: the outbox retries next run
+                # (a duplicate beats silence).
+                return Delivery(False, f"Telegram unreachable: no whole answer within {self.timeout:g}s",
+                                chat_id=chat_id)
             except self._requests.RequestException as exc:
                 reason = _network_reason(exc)
                 if isinstance(exc, self._requests.ReadTimeout):
-                    # The whole timeout is already spent (3 tries would hold the run 30 s),
-                    # and Telegram may have shown the message: the outbox retries next run.
                     return Delivery(False, f"Telegram unreachable: {reason}", chat_id=chat_id)
                 failures += 1
-                if failures > self.retries:
+                pause = 0.5 * failures
+                if failures > self.retries or pause >= deadline - self.monotonic():
                     return Delivery(False, f"Telegram unreachable: {reason}", chat_id=chat_id)
-                self.sleep(0.5 * failures)
+                self.sleep(pause)
                 continue
-            status = response.status_code
-            body = _json(response)
-            description = printable(redact.scrub(str(body.get("description") or response.reason or "")))[:200]
+            body = {} if too_big else _json_bytes(raw_body)
+            if too_big:
+                description = f"answer larger than {MAX_ANSWER // 1024} KB, not read further"
+            else:
+                description = printable(redact.scrub(str(body.get("description") or reason or "")))[:200]
             params = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
             if status == 200 and body.get("ok") is True:
                 return Delivery(True, chat_id=chat_id, migrated_from=migrated_from)
             if status == 200:
                 # Telegram always answers {"ok": true, ...}. Anything else is a proxy or a
                 # wrong api_url swallowing alerts: keep the message (a duplicate beats silence).
-                return Delivery(False, "the answer to sendMessage was HTTP 200 but not Telegram's "
+                what = f" ({description})" if too_big else ""
+                return Delivery(False, f"the answer to sendMessage was HTTP 200 but not Telegram's{what} "
                                 "(is telegram.api_url right? a proxy in the way?)", config_error=True,
                                 chat_id=chat_id)
             if status == 429:
-                retry_after = _number(params.get("retry_after")) or _number(response.headers.get("Retry-After")) or 1
-                if waited + retry_after <= self.max_wait:
+                retry_after = _number(params.get("retry_after")) or _number(headers.get("Retry-After")) or 1
+                if waited + retry_after <= self.max_wait and retry_after < deadline - self.monotonic():
                     waited += retry_after
                     self.sleep(retry_after)
                     continue
@@ -99,15 +116,118 @@ class TelegramClient:
                 return Delivery(False, f"Telegram {status}: {what} ({description})", config_error=True,
                                 chat_id=chat_id)
             failures += 1
-            if failures > self.retries:
+            pause = 0.5 * failures
+            if failures > self.retries or pause >= deadline - self.monotonic():
                 return Delivery(False, f"Telegram {status}: {description or 'server error'}", chat_id=chat_id)
-            self.sleep(0.5 * failures)
+            self.sleep(pause)
+
+    def _post(self, payload: dict, seconds: float):
+        """POST `payload`; return (status, reason, headers, body, too_big) within `seconds`.
+
+        Raise _Deadline when no whole answer came in time, or requests' exception.
+        """
+        import threading
+
+        box: dict = {}
+        done = threading.Event()
+        deadline = self.monotonic() + seconds
+
+        def exchange():
+            try:
+                response = self.session.post(self._url, json=payload, stream=True,
+                                             headers={"Accept-Encoding": "identity"},
+                                             timeout=(min(seconds, 5.0), seconds))
+                box["response"] = response
+                try:
+                    body, too_big = _read_answer(response, deadline, self.monotonic)
+                finally:
+                    response.close()
+                box["answer"] = (response.status_code, response.reason, response.headers, body, too_big)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                box["error"] = exc
+            finally:
+                done.set()
+
+        worker = threading.Thread(target=exchange, name="telegram-send", daemon=True)
+        worker.start()
+        if not done.wait(max(seconds, 0.0)) or "answer" not in box and isinstance(box.get("error"), _Deadline):
+            _close(box.get("response"))  # the abandoned thread's socket: let it go now
+            raise _Deadline()
+        if "error" in box:
+            raise box["error"]
+        return box["answer"]
 
 
-def _json(response) -> dict:
+class _Deadline(Exception):
+    """No whole answer from Telegram before the deadline."""
+
+
+MAX_ANSWER = 64 * 1024  # Telegram's answers are a few hundred bytes; more is not read
+_PIECE = 16 * 1024
+
+
+def _read_answer(response, deadline: float, monotonic) -> tuple[bytes, bool]:
+    """Read at most MAX_ANSWER bytes of the body before `deadline`; return it and whether it was cut.
+
+    urllib3's read(amt) loops until `amt` bytes arrived, and the socket timeout
+    restarts with every recv(), so a body trickled a byte a second would never end:
+    each read1 is one recv() that may only wait for what is left of the deadline.
+    """
+    import zlib
+
+    raw = response.raw
+    encoding = (response.headers.get("Content-Encoding") or "").strip().lower()
+    # Asked for identity; a server that compresses anyway is inflated with a bound too.
+    inflate = zlib.decompressobj(zlib.MAX_WBITS | 32) if encoding in ("gzip", "x-gzip", "deflate") else None
+    parts, size = [], 0
+    while True:
+        remaining = deadline - monotonic()
+        if remaining <= 0:
+            raise _Deadline()
+        sock = getattr(getattr(raw, "connection", None), "sock", None)
+        if sock is not None:
+            try:
+                sock.settimeout(max(remaining, 0.001))
+            except OSError:
+                pass
+        try:
+            chunk = raw.read1(_PIECE, decode_content=False)
+        except Exception as exc:  # noqa: BLE001 - urllib3/socket timeouts at the deadline
+            if deadline - monotonic() <= 0.01 or "timed out" in str(exc).lower():
+                raise _Deadline() from None
+            raise
+        if not chunk:
+            return b"".join(parts), False
+        if inflate is not None:
+            try:
+                chunk = inflate.decompress(chunk, MAX_ANSWER + 1 - size)
+            except zlib.error:
+                return b"", False  # not JSON, so not Telegram's answer
+        parts.append(chunk)
+        size += len(chunk)
+        if size > MAX_ANSWER:
+            return b"".join(parts)[:MAX_ANSWER], True
+
+
+def _close(response) -> None:
+    if response is None:
+        return
     try:
-        body = response.json()
-    except ValueError:
+        sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+        if sock is not None:
+            import socket
+
+            sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, AttributeError):
+        pass
+
+
+def _json_bytes(raw: bytes) -> dict:
+    import json
+
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
         return {}
     return body if isinstance(body, dict) else {}
 

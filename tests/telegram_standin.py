@@ -7,6 +7,10 @@ thread. It answers `POST /bot<token>/sendMessage` the way Telegram does: 200 wit
 entities") and texts over 4096 characters (400 "message is too long"), so a test that
 only counts deliveries also proves the text was valid.
 
+Hostile answers (`trickling_body`, `trickling_headers`, `endless_body`) write the
+HTTP answer themselves, a byte at a time or without end, until the client hangs up
+or the stand-in stops.
+
 Failures are scripted: `fail(answer, ...)` queues answers for the next requests;
 `always(answer)` answers every request that way until `always(None)`;
 `refuse_chat(chat_id, answer)` answers every request for one chat that way. `stop()` closes
@@ -47,6 +51,7 @@ class Answer(NamedTuple):
     status: int
     body: bytes
     hang: bool = False
+    stream: object = None    # stream(handler): writes the answer itself, however slowly or hugely
 
 
 def _error(status: int, description: str, parameters: dict | None = None) -> Answer:
@@ -86,6 +91,39 @@ def invalid_json() -> Answer:
 
 
 HANG = Answer(0, b"", hang=True)  # accept the request and never answer
+
+
+def _until_closed(handler, piece: bytes, interval: float) -> None:
+    standin = handler.server.standin
+    while not standin.closing.wait(interval):
+        handler.wfile.write(piece)
+        handler.wfile.flush()
+
+
+def trickling_body(interval: float = 0.2) -> Answer:
+    """200 with a 100 KB Content-Length, then one byte of the body every `interval` seconds."""
+    def stream(handler):
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: 100000\r\n\r\n{")
+        _until_closed(handler, b" ", interval)
+    return Answer(0, b"", stream=stream)  # status 0: never answered whole
+
+
+def trickling_headers(interval: float = 0.2) -> Answer:
+    """The status line, then one byte of an endless header every `interval` seconds."""
+    def stream(handler):
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        _until_closed(handler, b"x", interval)
+    return Answer(0, b"", stream=stream)
+
+
+def endless_body() -> Answer:
+    """200 with no length, then 64 KB pieces of a JSON string as fast as the client reads them."""
+    def stream(handler):
+        handler.wfile.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n'
+                            b'{"ok": true, "result": "')
+        _until_closed(handler, b"x" * 65536, 0)
+    return Answer(0, b"", stream=stream)
 
 
 # --- Telegram's own validation ---------------------------------------------------------------
@@ -150,6 +188,13 @@ class _Handler(BaseHTTPRequestHandler):
         if answer.hang:
             standin.closing.wait(60)
             self.close_connection = True
+            return None
+        if answer.stream is not None:
+            self.close_connection = True
+            try:
+                answer.stream(self)
+            except OSError:  # the client gave up, as it should
+                pass
             return None
         return self._send(answer)
 

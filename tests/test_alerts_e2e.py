@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from monitor.notify import TOKEN_COPY
 from monitor.telegram import html_to_plain
 from tests import loopback
-from tests.conftest import MONITOR, clean_env
-from tests.telegram_standin import (HANG, TelegramStandIn, forbidden, migrated, parse_error, server_error,
-                                    too_many_requests, unauthorized)
+from tests.conftest import MONITOR, clean_env, seed_cpu_baseline
+from tests.telegram_standin import (HANG, TelegramStandIn, endless_body, forbidden, migrated, parse_error,
+                                    server_error, too_many_requests, trickling_body, unauthorized)
 
 TOKEN = "123456789:AAFAKEtokenFAKEtokenFAKEtokenFAKE12"
 SECRET = TOKEN.split(":", 1)[1]  # the part that must never show, whatever masks the bot id
@@ -81,6 +82,7 @@ class Host:
         self.telegram_extra = ""
         self.alerts = ""
         self.disk_paths = ["/"]
+        self.extra = ""  # more TOML after [alerts]
         self.runs: list[Run] = []
         self.write_silences([])
 
@@ -97,7 +99,7 @@ class Host:
                 f"disk_paths = [{paths}]\nnetwork_interfaces = [\"lo\"]\n"
                 f"[[scrapers]]\nname = \"uniswap\"\nurl = \"{self.web.url('/health')}\"\nlatency_ms = {latency}\n"
                 f"[telegram]\nchat_ids = [{chats}]\napi_url = \"{self.telegram.api_url}\"\n{self.telegram_extra}\n"
-                f"[alerts]\n{self.alerts}\n")
+                f"[alerts]\n{self.alerts}\n{self.extra}")
 
     def monitor(self, *args, disk="ok", inodes="ok", scraper="ok", token=TOKEN) -> Run:
         """Run `monitor ARGS --config monitor.toml` with the bot token in the environment."""
@@ -144,12 +146,17 @@ class Host:
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
     def assert_token_nowhere(self) -> None:
-        """The token is in no output of any run and in no file under logs/ and state/."""
+        """The token is in no output of any run and in no file under logs/ and state/, except
+        the 0600 copy of a token read from Vault (README: Alerts and Telegram)."""
         leaks = [f"run {i} {stream}" for i, run in enumerate(self.runs)
                  for stream, text in (("stdout", run.stdout), ("stderr", run.stderr)) if SECRET in text]
+        copy = self.state / TOKEN_COPY
         for folder in (self.folder / "logs", self.state):
-            leaks += [str(p) for p in folder.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+            leaks += [str(p) for p in folder.rglob("*")
+                      if p.is_file() and p != copy and SECRET.encode() in p.read_bytes()]
         assert self.runs and leaks == []
+        if copy.exists():
+            assert copy.stat().st_mode & 0o777 == 0o600
 
 
 @pytest.fixture
@@ -365,6 +372,70 @@ def test_a_hanging_telegram_does_not_hold_the_run_and_the_message_is_kept(host, 
     host.assert_token_nowhere()
 
 
+def test_a_telegram_trickling_its_answer_to_three_chats_costs_at_most_the_timeout_per_chat(host, telegram):
+    host.chat_ids = [CHAT, "-100456", "-100789"]
+    host.telegram_extra = 'timeout = "2s"'
+    telegram.always(trickling_body(interval=0.2))  # a byte every 0.2 s: no per-read timeout ever trips
+    run = host.health(disk="critical")
+    # The contract: telegram.timeout x chats + 2 s = 8 s. Starting Python and running the
+    # checks fits in the 2 s on a busy CI machine; the old client read for ever.
+    assert run.seconds < 2 * 3 + 2
+    assert run.code == 2
+    assert run.notifications["sent"] == 0 and run.notifications["queued"] == 3
+    assert sorted(m["chat_id"] for m in host.outbox()) == sorted(host.chat_ids)
+    assert all("within 2s" in m["last_error"] for m in host.outbox())
+
+    telegram.always(None)
+    run = host.health(disk="critical")  # no lock left behind; the kept messages go out
+    assert run.code == 2 and run.notifications["sent"] == 3 and run.notifications["outbox"] == 0
+    host.assert_token_nowhere()
+
+
+def test_a_telegram_answering_gigabytes_is_read_no_further_than_64_kb(host, telegram):
+    import os
+
+    telegram.always(endless_body())
+    path = host.folder / "monitor.toml"
+    path.write_text(host.config("critical", "ok", "ok"))
+    out, err = host.folder / "stdout", host.folder / "stderr"
+    started = time.monotonic()
+    with open(out, "w") as stdout_file, open(err, "w") as stderr_file:
+        proc = subprocess.Popen([MONITOR, "health", "--format", "json", "--config", str(path)], cwd=host.folder,
+                                env=clean_env({"TELEGRAM_BOT_TOKEN": TOKEN}), stdout=stdout_file,
+                                stderr=stderr_file, stdin=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak memory
+    seconds = time.monotonic() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stdout, stderr = out.read_text(), err.read_text()
+    assert proc.returncode == 2, stderr
+    assert seconds < 8  # the 10 s deadline is not even needed (generous for a busy CI machine)
+    assert usage.ru_maxrss < 150_000  # KB; a whole run is ~40 MB; reading on would take them all
+    data = json.loads(stdout)
+    assert data["notifications"]["queued"] == 1 and data["notifications"]["sent"] == 0
+    assert "64 KB" in stderr and "api_url" in stderr  # a configuration error: said once on stderr
+    (kept,) = host.outbox()
+    assert "64 KB" in kept["last_error"]
+
+
+def test_alerts_waiting_in_the_outbox_go_before_info_and_report_texts_each_in_order(host, telegram):
+    old = time.time() - 600
+
+    def waiting(n, text, alerts):
+        return {"id": f"w{n}", "chat_id": CHAT, "text": text, "disable_notification": not alerts,
+                "created": old + n, "not_before": None, "attempts": 1, "last_error": "rate limited",
+                "alerts": alerts}
+
+    host.write_outbox([waiting(1, "report part 1", []), waiting(2, "scraper critical", [["scraper:uniswap", "critical"]]),
+                       waiting(3, "report part 2", []), waiting(4, "scraper resolved", [["scraper:uniswap", "ok"]]),
+                       waiting(5, "report part 3", [])])
+    run = host.health(disk="critical")
+    assert run.notifications["sent"] == 6 and run.notifications["outbox"] == 0
+    plains = texts(telegram.delivered)
+    assert plains[:2] == ["scraper critical", "scraper resolved"]
+    assert "🚨 CRITICAL" in plains[2] and "disk:/" in plains[2]
+    assert plains[3:] == ["report part 1", "report part 2", "report part 3"]
+
+
 def test_a_parse_error_is_resent_once_as_plain_text(host, telegram):
     telegram.fail(parse_error())
     run = host.health(disk="critical")
@@ -466,11 +537,43 @@ def test_the_token_can_come_from_a_file_beside_the_config(host, telegram):
     host.assert_token_nowhere()
 
 
-def test_no_token_means_notifications_off_said_in_the_log_and_nothing_sent(host, telegram):
-    run = host.health(disk="critical", token=None)
-    assert run.code == 2
+def test_without_a_bot_token_alerts_wait_in_the_outbox_cron_hears_of_it_and_a_run_with_one_delivers(
+        host, telegram):
+    # Cron's environment has no TELEGRAM_BOT_TOKEN: the README's cron lines used to drop every alert.
+    first = host.monitor("health", "--quiet", disk="critical", token=None)
+    assert first.code == 2 and first.stdout == ""  # the checks decide the exit code
+    (line,) = first.stderr.splitlines()  # one line, printed even with --quiet: cron mails it
+    assert "no bot token" in line and "$TELEGRAM_BOT_TOKEN is not set" in line and "outbox" in line
     assert telegram.received == []
-    assert any(r.get("event") == "notifications_off" for r in host.log())
+    (record,) = [r for r in first.log if r.get("event") == "telegram_no_token"]
+    assert record["levelname"] == "ERROR"
+    (kept,) = host.outbox()
+    assert "disk:/" in html_to_plain(kept["text"])
+
+    second = host.health(disk="ok", token=None)
+    assert second.data["checks"]["disk:/"]["status"] == "ok" and exit_code_matches_verdict(second)
+    assert len(second.stderr.splitlines()) == 1, second.stderr
+    assert second.notifications["queued"] >= 1 and second.notifications["outbox"] >= 2
+
+    fixed = host.health(disk="ok")  # the first run with a token
+    assert fixed.stderr == ""
+    assert fixed.notifications["sent"] == second.notifications["outbox"] and fixed.notifications["outbox"] == 0
+    plains = texts(telegram.delivered)
+    assert "🚨 CRITICAL" in plains[0] and "disk:/" in plains[0]
+    assert any("✅ RESOLVED" in p and "disk:/" in p for p in plains[1:])
+    host.assert_token_nowhere()
+
+
+def test_an_unreadable_token_file_is_named_on_stderr_and_the_alert_kept(host, telegram):
+    host.telegram_extra = 'token_file = "missing.token"'
+    run = host.health(disk="critical", token=None)
+    assert run.code == 2 and run.notifications["queued"] == 1
+    (line,) = run.stderr.splitlines()
+    assert "cannot read telegram.token_file" in line and "missing.token" in line
+    (host.folder / "missing.token").write_text(TOKEN + "\n")
+    run = host.health(disk="critical", token=None)
+    assert run.stderr == "" and run.notifications["sent"] == 1
+    host.assert_token_nowhere()
 
 
 def test_empty_chat_ids_means_notifications_off_and_the_run_goes_on(host, telegram):
@@ -486,6 +589,113 @@ def test_a_chat_id_that_is_neither_numeric_nor_a_channel_is_a_config_error(host,
     assert run.code == 3
     assert "telegram.chat_ids" in run.stderr and run.stdout == ""
     assert telegram.received == []
+
+
+# --- the bot token in Vault, while Vault is sealed or down ----------------------------------------
+
+VAULT_ROOT = "e2e-vault-root-token"
+TOKEN_REF = "secret/monitor#telegram_token"
+
+
+@pytest.fixture(scope="module")
+def bao():
+    """A real OpenBao dev server holding the bot token."""
+    import hvac
+
+    from tests.openbao import dev_server
+
+    with dev_server(VAULT_ROOT) as server:
+        hvac.Client(url=server.addr, token=VAULT_ROOT, timeout=5).secrets.kv.v2.create_or_update_secret(
+            path="monitor", mount_point="secret", secret={"telegram_token": TOKEN})
+        yield server
+
+
+@pytest.fixture(scope="module")
+def sealed_bao():
+    """Another one holding the bot token, sealed."""
+    import hvac
+
+    from tests.openbao import dev_server
+
+    with dev_server(VAULT_ROOT) as server:
+        root = hvac.Client(url=server.addr, token=VAULT_ROOT, timeout=5)
+        root.secrets.kv.v2.create_or_update_secret(path="monitor", mount_point="secret",
+                                                   secret={"telegram_token": TOKEN})
+        root.sys.seal()
+        yield server
+
+
+def outage_url(outage: str, sealed_bao) -> str:
+    from tests.openbao import unused_url
+
+    return sealed_bao.addr if outage == "sealed" else unused_url()
+
+
+def vault_at(host: Host, url: str) -> None:
+    """Read the bot token from Vault at `url` (and check that Vault)."""
+    (host.folder / "vault.token").write_text(VAULT_ROOT)
+    (host.folder / "vault.token").chmod(0o600)
+    host.telegram_extra = f'token_vault = "{TOKEN_REF}"'
+    host.extra = (f'[vault]\nurl = "{url}"\ntoken_file = "vault.token"\ntimeout = "2s"\n'
+                  "latency_ms = { warning = 100000, critical = 100000 }\n")  # up or not decides, not speed
+    seed_cpu_baseline(host.state)  # these tests judge exit codes: no 0.1 s CPU sample on a busy machine
+
+
+@pytest.mark.parametrize("outage", ["down", "sealed"])
+def test_with_the_token_in_vault_and_vault_out_from_the_start_alerts_wait_until_vault_is_back(
+        host, telegram, bao, sealed_bao, outage):
+    vault_at(host, outage_url(outage, sealed_bao))
+    first = host.health(disk="critical", token=None)
+    assert first.code == 2 and first.data["checks"]["vault"]["status"] == "critical"
+    assert telegram.received == []
+    (line,) = first.stderr.splitlines()
+    assert "no bot token" in line and TOKEN_REF in line
+    assert ("sealed" if outage == "sealed" else "unreachable") in line
+    assert first.notifications["queued"] == 1
+    assert not (host.state / TOKEN_COPY).exists()
+
+    vault_at(host, bao.addr)  # Vault is back
+    back = host.health(disk="ok", token=None)
+    assert back.stderr == "" and back.notifications["outbox"] == 0
+    assert {r.token for r in telegram.delivered} == {TOKEN}
+    plains = texts(telegram.delivered)
+    assert "🚨 CRITICAL" in plains[0] and "disk:/" in plains[0] and "vault" in plains[0]
+    assert "✅ RESOLVED" in plains[-1] and "vault ok again" in plains[-1]
+    host.assert_token_nowhere()
+
+
+@pytest.mark.parametrize("outage", ["down", "sealed"])
+def test_the_vault_alert_goes_out_with_the_last_token_read_from_vault_and_so_does_its_resolved(
+        host, telegram, bao, sealed_bao, outage):
+    vault_at(host, bao.addr)
+    assert host.health(token=None).code == 0
+    copy = host.state / TOKEN_COPY
+    assert copy.stat().st_mode & 0o777 == 0o600 and TOKEN in copy.read_text()
+
+    vault_at(host, outage_url(outage, sealed_bao))
+    out = host.health(token=None)
+    assert out.code == 2 and out.data["checks"]["vault"]["status"] == "critical"
+    assert out.stderr == "" and out.notifications["sent"] == 1
+    (alert,) = telegram.delivered
+    assert alert.token == TOKEN and "vault" in html_to_plain(alert.text)
+    (record,) = [r for r in out.log if r.get("event") == "bot_token_copy"]
+    assert record["levelname"] == "WARNING" and TOKEN_COPY in record["message"]
+
+    vault_at(host, bao.addr)
+    back = host.health(token=None)
+    assert back.code == 0 and back.notifications["sent"] == 1
+    assert "✅ RESOLVED" in texts(telegram.delivered)[-1]
+    host.assert_token_nowhere()
+
+
+def test_a_copy_of_another_secret_is_not_used(host, telegram, sealed_bao):
+    vault_at(host, sealed_bao.addr)
+    from monitor import state
+
+    state.atomic_write(str(host.state / TOKEN_COPY), json.dumps({"ref": "secret/other#key", "token": TOKEN}).encode())
+    run = host.health(token=None)
+    assert run.code == 2 and telegram.received == [] and run.notifications["queued"] == 1
+    assert "no bot token" in run.stderr
 
 
 # --- silences -------------------------------------------------------------------------------------
@@ -673,3 +883,35 @@ def test_an_unreadable_or_future_alert_state_is_set_aside_and_the_run_goes_on(ho
     assert host.alert_state()["version"] == 1
     assert run.notifications["sent"] == 1  # a duplicate alert beats silence
     assert any(r["levelname"] == "WARNING" and r.get("event") == "state_corrupt" for r in host.log())
+
+
+def test_a_report_too_long_for_one_message_goes_after_its_alerts_even_under_a_rate_limit(tmp_path, telegram):
+    # In process, with the real client against the stand-in: a daily report that runs to
+    # several messages (a huge database value) must not hold the alert back.
+    from monitor import config as config_mod
+    from monitor.notify import notify
+    from monitor.results import WARNING, Result
+
+    (tmp_path / "state").mkdir()
+    config = config_mod.build({"telegram": {"chat_ids": [CHAT], "api_url": telegram.api_url}}, None, str(tmp_path))
+    report = "ℹ️ INFO <b>Daily report</b>\n" + "\n".join(f"source {i}: " + "9" * 90 for i in range(120))
+    low = Result(WARNING, "12 opportunities, expected at least 50", 12, "", 50, None,
+                 id="opportunities", kind="business")
+    env = {"TELEGRAM_BOT_TOKEN": TOKEN}
+
+    telegram.fail(too_many_requests(30))  # the first try is refused: everything waits
+    first = notify(config, "daily-report", [low], None, "vps-1", message=(report, True), environ=env)
+    assert first["sent"] == 0 and first["queued"] >= 4  # the report is several messages
+    kept = [json.loads(line) for line in (tmp_path / "state" / "outbox.jsonl").read_text().splitlines()]
+    for message in kept:
+        message["not_before"] = None  # thirty seconds later
+    (tmp_path / "state" / "outbox.jsonl").write_text("".join(json.dumps(m) + "\n" for m in kept))
+
+    later = notify(config, "daily-report", [low], None, "vps-1", environ=env)
+    assert later["sent"] == first["queued"] and later["outbox"] == 0
+    plains = texts(telegram.delivered)
+    assert "⚠️ WARNING" in plains[0] and "opportunities" in plains[0] and "Daily report" not in plains[0]
+    assert plains[1].startswith("ℹ️ INFO Daily report")
+    numbers = [int(n) for p in plains[1:] for n in re.findall(r"^source (\d+):", p, re.M)]
+    assert numbers == list(range(120))  # the whole report, in order
+    assert telegram.delivered[0].disable_notification is False  # the warning rings

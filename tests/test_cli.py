@@ -243,6 +243,74 @@ def test_config_check_never_prints_the_token_from_the_environment(tmp_path, run_
     assert TELEGRAM_TOKEN[-12:] not in proc.stdout + proc.stderr
 
 
+def _token_line(proc) -> str:
+    (line,) = [line for line in proc.stderr.splitlines() if "bot token" in line]
+    return line
+
+
+def test_config_check_exits_1_naming_the_unset_variable_when_telegram_has_no_token(tmp_path, run_monitor):
+    proc = run_monitor(["config", "check", "--format", "json"], tmp_path, config='[telegram]\nchat_ids = ["-100123"]\n')
+    assert proc.returncode == 1
+    assert "$TELEGRAM_BOT_TOKEN is not set" in _token_line(proc) and "Traceback" not in proc.stderr
+    assert json.loads(proc.stdout)["secrets"]["telegram.token"].startswith("MISSING")
+
+
+def test_config_check_exits_1_naming_an_unreadable_token_file(tmp_path, run_monitor):
+    (tmp_path / "bot.token").mkdir()  # there, but not a file anyone can read a token from
+    proc = run_monitor(["config", "check"], tmp_path,
+                       config='[telegram]\nchat_ids = ["-100123"]\ntoken_file = "bot.token"\n')
+    assert proc.returncode == 1
+    line = _token_line(proc)
+    assert f"cannot read telegram.token_file {tmp_path / 'bot.token'}" in line and "Is a directory" in line
+
+
+def test_config_check_exits_1_naming_the_vault_it_could_not_reach(tmp_path, run_monitor):
+    from tests.openbao import unused_url
+
+    url = unused_url()
+    proc = run_monitor(["config", "check"], tmp_path, env={"VAULT_TOKEN": "s.test-vault-token-value"},
+                       config=f'[vault]\nurl = "{url}"\n[telegram]\nchat_ids = ["-100123"]\n'
+                              'token_vault = "secret/monitor#telegram_token"\n')
+    assert proc.returncode == 1
+    line = _token_line(proc)
+    assert "secret/monitor#telegram_token" in line and "unreachable" in line and url in line
+    assert "s.test-vault-token-value" not in proc.stdout + proc.stderr
+
+
+def test_config_check_says_where_a_found_token_comes_from_and_exits_0(tmp_path, run_monitor):
+    proc = run_monitor(["config", "check", "--format", "json"], tmp_path, config='[telegram]\nchat_ids = ["-100123"]\n',
+                       env={"TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN})
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert json.loads(proc.stdout)["secrets"]["telegram.token"] == "found ($TELEGRAM_BOT_TOKEN)"
+
+
+# --- monitor cron and the bot token --------------------------------------------------------
+
+def test_monitor_cron_shows_how_to_get_an_env_only_token_to_cron_without_printing_it(tmp_path, run_monitor):
+    proc = run_monitor(["cron"], tmp_path, config='[telegram]\nchat_ids = ["-100123"]\n',
+                       env={"TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN})
+    assert proc.returncode == 0
+    lines = proc.stdout.splitlines()
+    env_line = next(i for i, line in enumerate(lines) if line.startswith("# TELEGRAM_BOT_TOKEN="))
+    first_job = next(i for i, line in enumerate(lines) if not line.startswith("#"))
+    assert env_line < first_job  # an environment line must sit above the jobs
+    assert "telegram.token_file" in proc.stdout and "chmod 600" in proc.stdout
+    assert TELEGRAM_TOKEN not in proc.stdout and TELEGRAM_TOKEN.split(":")[1] not in proc.stdout
+
+
+def test_monitor_cron_warns_about_a_token_file_others_may_read(tmp_path, run_monitor):
+    token = tmp_path / "bot.token"
+    token.write_text(TELEGRAM_TOKEN)
+    token.chmod(0o644)
+    proc = run_monitor(["cron"], tmp_path, config='[telegram]\nchat_ids = ["-100123"]\ntoken_file = "bot.token"\n')
+    assert proc.returncode == 0
+    assert f"# WARNING: {token} is readable by group or others (mode 0644): chmod 600 {token}" in proc.stdout
+    assert "TELEGRAM_BOT_TOKEN=" not in proc.stdout
+    token.chmod(0o600)
+    proc = run_monitor(["cron"], tmp_path, config='[telegram]\nchat_ids = ["-100123"]\ntoken_file = "bot.token"\n')
+    assert "WARNING" not in proc.stdout and TELEGRAM_TOKEN not in proc.stdout
+
+
 def test_config_check_checks_every_profile(tmp_path, run_monitor):
     proc = run_monitor(["config", "check"], tmp_path,
                        config='[env.dev.system]\ndisk_percent = { warning = 99, critical = 1 }\n')

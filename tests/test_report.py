@@ -581,13 +581,18 @@ def test_the_report_is_sent_once_per_day_unless_forced(tmp_path, run_monitor, en
     assert [r.text for r in telegram.delivered] == [text, text]
 
 
-def test_a_day_is_not_marked_sent_while_there_is_no_bot_token(tmp_path, run_monitor, envelope, telegram):
+def test_a_report_without_a_bot_token_waits_in_the_outbox_and_goes_out_once(tmp_path, run_monitor, envelope,
+                                                                            telegram):
     config = installation(tmp_path, telegram=telegram)
     without = daily(run_monitor, tmp_path, config, "--format", "json", env={"TELEGRAM_BOT_TOKEN": ""})
     assert envelope(without)["notifications"]["sent"] == 0 and telegram.received == []
+    assert envelope(without)["notifications"]["queued"] == 1
+    assert "no bot token" in without.stderr
     fixed = daily(run_monitor, tmp_path, config, "--format", "json")
-    assert envelope(fixed)["notifications"]["sent"] == 1
-    assert len(telegram.delivered) == 1 and "already_sent" not in envelope(fixed)["report"]
+    assert envelope(fixed)["notifications"]["sent"] == 1  # the kept report, not a second one
+    assert len(telegram.delivered) == 1 and "already_sent" in envelope(fixed)["report"]
+    assert envelope(daily(run_monitor, tmp_path, config, "--format", "json"))["notifications"]["sent"] == 0
+    assert len(telegram.delivered) == 1
 
 
 def test_a_warning_report_arrives_as_a_warning(tmp_path, run_monitor, envelope, telegram):

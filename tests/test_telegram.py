@@ -336,3 +336,57 @@ def test_critical_and_warning_messages_ring_info_and_resolved_do_not():
     assert messages.rings([alert(CRITICAL), alert(RESOLVED, "load")])
     assert messages.rings([alert(WARNING)])
     assert not messages.rings([alert(RESOLVED)])
+
+
+# --- hostile answers, from a real server on 127.0.0.1 ---------------------------------------------
+
+@pytest.fixture
+def standin():
+    from tests.telegram_standin import TelegramStandIn
+
+    with TelegramStandIn() as bot:
+        yield bot
+
+
+def _timed_send(client):
+    import time
+
+    started = time.monotonic()
+    delivery = client.send("-100123", "hello")
+    return delivery, time.monotonic() - started
+
+
+@pytest.mark.parametrize("answer", ["trickling_body", "trickling_headers"])
+def test_a_telegram_that_trickles_its_answer_is_cut_at_the_total_deadline(standin, answer):
+    from tests import telegram_standin
+
+    standin.always(getattr(telegram_standin, answer)(interval=0.2))  # well under the 1 s timeout
+    client = TelegramClient(TOKEN, standin.api_url, timeout=1.0)
+    delivery, seconds = _timed_send(client)
+    assert not delivery.ok and not delivery.config_error
+    assert "within 1s" in delivery.error
+    assert len(standin.received) == 1  # the deadline is spent: no retry
+    # The contract is the 1 s deadline; the slack is for a busy 2-CPU CI machine.
+    assert 0.9 <= seconds < 2.5
+    assert_no_token(delivery.error)
+
+
+def test_a_telegram_that_sends_an_endless_answer_is_read_no_further_than_64_kb(standin):
+    import resource
+
+    from tests.telegram_standin import endless_body
+
+    standin.always(endless_body())
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    delivery, seconds = _timed_send(TelegramClient(TOKEN, standin.api_url, timeout=10.0))
+    assert not delivery.ok and delivery.config_error
+    assert "64 KB" in delivery.error and "api_url" in delivery.error
+    assert seconds < 5  # cut at 64 KB, long before the 10 s deadline (generous for busy CI)
+    grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kb < 50_000  # reading on would take all the memory there is
+
+
+def test_a_normal_answer_from_a_real_server_is_delivered(standin):
+    delivery = TelegramClient(TOKEN, standin.api_url, timeout=5.0).send("-100123", "<b>hello</b>")
+    assert delivery.ok
+    assert [r.text for r in standin.delivered] == ["<b>hello</b>"]

@@ -30,7 +30,8 @@ def test_damaged_state_files_are_set_aside_with_a_warning_and_the_alert_is_told_
     state = install.state
     (state / "alerts.json").write_text("")                        # empty
     (state / "counters.json").write_text('{"cpu": {"boot": ')       # cut short
-    waiting = {"id": "abc123", "chat_id": "-100777", "text": "<b>kept</b> from before", "created": 1e12}
+    waiting = {"id": "abc123", "chat_id": "-100777", "text": "<b>kept</b> from before", "created": 1e12,
+               "alerts": [["disk:/", "critical"]]}  # an alert too: alerts go oldest first
     (state / "outbox.jsonl").write_text("not json at all\n" + json.dumps(waiting) + "\n")
 
     run = install.health()
