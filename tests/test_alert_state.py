@@ -1,9 +1,14 @@
 """Alert transitions, judged with explicit clocks: when the operator hears about a problem,
-is reminded of it, and is told it is over (SPEC: Alerts, [alerts])."""
+is reminded of it, and is told it is over (SPEC: Alerts, [alerts]); and flapping, once
+end to end through the installed `monitor` and the stand-in Telegram."""
+
+import json
 
 from monitor import alert_state, messages
 from monitor.alert_state import FLAPPING, RESOLVED
 from monitor.telegram import html_to_plain
+from tests.faults.conftest import Install
+from tests.telegram_standin import TelegramStandIn
 from monitor.results import CRITICAL, OK, UNKNOWN, WARNING, Result
 
 T0 = 1_800_000_000.0
@@ -339,3 +344,54 @@ def test_the_flapping_message_rings_and_names_the_changes_and_the_window():
     assert "changed state 7 times in 30m, now critical: Disk / 97% used" in plain
     assert "no more alerts until it stays ok or failing for 15m" in plain
     assert messages.rings([flapping])
+
+
+def _age_alert_state(state, seconds: float) -> None:
+    """Move every time in alerts.json `seconds` into the past: as if the runs were that much older."""
+    path = state / "alerts.json"
+    data = json.loads(path.read_text())
+    for entry in data["checks"].values():
+        for key in ("since", "notified_at", "began", "changed_at", "chain_since", "flapping"):
+            if isinstance(entry.get(key), (int, float)):
+                entry[key] -= seconds
+    path.write_text(json.dumps(data))
+
+
+def test_flapping_end_to_end_one_flapping_message_then_quiet_then_the_critical_that_stayed(tmp_path):
+    with TelegramStandIn() as telegram:
+        install = Install(tmp_path, telegram)
+        install.scrapers = ["feed"]   # critical while its heartbeat file is missing, ok when fresh
+        install.alerts = 'flap_window = "1h"'
+        heartbeat = tmp_path / "heartbeats" / "feed"
+        heartbeat.parent.mkdir()
+
+        def run(status):
+            if status == OK:
+                heartbeat.touch()
+            else:
+                heartbeat.unlink(missing_ok=True)
+            done = install.health("--only", "scraper")
+            assert done.code == (0 if status == OK else 2), done
+            return done.data["notifications"]["sent"]
+
+        assert [run(s) for s in (CRITICAL, OK) * 3] == [1] * 6
+        assert run(CRITICAL) == 1
+        flapping = telegram.delivered[-1]
+        plain = html_to_plain(flapping.text)
+        assert plain.startswith("🔁 FLAPPING") and "scraper:feed" in plain and "changed state 7 times" in plain
+        assert "no more alerts until it stays ok or failing for 1h" in plain
+        assert flapping.disable_notification is False  # it rings
+        assert json.loads((install.state / "alerts.json").read_text())["checks"]["scraper:feed"]["notified_status"] \
+            == FLAPPING
+
+        assert [run(s) for s in (OK, CRITICAL, OK, CRITICAL)] == [0] * 4  # flapping on: quiet
+        assert len(telegram.delivered) == 7
+
+        _age_alert_state(install.state, 3600)  # critical since the last run, an hour ago
+        assert run(CRITICAL) == 1
+        plain = html_to_plain(telegram.delivered[-1].text)
+        assert plain.startswith("🚨 CRITICAL") and "scraper:feed" in plain and "(was flapping)" in plain
+        entry = json.loads((install.state / "alerts.json").read_text())["checks"]["scraper:feed"]
+        assert "flapping" not in entry and entry["notified_status"] == CRITICAL
+        assert run(CRITICAL) == 0
+        assert len(telegram.received) == 8 and install.leaks() == []
