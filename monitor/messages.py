@@ -57,7 +57,7 @@ def alert_lines(alert) -> list[str]:
         detail = [e(_clip(r.message))] if r.message else []
         return [f"• {head}"] + [f"  {line}" for line in detail]
     if alert.status == FLAPPING:
-        parts = [p for p in (_value(r), _threshold(r, r.status)) if p]
+        parts = [p for p in (_value(r), _threshold(r, r.status) if r.status != "ok" else "") if p]
         head = f"<b>{e(alert.check_id)}</b>" + (f" — {e(' · '.join(parts))}" if parts else "")
         return [f"• {head}",
                 f"  {e(f'changed state {alert.changes} times in {format_duration(alert.duration)}')}, "
