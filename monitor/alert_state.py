@@ -8,6 +8,16 @@ Transitions (SPEC: Alerts): the first alert after `alert_after` consecutive non-
 runs; another when the severity changes; a reminder every `repeat_interval` while
 critical (6x that for warning/unknown); RESOLVED with the duration when it is ok again
 and the operator had been told. `unknown` alerts like a warning ("could not check").
+
+Flapping (`alerts.flap_window`, Nagios flap detection made simple): a "fire" is the
+run where a problem reaches `alert_after` consecutive non-ok runs, a "resolve" the ok
+run that ends such a problem. Changes less than a window apart form a chain (kept as
+`changed_at`, `chain_since`, `changes`, `refires`); on the third resolve→fire of a
+chain the check is flapping: one FLAPPING alert instead of that fire, then nothing
+for the check (no alert, reminder, severity change nor RESOLVED) until it has stayed
+ok, or stayed non-ok, for a whole window. Then, ok: one RESOLVED for the whole
+episode; non-ok: the usual alert at its current severity, "was flapping" (so a
+critical is told at most one window late, never lost).
 """
 
 from typing import NamedTuple
@@ -15,17 +25,21 @@ from typing import NamedTuple
 from monitor.results import OK, UNKNOWN, WARNING
 
 RESOLVED = "resolved"
-STATE_VERSION = 1
+FLAPPING = "flapping"
+FLAP_REFIRES = 3  # resolve→fire cycles in one chain that make a check flapping
+STATE_VERSION = 1  # the flapping fields are optional: older alerts.json files load as they are
 
 
 class Alert(NamedTuple):
     check_id: str
-    status: str            # critical | warning | unknown | resolved
+    status: str            # critical | warning | unknown | resolved | flapping
     result: object         # the Result that triggered it
     since: float           # when the problem began (epoch seconds)
     now: float
     reminder: bool = False
     previous: str | None = None  # the status last notified, on a severity change or RESOLVED
+    changes: int = 0       # FLAPPING: the state changes counted since `since`
+    flap_window: float = 0.0  # FLAPPING: how long it must stay one way before alerts resume
 
     @property
     def duration(self) -> float:
@@ -33,11 +47,12 @@ class Alert(NamedTuple):
 
 
 def evaluate(entries: dict, results, command: str, kinds_run: set[str] | None, now: float,
-             alert_after: int, repeat_interval: float, send_resolved: bool):
+             alert_after: int, repeat_interval: float, send_resolved: bool, flap_window: float = 0.0):
     """Given the stored entries and this run's results, return (alerts, new entries).
 
     Entries of checks this command no longer runs (removed from the config) are
     dropped without a RESOLVED; entries of other commands are kept as they are.
+    A `flap_window` of 0 turns flap detection off.
     """
     new = {}
     seen = set()
@@ -51,20 +66,31 @@ def evaluate(entries: dict, results, command: str, kinds_run: set[str] | None, n
                  "notified_status": notified, "notified_at": prev.get("notified_at")}
         if r.status == OK:
             entry.update(since=now if prev_status != OK else prev.get("since", now), count=0)
+        else:
+            problem_began = prev_status == OK or "since" not in prev
+            entry.update(since=now if problem_began else _num(prev.get("since"), now),
+                         count=1 if problem_began else int(_num(prev.get("count"), 0)) + 1)
+        was_flapping = _flap(prev, entry, r.status, now, alert_after, flap_window)
+        if entry.get("flapping") is not None:
+            # Flapping: one FLAPPING alert (offered again until told), then nothing.
+            entry["began"] = prev.get("began") if was_flapping else entry["chain_since"]
+            if notified != FLAPPING:
+                alerts.append(Alert(r.id, FLAPPING, r, _num(entry["began"], now), now,
+                                    changes=entry["changes"], flap_window=flap_window))
+        elif r.status == OK:
             if notified and notified != RESOLVED:
                 if send_resolved:
                     # A silence or --no-notify can hold the RESOLVED back for some runs: keep
                     # when the problem began, so the duration told is still how long it lasted.
-                    entry["began"] = prev.get("since") if prev_status != OK else prev.get("began")
+                    # After flapping, it began when the flapping did.
+                    entry["began"] = (prev.get("began") if was_flapping or prev_status == OK
+                                      else prev.get("since"))
                     alerts.append(Alert(r.id, RESOLVED, r, _num(entry["began"], now), _num(entry["since"], now),
                                         previous=notified))
                 else:
                     entry["notified_status"] = None
         else:
-            problem_began = prev_status == OK or "since" not in prev
-            since = now if problem_began else _num(prev.get("since"), now)
-            count = 1 if problem_began else int(_num(prev.get("count"), 0)) + 1
-            entry.update(since=since, count=count)
+            since, count = entry["since"], entry["count"]
             if count >= alert_after:
                 every = repeat_interval if r.status not in (WARNING, UNKNOWN) else 6 * repeat_interval
                 if notified in (None, RESOLVED) or notified != r.status:
@@ -82,6 +108,40 @@ def evaluate(entries: dict, results, command: str, kinds_run: set[str] | None, n
     return alerts, new
 
 
+def _flap(prev: dict, entry: dict, status: str, now: float, alert_after: int, window: float) -> bool:
+    """Carry the chain of state changes into `entry`, entering or leaving flapping.
+
+    Return whether the check was flapping before this run.
+    """
+    was_flapping = _is_num(prev.get("flapping"))
+    if window <= 0:
+        return was_flapping  # flap detection off: a flapping check alerts as usual again
+    changed_at = prev.get("changed_at") if _is_num(prev.get("changed_at")) else None
+    if changed_at is not None and changed_at > now:
+        changed_at = now  # the clock went back (a restored state folder): count from now
+    chain = {"changed_at": changed_at, "chain_since": prev.get("chain_since"),
+             "changes": int(_num(prev.get("changes"), 0)), "refires": int(_num(prev.get("refires"), 0)),
+             "flapping": prev.get("flapping") if was_flapping else None}
+    prev_count = int(_num(prev.get("count"), 0))
+    fired = status != OK and entry["count"] == alert_after
+    resolved = status == OK and prev.get("status", OK) != OK and prev_count >= alert_after
+    if fired or resolved:
+        if changed_at is None or now - changed_at >= window or not _is_num(chain["chain_since"]):
+            chain.update(chain_since=now, changes=1, refires=0)  # a state held a whole window: new chain
+        else:
+            chain.update(changes=chain["changes"] + 1, refires=chain["refires"] + fired)
+        chain["changed_at"] = now
+        if fired and chain["refires"] >= FLAP_REFIRES and chain["flapping"] is None:
+            chain["flapping"] = now
+    elif chain["flapping"] is not None and changed_at is not None and now - changed_at >= window:
+        # No change for a whole window: settled, unless a new problem is still below alert_after.
+        if status == OK or entry["count"] >= alert_after:
+            chain.update(flapping=None, chain_since=None, changes=0, refires=0)
+    if chain["changed_at"] is not None:  # a check that never fired keeps a small entry
+        entry.update((k, v) for k, v in chain.items() if v is not None)
+    return was_flapping
+
+
 def mark_notified(entries: dict, alerts, now: float) -> None:
     """Record that these alerts reached Telegram (or its outbox) at `now`."""
     for alert in alerts:
@@ -93,4 +153,8 @@ def mark_notified(entries: dict, alerts, now: float) -> None:
 
 
 def _num(value, default: float) -> float:
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+    return value if _is_num(value) else default
+
+
+def _is_num(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -456,6 +456,7 @@ SCHEMA = Table({
         "alert_after": Number(1, minimum=1, integer=True),
         "repeat_interval": DurationField("1h"),
         "send_resolved": Bool(True),
+        "flap_window": DurationField("15m", positive=False),  # "0s": no flap detection
     }),
     "prometheus": Table({
         "textfile_dir": PathField(""),

@@ -7,7 +7,7 @@ own tags, so `telegram.split_message` can split on any line break.
 import html
 from datetime import datetime
 
-from monitor.alert_state import RESOLVED
+from monitor.alert_state import FLAPPING, RESOLVED
 from monitor.results import CRITICAL, UNKNOWN, WARNING
 from monitor.text import ID_CHARS, clip
 from monitor.units import format_duration
@@ -18,8 +18,9 @@ HEADERS = {
     UNKNOWN: "⚠️ WARNING",  # an unknown check alerts like a warning: "could not check"
     "info": "ℹ️ INFO",
     RESOLVED: "✅ RESOLVED",
+    FLAPPING: "🔁 FLAPPING",
 }
-ORDER = {CRITICAL: 0, WARNING: 1, UNKNOWN: 1, "info": 2, RESOLVED: 3}
+ORDER = {CRITICAL: 0, WARNING: 1, UNKNOWN: 1, "info": 2, RESOLVED: 3, FLAPPING: 1.5}
 MAX_VALUE_CHARS = 600  # a 20,000-character check message is cut, not split mid-alert
 
 e = html.escape
@@ -97,6 +98,13 @@ def alert_lines(alert) -> list[str]:
         head = f"<b>{e(name)}</b> ok again after {e(format_duration(alert.duration))}"
         detail = [e(_clip(r.message))] if r.message else []
         return [f"• {head}"] + [f"  {line}" for line in detail]
+    if alert.status == FLAPPING:
+        numbers = headline(r, r.status, alert.check_id)
+        head = f"<b>{e(name)}</b>" + (f" — {e(numbers)}" if numbers else "")
+        return [f"• {head}",
+                f"  {e(f'changed state {alert.changes} times in {format_duration(alert.duration)}')}, "
+                f"now {e(r.status)}: {e(_clip(r.message))}",
+                f"  {e(f'no more alerts until it stays ok or failing for {format_duration(alert.flap_window)}')}"]
     numbers = headline(r, alert.status, alert.check_id)
     head = f"<b>{e(name)}</b>" + (f" — {e(numbers)}" if numbers else "")
     prefix = "could not check: " if alert.status == UNKNOWN else ""
@@ -125,4 +133,4 @@ def compose(alerts, host: str, environment: str, now: float) -> str:
 
 def rings(alerts) -> bool:
     """Critical messages ring; info and resolved-only messages arrive silently."""
-    return any(a.status in (CRITICAL, WARNING, UNKNOWN) for a in alerts)
+    return any(a.status in (CRITICAL, WARNING, UNKNOWN, FLAPPING) for a in alerts)

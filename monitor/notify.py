@@ -159,7 +159,7 @@ def notify(config: dict, command: str, results, kinds_run, host: str, *, no_noti
         rules = config["alerts"]
         alerts, entries = alert_state.evaluate(stored.get("checks", {}), results, command, kinds_run, now,
                                                rules["alert_after"], rules["repeat_interval"],
-                                               rules["send_resolved"])
+                                               rules["send_resolved"], rules["flap_window"])
         try:
             active = silences.load(folder, now)
         except (state.StateError, OSError) as exc:

@@ -29,11 +29,16 @@ def sleeping(seconds, status="ok"):
 
 
 def test_checks_run_concurrently():
-    checks = [Check(f"c{i}", "system", sleeping(0.3)) for i in range(3)]
-    started = time.monotonic()
-    run = run_checks(checks)
-    assert time.monotonic() - started < 0.6
-    assert [r.status for r in run.results] == ["ok"] * 3
+    # Each check waits until all three are running: run one after another, the first
+    # would give up at the barrier and be unknown. No clock involved.
+    barrier = threading.Barrier(3, timeout=10)
+
+    def meet():
+        barrier.wait()
+        return Result("ok", "met the others")
+
+    run = run_checks([Check(f"c{i}", "system", meet, timeout=60) for i in range(3)])
+    assert [r.status for r in run.results] == ["ok"] * 3, [r.message for r in run.results]
     assert run.stuck == []
 
 
@@ -44,9 +49,15 @@ def test_results_keep_the_given_order():
 
 
 def test_results_carry_their_id_kind_and_duration():
-    [result] = run_checks([Check("scraper:uniswap", "scraper", sleeping(0.05))]).results
+    clock = [100.0]  # an injected clock the probe moves by 50 ms
+
+    def probe():
+        clock[0] += 0.05
+        return Result("ok", "took 50 ms")
+
+    [result] = run_checks([Check("scraper:uniswap", "scraper", probe)], clock=lambda: clock[0]).results
     assert (result.id, result.kind) == ("scraper:uniswap", "scraper")
-    assert 40 <= result.duration_ms < 1000
+    assert result.duration_ms == pytest.approx(50)
 
 
 def test_a_check_that_raises_is_unknown_with_the_reason_and_the_others_still_report():
@@ -65,7 +76,7 @@ def test_a_check_that_hangs_is_unknown_once_its_timeout_passes(release):
     started = time.monotonic()
     run = run_checks(checks)
     elapsed = time.monotonic() - started
-    assert 0.3 <= elapsed < 0.5
+    assert 0.3 <= elapsed < 5  # generous for a busy machine: the hung check never returns by itself
     hung, quick = run.results
     assert hung.status == "unknown" and "timed out" in hung.message and "300ms" in hung.message
     assert quick.status == "ok"
@@ -76,7 +87,7 @@ def test_a_hanging_check_reports_its_on_timeout_status(release):
     check = Check("disk:/mnt/nfs", "system", lambda: release.wait(), timeout=0.2, on_timeout="critical")
     started = time.monotonic()
     [result] = run_checks([check]).results
-    assert time.monotonic() - started < 0.4
+    assert time.monotonic() - started < 5  # generous for a busy machine: the check never returns by itself
     assert result.status == "critical"
 
 

@@ -120,12 +120,12 @@ def test_answer_slower_than_warning_latency_is_a_warning(server, session):
 
 
 def test_answer_later_than_timeout_is_critical_within_the_timeout(server, session):
-    url = server.route("/slow", reply(json={"status": "ok"}, delay=1.5))
+    url = server.route("/slow", reply(json={"status": "ok"}, delay=30))
     result, took = elapsed(scraper, config(url=url, timeout=0.5), session)
     assert result.status == CRITICAL
     assert result.message == "HTTP: timed out after 500ms"
     assert result.value is None
-    assert took < 0.8
+    assert took < 5  # generous for a busy machine; far below the 30 s the server takes
 
 
 def test_connection_refused_is_critical(session):
@@ -140,7 +140,7 @@ def test_socket_that_never_answers_is_critical_within_the_timeout(session):
         result, took = elapsed(scraper, config(url=f"http://127.0.0.1:{port}/health", timeout=0.5), session)
     assert result.status == CRITICAL
     assert "timed out after 500ms" in result.message
-    assert took < 1.0
+    assert took < 5  # generous for a busy machine: the peer never answers, only the timeout ends it
 
 
 def test_5mb_body_is_read_no_further_than_1mb(server, session):
@@ -154,7 +154,7 @@ def test_5mb_body_is_read_no_further_than_1mb(server, session):
         tracemalloc.stop()
     assert resp.truncated and len(resp.body) == http.MAX_BYTES
     assert peak < 2_500_000, peak  # the 1 MB kept, its pieces; a body held whole would be 5 MB
-    assert took < 1.0
+    assert took < 4  # generous for a busy machine; below the 5 s timeout: it stopped at the bound
 
 
 def test_5mb_body_with_expect_json_is_critical_and_quick(server, session):
@@ -163,7 +163,7 @@ def test_5mb_body_with_expect_json_is_critical_and_quick(server, session):
     assert result.status == CRITICAL
     assert "body is over 1,000,000 bytes, not parsed" in result.message
     assert result.details["http"]["truncated"] is True
-    assert took < 1.0
+    assert took < 4  # generous for a busy machine; below the 5 s timeout: it stopped at the bound
 
 
 def test_gzip_body_is_decoded_and_a_gzip_bomb_is_bounded_too(server, session):
@@ -180,7 +180,7 @@ def test_gzip_body_is_decoded_and_a_gzip_bomb_is_bounded_too(server, session):
         tracemalloc.stop()
     assert resp.truncated and len(resp.body) == http.MAX_BYTES
     assert peak < 2_500_000, peak
-    assert took < 1.0
+    assert took < 4  # generous for a busy machine; below the 5 s timeout: it stopped at the bound
 
 
 def test_endless_body_stops_at_the_bound(server, session):
@@ -188,17 +188,17 @@ def test_endless_body_stops_at_the_bound(server, session):
     result, took = elapsed(scraper, config(url=url), session)
     assert result.status == OK  # no JSON expected: a 200 is a 200
     assert result.details["http"]["body_bytes"] == http.MAX_BYTES
-    assert took < 1.0
+    assert took < 4  # generous for a busy machine; below the 5 s timeout: it stopped at the bound
 
 
 def test_trickling_body_ends_within_the_timeout(server, session):
     # Every byte comes within requests' per-read timeout: only the overall deadline,
-    # shrinking each read's wait to what is left, stops it at 1 s (not at the 2nd byte).
-    url = server.route("/trickle", trickle(length=100, interval=0.8))
-    result, took = elapsed(scraper, config(url=url, timeout=1.0), session)
+    # shrinking each read's wait to what is left, stops it at 2 s (not at the 2nd byte, 3.8 s).
+    url = server.route("/trickle", trickle(length=100, interval=1.9))
+    result, took = elapsed(scraper, config(url=url, timeout=2.0), session)
     assert result.status == CRITICAL
-    assert result.message == "HTTP: timed out after 1s"
-    assert took < 1.2
+    assert result.message == "HTTP: timed out after 2s"
+    assert took < 3.5  # 1.5 s of slack for a busy machine, still below the 2nd byte's 3.8 s
 
 
 def test_301_is_followed_to_a_healthy_endpoint(server, session):
@@ -214,7 +214,7 @@ def test_redirect_loop_ends_with_a_clear_message(server, session):
     result, took = elapsed(scraper, config(url=url), session)
     assert result.status == CRITICAL
     assert result.message == "HTTP: too many redirects (more than 10)"
-    assert took < 1.0
+    assert took < 4  # generous for a busy machine; below the 5 s timeout
 
 
 def test_redirect_to_another_origin_drops_the_configured_headers():
@@ -231,9 +231,9 @@ def test_redirect_body_is_never_read(server, session):
     server.routes["/old"] = lambda handler: (
         handler.wfile.write(b"HTTP/1.1 302 Found\r\nLocation: /health\r\nContent-Length: 5000000\r\n\r\n"),
         handler.server.closing.wait(10))
-    result, took = elapsed(scraper, config(url=server.url("/old"), timeout=2.0), session)
-    assert result.status == OK, result.message
-    assert took < 1.0
+    result, took = elapsed(scraper, config(url=server.url("/old"), timeout=5.0), session)
+    assert result.status == OK, result.message  # reading the 5 MB that never come would time out
+    assert took < 4  # generous for a busy machine; below the 5 s timeout
 
 
 def test_errors_a_loopback_server_cannot_produce_read_as_short_reasons():
@@ -432,7 +432,7 @@ def test_twenty_scrapers_share_a_session_and_answer_together(session):
         server.server_close()
     assert [r.status for r in run.results] == [OK] * 20, [r.message for r in run.results]
     assert all(r.value >= 200 for r in run.results)
-    assert took < 1.0
+    assert took < 3  # generous for a busy machine; twenty 0.2 s answers one after another take 4 s
 
 
 def test_bench_slow_server_prints_its_port_and_answers():

@@ -295,7 +295,7 @@ def test_a_disk_stuck_in_the_kernel_is_critical_and_the_run_returns(tmp_path, fs
         run = run_checks([check, Check("load", "system", partial(system.load, Threshold(1.5, 3.0)))])
     finally:
         release.set()
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 5  # generous for a busy machine: statvfs never returns by itself
     assert [r.status for r in run.results][0] == "critical"
     assert "timed out" in run.results[0].message
     assert run.results[1].id == "load" and run.results[1].status != "unknown"

@@ -10,6 +10,7 @@ or wrote.
 import gzip
 import html
 import json
+import os
 import re
 import subprocess
 import time
@@ -107,8 +108,17 @@ class Install:
 
     @property
     def config(self) -> Path:
+        """monitor.toml, rewritten only when its text changed, and then atomically.
+
+        Runs started earlier may still be reading it: truncating it in place (as
+        `write_text` does) let one of twenty simultaneous runs read an empty config.
+        """
         path = self.folder / "monitor.toml"
-        path.write_text(self.config_text())
+        text = self.config_text()
+        if not path.is_file() or path.read_text() != text:
+            temporary = path.with_name(f".monitor.toml.{os.getpid()}.tmp")
+            temporary.write_text(text)
+            os.replace(temporary, path)
         return path
 
     # --- running -------------------------------------------------------------------
