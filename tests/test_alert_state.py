@@ -340,7 +340,7 @@ def test_the_flapping_message_rings_and_names_the_changes_and_the_window():
     text = messages.compose([flapping, critical], "vps-1", "prod", T0 + 30 * MINUTE)
     plain = html_to_plain(text)
     assert plain.index("🚨 CRITICAL") < plain.index("🔁 FLAPPING · vps-1 (prod)")
-    assert "disk:/ — 97% · critical at 95" in plain
+    assert "disk:/ — disk 97% > 95%" in plain
     assert "changed state 7 times in 30m, now critical: Disk / 97% used" in plain
     assert "no more alerts until it stays ok or failing for 15m" in plain
     assert messages.rings([flapping])
