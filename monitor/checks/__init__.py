@@ -83,7 +83,8 @@ def system_checks(cfg: dict, counters) -> list[Check]:
 
     timeout, source = cfg["timeout"], host_source()
     checks = [
-        Check("cpu", "system", partial(system.cpu, cfg["cpu_percent"], counters, source), timeout),
+        Check("cpu", "system", partial(system.cpu, cfg["cpu_percent"], counters, source, cfg["cpu_min_span"]),
+              timeout),
         Check("memory", "system", partial(system.memory, cfg["memory_percent"], source), timeout),
         Check("swap", "system", partial(system.swap, cfg["swap_percent"], source), timeout),
         Check("load", "system", partial(system.load, cfg["load_per_cpu"]), timeout),

@@ -1,8 +1,8 @@
 """Host checks (kind `system`): CPU, memory, swap, disk, inodes, load, network.
 
 Each function measures, then judges with the shared `measured`. CPU and network
-are rates: they compare the kernel's counters with those saved by the previous run
-(`Counters`), so after the first run no check ever sleeps. Counters come in through
+are rates: they compare the kernel's counters with those saved by earlier runs
+(`Counters`; since boot when there are none), so no check ever sleeps. Counters come in through
 the `source` argument (psutil's API: `procfs.ProcSource` on Linux, psutil elsewhere)
 so tests can feed fake counters.
 """
@@ -15,10 +15,12 @@ import time
 from monitor.results import CRITICAL, OK, WARNING, Result, Threshold, measured
 from monitor.units import format_duration, format_size
 
-# Below this span the counters are too coarse (the kernel counts CPU time in 10 ms
-# ticks), so the previous baseline is kept and the next run averages over more time.
+# Below this span network counters are too coarse for a rate, so the previous
+# baseline is kept and the next run averages over more time.
 MIN_SPAN_SECONDS = 1.0
-FIRST_RUN_SAMPLE_SECONDS = 0.1
+# CPU: the window starts at the newest saved sample at least this old (system.cpu_min_span).
+CPU_MIN_SPAN_SECONDS = 10.0
+CPU_MAX_SAMPLES = 6
 
 
 class Counters:
@@ -73,32 +75,83 @@ def _cpu_point(times) -> tuple[float, float]:
     return total, idle
 
 
-def _busy_percent(old: tuple, new: tuple) -> float | None:
-    total, idle = new[0] - old[0], new[1] - old[1]
-    if total <= 0:
-        return None
-    return round(min(100.0, max(0.0, 100.0 * (1 - idle / total))), 1)
+def _own_cpu() -> float:
+    """CPU seconds this process (every thread, interpreter start-up included) has used."""
+    times = os.times()
+    return times.user + times.system
 
 
-def cpu(threshold: Threshold, counters: Counters, source=None, sleep=time.sleep) -> Result:
-    """CPU busy percent averaged since the previous run (a short sample on the first)."""
+def _cpu_samples(saved, boot: float, now: float) -> list[dict]:
+    """The CPU samples saved by earlier runs of this boot, oldest first, garbled ones left out.
+
+    Reads both shapes: `{"boot", "samples": [{"time", "total", "idle", "monitor"}, ...]}` and
+    the single sample older versions saved, `{"boot", "time", "total", "idle"}` (no
+    `monitor`: counted as 0). Samples from another boot or "after" now are dropped.
+    """
+    if not isinstance(saved, dict) or saved.get("boot") != boot:
+        return []
+    raw = saved.get("samples") if "samples" in saved else [saved]
+    if not isinstance(raw, list):
+        return []
+    samples = []
+    for item in raw[-CPU_MAX_SAMPLES:]:
+        if not isinstance(item, dict):
+            continue
+        sample = {"time": item.get("time"), "total": item.get("total"), "idle": item.get("idle"),
+                  "monitor": item.get("monitor", 0.0)}
+        if all(_is_number(v) for v in sample.values()) and sample["time"] <= now:
+            samples.append(sample)
+    samples.sort(key=lambda s: s["time"])
+    return samples
+
+
+def _cpu_baseline(samples: list[dict], now: float, min_span: float) -> dict | None:
+    """The newest sample at least `min_span` old, else the oldest there is."""
+    old_enough = [s for s in samples if now - s["time"] >= min_span]
+    if old_enough:
+        return old_enough[-1]
+    return samples[0] if samples else None
+
+
+def cpu(threshold: Threshold, counters: Counters, source=None, min_span: float = CPU_MIN_SPAN_SECONDS,
+        own_cpu=_own_cpu, wall=time.time) -> Result:
+    """CPU busy percent of everything but monitor itself, over the longest sensible window.
+
+    The window starts at the newest saved sample at least `min_span` old (else the
+    oldest one); every run appends a sample. The CPU monitor used inside the window
+    is left out of the busy time: this run's own (`own_cpu`, from process start: the
+    interpreter's start-up falls inside the window too) and that of the earlier runs
+    since the baseline, carried as a running `monitor` total in the samples. With no
+    usable sample (first run, reboot, counters reset) the window is since boot: the
+    kernel's counters start at zero then, so nothing is slept.
+    """
     ps = source or _default_source()
     boot, now = ps.boot_time(), counters.clock()
-    point = _cpu_point(ps.cpu_times())
-    prev = counters.baseline("cpu", boot, now, numbers=("total", "idle"))
-    percent = _busy_percent((prev["total"], prev["idle"]), point) if prev else None
-    if percent is not None:
-        span = now - prev["time"]
-        if span >= MIN_SPAN_SECONDS:
-            counters.save("cpu", {"boot": boot, "time": now, "total": point[0], "idle": point[1]})
-        how = f"avg over {format_duration(max(span, 0))}"
+    total, idle = _cpu_point(ps.cpu_times())
+    own = max(0.0, own_cpu())
+    samples = _cpu_samples(counters.previous.get("cpu"), boot, now)
+    base = _cpu_baseline(samples, now, min_span)
+    if base is not None and (total <= base["total"] or idle < base["idle"]):
+        base, samples = None, []  # counters went backwards: not this boot's, whatever it says
+    mark = (samples[-1]["monitor"] if samples else 0.0) + own  # monitor's CPU since boot, as known
+    if base is not None:
+        window, busy = total - base["total"], (total - idle) - (base["total"] - base["idle"])
+        mine = max(0.0, mark - base["monitor"])
+        span = now - base["time"]
+        how = f"avg over {format_duration(span)}"
+        keep = [s for s in samples if s["time"] >= base["time"]]
     else:
-        sleep(FIRST_RUN_SAMPLE_SECONDS)
-        first, point, now = point, _cpu_point(ps.cpu_times()), counters.clock()
-        percent = _busy_percent(first, point) or 0.0
-        counters.save("cpu", {"boot": boot, "time": now, "total": point[0], "idle": point[1]})
-        how = f"{format_duration(FIRST_RUN_SAMPLE_SECONDS)} sample, no earlier run"
-    return measured(percent, threshold, f"CPU {percent:.1f}% ({how})")
+        window, busy, mine = total, total - idle, own
+        span = max(0.0, wall() - boot)
+        how = f"avg since boot {format_duration(span)} ago: no earlier sample"
+        keep = []
+    percent = round(min(100.0, max(0.0, 100.0 * (busy - mine) / window)), 1) if window > 0 else 0.0
+    keep.append({"time": now, "total": total, "idle": idle, "monitor": round(mark, 3)})
+    if len(keep) > CPU_MAX_SAMPLES:  # a burst of runs: keep the baseline and the newest
+        keep = keep[:1] + keep[-(CPU_MAX_SAMPLES - 1):]
+    counters.save("cpu", {"boot": boot, "samples": keep})
+    return measured(percent, threshold, f"CPU {percent:.1f}% ({how}, monitor's own {mine:.2f}s left out)",
+                    details={"span_seconds": round(span, 3), "monitor_cpu_seconds": round(mine, 3)})
 
 
 def memory(threshold: Threshold, source=None) -> Result:
