@@ -24,7 +24,7 @@ def health_checks(config: dict, counters, only: set[str] | None = None) -> list[
         from monitor.checks.cron import cron
 
         checks += system_checks(config["system"], counters)
-        checks.append(Check("cron", "system", partial(cron, config), config["system"]["timeout"]))
+        checks.append(Check("cron", "system", partial(cron, config, counters), config["system"]["timeout"]))
     if "vault" in wanted and config.get("vault"):
         checks += vault_checks(config["vault"])
     http_session = None
