@@ -1,5 +1,6 @@
 """Host checks fed with fake kernel counters, and the /proc reader checked against psutil."""
 
+import json
 import math
 import os
 import shutil
@@ -360,9 +361,13 @@ def test_a_missing_disk_path_is_critical_for_that_path_only(tmp_path, fstab):
     assert system.disk(str(tmp_path), Threshold(90, 95), fstab=str(fstab), statvfs=statvfs_of()).status == "ok"
 
 
-def test_a_disk_path_that_is_a_file_is_critical(tmp_path, fstab):
-    result = system.disk(str(fstab), Threshold(90, 95), fstab=str(fstab), statvfs=pytest.fail)
-    assert result.status == "critical" and "not a directory" in result.message
+def test_a_disk_path_that_is_a_file_measures_the_filesystem_holding_it_like_df(tmp_path, fstab):
+    df = shutil.which("df")
+    out = subprocess.run([df, "--output=pcent", str(fstab)], capture_output=True, text=True, check=True).stdout
+    result = system.disk(str(fstab), Threshold(99.9, 100), fstab=str(fstab))
+    assert result.status == "ok", result.message
+    assert abs(math.ceil(result.value) - int(out.splitlines()[1].strip().rstrip("%"))) <= 1
+    assert result.details["path"] == str(fstab)
 
 
 def test_a_path_in_fstab_that_is_not_mounted_is_critical(tmp_path, fstab):
@@ -533,3 +538,183 @@ def test_cpu_from_proc_on_this_machine_is_a_sane_percent():
     assert 0.0 <= result.value <= 100.0
     assert counters.updates["cpu"]["boot"] == ProcSource().boot_time()
     assert 0.0 < counters.updates["cpu"]["samples"][0]["monitor"]  # this test process's CPU so far
+
+
+# --- mounts judged by the kernel's table, fstab read as `mount` reads it ------------------------------
+
+def mountinfo_of(tmp_path, *points):
+    """A mountinfo file listing `/` and `points` (written with the kernel's octal escapes)."""
+    path = tmp_path / "mountinfo"
+    lines = ["22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw"]
+    for n, point in enumerate(points, start=30):
+        escaped = str(point).replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011")
+        lines.append(f"{n} 22 254:0 /srv/source {escaped} rw,relatime shared:1 - ext4 /dev/vda rw")
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_a_bind_mount_listed_in_fstab_and_mounted_is_measured(tmp_path, fstab):
+    # os.path.ismount is false for a bind mount from the same filesystem; the kernel's table is not.
+    target = tmp_path / "bind"
+    target.mkdir()
+    fstab.write_text(f"/srv/source {target} none bind 0 0\n")
+    mountinfo = mountinfo_of(tmp_path, target)
+    for check in (system.disk, system.inodes):
+        result = check(str(target), Threshold(90, 95), fstab=str(fstab), statvfs=statvfs_of(), mountinfo=mountinfo)
+        assert result.status == "ok", result.message
+    unmounted = system.disk(str(target), Threshold(90, 95), fstab=str(fstab), statvfs=statvfs_of(),
+                            mountinfo=mountinfo_of(tmp_path))
+    assert unmounted.status == "critical" and "not mounted" in unmounted.message
+
+
+@pytest.mark.parametrize("written", ["{mp}/", "{mp}//", "{mp}/./"])
+def test_fstab_mount_points_are_normalised_like_mount_does(tmp_path, fstab, written):
+    mount_point = tmp_path / "unm2"
+    mount_point.mkdir()
+    fstab.write_text("UUID=1234 " + written.format(mp=mount_point, parent=tmp_path) + " ext4 defaults 0 2\n")
+    result = system.disk(str(mount_point), Threshold(90, 95), fstab=str(fstab), statvfs=statvfs_of(),
+                         mountinfo=mountinfo_of(tmp_path))
+    assert result.status == "critical" and "listed in" in result.message and "not mounted" in result.message
+
+
+def test_octal_escapes_in_fstab_and_mountinfo_are_read_as_mount_reads_them(tmp_path, fstab):
+    mount_point = tmp_path / "with space"
+    mount_point.mkdir()
+    fstab.write_text(f"UUID=1234 {tmp_path}/with\\040space ext4 defaults 0 2\n")
+    result = system.disk(str(mount_point), Threshold(90, 95), fstab=str(fstab), statvfs=statvfs_of(),
+                         mountinfo=mountinfo_of(tmp_path))
+    assert result.status == "critical" and f"{mount_point} is listed in" in result.message
+    mounted = system.disk(str(mount_point), Threshold(90, 95), fstab=str(fstab), statvfs=statvfs_of(),
+                          mountinfo=mountinfo_of(tmp_path, mount_point))
+    assert mounted.status == "ok", mounted.message
+
+
+def test_fstab_is_read_like_util_linux_reads_it(tmp_path, fstab):
+    findmnt = shutil.which("findmnt")
+    if findmnt is None:
+        pytest.fail("findmnt is part of util-linux and should be installed")
+    fstab.write_bytes(b"# comment\n"
+                      b"UUID=1 /x/unm2/ ext4 defaults 0 2\n"
+                      b"UUID=2 /x/with\\040space ext4 defaults 0 2\n"
+                      b"  UUID=3\t/x/tab\\011and\\134backslash  xfs defaults 0 0\n"
+                      b"/dev/sdb none swap sw 0 0\n"
+                      b"UUID=4 /x/caf\xc3\xa9 ext4 rw 0 0\n")
+    out = subprocess.run([findmnt, "--tab-file", str(fstab), "-n", "-J", "-o", "TARGET,FSTYPE,OPTIONS"],
+                         capture_output=True, text=True, check=True).stdout
+    theirs = [system._normal(fs["target"]) for fs in json.loads(out)["filesystems"] if fs["fstype"] != "swap"]
+    assert system.fstab_mount_points(str(fstab)) == theirs
+    assert theirs == ["/x/unm2", "/x/with space", "/x/tab\tand\\backslash", "/x/café"]
+
+
+def test_mountinfo_is_read_like_util_linux_reads_it():
+    findmnt = shutil.which("findmnt")
+    if findmnt is None:
+        pytest.fail("findmnt is part of util-linux and should be installed")
+    out = subprocess.run([findmnt, "--kernel", "-n", "-J", "-o", "TARGET", "--list"],
+                         capture_output=True, text=True, check=True).stdout
+    assert system.mount_points() == {fs["target"] for fs in json.loads(out)["filesystems"]}
+
+
+def test_a_path_under_an_unmounted_fstab_mount_point_is_critical(tmp_path, fstab):
+    inside = tmp_path / "data" / "backups"
+    inside.mkdir(parents=True)
+    fstab.write_text(f"UUID=1234 {tmp_path}/data ext4 defaults 0 2\n")
+    result = system.disk(str(inside), Threshold(90, 95), fstab=str(fstab), statvfs=statvfs_of(),
+                         mountinfo=mountinfo_of(tmp_path))
+    assert result.status == "critical"
+    assert result.message == f"{inside} is under {tmp_path}/data, listed in {fstab} but not mounted"
+    mounted = system.disk(str(inside), Threshold(90, 95), fstab=str(fstab), statvfs=statvfs_of(),
+                          mountinfo=mountinfo_of(tmp_path, tmp_path / "data"))
+    assert mounted.status == "ok"
+
+
+def test_a_real_bind_mount_listed_in_fstab_is_mounted(tmp_path, fstab):
+    if os.geteuid() != 0:
+        pytest.skip("mount --bind needs root")
+    source, target = tmp_path / "source", tmp_path / "target"
+    source.mkdir()
+    target.mkdir()
+    fstab.write_text(f"{source} {target} none bind 0 0\n")
+    assert system.disk(str(target), Threshold(99.9, 100), fstab=str(fstab)).status == "critical"  # not yet
+    done = subprocess.run(["mount", "--bind", str(source), str(target)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"mount --bind is not allowed here: {done.stderr.strip()}")
+    try:
+        assert not os.path.ismount(target)  # the trap: same filesystem, same device
+        for check in (system.disk, system.inodes):
+            result = check(str(target), Threshold(99.9, 100), fstab=str(fstab))
+            assert result.status == "ok", result.message
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+
+
+def as_nobody(check):
+    """Run `check()` as user nobody (root forks and drops privileges); return (status, message)."""
+    if os.geteuid() != 0:
+        result = check()
+        return result.status, result.message
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop root, run the check, report, leave without running pytest's exit
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            result = check()
+            os.write(write_end, json.dumps([result.status, result.message]).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as handle:
+        data = handle.read()
+    os.waitpid(pid, 0)
+    return tuple(json.loads(data))
+
+
+def test_a_path_that_exists_but_cannot_be_reached_says_permission_denied(tmp_path):
+    private = tmp_path / "private"
+    inside = private / "data"
+    inside.mkdir(parents=True)
+    private.chmod(0o000)  # even its owner cannot search it (root can: the check runs as nobody)
+    try:
+        status, message = as_nobody(partial(system.disk, str(inside), Threshold(90, 95)))
+        assert status == "unknown"
+        assert "permission denied" in message and "does not exist" not in message
+        status, message = as_nobody(partial(system.inodes, str(inside), Threshold(90, 95)))
+        assert status == "unknown" and "permission denied" in message
+    finally:
+        private.chmod(0o700)
+
+
+def test_statvfs_refused_says_permission_denied(tmp_path, fstab):
+    def refused(path):
+        raise PermissionError(13, "Permission denied", path)
+
+    result = system.disk(str(tmp_path), Threshold(90, 95), fstab=str(fstab), statvfs=refused)
+    assert (result.status, result.message) == ("unknown", f"{tmp_path}: permission denied (monitor runs as "
+                                                          f"{__import__('pwd').getpwuid(os.geteuid()).pw_name}),"
+                                                          " cannot measure it")
+
+
+def test_a_missing_kernel_mount_table_falls_back_to_the_path(tmp_path, fstab):
+    mount_point = tmp_path / "data"
+    mount_point.mkdir()
+    fstab.write_text(f"UUID=1234 {mount_point}/ ext4 defaults 0 2\n")
+    result = system.disk(str(mount_point), Threshold(90, 95), fstab=str(fstab), statvfs=statvfs_of(),
+                         mountinfo=str(tmp_path / "no-proc"))
+    assert result.status == "critical" and "not mounted" in result.message
+
+
+def test_a_file_in_disk_paths_is_measured_in_a_real_health_run(tmp_path, run_monitor, envelope):
+    data = tmp_path / "scraper.db"
+    data.write_bytes(b"x")
+    missing = tmp_path / "gone"
+    config = f'[system]\ndisk_paths = ["{data}", "{missing}"]\n'
+    proc = run_monitor(["health", "--format", "json", "--only", "system"], tmp_path, config=config)
+    checks = envelope(proc)["checks"]
+    assert checks[f"disk:{data}"]["status"] != "critical", checks[f"disk:{data}"]["message"]
+    assert checks[f"disk:{data}"]["details"]["total_bytes"] == os.statvfs(tmp_path).f_blocks * os.statvfs(
+        tmp_path).f_frsize
+    assert checks[f"disk:{missing}"]["status"] == "critical"
+    assert "does not exist" in checks[f"disk:{missing}"]["message"]

@@ -12,7 +12,7 @@ import os
 import threading
 import time
 
-from monitor.results import CRITICAL, OK, WARNING, Result, Threshold, measured
+from monitor.results import CRITICAL, OK, UNKNOWN, WARNING, Result, Threshold, measured
 from monitor.units import format_duration, format_size
 
 # Below this span network counters are too coarse for a rate, so the previous
@@ -172,32 +172,127 @@ def swap(threshold: Threshold, source=None) -> Result:
                     details={"total_bytes": sw.total, "used_bytes": sw.used})
 
 
-def _mount_problem(path: str, fstab: str) -> str | None:
-    """Say why `path` cannot be measured: missing, or listed in fstab but not mounted."""
-    if not os.path.exists(path):
-        return f"{path} does not exist (not mounted?)"
-    if not os.path.isdir(path):
-        return f"{path} is not a directory"
-    if os.path.ismount(path):
-        return None
+def _unescape(field: bytes) -> str:
+    """A path as fstab and mountinfo write it: `\\040` is a space, `\\011` a tab, and so on."""
+    import re
+
+    return os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8) & 0xFF]), field))
+
+
+def _normal(path: str) -> str:
+    """A mount point the way `mount` compares it: no trailing slash, no `.`/`..`/`//` parts."""
+    return "/" + os.path.normpath(path).lstrip("/")
+
+
+def _holds(mount: str, path: str) -> bool:
+    return mount == "/" or path == mount or path.startswith(mount + "/")
+
+
+def mount_points(mountinfo: str = "/proc/self/mountinfo") -> set[str] | None:
+    """What the kernel has mounted in this process's namespace; None without /proc."""
     try:
-        with open(fstab) as handle:
-            for line in handle:
-                fields = line.split()
-                if len(fields) > 2 and not fields[0].startswith("#") and fields[1] == path \
-                        and fields[2] != "swap" and "noauto" not in ",".join(fields[3:4]).split(","):
-                    return f"{path} is listed in {fstab} but not mounted"
+        with open(mountinfo, "rb") as handle:
+            data = handle.read()
     except OSError:
-        pass
-    return None
+        return None
+    points = set()
+    for line in data.splitlines():
+        fields = line.split()  # id parent major:minor root MOUNT-POINT options ...
+        if len(fields) > 4:
+            points.add(_normal(_unescape(fields[4])))
+    return points
 
 
-def disk(path: str, threshold: Threshold, fstab: str = "/etc/fstab", statvfs=os.statvfs) -> Result:
+def fstab_mount_points(fstab: str = "/etc/fstab") -> list[str]:
+    """Mount points `mount -a` would mount: not comments, swap or `noauto` entries."""
+    try:
+        with open(fstab, "rb") as handle:
+            data = handle.read(1 << 20)  # a real fstab is a few hundred bytes
+    except OSError:
+        return []
+    points = []
+    for line in data.splitlines():
+        fields = line.split()
+        if len(fields) < 2 or fields[0].startswith(b"#"):
+            continue
+        fstype = fields[2] if len(fields) > 2 else b""
+        options = fields[3].split(b",") if len(fields) > 3 else []
+        point = _unescape(fields[1])
+        if fstype != b"swap" and b"noauto" not in options and point.startswith("/"):
+            points.append(_normal(point))
+    return points
+
+
+def _user() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError):
+        return f"uid {os.geteuid()}"
+
+
+def _denied(path: str) -> tuple[str, str]:
+    return UNKNOWN, f"{path}: permission denied (monitor runs as {_user()}), cannot measure it"
+
+
+def _mount_problem(path: str, fstab: str, mountinfo: str) -> tuple[str, str] | None:
+    """Say why `path` cannot be measured (status, message), or None.
+
+    Missing, unreachable (permission denied), or on a filesystem that `fstab` lists and
+    the kernel has not mounted: then `statvfs` would measure the parent filesystem.
+    Mounted means in the kernel's mount table (`mountinfo`), so bind mounts count,
+    and fstab's mount points are compared as `mount` reads them (octal escapes,
+    trailing slashes). A file is measured on the filesystem holding it, as `df FILE`.
+    """
+    try:
+        os.stat(path)
+    except PermissionError:
+        return _denied(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return CRITICAL, f"{path} does not exist (not mounted?)"
+    except OSError as exc:  # a stale NFS handle, an I/O error
+        return CRITICAL, f"{path}: {exc.strerror or exc}"
+    real = os.path.realpath(path)
+    listed = [p for p in fstab_mount_points(fstab) if _holds(p, real)]
+    if not listed:
+        return None
+    mounted = mount_points(mountinfo)
+    if mounted is None:  # no /proc: the kernel's word is not at hand, judge by the path
+        unmounted = [p for p in listed if p != "/" and not os.path.ismount(p)]
+    else:
+        holder = max((m for m in mounted if _holds(m, real)), key=len, default="/")
+        unmounted = [p for p in listed if len(p) > len(holder)]  # deeper than what holds it
+    if not unmounted:
+        return None
+    point = max(unmounted, key=len)
+    if point == real or point == _normal(path):
+        return CRITICAL, f"{path} is listed in {fstab} but not mounted"
+    return CRITICAL, f"{path} is under {point}, listed in {fstab} but not mounted"
+
+
+def _measure(path: str, threshold: Threshold, fstab: str, mountinfo: str, statvfs):
+    """statvfs(path), or a Result saying why the path cannot be measured."""
+    problem = _mount_problem(path, fstab, mountinfo)
+    if problem is None:
+        try:
+            return statvfs(path)
+        except PermissionError:
+            problem = _denied(path)
+        except (FileNotFoundError, NotADirectoryError):
+            problem = CRITICAL, f"{path} does not exist (not mounted?)"
+        except OSError as exc:
+            problem = CRITICAL, f"{path}: {exc.strerror or exc}"
+    status, message = problem
+    return Result(status, message, unit="%", warning=threshold.warning, critical=threshold.critical)
+
+
+def disk(path: str, threshold: Threshold, fstab: str = "/etc/fstab", statvfs=os.statvfs,
+         mountinfo: str = "/proc/self/mountinfo") -> Result:
     """Percent of space used on the filesystem holding `path`, as `df` counts it."""
-    problem = _mount_problem(path, fstab)
-    if problem:
-        return Result(CRITICAL, problem, unit="%", warning=threshold.warning, critical=threshold.critical)
-    st = statvfs(path)
+    st = _measure(path, threshold, fstab, mountinfo, statvfs)
+    if isinstance(st, Result):
+        return st
     total, free, avail = st.f_blocks * st.f_frsize, st.f_bfree * st.f_frsize, st.f_bavail * st.f_frsize
     used = total - free
     # Like df: reserved root blocks count as neither used nor available.
@@ -207,11 +302,11 @@ def disk(path: str, threshold: Threshold, fstab: str = "/etc/fstab", statvfs=os.
                     details={"path": path, "total_bytes": total, "free_bytes": avail, "used_bytes": used})
 
 
-def inodes(path: str, threshold: Threshold, fstab: str = "/etc/fstab", statvfs=os.statvfs) -> Result:
-    problem = _mount_problem(path, fstab)
-    if problem:
-        return Result(CRITICAL, problem, unit="%", warning=threshold.warning, critical=threshold.critical)
-    st = statvfs(path)
+def inodes(path: str, threshold: Threshold, fstab: str = "/etc/fstab", statvfs=os.statvfs,
+           mountinfo: str = "/proc/self/mountinfo") -> Result:
+    st = _measure(path, threshold, fstab, mountinfo, statvfs)
+    if isinstance(st, Result):
+        return st
     if not st.f_files:
         return Result(OK, f"{path}: the filesystem does not count inodes", unit="%",
                       warning=threshold.warning, critical=threshold.critical)
