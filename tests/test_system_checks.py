@@ -8,6 +8,7 @@ import subprocess
 import threading
 import time
 from functools import partial
+from pathlib import Path
 from types import SimpleNamespace
 
 import psutil
@@ -718,3 +719,30 @@ def test_a_file_in_disk_paths_is_measured_in_a_real_health_run(tmp_path, run_mon
         tmp_path).f_frsize
     assert checks[f"disk:{missing}"]["status"] == "critical"
     assert "does not exist" in checks[f"disk:{missing}"]["message"]
+
+
+def write_self_stat(proc_source, utime_ticks, stime_ticks):
+    (Path(proc_source.proc) / "self").mkdir(exist_ok=True)
+    fields = ["S", "1", "1", "1", "0", "-1", "4194560", "100", "0", "0", "0", str(utime_ticks), str(stime_ticks),
+              "0", "0", "20", "0", "3", "0", "12345"]
+    (Path(proc_source.proc) / "self" / "stat").write_text(f"4242 (mon) itor) {' '.join(fields)}\n")
+
+
+def test_proc_source_reads_this_process_cpu_time(fake_proc):
+    ticks = os.sysconf("SC_CLK_TCK")
+    assert fake_proc.process_cpu() == 0.0  # no self/stat: nothing known, nothing left out
+    write_self_stat(fake_proc, 30, 12)
+    assert fake_proc.process_cpu() == 42 / ticks
+    real = ProcSource().process_cpu()
+    assert 0 < real and abs(real - sum(os.times()[:2])) < 0.5
+
+
+def test_cpu_from_a_fake_proc_leaves_the_process_own_time_out(fake_proc):
+    # /proc/stat of the fixture: total 1271 ticks of which idle+iowait 650, so 621 busy since boot.
+    ticks = os.sysconf("SC_CLK_TCK")
+    write_self_stat(fake_proc, 100, 21)  # this process: 121 of the busy ticks
+    counters = Counters({}, clock=FakeClock(1000.0))
+    result = system.cpu(CPU, counters, fake_proc, wall=lambda: 1_700_000_000.0 + 3600)
+    assert result.value == round(100 * (621 - 121) / 1271, 1)
+    assert "since boot 1h ago" in result.message
+    assert counters.updates["cpu"]["samples"][0]["monitor"] == round(121 / ticks, 3)

@@ -114,7 +114,7 @@ def _cpu_baseline(samples: list[dict], now: float, min_span: float) -> dict | No
 
 
 def cpu(threshold: Threshold, counters: Counters, source=None, min_span: float = CPU_MIN_SPAN_SECONDS,
-        own_cpu=_own_cpu, wall=time.time) -> Result:
+        own_cpu=None, wall=time.time, sleep=None) -> Result:
     """CPU busy percent of everything but monitor itself, over the longest sensible window.
 
     The window starts at the newest saved sample at least `min_span` old (else the
@@ -123,9 +123,17 @@ def cpu(threshold: Threshold, counters: Counters, source=None, min_span: float =
     interpreter's start-up falls inside the window too) and that of the earlier runs
     since the baseline, carried as a running `monitor` total in the samples. With no
     usable sample (first run, reboot, counters reset) the window is since boot: the
-    kernel's counters start at zero then, so nothing is slept.
+    kernel's counters start at zero then, so nothing is slept (`sleep` is accepted for
+    callers of earlier versions and never called).
+
+    `own_cpu` defaults to the source's `process_cpu` (`ProcSource`), or this process's
+    `os.times()` when the source is psutil itself; a source that is neither (a test's
+    fake host) did not count this process, so nothing is left out.
     """
     ps = source or _default_source()
+    if own_cpu is None:
+        own_cpu = getattr(ps, "process_cpu", None) or (
+            _own_cpu if getattr(ps, "__name__", "") == "psutil" else (lambda: 0.0))
     boot, now = ps.boot_time(), counters.clock()
     total, idle = _cpu_point(ps.cpu_times())
     own = max(0.0, own_cpu())
