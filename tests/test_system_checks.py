@@ -746,3 +746,32 @@ def test_cpu_from_a_fake_proc_leaves_the_process_own_time_out(fake_proc):
     assert result.value == round(100 * (621 - 121) / 1271, 1)
     assert "since boot 1h ago" in result.message
     assert counters.updates["cpu"]["samples"][0]["monitor"] == round(121 / ticks, 3)
+
+
+@pytest.mark.parametrize("value, error", [
+    ('"soon"', 'config error: system.cpu_min_span: expected a duration like "5s", got "soon"'),
+    ('"0s"', 'config error: system.cpu_min_span: expected a duration above zero, got "0s"'),
+])
+def test_a_bad_cpu_min_span_is_one_clear_line_and_exit_3(tmp_path, run_monitor, value, error):
+    proc = run_monitor(["health"], tmp_path, config=f"[system]\ncpu_min_span = {value}\n")
+    assert (proc.returncode, proc.stdout, proc.stderr.strip()) == (3, "", error)
+
+
+def test_cpu_min_span_reaches_the_cpu_check(tmp_path, run_monitor, envelope):
+    # Saved samples 40 s and 5 s old: with 30s the window starts at the older, with 3s at the newer.
+    source = ProcSource()
+    times = source.cpu_times()
+    total, idle = sum(times) - times.guest - times.guest_nice, times.idle + times.iowait
+    now = time.monotonic()
+    samples = [{"time": now - 40, "total": total - 80, "idle": idle - 60, "monitor": 0.0},
+               {"time": now - 5, "total": total - 10, "idle": idle - 8, "monitor": 0.0}]
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    spans = {}
+    for min_span in ("30s", "3s"):
+        (state / "counters.json").write_text(json.dumps({"cpu": {"boot": source.boot_time(), "samples": samples}}))
+        proc = run_monitor(["health", "--format", "json", "--only", "system"], tmp_path, steady_cpu=False,
+                           config=f'[system]\ncpu_min_span = "{min_span}"\n')
+        spans[min_span] = envelope(proc)["checks"]["cpu"]["details"]["span_seconds"]
+    # The runs start a moment after the samples were written (generous bounds for a busy machine).
+    assert 40 <= spans["30s"] < 55 and 5 <= spans["3s"] < 20, spans
