@@ -89,6 +89,7 @@ def test_monitor_cron_without_a_config_pins_the_working_directory(tmp_path, run_
 # --- a fresh install: nothing is missed before its first scheduled time ------------------------
 
 BOTH = {"backups": [{"name": "pg", "path": "/x/*.gz"}], "report": {}}
+FRESH_CONFIG = '[[backups]]\nname = "pg"\npath = "/var/backups/pg/*.sql.gz"\n\n[report]\n'
 
 
 @pytest.fixture
@@ -153,12 +154,24 @@ def test_the_schedule_is_read_in_local_time(tmp_path, local_time):
 
 
 def test_an_install_from_before_the_mark_keeps_the_old_rule(tmp_path):
-    # Its counters show earlier health runs, but no first_run: a configured job that never ran is missed now.
-    (tmp_path / "state").mkdir()
-    counters = Counters({"net": {"boot": 1.0, "time": 1.0, "nics": {}}})
+    # Lock files and counters of earlier health runs, but no first_run: what never ran is missed now.
+    ran(tmp_path, "backup-check", 2)
+    counters = Counters({"cpu": {"boot": 1.0, "time": 5.0, "total": 10.0, "idle": 5.0},
+                         "net": {"boot": 1.0, "time": 5.0, "nics": {}}})
     result = cron(config_in(tmp_path, **BOTH), counters)
-    assert result.status == WARNING and "backup-check never ran; daily-report never ran" in result.message
+    assert result.status == WARNING and result.message.startswith("daily-report never ran")
+    assert "backup-check" not in result.message and result.details["backup-check"]["age_seconds"] >= 2 * HOUR - 5
     assert counters.updates["first_run"] == 0.0
+    again = cron(config_in(tmp_path, **BOTH), Counters({"first_run": 0.0}))
+    assert again.status == WARNING and "daily-report never ran" in again.message
+
+
+def test_an_upgraded_install_keeps_paging_a_job_that_never_ran(tmp_path, run_monitor, envelope):
+    ran(tmp_path, "backup-check", 2)
+    proc = run_monitor(["health", "--format", "json", "--only", "system"], tmp_path, config=FRESH_CONFIG)
+    check = envelope(proc)["checks"]["cron"]  # run_monitor saved counters as an earlier version would
+    assert check["status"] == WARNING and "daily-report never ran" in check["message"]
+    assert json.loads((tmp_path / "state" / "counters.json").read_text())["first_run"] == 0.0
 
 
 def test_counters_set_aside_as_corrupt_mean_an_install_from_before_the_mark(tmp_path):
@@ -178,9 +191,6 @@ def test_on_a_fresh_install_an_earlier_manual_run_of_another_command_is_the_firs
     assert result.status == OK and "daily-report first due Mon 09:00" in result.message  # 10:00 with its grace
     assert cron(config_in(tmp_path, **BOTH), Counters({"first_run": at(30, 7, 0)}),
                 now=lambda: at(30, 10, 1)).status == WARNING
-
-
-FRESH_CONFIG = '[[backups]]\nname = "pg"\npath = "/var/backups/pg/*.sql.gz"\n\n[report]\n'
 
 
 def test_the_first_health_run_of_a_fresh_install_pages_no_missed_job(tmp_path, run_monitor, envelope):
