@@ -139,8 +139,9 @@ def cpu(threshold: Threshold, counters: Counters, source=None, min_span: float =
     own = max(0.0, own_cpu())
     samples = _cpu_samples(counters.previous.get("cpu"), boot, now)
     base = _cpu_baseline(samples, now, min_span)
-    if base is not None and (total <= base["total"] or idle < base["idle"]):
+    if base is not None and total <= base["total"]:
         base, samples = None, []  # counters went backwards: not this boot's, whatever it says
+    # (idle alone may step back a little: the kernel's iowait does; the percent is clamped)
     mark = (samples[-1]["monitor"] if samples else 0.0) + own  # monitor's CPU since boot, as known
     if base is not None:
         window, busy = total - base["total"], (total - idle) - (base["total"] - base["idle"])
