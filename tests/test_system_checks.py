@@ -618,9 +618,13 @@ def test_mountinfo_is_read_like_util_linux_reads_it():
     findmnt = shutil.which("findmnt")
     if findmnt is None:
         pytest.fail("findmnt is part of util-linux and should be installed")
-    out = subprocess.run([findmnt, "--kernel", "-n", "-J", "-o", "TARGET", "--list"],
-                         capture_output=True, text=True, check=True).stdout
-    assert system.mount_points() == {fs["target"] for fs in json.loads(out)["filesystems"]}
+    for _ in range(10):  # something else on the machine may mount or unmount meanwhile: read until still
+        before = system.mount_points()
+        out = subprocess.run([findmnt, "--kernel", "-n", "-J", "-o", "TARGET", "--list"],
+                             capture_output=True, text=True, check=True).stdout
+        if system.mount_points() == before:
+            break
+    assert before == {fs["target"] for fs in json.loads(out)["filesystems"]}
 
 
 def test_a_path_under_an_unmounted_fstab_mount_point_is_critical(tmp_path, fstab):
