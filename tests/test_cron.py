@@ -208,3 +208,19 @@ def test_the_first_health_run_of_a_fresh_install_pages_no_missed_job(tmp_path, r
                        steady_cpu=False)
     check = envelope(proc)["checks"]["cron"]
     assert check["status"] == WARNING and "backup-check never ran" in check["message"]
+
+
+def test_the_check_reads_the_schedule_monitor_cron_prints(tmp_path, run_monitor):
+    from monitor.checks.cron import SCHEDULE
+
+    proc = run_monitor(["cron"], tmp_path, config="[system]\n")
+    printed = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("#"):
+            continue
+        minute, hour, *_ = line.split()
+        job = line.split()[6]
+        hours = tuple(range(0, 24, int(hour[2:]))) if hour.startswith("*/") else (None if hour == "*" else
+                                                                                  (int(hour),))
+        printed[job] = (minute, hours)
+    assert {job: printed[job] for job in SCHEDULE} == {job: ("0", hours) for job, (hours, _, _) in SCHEDULE.items()}
