@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import pwd
 import shutil
 import subprocess
 import threading
@@ -703,10 +704,10 @@ def test_statvfs_refused_says_permission_denied(tmp_path, fstab):
     def refused(path):
         raise PermissionError(13, "Permission denied", path)
 
+    user = pwd.getpwuid(os.geteuid()).pw_name
     result = system.disk(str(tmp_path), Threshold(90, 95), fstab=str(fstab), statvfs=refused)
-    assert (result.status, result.message) == ("unknown", f"{tmp_path}: permission denied (monitor runs as "
-                                                          f"{__import__('pwd').getpwuid(os.geteuid()).pw_name}),"
-                                                          " cannot measure it")
+    assert (result.status, result.message) == (
+        "unknown", f"{tmp_path}: permission denied (monitor runs as {user}), cannot measure it")
 
 
 def test_a_missing_kernel_mount_table_falls_back_to_the_path(tmp_path, fstab):
