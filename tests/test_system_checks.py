@@ -213,7 +213,7 @@ def test_the_saved_samples_stay_few():
 def test_the_first_run_averages_since_boot_without_sleeping():
     counters = Counters({}, clock=FakeClock(1000.0))
     host = FakeHost(cpu=[cpu_times(2000.0, 1500.0)])
-    result = cpu_check(counters, host, own=lambda: 0.5, wall=lambda: BOOT + 1000.0)
+    result = system.cpu(CPU, counters, host, own_cpu=lambda: 0.5, wall=lambda: BOOT + 1000.0, sleep=pytest.fail)
     assert result.value == round(100 * 499.5 / 2000, 1)  # its own 0.5 s left out
     assert "since boot 16m40s ago" in result.message
     assert counters.updates["cpu"] == {"boot": BOOT, "samples": [
