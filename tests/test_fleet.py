@@ -541,12 +541,13 @@ scrape_configs:
                 config = ["--config", str(folder / "monitor.toml"), "--textfile-dir", str(folder / "textfiles"),
                           "--format", "json"]
                 commands = [["health"], ["backup-check"], ["daily-report", "--date", str(yesterday)], ["health"]]
-                started = time.monotonic()
                 for i, command in enumerate(commands):
                     if i == 3:  # the network rate needs two health runs over a second apart
-                        time.sleep(max(0.0, 1.2 - (time.monotonic() - started)))
+                        time.sleep(max(0.0, 1.2 - (time.monotonic() - first_done)))
                     runs.setdefault(instance, []).append(
                         run([MONITOR, *command, *config], cwd=folder, env={**env, **extra_env}))
+                    if i == 0:  # from when the first run had sampled, however slow its start-up was
+                        first_done = time.monotonic()
 
             threads = [
                 threading.Thread(target=feed, args=("host-ok:9100", ok, {"VAULT_TOKEN": token})),
