@@ -376,6 +376,7 @@ SCHEMA = Table({
     }),
     "system": Table({
         "cpu_percent": _percent(80, 95),
+        "cpu_min_span": DurationField("10s"),
         "memory_percent": _percent(85, 95),
         "swap_percent": _percent(50, 80),
         "disk_percent": _percent(90, 95),

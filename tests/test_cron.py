@@ -1,11 +1,15 @@
 """The `cron` check (did the other jobs run on schedule?) and `monitor cron`."""
 
+import json
 import os
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from monitor.checks.cron import cron
+from monitor.checks.system import Counters
 from monitor.config import build
 from monitor.results import OK, WARNING
 
@@ -80,3 +84,143 @@ def test_monitor_cron_without_a_config_pins_the_working_directory(tmp_path, run_
     proc = run_monitor(["cron"], tmp_path)
     lines = [line for line in proc.stdout.splitlines() if not line.startswith("#")]
     assert len(lines) == 3 and all(f" cd {tmp_path} && /" in line for line in lines)
+
+
+# --- a fresh install: nothing is missed before its first scheduled time ------------------------
+
+BOTH = {"backups": [{"name": "pg", "path": "/x/*.gz"}], "report": {}}
+FRESH_CONFIG = '[[backups]]\nname = "pg"\npath = "/var/backups/pg/*.sql.gz"\n\n[report]\n'
+
+
+@pytest.fixture
+def local_time():
+    """local_time("Europe/Paris") switches this process's local time zone for the test."""
+    old = os.environ.get("TZ")
+
+    def use(name):
+        os.environ["TZ"] = name
+        time.tzset()
+
+    yield use
+    if old is None:
+        os.environ.pop("TZ", None)
+    else:
+        os.environ["TZ"] = old
+    time.tzset()
+
+
+def at(day, hour, minute=0):
+    """A timestamp at this local wall time on Monday 30 November 2026 (day 30) or a day after (31)."""
+    from datetime import datetime, timedelta
+
+    return (datetime(2026, 11, 30, hour, minute) + timedelta(days=day - 30)).timestamp()
+
+
+def test_a_fresh_install_pages_nothing_before_the_first_scheduled_times(tmp_path, local_time):
+    local_time("Europe/Paris")
+    counters = Counters({})
+    result = cron(config_in(tmp_path, **BOTH), counters, now=lambda: at(30, 10, 10))
+    assert result.status == OK, result.message
+    assert "backup-check first due Mon 12:00" in result.message
+    assert "daily-report first due Tue 09:00" in result.message
+    assert result.details["backup-check"]["first_due"] == "2026-11-30T12:00:00+01:00"
+    assert counters.updates["first_run"] == at(30, 10, 10)
+
+
+@pytest.mark.parametrize("now, late", [
+    ((30, 12, 29), []),                                    # 12:00 plus the 30 min grace not over
+    ((30, 12, 31), ["backup-check"]),
+    ((31, 9, 59), ["backup-check"]),                       # 09:00 plus an hour not over
+    ((31, 10, 1), ["backup-check", "daily-report"]),
+])
+def test_a_job_that_never_ran_is_missed_once_its_first_scheduled_time_and_grace_passed(tmp_path, local_time,
+                                                                                         now, late):
+    local_time("Europe/Paris")
+    day, hour, minute = now
+    counters = Counters({"first_run": at(30, 10, 10)})
+    result = cron(config_in(tmp_path, **BOTH), counters, now=lambda: at(day, hour, minute))
+    assert [job for job in ("backup-check", "daily-report") if f"{job} never ran" in result.message] == late
+    assert result.status == (WARNING if late else OK)
+    assert "first_run" not in counters.updates  # the mark is written once
+
+
+def test_the_schedule_is_read_in_local_time(tmp_path, local_time):
+    local_time("Asia/Kolkata")  # UTC+05:30: the crontab's 06:00 is 00:30 UTC
+    counters = Counters({"first_run": at(30, 5, 50)})
+    result = cron(config_in(tmp_path, **BOTH), counters, now=lambda: at(30, 6, 29))
+    assert result.details["backup-check"]["first_due"] == "2026-11-30T06:00:00+05:30"
+    assert result.status == OK
+    assert cron(config_in(tmp_path, **BOTH), counters, now=lambda: at(30, 6, 31)).status == WARNING
+
+
+def test_an_install_from_before_the_mark_keeps_the_old_rule(tmp_path):
+    # Lock files and counters of earlier health runs, but no first_run: what never ran is missed now.
+    ran(tmp_path, "backup-check", 2)
+    counters = Counters({"cpu": {"boot": 1.0, "time": 5.0, "total": 10.0, "idle": 5.0},
+                         "net": {"boot": 1.0, "time": 5.0, "nics": {}}})
+    result = cron(config_in(tmp_path, **BOTH), counters)
+    assert result.status == WARNING and result.message.startswith("daily-report never ran")
+    assert "backup-check" not in result.message and result.details["backup-check"]["age_seconds"] >= 2 * HOUR - 5
+    assert counters.updates["first_run"] == 0.0
+    again = cron(config_in(tmp_path, **BOTH), Counters({"first_run": 0.0}))
+    assert again.status == WARNING and "daily-report never ran" in again.message
+
+
+def test_an_upgraded_install_keeps_paging_a_job_that_never_ran(tmp_path, run_monitor, envelope):
+    ran(tmp_path, "backup-check", 2)
+    proc = run_monitor(["health", "--format", "json", "--only", "system"], tmp_path, config=FRESH_CONFIG)
+    check = envelope(proc)["checks"]["cron"]  # run_monitor saved counters as an earlier version would
+    assert check["status"] == WARNING and "daily-report never ran" in check["message"]
+    assert json.loads((tmp_path / "state" / "counters.json").read_text())["first_run"] == 0.0
+
+
+def test_counters_set_aside_as_corrupt_mean_an_install_from_before_the_mark(tmp_path):
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "counters.json.corrupt-20261130T070000").write_text("{")
+    result = cron(config_in(tmp_path, **BOTH), Counters({}))
+    assert result.status == WARNING and "never ran" in result.message
+
+
+def test_on_a_fresh_install_an_earlier_manual_run_of_another_command_is_the_first_run(tmp_path, local_time):
+    local_time("UTC")
+    ran(tmp_path, "backup-check", 0)
+    os.utime(tmp_path / "state" / "backup-check.lock", (at(30, 7, 0), at(30, 7, 0)))
+    counters = Counters({})
+    result = cron(config_in(tmp_path, **BOTH), counters, now=lambda: at(30, 9, 30))
+    assert counters.updates["first_run"] == at(30, 7, 0)
+    assert result.status == OK and "daily-report first due Mon 09:00" in result.message  # 10:00 with its grace
+    assert cron(config_in(tmp_path, **BOTH), Counters({"first_run": at(30, 7, 0)}),
+                now=lambda: at(30, 10, 1)).status == WARNING
+
+
+def test_the_first_health_run_of_a_fresh_install_pages_no_missed_job(tmp_path, run_monitor, envelope):
+    proc = run_monitor(["health", "--format", "json", "--only", "system"], tmp_path, config=FRESH_CONFIG,
+                       steady_cpu=False)
+    check = envelope(proc)["checks"]["cron"]
+    assert check["status"] == OK, check["message"]
+    assert "never ran" not in proc.stdout and "first due" in check["message"]
+    counters = json.loads((tmp_path / "state" / "counters.json").read_text())
+    assert abs(counters["first_run"] - time.time()) < 600
+    # Seven hours later backup-check (every 6 h) is overdue: it is missed now.
+    counters["first_run"] -= 7 * HOUR
+    (tmp_path / "state" / "counters.json").write_text(json.dumps(counters))
+    proc = run_monitor(["health", "--format", "json", "--only", "system"], tmp_path, config=FRESH_CONFIG,
+                       steady_cpu=False)
+    check = envelope(proc)["checks"]["cron"]
+    assert check["status"] == WARNING and "backup-check never ran" in check["message"]
+
+
+def test_the_check_reads_the_schedule_monitor_cron_prints(tmp_path, run_monitor):
+    from monitor.checks.cron import SCHEDULE
+
+    proc = run_monitor(["cron"], tmp_path, config="[system]\n")
+    printed = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("#"):
+            continue
+        minute, hour, *_ = line.split()
+        job = line.split()[6]
+        hours = tuple(range(0, 24, int(hour[2:]))) if hour.startswith("*/") else (None if hour == "*" else
+                                                                                  (int(hour),))
+        printed[job] = (minute, hours)
+    assert {job: printed[job] for job in SCHEDULE} == {job: ("0", hours) for job, (hours, _, _) in SCHEDULE.items()}

@@ -24,7 +24,7 @@ def health_checks(config: dict, counters, only: set[str] | None = None) -> list[
         from monitor.checks.cron import cron
 
         checks += system_checks(config["system"], counters)
-        checks.append(Check("cron", "system", partial(cron, config), config["system"]["timeout"]))
+        checks.append(Check("cron", "system", partial(cron, config, counters), config["system"]["timeout"]))
     if "vault" in wanted and config.get("vault"):
         checks += vault_checks(config["vault"])
     http_session = None
@@ -83,7 +83,8 @@ def system_checks(cfg: dict, counters) -> list[Check]:
 
     timeout, source = cfg["timeout"], host_source()
     checks = [
-        Check("cpu", "system", partial(system.cpu, cfg["cpu_percent"], counters, source), timeout),
+        Check("cpu", "system", partial(system.cpu, cfg["cpu_percent"], counters, source, cfg["cpu_min_span"]),
+              timeout),
         Check("memory", "system", partial(system.memory, cfg["memory_percent"], source), timeout),
         Check("swap", "system", partial(system.swap, cfg["swap_percent"], source), timeout),
         Check("load", "system", partial(system.load, cfg["load_per_cpu"]), timeout),

@@ -2,28 +2,92 @@
 
 Each command touches `state/<command>.lock` when it starts, so the lock's mtime is
 when it last ran: no extra write on any run. A job is judged only when its config
-section exists or it ran before, so a fresh install is ok.
+section exists or it ran before. A job that never ran is missed only once its first
+scheduled time (crontab of `monitor cron`, local time) plus its grace has passed
+since monitor's first run on this state folder, kept as `first_run` in the carried
+counters (`state/counters.json`): a fresh install pages nothing before cron had a
+chance to run the job.
 """
 
 import os
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from monitor.results import OK, WARNING, Result
 from monitor.units import format_duration
 
 GRACE = 30 * 60
-# Job -> (longest normal gap between runs, does the config ask for it?)
+# Job -> (hours of the day it runs at, minute 0, local time, as `monitor cron` prints
+# them; grace after a scheduled time; does the config ask for it?). The longest
+# normal gap between two runs is the step between scheduled hours plus the grace.
 SCHEDULE = {
-    "backup-check": (6 * 3600 + GRACE, lambda config: bool(config["backups"])),
-    "daily-report": (25 * 3600, lambda config: bool(config.get("report"))),
+    "backup-check": ((0, 6, 12, 18), GRACE, lambda config: bool(config["backups"])),
+    "daily-report": ((9,), 3600, lambda config: bool(config.get("report"))),
 }
 
 
-def cron(config: dict, now=time.time) -> Result:
+def _max_gap(hours, grace) -> float:
+    steps = [(b - a) % 24 or 24 for a, b in zip(hours, hours[1:] + hours[:1])]
+    return max(steps) * 3600 + grace
+
+
+def next_scheduled(after: float, hours) -> float:
+    """The first time strictly after `after` when cron fires at minute 0 of one of `hours`."""
+    start = datetime.fromtimestamp(after).replace(minute=0, second=0, microsecond=0)  # naive local
+    for step in range(0, 50):
+        candidate = start + timedelta(hours=step)
+        if candidate.hour in hours and candidate.timestamp() > after:
+            return candidate.timestamp()
+    return after + 86400  # not reached: every hour of two days was tried
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def first_run(counters, folder: str, now: float) -> float:
+    """When monitor first ran on this state folder; 0 when it is older than the mark.
+
+    Saved once (`first_run` in the carried counters). Without the mark, a state folder
+    whose counters hold an earlier health run's samples (or were set aside as corrupt)
+    is an install from before the mark: 0, judged as before. Otherwise this is a fresh
+    install: now, or when another command first locked the folder if it ran before.
+    """
+    saved = counters.previous.get("first_run") if counters is not None else None
+    if _is_number(saved):
+        return min(saved, now)  # a clock set back: not in the future
+    if counters is None:  # nowhere to keep the mark: judged as before
+        return 0.0
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        names = []
+    if counters.previous.get("cpu") or counters.previous.get("net") \
+            or any(name.startswith("counters.json.corrupt-") for name in names):
+        mark = 0.0
+    else:
+        locks = []
+        for job in SCHEDULE:
+            try:
+                locks.append(os.stat(os.path.join(folder, f"{job}.lock")).st_mtime)
+            except OSError:
+                pass
+        mark = min([now, *locks])
+    counters.save("first_run", mark)
+    return mark
+
+
+def _local(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts).astimezone()
+
+
+def cron(config: dict, counters=None, now=time.time) -> Result:
     folder = config["paths"]["state"]
-    details, late = {}, []
-    for job, (max_gap, configured) in SCHEDULE.items():
+    current = now()
+    since = first_run(counters, folder, current)
+    details, late, waiting = {}, [], []
+    for job, (hours, grace, configured) in SCHEDULE.items():
+        max_gap = _max_gap(hours, grace)
         try:
             last = os.stat(os.path.join(folder, f"{job}.lock")).st_mtime
         except OSError:
@@ -31,15 +95,21 @@ def cron(config: dict, now=time.time) -> Result:
         if last is None and not configured(config):
             continue
         if last is None:
+            due = next_scheduled(since, hours) if since > 0 else 0.0
             details[job] = {"last_run": None, "max_gap_seconds": max_gap}
-            late.append(f"{job} never ran")
+            if current >= due + grace:
+                late.append(f"{job} never ran")
+            else:
+                details[job]["first_due"] = _local(due).isoformat(timespec="seconds")
+                waiting.append(f"{job} first due {_local(due):%a %H:%M}")
             continue
-        age = max(0.0, now() - last)
-        details[job] = {"last_run": datetime.fromtimestamp(last).astimezone().isoformat(timespec="seconds"),
+        age = max(0.0, current - last)
+        details[job] = {"last_run": _local(last).isoformat(timespec="seconds"),
                         "age_seconds": round(age), "max_gap_seconds": max_gap}
         if age > max_gap:
             late.append(f"{job} last ran {format_duration(age)} ago")
     if late:
         return Result(WARNING, "; ".join(late) + " (is cron running it? see `monitor cron`)", details=details)
-    ran = ", ".join(f"{job} {format_duration(d['age_seconds'])} ago" for job, d in details.items())
-    return Result(OK, f"on schedule: {ran}" if ran else "no scheduled job configured yet", details=details)
+    ran = [f"{job} {format_duration(d['age_seconds'])} ago" for job, d in details.items() if "age_seconds" in d]
+    parts = ([f"on schedule: {', '.join(ran)}"] if ran else []) + waiting
+    return Result(OK, "; ".join(parts) if parts else "no scheduled job configured yet", details=details)

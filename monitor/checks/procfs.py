@@ -78,6 +78,22 @@ class ProcSource:
         values = [int(v) / ticks for v in line.split()[1:11]]
         return CpuTimes(*values)
 
+    def process_cpu(self) -> float:
+        """CPU seconds this process has used (all its threads, since it started).
+
+        `os.times()` for the real /proc (the same ticks, no file to read); otherwise
+        utime + stime of `self/stat` under `proc`, so a test can fake it.
+        """
+        if self.proc == "/proc":
+            times = os.times()
+            return times.user + times.system
+        try:
+            stat = self._read("self/stat")
+        except OSError:
+            return 0.0
+        fields = stat[stat.rindex(")") + 2:].split()  # the command name may hold spaces and ")"
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def _meminfo(self) -> dict[str, int]:
         info = {}
         for line in self._read("meminfo").splitlines():

@@ -1,8 +1,8 @@
 """Host checks (kind `system`): CPU, memory, swap, disk, inodes, load, network.
 
 Each function measures, then judges with the shared `measured`. CPU and network
-are rates: they compare the kernel's counters with those saved by the previous run
-(`Counters`), so after the first run no check ever sleeps. Counters come in through
+are rates: they compare the kernel's counters with those saved by earlier runs
+(`Counters`; since boot when there are none), so no check ever sleeps. Counters come in through
 the `source` argument (psutil's API: `procfs.ProcSource` on Linux, psutil elsewhere)
 so tests can feed fake counters.
 """
@@ -12,13 +12,15 @@ import os
 import threading
 import time
 
-from monitor.results import CRITICAL, OK, WARNING, Result, Threshold, measured
+from monitor.results import CRITICAL, OK, UNKNOWN, WARNING, Result, Threshold, measured
 from monitor.units import format_duration, format_size
 
-# Below this span the counters are too coarse (the kernel counts CPU time in 10 ms
-# ticks), so the previous baseline is kept and the next run averages over more time.
+# Below this span network counters are too coarse for a rate, so the previous
+# baseline is kept and the next run averages over more time.
 MIN_SPAN_SECONDS = 1.0
-FIRST_RUN_SAMPLE_SECONDS = 0.1
+# CPU: the window starts at the newest saved sample at least this old (system.cpu_min_span).
+CPU_MIN_SPAN_SECONDS = 10.0
+CPU_MAX_SAMPLES = 6
 
 
 class Counters:
@@ -73,32 +75,92 @@ def _cpu_point(times) -> tuple[float, float]:
     return total, idle
 
 
-def _busy_percent(old: tuple, new: tuple) -> float | None:
-    total, idle = new[0] - old[0], new[1] - old[1]
-    if total <= 0:
-        return None
-    return round(min(100.0, max(0.0, 100.0 * (1 - idle / total))), 1)
+def _own_cpu() -> float:
+    """CPU seconds this process (every thread, interpreter start-up included) has used."""
+    times = os.times()
+    return times.user + times.system
 
 
-def cpu(threshold: Threshold, counters: Counters, source=None, sleep=time.sleep) -> Result:
-    """CPU busy percent averaged since the previous run (a short sample on the first)."""
+def _cpu_samples(saved, boot: float, now: float) -> list[dict]:
+    """The CPU samples saved by earlier runs of this boot, oldest first, garbled ones left out.
+
+    Reads both shapes: `{"boot", "samples": [{"time", "total", "idle", "monitor"}, ...]}` and
+    the single sample older versions saved, `{"boot", "time", "total", "idle"}` (no
+    `monitor`: counted as 0). Samples from another boot or "after" now are dropped.
+    """
+    if not isinstance(saved, dict) or saved.get("boot") != boot:
+        return []
+    raw = saved.get("samples") if "samples" in saved else [saved]
+    if not isinstance(raw, list):
+        return []
+    samples = []
+    for item in raw[-CPU_MAX_SAMPLES:]:
+        if not isinstance(item, dict):
+            continue
+        sample = {"time": item.get("time"), "total": item.get("total"), "idle": item.get("idle"),
+                  "monitor": item.get("monitor", 0.0)}
+        if all(_is_number(v) for v in sample.values()) and sample["time"] <= now:
+            samples.append(sample)
+    samples.sort(key=lambda s: s["time"])
+    return samples
+
+
+def _cpu_baseline(samples: list[dict], now: float, min_span: float) -> dict | None:
+    """The newest sample at least `min_span` old, else the oldest there is."""
+    old_enough = [s for s in samples if now - s["time"] >= min_span]
+    if old_enough:
+        return old_enough[-1]
+    return samples[0] if samples else None
+
+
+def cpu(threshold: Threshold, counters: Counters, source=None, min_span: float = CPU_MIN_SPAN_SECONDS,
+        own_cpu=None, wall=time.time, sleep=None) -> Result:
+    """CPU busy percent of everything but monitor itself, over the longest sensible window.
+
+    The window starts at the newest saved sample at least `min_span` old (else the
+    oldest one); every run appends a sample. The CPU monitor used inside the window
+    is left out of the busy time: this run's own (`own_cpu`, from process start: the
+    interpreter's start-up falls inside the window too) and that of the earlier runs
+    since the baseline, carried as a running `monitor` total in the samples. With no
+    usable sample (first run, reboot, counters reset) the window is since boot: the
+    kernel's counters start at zero then, so nothing is slept (`sleep` is accepted for
+    callers of earlier versions and never called).
+
+    `own_cpu` defaults to the source's `process_cpu` (`ProcSource`), or this process's
+    `os.times()` when the source is psutil itself; a source that is neither (a test's
+    fake host) did not count this process, so nothing is left out.
+    """
     ps = source or _default_source()
+    if own_cpu is None:
+        own_cpu = getattr(ps, "process_cpu", None) or (
+            _own_cpu if getattr(ps, "__name__", "") == "psutil" else (lambda: 0.0))
     boot, now = ps.boot_time(), counters.clock()
-    point = _cpu_point(ps.cpu_times())
-    prev = counters.baseline("cpu", boot, now, numbers=("total", "idle"))
-    percent = _busy_percent((prev["total"], prev["idle"]), point) if prev else None
-    if percent is not None:
-        span = now - prev["time"]
-        if span >= MIN_SPAN_SECONDS:
-            counters.save("cpu", {"boot": boot, "time": now, "total": point[0], "idle": point[1]})
-        how = f"avg over {format_duration(max(span, 0))}"
+    total, idle = _cpu_point(ps.cpu_times())
+    own = max(0.0, own_cpu())
+    samples = _cpu_samples(counters.previous.get("cpu"), boot, now)
+    base = _cpu_baseline(samples, now, min_span)
+    if base is not None and total <= base["total"]:
+        base, samples = None, []  # counters went backwards: not this boot's, whatever it says
+    # (idle alone may step back a little: the kernel's iowait does; the percent is clamped)
+    mark = (samples[-1]["monitor"] if samples else 0.0) + own  # monitor's CPU since boot, as known
+    if base is not None:
+        window, busy = total - base["total"], (total - idle) - (base["total"] - base["idle"])
+        mine = max(0.0, mark - base["monitor"])
+        span = now - base["time"]
+        how = f"avg over {format_duration(span)}"
+        keep = [s for s in samples if s["time"] >= base["time"]]
     else:
-        sleep(FIRST_RUN_SAMPLE_SECONDS)
-        first, point, now = point, _cpu_point(ps.cpu_times()), counters.clock()
-        percent = _busy_percent(first, point) or 0.0
-        counters.save("cpu", {"boot": boot, "time": now, "total": point[0], "idle": point[1]})
-        how = f"{format_duration(FIRST_RUN_SAMPLE_SECONDS)} sample, no earlier run"
-    return measured(percent, threshold, f"CPU {percent:.1f}% ({how})")
+        window, busy, mine = total, total - idle, own
+        span = max(0.0, wall() - boot)
+        how = f"avg since boot {format_duration(span)} ago: no earlier sample"
+        keep = []
+    percent = round(min(100.0, max(0.0, 100.0 * (busy - mine) / window)), 1) if window > 0 else 0.0
+    keep.append({"time": now, "total": total, "idle": idle, "monitor": round(mark, 3)})
+    if len(keep) > CPU_MAX_SAMPLES:  # a burst of runs: keep the baseline and the newest
+        keep = keep[:1] + keep[-(CPU_MAX_SAMPLES - 1):]
+    counters.save("cpu", {"boot": boot, "samples": keep})
+    return measured(percent, threshold, f"CPU {percent:.1f}% ({how}, monitor's own {mine:.2f}s left out)",
+                    details={"span_seconds": round(span, 3), "monitor_cpu_seconds": round(mine, 3)})
 
 
 def memory(threshold: Threshold, source=None) -> Result:
@@ -119,32 +181,127 @@ def swap(threshold: Threshold, source=None) -> Result:
                     details={"total_bytes": sw.total, "used_bytes": sw.used})
 
 
-def _mount_problem(path: str, fstab: str) -> str | None:
-    """Say why `path` cannot be measured: missing, or listed in fstab but not mounted."""
-    if not os.path.exists(path):
-        return f"{path} does not exist (not mounted?)"
-    if not os.path.isdir(path):
-        return f"{path} is not a directory"
-    if os.path.ismount(path):
-        return None
+def _unescape(field: bytes) -> str:
+    """A path as fstab and mountinfo write it: `\\040` is a space, `\\011` a tab, and so on."""
+    import re
+
+    return os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8) & 0xFF]), field))
+
+
+def _normal(path: str) -> str:
+    """A mount point the way `mount` compares it: no trailing slash, no `.`/`..`/`//` parts."""
+    return "/" + os.path.normpath(path).lstrip("/")
+
+
+def _holds(mount: str, path: str) -> bool:
+    return mount == "/" or path == mount or path.startswith(mount + "/")
+
+
+def mount_points(mountinfo: str = "/proc/self/mountinfo") -> set[str] | None:
+    """What the kernel has mounted in this process's namespace; None without /proc."""
     try:
-        with open(fstab) as handle:
-            for line in handle:
-                fields = line.split()
-                if len(fields) > 2 and not fields[0].startswith("#") and fields[1] == path \
-                        and fields[2] != "swap" and "noauto" not in ",".join(fields[3:4]).split(","):
-                    return f"{path} is listed in {fstab} but not mounted"
+        with open(mountinfo, "rb") as handle:
+            data = handle.read()
     except OSError:
-        pass
-    return None
+        return None
+    points = set()
+    for line in data.splitlines():
+        fields = line.split()  # id parent major:minor root MOUNT-POINT options ...
+        if len(fields) > 4:
+            points.add(_normal(_unescape(fields[4])))
+    return points
 
 
-def disk(path: str, threshold: Threshold, fstab: str = "/etc/fstab", statvfs=os.statvfs) -> Result:
+def fstab_mount_points(fstab: str = "/etc/fstab") -> list[str]:
+    """Mount points `mount -a` would mount: not comments, swap or `noauto` entries."""
+    try:
+        with open(fstab, "rb") as handle:
+            data = handle.read(1 << 20)  # a real fstab is a few hundred bytes
+    except OSError:
+        return []
+    points = []
+    for line in data.splitlines():
+        fields = line.split()
+        if len(fields) < 2 or fields[0].startswith(b"#"):
+            continue
+        fstype = fields[2] if len(fields) > 2 else b""
+        options = fields[3].split(b",") if len(fields) > 3 else []
+        point = _unescape(fields[1])
+        if fstype != b"swap" and b"noauto" not in options and point.startswith("/"):
+            points.append(_normal(point))
+    return points
+
+
+def _user() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError):
+        return f"uid {os.geteuid()}"
+
+
+def _denied(path: str) -> tuple[str, str]:
+    return UNKNOWN, f"{path}: permission denied (monitor runs as {_user()}), cannot measure it"
+
+
+def _mount_problem(path: str, fstab: str, mountinfo: str) -> tuple[str, str] | None:
+    """Say why `path` cannot be measured (status, message), or None.
+
+    Missing, unreachable (permission denied), or on a filesystem that `fstab` lists and
+    the kernel has not mounted: then `statvfs` would measure the parent filesystem.
+    Mounted means in the kernel's mount table (`mountinfo`), so bind mounts count,
+    and fstab's mount points are compared as `mount` reads them (octal escapes,
+    trailing slashes). A file is measured on the filesystem holding it, as `df FILE`.
+    """
+    try:
+        os.stat(path)
+    except PermissionError:
+        return _denied(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return CRITICAL, f"{path} does not exist (not mounted?)"
+    except OSError as exc:  # a stale NFS handle, an I/O error
+        return CRITICAL, f"{path}: {exc.strerror or exc}"
+    real = os.path.realpath(path)
+    listed = [p for p in fstab_mount_points(fstab) if _holds(p, real)]
+    if not listed:
+        return None
+    mounted = mount_points(mountinfo)
+    if mounted is None:  # no /proc: the kernel's word is not at hand, judge by the path
+        unmounted = [p for p in listed if p != "/" and not os.path.ismount(p)]
+    else:
+        holder = max((m for m in mounted if _holds(m, real)), key=len, default="/")
+        unmounted = [p for p in listed if len(p) > len(holder)]  # deeper than what holds it
+    if not unmounted:
+        return None
+    point = max(unmounted, key=len)
+    if point == real or point == _normal(path):
+        return CRITICAL, f"{path} is listed in {fstab} but not mounted"
+    return CRITICAL, f"{path} is under {point}, listed in {fstab} but not mounted"
+
+
+def _measure(path: str, threshold: Threshold, fstab: str, mountinfo: str, statvfs):
+    """statvfs(path), or a Result saying why the path cannot be measured."""
+    problem = _mount_problem(path, fstab, mountinfo)
+    if problem is None:
+        try:
+            return statvfs(path)
+        except PermissionError:
+            problem = _denied(path)
+        except (FileNotFoundError, NotADirectoryError):
+            problem = CRITICAL, f"{path} does not exist (not mounted?)"
+        except OSError as exc:
+            problem = CRITICAL, f"{path}: {exc.strerror or exc}"
+    status, message = problem
+    return Result(status, message, unit="%", warning=threshold.warning, critical=threshold.critical)
+
+
+def disk(path: str, threshold: Threshold, fstab: str = "/etc/fstab", statvfs=os.statvfs,
+         mountinfo: str = "/proc/self/mountinfo") -> Result:
     """Percent of space used on the filesystem holding `path`, as `df` counts it."""
-    problem = _mount_problem(path, fstab)
-    if problem:
-        return Result(CRITICAL, problem, unit="%", warning=threshold.warning, critical=threshold.critical)
-    st = statvfs(path)
+    st = _measure(path, threshold, fstab, mountinfo, statvfs)
+    if isinstance(st, Result):
+        return st
     total, free, avail = st.f_blocks * st.f_frsize, st.f_bfree * st.f_frsize, st.f_bavail * st.f_frsize
     used = total - free
     # Like df: reserved root blocks count as neither used nor available.
@@ -154,11 +311,11 @@ def disk(path: str, threshold: Threshold, fstab: str = "/etc/fstab", statvfs=os.
                     details={"path": path, "total_bytes": total, "free_bytes": avail, "used_bytes": used})
 
 
-def inodes(path: str, threshold: Threshold, fstab: str = "/etc/fstab", statvfs=os.statvfs) -> Result:
-    problem = _mount_problem(path, fstab)
-    if problem:
-        return Result(CRITICAL, problem, unit="%", warning=threshold.warning, critical=threshold.critical)
-    st = statvfs(path)
+def inodes(path: str, threshold: Threshold, fstab: str = "/etc/fstab", statvfs=os.statvfs,
+           mountinfo: str = "/proc/self/mountinfo") -> Result:
+    st = _measure(path, threshold, fstab, mountinfo, statvfs)
+    if isinstance(st, Result):
+        return st
     if not st.f_files:
         return Result(OK, f"{path}: the filesystem does not count inodes", unit="%",
                       warning=threshold.warning, critical=threshold.critical)
