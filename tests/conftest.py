@@ -65,8 +65,8 @@ def verdict_config():
 def seed_cpu_baseline(state_dir) -> None:
     """Save CPU counters of "zero at boot" so the next run's CPU is the average since boot.
 
-    A run a few milliseconds after another, or a first run's 0.1 s sample, can read
-    100% when the machine is busy: the forced verdicts must not depend on that.
+    A run a few milliseconds after another can read close to 100% when the machine
+    is busy: the forced verdicts must not depend on that.
     """
     from monitor.checks.procfs import ProcSource
 
