@@ -813,3 +813,25 @@ def test_safe_templates_still_use_format_loops_and_the_filters(tmp_path, run_mon
     config = installation(tmp_path, extra='template = "ok.j2"')
     message = envelope(daily(run_monitor, tmp_path, config, "--format", "json"))["report"]["message"]
     assert message == "2.7 uniswap, &lt;b&gt;&amp;evil, uniswap 14:02;07:01;00:00;"
+
+
+def test_values_that_are_not_utf8_are_counted_in_the_report_object_and_its_text(tmp_path, run_monitor, envelope):
+    config = installation(tmp_path)
+    clean = envelope(daily(run_monitor, tmp_path, config, "--format", "json"))["report"]
+    assert clean["damaged_values"] == 0 and "not UTF-8" not in clean["message"]
+    (tmp_path / "opp.db").unlink()
+    conn = sqlite3.connect(tmp_path / "opp.db")
+    conn.execute("CREATE TABLE opportunities (found_at TEXT, source TEXT, roi REAL)")
+    for clock, source, roi in [("09:00:00", b"dex-\xff", 9.0), ("10:00:00", b"dex-\xff", 1.0),
+                               ("11:00:00", "café".encode("latin-1"), 2.0), ("12:00:00", b"uniswap", 3.0)]:
+        conn.execute("INSERT INTO opportunities VALUES (?, CAST(? AS TEXT), ?)", (at(DAY, clock), source, roi))
+    conn.commit()
+    conn.close()
+    proc = daily(run_monitor, tmp_path, config, "--format", "json")
+    report = envelope(proc)["report"]
+    assert report["missing"] == [] and report["opportunities_found"] == 4
+    assert report["sources"] == {"dex-\\xff": 2, "caf\\xe9": 1, "uniswap": 1}
+    assert report["damaged_values"] == 2  # distinct values, however many rows hold them
+    assert "<i>2 database value(s) were not UTF-8: their bytes are shown as \\xff</i>" in report["message"]
+    text = daily(run_monitor, tmp_path, config, "--format", "text", "--force").stdout
+    assert "2 database value(s) were not UTF-8" in text
