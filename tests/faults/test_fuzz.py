@@ -130,7 +130,7 @@ def test_a_document_nested_past_the_stack_is_a_config_error():
         document = {"a": document}
     with pytest.raises(ConfigError) as info:
         config_mod.build({"system": document}, None, "/srv/monitor", "/srv/monitor/monitor.toml")
-    assert info.value.errors == ["/srv/monitor/monitor.toml: nested more than 32 levels deep (system."
+    assert info.value.errors == ["/srv/monitor/monitor.toml: nested more than 32 levels deep (system"
                                  + ".a" * 32 + ")"]
 
 
