@@ -310,3 +310,20 @@ def test_a_profile_name_that_is_not_a_plain_word_is_a_config_error(tmp_path, run
                                    "a profile name is letters, digits, _ . and - only")
     ok = run_monitor(["cron", "--env", "dev"], tmp_path, config="[system]\n[env.dev]\n")
     assert ok.returncode == 0 and ok.stdout.splitlines()[-1].endswith(" --env dev"), ok.stderr
+
+
+def test_without_a_config_file_the_working_directory_is_pinned_quoted(tmp_path, run_monitor):
+    folder = tmp_path / "ops 50% $(touch pwned);x"
+    folder.mkdir()
+    proc = run_monitor(["cron"], folder, steady_cpu=False)
+    assert proc.returncode == 0, proc.stderr
+    job = [line for line in proc.stdout.splitlines() if line and not line.startswith("#")][0]
+    command, stdin = cron_command(job)
+    assert stdin == "" and " --config" not in command
+    from tests.conftest import clean_env
+
+    done = subprocess.run(["/bin/sh", "-c", command], cwd=tmp_path, env=clean_env(), capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode in (0, 1, 2), done.stderr
+    assert (folder / "state" / "counters.json").is_file()  # the run's state went to the pinned folder
+    assert not list(tmp_path.rglob("pwned*"))
