@@ -327,3 +327,13 @@ def test_without_a_config_file_the_working_directory_is_pinned_quoted(tmp_path, 
     assert done.returncode in (0, 1, 2), done.stderr
     assert (folder / "state" / "counters.json").is_file()  # the run's state went to the pinned folder
     assert not list(tmp_path.rglob("pwned*"))
+
+
+def test_a_line_break_in_a_token_file_path_cannot_start_a_job_line_from_the_comments(tmp_path, run_monitor):
+    config = ('[telegram]\nchat_ids = ["-100123"]\n'
+              'token_file = "/etc/monitor/bot.token\\n* * * * * touch /tmp/pwned-by-comment"\n')
+    proc = run_monitor(["cron"], tmp_path, config=config)
+    assert proc.returncode == 0, proc.stderr
+    jobs = [line for line in proc.stdout.splitlines() if line and not line.startswith("#")]
+    assert len(jobs) == 3 and all("pwned" not in line for line in jobs), proc.stdout
+    assert "/etc/monitor/bot.token\\n* * * * * touch /tmp/pwned-by-comment" in proc.stdout
