@@ -28,7 +28,7 @@ def _environment():
     return env
 
 
-def _unsafe_access(env, source: str) -> tuple[int, str] | None:
+def _unsafe_access(tree) -> tuple[int, str] | None:
     """The (line, name) of the first attribute the sandbox would refuse, written in `source`.
 
     Catches at config time what the sandbox stops at 09:00: `x.__class__`, `x["_y"]`,
@@ -45,7 +45,7 @@ def _unsafe_access(env, source: str) -> tuple[int, str] | None:
     def unsafe(name) -> bool:
         return isinstance(name, str) and (name.startswith("_") or name in internal)
 
-    for node in env.parse(source).find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
         if isinstance(node, nodes.Getattr):
             name = node.attr
         elif isinstance(node, nodes.Getitem):
@@ -120,15 +120,17 @@ def load_template(path: str, check: bool = False):
     with open(path, encoding="utf-8") as handle:
         source = handle.read()
     env = _environment()
-    if check:
-        from jinja2.sandbox import SecurityError
+    if not check:
+        return env.from_string(source)
+    from jinja2.sandbox import SecurityError
 
-        found = _unsafe_access(env, source)
-        if found:
-            error = SecurityError(f'"{found[1]}" is not allowed: report templates run sandboxed')
-            error.lineno = found[0]
-            raise error
-    return env.from_string(source)
+    tree = env.parse(source)  # parsed once: checked, then compiled
+    found = _unsafe_access(tree)
+    if found:
+        error = SecurityError(f'"{found[1]}" is not allowed: report templates run sandboxed')
+        error.lineno = found[0]
+        raise error
+    return env.from_string(tree)
 
 
 def validate_template(path: str) -> str | None:
