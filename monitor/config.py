@@ -368,7 +368,7 @@ def _percent(warning, critical, lower_is_worse=False):
     return ThresholdField(warning, critical, lower_is_worse, maximum=100)
 
 
-# A profile name reaches crontab lines (`monitor cron`), file names and messages: no
+# A profile name reaches crontab lines (`monitor cron`), messages and rendered rules: no
 # spaces, quotes, `;`, `%` or line breaks.
 PROFILE_NAME = r"[A-Za-z0-9_.-]+"
 _PROFILE_HINT = "letters, digits, _ . and - only"

@@ -29,7 +29,7 @@ def _environment():
 
 
 def _unsafe_access(tree) -> tuple[int, str] | None:
-    """The (line, name) of the first attribute the sandbox would refuse, written in `source`.
+    """The (line, name) of the first attribute the sandbox would refuse, written in the parsed `tree`.
 
     Catches at config time what the sandbox stops at 09:00: `x.__class__`, `x["_y"]`,
     `x|attr("__init__")`, and the frame and code attributes of generators and coroutines.
