@@ -199,20 +199,39 @@ def cron_lines(**kwargs):
         import shutil
 
         script = shutil.which("monitor") or script
-    args = f" --config {path}" if path else ""
-    if opts.env:
-        args += f" --env {opts.env}"
+    args = f" --config {_cron_word(path, '--config')}" if path else ""
+    if opts.env:  # config.build refused any name that is not [A-Za-z0-9_.-]+
+        args += f" --env {_cron_word(opts.env, '--env')}"
     # Without a config file, paths are relative to the working directory: pin it.
-    prefix = "" if path else f"cd {os.getcwd()} && "
+    prefix = "" if path else f"cd {_cron_word(os.getcwd(), 'the working directory')} && "
+    script = _cron_word(script, "the monitor script")
+    from monitor.text import printable
+
     click.echo("# monitor: health every 5 minutes, backups every 6 hours, the daily report at 09:00.\n"
                "# cron reads these times in the system time zone; cronie also honours a\n"
                "# CRON_TZ=Europe/Paris line above them. --quiet: cron mails only real problems.")
     for line in _cron_secret_lines(config):
-        click.echo(line)
+        click.echo(printable(line))  # a line break in a path would start a crontab line of its own
     click.echo(f"*/5 * * * * {prefix}{script} health --quiet{args}")
     click.echo(f"0 */6 * * * {prefix}{script} backup-check --quiet{args}")
     click.echo(f"0 9 * * * {prefix}{script} daily-report --quiet{args}")
     return 0
+
+
+def _cron_word(text: str, what: str) -> str:
+    """`text` as one word of a crontab command: shell-quoted, `%` escaped for cron.
+
+    cron turns an unescaped `%` into a line break and feeds the rest to stdin, and
+    removes the backslash of `\\%`, before /bin/sh sees the line: each `%` is written
+    `\\%` outside the shell quotes. A line break cannot be written in a crontab line.
+    """
+    import shlex
+
+    if any(char in text for char in "\n\r\0"):
+        from monitor.text import printable
+
+        raise ConfigError(f"cron: {what} {printable(text)} holds a line break, which a crontab line cannot hold")
+    return "\\%".join(shlex.quote(part) if part else "" for part in text.split("%"))
 
 
 def _cron_secret_lines(config: dict) -> list[str]:

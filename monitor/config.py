@@ -368,8 +368,14 @@ def _percent(warning, critical, lower_is_worse=False):
     return ThresholdField(warning, critical, lower_is_worse, maximum=100)
 
 
+# A profile name reaches crontab lines (`monitor cron`), messages and rendered rules: no
+# spaces, quotes, `;`, `%` or line breaks.
+PROFILE_NAME = r"[A-Za-z0-9_.-]+"
+_PROFILE_HINT = "letters, digits, _ . and - only"
+
+
 SCHEMA = Table({
-    "environment": Str(DEFAULT_ENVIRONMENT, pattern=r"[A-Za-z0-9_.-]+", hint="a profile name"),
+    "environment": Str(DEFAULT_ENVIRONMENT, pattern=PROFILE_NAME, hint="a profile name"),
     "paths": Table({
         "logs": PathField("logs", allow_empty=False),
         "state": PathField("state", allow_empty=False),
@@ -551,12 +557,59 @@ def find_config_file(explicit: str | None) -> str | None:
     return None
 
 
+# Nesting deeper than this is refused: the schema's deepest key is 5 levels down
+# (env.dev.system.cpu_percent.warning); 100 000 nested tables would otherwise end in
+# a RecursionError traceback (tomllib, or the walks below), or take tomllib minutes.
+MAX_DEPTH = 32
+_KEY_PART = rb"""(?:[A-Za-z0-9_-]+|"[^"\n]*"|'[^'\n]*')[ \t]*\.[ \t]*"""
+
+
+def _too_deep_key(data: bytes) -> int | None:
+    """The line number of a dotted key or table header with MAX_DEPTH parts or more, or None.
+
+    tomllib's time grows with the square of a dotted key's length (100 000 parts: 20 s),
+    so such a key is refused before parsing. Parts are bare or quoted keys. Only a line
+    with that many dots is looked at (a regex with {32} would cost 7 ms to compile).
+    """
+    for number, line in enumerate(data.split(b"\n"), 1):
+        if line.count(b".") >= MAX_DEPTH:
+            match = re.match(rb"[ \t]*\[*[ \t]*(?:" + _KEY_PART + rb")+", line)
+            if match and len(re.findall(_KEY_PART, match.group(0))) >= MAX_DEPTH:
+                return number
+    return None
+
+
+def _too_deep(document) -> str | None:
+    """The dotted path of the first value nested more than MAX_DEPTH levels, or None (no recursion)."""
+    stack = [(document, "", 0)]
+    while stack:
+        node, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return path
+        if isinstance(node, dict):
+            stack.extend((v, f"{path}.{k}" if path else str(k), depth + 1) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(node))
+    return None
+
+
+def _depth_error(where: str, path: str) -> str:
+    shown = path if len(path) <= 80 else path[:80] + "…"
+    return f"{where}: nested more than {MAX_DEPTH} levels deep ({shown})"
+
+
 def read_toml(path: str) -> dict:
     import tomllib  # only when there is a file: a no-config run never pays for it
 
     try:
         with open(path, "rb") as handle:
-            return tomllib.load(handle)
+            data = handle.read()
+        line = _too_deep_key(data)
+        if line is not None:
+            raise ConfigError(f"{path}: line {line}: a key nested more than {MAX_DEPTH} levels deep")
+        return tomllib.loads(data.decode("utf-8"))
+    except RecursionError:  # "a = {a = {a = ..." or "[[[[...": tomllib recurses per level
+        raise ConfigError(f"{path}: invalid TOML: nested more than {MAX_DEPTH} levels deep") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     except UnicodeDecodeError:
@@ -586,6 +639,9 @@ def profiles(raw: dict) -> list[str]:
 
 def build(raw: dict, env: str | None, base_dir: str, source: str = "") -> dict:
     """Given a raw TOML document, return the validated config for profile `env`."""
+    deep = _too_deep(raw)
+    if deep is not None:  # every walk below recurses
+        raise ConfigError(_depth_error(source or "config", deep))
     errors: list[str] = []
     secrets: list[str] = []
     _find_secrets(raw, "", errors, secrets)
@@ -593,6 +649,15 @@ def build(raw: dict, env: str | None, base_dir: str, source: str = "") -> dict:
     if not isinstance(profile_tables, dict) or not all(isinstance(v, dict) for v in profile_tables.values()):
         errors.append("env: expected tables like [env.dev]")
         profile_tables = {}
+    if env and not re.fullmatch(PROFILE_NAME, env):
+        from monitor.text import printable
+
+        raise ConfigError(f'--env: a profile name is {_PROFILE_HINT}, got "{printable(env)}"')
+    for profile in profile_tables:
+        if not re.fullmatch(PROFILE_NAME, profile):
+            from monitor.text import printable
+
+            errors.append(f'env."{printable(profile)}": a profile name is {_PROFILE_HINT}')
     base = {k: v for k, v in raw.items() if k != "env"}
     # A non-string `environment` is reported by the schema below; it cannot name a profile.
     declared = base.get("environment")

@@ -67,6 +67,7 @@ class Database:
 
     def __init__(self, url: str, base_dir: str = ".", statement_timeout: float = STATEMENT_TIMEOUT):
         self.url = url
+        self.damaged: set[bytes] = set()  # distinct values read that were not UTF-8
         if url.startswith("sqlite://"):
             import sqlite3
 
@@ -80,7 +81,7 @@ class Database:
                 raise ReportError(f"report.database: cannot open {path}: {exc}") from None
             # A value that is not UTF-8 must not cost the report ("Could not decode to
             # UTF-8"): its bytes are kept, and shown as \xff by monitor.text.
-            self.conn.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
+            self.conn.text_factory = self._decode
             self.kind, self.errors = "sqlite", (sqlite3.Error,)
         else:
             try:
@@ -93,11 +94,41 @@ class Database:
                 # (BEGIN READ ONLY), and ignores it in autocommit mode.
                 self.conn = psycopg.connect(url.replace("postgres://", "postgresql://", 1), connect_timeout=5)
                 self.conn.read_only = True
+                self._text_loaders(psycopg)
                 self.conn.execute("SELECT set_config('statement_timeout', %s, false)",
                                   [str(int(statement_timeout * 1000))])
             except psycopg.Error as exc:
                 raise ReportError(f"report.database: cannot connect: {str(exc).strip().splitlines()[0]}") from None
             self.kind, self.errors = "postgresql", (psycopg.Error,)
+
+    def _decode(self, raw: bytes) -> str:
+        """Text from the database: UTF-8, else its bytes kept as surrogates and counted."""
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            if len(self.damaged) < 100_000:  # bounded: one per distinct value
+                self.damaged.add(bytes(raw))
+            return raw.decode("utf-8", "surrogateescape")
+
+    def _text_loaders(self, psycopg) -> None:
+        """Decode text columns with `_decode`, whatever the database's encoding.
+
+        A SQL_ASCII database stores whatever bytes its writers sent and converts
+        nothing: psycopg would hand back bytes (every source shown as b'uniswap' and
+        no expected source found), or, with a UTF8 client encoding, fail the whole
+        query on the first bad byte. Other encodings are converted to UTF-8 by the
+        server, so valid text decodes the same way everywhere.
+        """
+        decode = self._decode
+
+        class Text(psycopg.adapt.Loader):
+            def load(self, data):
+                return decode(bytes(data))
+
+        if self.conn.info.encoding != "ascii":  # SQL_ASCII: the server converts nothing
+            self.conn.execute("SELECT set_config('client_encoding', 'UTF8', false)")
+        for name in ("text", "varchar", "bpchar", "name", 705):  # 705: "unknown", a bare literal
+            self.conn.adapters.register_loader(name, Text)
 
     def rows(self, sql: str, params: dict) -> list:
         if self.kind == "postgresql":  # :name -> %(name)s
@@ -209,6 +240,7 @@ def business_figures(cfg: dict, window: Window, base_dir: str = ".") -> dict:
         before = db.rows(f"SELECT COUNT(*), SUM({roi}), COUNT({r}) FROM {source} WHERE {where}", params)[0]
     finally:
         db.close()
+    damaged = len(db.damaged)
     days = {0: [before[0], float(before[1] or 0), before[2]], 1: [0, 0.0, 0]}  # count, ROI sum, with ROI
     sources = {}
     for src, count, roi_sum, with_roi in groups:
@@ -230,6 +262,7 @@ def business_figures(cfg: dict, window: Window, base_dir: str = ".") -> dict:
                                "roi": round(float(v), 4)} for tm, src, v in top],
         "sources": dict(sorted(sources.items(), key=lambda kv: -kv[1])),
         "previous": {"opportunities_found": days[0][0], "avg_roi": average(days[0])},
+        "damaged_values": damaged,
     }
 
 

@@ -17,12 +17,45 @@ BUILTIN = os.path.join(os.path.dirname(__file__), "templates", "daily_report.htm
 
 def _environment():
     import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+    # Sandboxed: a template reaches no Python internals (`cycler.__init__.__globals__.os`
+    # would run commands as monitor's user, often root) and changes no value it is given.
     # Autoescape everything: source names and log text come from the outside world.
-    env = jinja2.Environment(autoescape=True, trim_blocks=False, keep_trailing_newline=False,
-                             undefined=jinja2.StrictUndefined)
+    env = ImmutableSandboxedEnvironment(autoescape=True, trim_blocks=False, keep_trailing_newline=False,
+                                        undefined=jinja2.StrictUndefined)
     env.filters.update(clip=clip, names=names, hhmm=hhmm)
     return env
+
+
+def _unsafe_access(tree) -> tuple[int, str] | None:
+    """The (line, name) of the first attribute the sandbox would refuse, written in the parsed `tree`.
+
+    Catches at config time what the sandbox stops at 09:00: `x.__class__`, `x["_y"]`,
+    `x|attr("__init__")`, and the frame and code attributes of generators and coroutines.
+    A name computed while rendering is left to the sandbox.
+    """
+    from jinja2 import nodes
+    from jinja2 import sandbox
+
+    internal = (sandbox.UNSAFE_FUNCTION_ATTRIBUTES | sandbox.UNSAFE_METHOD_ATTRIBUTES
+                | sandbox.UNSAFE_GENERATOR_ATTRIBUTES | sandbox.UNSAFE_COROUTINE_ATTRIBUTES
+                | sandbox.UNSAFE_ASYNC_GENERATOR_ATTRIBUTES | {"mro"})
+
+    def unsafe(name) -> bool:
+        return isinstance(name, str) and (name.startswith("_") or name in internal)
+
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
+        if isinstance(node, nodes.Getattr):
+            name = node.attr
+        elif isinstance(node, nodes.Getitem):
+            name = node.arg.value if isinstance(node.arg, nodes.Const) else None
+        else:
+            name = (node.args[0].value if node.name == "attr" and node.args
+                    and isinstance(node.args[0], nodes.Const) else None)
+        if unsafe(name):
+            return node.lineno, name
+    return None
 
 
 # --- values as a phone shows them (filters of every template) ------------------------------
@@ -78,10 +111,26 @@ def bound(text: str, max_messages: int = MAX_MESSAGES) -> str:
     return "\n".join(lines)
 
 
-def load_template(path: str):
-    """Compile a template file. Raise jinja2.TemplateSyntaxError (with its line) if broken."""
+def load_template(path: str, check: bool = False):
+    """Compile a template file. Raise jinja2.TemplateSyntaxError (with its line) if broken.
+
+    With `check`, also raise jinja2.sandbox.SecurityError (with `lineno`) for an
+    attribute the sandbox refuses.
+    """
     with open(path, encoding="utf-8") as handle:
-        return _environment().from_string(handle.read())
+        source = handle.read()
+    env = _environment()
+    if not check:
+        return env.from_string(source)
+    from jinja2.sandbox import SecurityError
+
+    tree = env.parse(source)  # parsed once: checked, then compiled
+    found = _unsafe_access(tree)
+    if found:
+        error = SecurityError(f'"{found[1]}" is not allowed: report templates run sandboxed')
+        error.lineno = found[0]
+        raise error
+    return env.from_string(tree)
 
 
 def validate_template(path: str) -> str | None:
@@ -94,15 +143,25 @@ def validate_template(path: str) -> str | None:
     if not path:
         return None
     import jinja2
+    from jinja2.sandbox import SecurityError
 
+    from monitor.text import printable
+
+    shown = printable(path)
     try:
-        load_template(path)
+        load_template(path, check=True)
     except jinja2.TemplateSyntaxError as exc:
-        return f"report.template: {path} line {exc.lineno}: {exc.message}"
+        return f"report.template: {shown} line {exc.lineno}: {printable(exc.message)}"
+    except SecurityError as exc:
+        return f"report.template: {shown} line {exc.lineno}: {printable(exc)}"
     except OSError as exc:
-        return f"report.template: {path}: cannot read: {exc.strerror or exc}"
+        return f"report.template: {shown}: cannot read: {exc.strerror or exc}"
     except UnicodeDecodeError as exc:
-        return f"report.template: {path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        return f"report.template: {shown}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+    except ValueError as exc:  # a NUL in the path
+        return f"report.template: {shown}: {exc}"
+    except RecursionError:  # "{{ ((((((...": the parser recurses per level
+        return f"report.template: {shown}: nested too deeply"
     return None
 
 
@@ -127,6 +186,11 @@ def render(report: dict, missing: list[str], *, host: str, environment: str, war
         try:
             return bound(_tidy(load_template(template_path).render(**context)))
         except Exception as exc:  # noqa: BLE001 - a broken custom template must not cost the report
+            from jinja2.sandbox import SecurityError
+
+            if isinstance(exc, SecurityError):  # config check catches the names written in the template
+                log.error("report.template %s tried what its sandbox refuses (%s); using the built-in template",
+                          template_path, exc, extra={"event": "template_unsafe"})
             log.warning("report.template %s failed while rendering (%s: %s); using the built-in template",
                         template_path, type(exc).__name__, exc, extra={"event": "template_failed"})
             context["missing"] = missing + [f"custom template failed ({type(exc).__name__}); built-in used"]

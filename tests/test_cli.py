@@ -408,3 +408,13 @@ def test_common_options_before_the_subcommand_apply_and_after_it_win(tmp_path, r
     assert check.returncode == 0 and json.loads(check.stdout)["environment"] == "staging"
     bad = run_monitor(["--env", "nope", "--config", str(config), "health"], tmp_path)
     assert bad.returncode == 3 and bad.stderr.startswith('config error: --env: no profile "nope"')
+
+
+@pytest.mark.parametrize("how", ["option", "variable"])
+def test_a_profile_name_with_shell_or_control_characters_is_refused_in_one_line(tmp_path, run_monitor, how):
+    name = "prod\n$(touch pwned)"
+    args, env = (["health", "--env", name], None) if how == "option" else (["health"], {"MONITOR_ENV": name})
+    proc = run_monitor(args, tmp_path, env=env, config="[system]\n")
+    assert (proc.returncode, proc.stdout) == (3, "")
+    assert proc.stderr == ('config error: --env: a profile name is letters, digits, _ . and - only, '
+                           'got "prod\\n$(touch pwned)"\n')

@@ -444,3 +444,36 @@ def test_a_heartbeat_url_must_be_http(errors):
     assert errors('[heartbeat]\nhealth = "hc-ping.com/abc"\n') == [
         'heartbeat.health: expected a URL starting with http:// or https://, got "hc-ping.com/abc"']
     assert errors('[heartbeat]\nweekly = "https://hc-ping.com/abc"\n')[0].startswith("heartbeat.weekly: unknown key")
+
+
+# --- hostile nesting (issue 12, item 14) ---------------------------------------------------
+
+DEEP = 100_000
+
+
+@pytest.mark.parametrize("text", [
+    "a = " + "{a = " * DEEP + "1" + "}" * DEEP,             # inline tables: tomllib recurses per level
+    "a = " + "[" * DEEP + "]" * DEEP,                        # arrays
+    "[" + ".".join(["a"] * DEEP) + "]\nx = 1\n",            # one table header: tomllib takes minutes
+    "a." * DEEP + "b = 1\n",                                 # a dotted key
+    "x = " + "{a = " * 40 + "1" + "}" * 40,                  # shallow enough for tomllib, not for the walks
+], ids=["inline-tables", "arrays", "table-header", "dotted-key", "40-levels"])
+def test_deeply_nested_toml_is_one_config_error_line_and_exit_3(tmp_path, run_monitor, text):
+    (tmp_path / "deep.toml").write_text(text)
+    for args in (["health", "--quiet"], ["config", "check"]):
+        proc = run_monitor([*args, "--config", "deep.toml"], tmp_path, steady_cpu=False)
+        assert proc.returncode == 3, proc.stderr[-500:]
+        assert proc.stdout == "" and "Traceback" not in proc.stderr
+        lines = proc.stderr.splitlines()
+        assert len(lines) == 1 and len(lines[0]) < 300, lines[:2]
+        assert lines[0].startswith(f"config error: {tmp_path / 'deep.toml'}: ")
+        assert "nested more than 32 levels deep" in lines[0]
+
+
+def test_nesting_the_schema_needs_still_loads(load):
+    cfg = load("""
+        [env.dev.system.cpu_percent]
+        warning = 90
+        critical = 99
+    """, env="dev")
+    assert cfg["system"]["cpu_percent"] == Threshold(90, 99)

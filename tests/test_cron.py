@@ -1,6 +1,7 @@
 """The `cron` check (did the other jobs run on schedule?) and `monitor cron`."""
 
 import json
+import subprocess
 import os
 import sys
 import time
@@ -224,3 +225,115 @@ def test_the_check_reads_the_schedule_monitor_cron_prints(tmp_path, run_monitor)
                                                                                   (int(hour),))
         printed[job] = (minute, hours)
     assert {job: printed[job] for job in SCHEDULE} == {job: ("0", hours) for job, (hours, _, _) in SCHEDULE.items()}
+
+
+# --- `monitor cron` lines are safe to paste (issue 12, item 15) --------------------------
+
+def cron_command(line: str) -> tuple[str, str]:
+    """Given a crontab job line, return (what /bin/sh runs, what it gets on stdin) as cron does.
+
+    Vixie cron (Debian's cron, cronie) cuts the command at the first `%` not preceded
+    by a backslash, removes that backslash of `\\%`, and feeds what follows the cut to
+    the command's stdin with each further `%` as a line break (do_command.c).
+    """
+    command = line.split(None, 5)[5]
+    out, escaped = [], False
+    for i, char in enumerate(command):
+        if escaped:
+            if char == "%":
+                out[-1] = "%"
+            else:
+                out.append(char)
+            escaped = False
+            continue
+        if char == "\\":
+            escaped = True
+            out.append(char)
+            continue
+        if char == "%":
+            return "".join(out), command[i + 1:].replace("%", "\n")
+        out.append(char)
+    return "".join(out), ""
+
+
+def test_cron_command_emulation_follows_vixie_cron():
+    assert cron_command("* * * * * date +\\%F%line1%line2") == ("date +%F", "line1\nline2")
+    assert cron_command("* * * * * a\\b \\\\%rest") == ("a\\b \\\\", "rest")
+
+
+def test_monitor_cron_quotes_a_config_path_holding_shell_and_cron_characters(tmp_path, run_monitor):
+    # A folder name an unprivileged user could choose: a space, `;`, `#`, `%`, quotes, a backslash.
+    folder = tmp_path / "we ird;touch pwned #%x'q\\%y$(touch pwned2)"
+    folder.mkdir()
+    config = folder / "monitor.toml"
+    config.write_text("[system]\n")
+    proc = run_monitor(["cron", "--config", str(config)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    jobs = [line for line in proc.stdout.splitlines() if line and not line.startswith("#")]
+    assert [line.split()[5] for line in jobs] == [str(Path(sys.executable).with_name("monitor"))] * 3
+    command, stdin = cron_command(jobs[0])
+    assert stdin == ""  # no `%` left for cron to cut the line at
+    # Run it as cron would: /bin/sh -c with the command, from another folder.
+    runner = tmp_path / "cron-cwd"
+    runner.mkdir()
+    from tests.conftest import clean_env
+
+    done = subprocess.run(["/bin/sh", "-c", command], cwd=runner, env=clean_env(), capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode in (0, 1, 2), done.stderr  # a verdict, not a usage or config error
+    assert done.stdout == ""  # --quiet arrived as its own word
+    # The state folder is relative to that config file: the path reached monitor whole.
+    assert (folder / "state" / "counters.json").is_file()
+    assert not list(tmp_path.rglob("pwned*")), "a word of the path ran as a shell command"
+
+
+def test_monitor_cron_refuses_a_path_with_a_line_break(tmp_path, run_monitor):
+    folder = tmp_path / "a\n* * * * * touch pwned"
+    folder.mkdir()
+    (folder / "monitor.toml").write_text("[system]\n")
+    proc = run_monitor(["cron", "--config", str(folder / "monitor.toml")], tmp_path)
+    assert proc.returncode == 3
+    assert proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "line break" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_profile_name_that_is_not_a_plain_word_is_a_config_error(tmp_path, run_monitor):
+    text = '[system]\n[env."x; touch /tmp/pwned-monitor-cron #"]\n[env.dev]\n'
+    proc = run_monitor(["cron", "--env", "x; touch /tmp/pwned-monitor-cron #"], tmp_path, config=text)
+    assert (proc.returncode, proc.stdout) == (3, "")
+    assert proc.stderr.startswith("config error: ") and "Traceback" not in proc.stderr
+    assert "letters, digits, _ . and - only" in proc.stderr
+    # The profile table itself is refused, by every command and by `config check`.
+    proc = run_monitor(["config", "check"], tmp_path, config=text)
+    assert proc.returncode == 3
+    assert proc.stderr.strip() == ('config error: env."x; touch /tmp/pwned-monitor-cron #": '
+                                   "a profile name is letters, digits, _ . and - only")
+    ok = run_monitor(["cron", "--env", "dev"], tmp_path, config="[system]\n[env.dev]\n")
+    assert ok.returncode == 0 and ok.stdout.splitlines()[-1].endswith(" --env dev"), ok.stderr
+
+
+def test_without_a_config_file_the_working_directory_is_pinned_quoted(tmp_path, run_monitor):
+    folder = tmp_path / "ops 50% $(touch pwned);x"
+    folder.mkdir()
+    proc = run_monitor(["cron"], folder, steady_cpu=False)
+    assert proc.returncode == 0, proc.stderr
+    job = [line for line in proc.stdout.splitlines() if line and not line.startswith("#")][0]
+    command, stdin = cron_command(job)
+    assert stdin == "" and " --config" not in command
+    from tests.conftest import clean_env
+
+    done = subprocess.run(["/bin/sh", "-c", command], cwd=tmp_path, env=clean_env(), capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode in (0, 1, 2), done.stderr
+    assert (folder / "state" / "counters.json").is_file()  # the run's state went to the pinned folder
+    assert not list(tmp_path.rglob("pwned*"))
+
+
+def test_a_line_break_in_a_token_file_path_cannot_start_a_job_line_from_the_comments(tmp_path, run_monitor):
+    config = ('[telegram]\nchat_ids = ["-100123"]\n'
+              'token_file = "/etc/monitor/bot.token\\n* * * * * touch /tmp/pwned-by-comment"\n')
+    proc = run_monitor(["cron"], tmp_path, config=config)
+    assert proc.returncode == 0, proc.stderr
+    jobs = [line for line in proc.stdout.splitlines() if line and not line.startswith("#")]
+    assert len(jobs) == 3 and all("pwned" not in line for line in jobs), proc.stdout
+    assert "/etc/monitor/bot.token\\n* * * * * touch /tmp/pwned-by-comment" in proc.stdout

@@ -755,3 +755,83 @@ def test_a_template_with_a_syntax_error_is_a_config_error_naming_the_line(tmp_pa
     assert proc.returncode == 3 and proc.stdout == ""
     assert proc.stderr.startswith("config error: report.template: ") and " line " in proc.stderr
     assert len(proc.stderr.splitlines()) == 1
+
+
+# --- the template runs sandboxed (issue 12, item 9) ----------------------------------------
+
+@pytest.mark.parametrize("template, line, name", [
+    ("{{ cycler.__init__.__globals__.os.popen('touch PWNED').read() }}", 1, "__"),
+    ("ok\n{{ joiner['__init__']['__globals__'].os.popen('touch PWNED').read() }}", 2, "__"),
+    ("{{ (cycler|attr('__init__')) }}", 1, "__init__"),
+    ("{% for x in range(3) %}{{ x }}{% endfor %}\n\n{{ lipsum.__globals__ }}", 3, "__globals__"),
+], ids=["dotted", "subscript", "attr-filter", "third-line"])
+def test_a_template_reaching_python_internals_is_a_config_error_and_runs_nothing(
+        tmp_path, run_monitor, template, line, name):
+    (tmp_path / "evil.j2").write_text(template)
+    config = installation(tmp_path, extra='template = "evil.j2"')
+    for args in (["config", "check"], ["daily-report", "--date", DAY.isoformat()], ["health", "--only", "system"]):
+        proc = run_monitor(args, tmp_path, config=config, steady_cpu=False)
+        assert (proc.returncode, proc.stdout) == (3, ""), proc.stderr
+        assert proc.stderr.startswith(f"config error: report.template: {tmp_path / 'evil.j2'} line {line}: ")
+        assert "is not allowed: report templates run sandboxed" in proc.stderr and name in proc.stderr
+        assert len(proc.stderr.splitlines()) == 1
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_template_that_computes_an_internal_name_is_stopped_by_the_sandbox_while_rendering(
+        tmp_path, run_monitor, envelope, log_records):
+    # No internal name is written out, so only the sandbox can stop it, at 09:00.
+    (tmp_path / "sly.j2").write_text("{% set u = '_' ~ '_' %}"
+                                     "{{ ((cycler|attr(u ~ 'init' ~ u))|attr(u ~ 'globals' ~ u))"
+                                     "['os'].popen('touch PWNED').read() }}")
+    config = installation(tmp_path, extra='template = "sly.j2"')
+    assert run_monitor(["config", "check"], tmp_path, config=config).returncode == 0
+    proc = daily(run_monitor, tmp_path, config, "--format", "json")
+    assert not (tmp_path / "PWNED").exists()
+    assert proc.returncode == 0, proc.stderr
+    message = envelope(proc)["report"]["message"]
+    assert message.startswith("ℹ️ INFO <b>Daily report</b>")  # the built-in report still goes out
+    # The sandbox hands back an undefined value for the refused attribute; the next step fails.
+    assert "custom template failed (UndefinedError); built-in used" in message
+
+
+def test_a_template_may_not_change_the_values_it_is_given(tmp_path, run_monitor, envelope, log_records):
+    # Immutable sandbox: a template cannot empty the lists the rest of the run reads.
+    (tmp_path / "mut.j2").write_text("{{ report.top_opportunities.clear() }}{{ report.top_opportunities|length }}")
+    config = installation(tmp_path, extra='template = "mut.j2"')
+    report = envelope(daily(run_monitor, tmp_path, config, "--format", "json"))["report"]
+    assert len(report["top_opportunities"]) == 3
+    assert "custom template failed (SecurityError); built-in used" in report["message"]
+    records = log_records(tmp_path / "logs" / "report.log")
+    assert any(r.get("event") == "template_unsafe" and r["levelname"] == "ERROR" for r in records)
+
+
+def test_safe_templates_still_use_format_loops_and_the_filters(tmp_path, run_monitor, envelope):
+    (tmp_path / "ok.j2").write_text("{{ '{:.1f}'.format(report.avg_roi) }} "
+                                    "{{ report.top_opportunities|map(attribute='source')|list|names }} "
+                                    "{% for o in report.top_opportunities %}{{ o.time|hhmm }};{% endfor %}")
+    config = installation(tmp_path, extra='template = "ok.j2"')
+    message = envelope(daily(run_monitor, tmp_path, config, "--format", "json"))["report"]["message"]
+    assert message == "2.7 uniswap, &lt;b&gt;&amp;evil, uniswap 14:02;07:01;00:00;"
+
+
+def test_values_that_are_not_utf8_are_counted_in_the_report_object_and_its_text(tmp_path, run_monitor, envelope):
+    config = installation(tmp_path)
+    clean = envelope(daily(run_monitor, tmp_path, config, "--format", "json"))["report"]
+    assert clean["damaged_values"] == 0 and "not UTF-8" not in clean["message"]
+    (tmp_path / "opp.db").unlink()
+    conn = sqlite3.connect(tmp_path / "opp.db")
+    conn.execute("CREATE TABLE opportunities (found_at TEXT, source TEXT, roi REAL)")
+    for clock, source, roi in [("09:00:00", b"dex-\xff", 9.0), ("10:00:00", b"dex-\xff", 1.0),
+                               ("11:00:00", "café".encode("latin-1"), 2.0), ("12:00:00", b"uniswap", 3.0)]:
+        conn.execute("INSERT INTO opportunities VALUES (?, CAST(? AS TEXT), ?)", (at(DAY, clock), source, roi))
+    conn.commit()
+    conn.close()
+    proc = daily(run_monitor, tmp_path, config, "--format", "json")
+    report = envelope(proc)["report"]
+    assert report["missing"] == [] and report["opportunities_found"] == 4
+    assert report["sources"] == {"dex-\\xff": 2, "caf\\xe9": 1, "uniswap": 1}
+    assert report["damaged_values"] == 2  # distinct values, however many rows hold them
+    assert "<i>2 database value(s) were not UTF-8: their bytes are shown as \\xff</i>" in report["message"]
+    text = daily(run_monitor, tmp_path, config, "--format", "text", "--force").stdout
+    assert "2 database value(s) were not UTF-8" in text

@@ -157,3 +157,42 @@ def test_the_window_is_passed_as_instants(pg, tmp_path):
     # A session in another time zone must not move the day: bounds are timestamptz.
     url = pg.url + "?options=-c%20TimeZone%3DPacific/Kiritimati"
     assert pg_figures(tmp_path, database=url) == pg_figures(tmp_path, database=pg.url)
+
+
+# --- a value that is not UTF-8 costs one value, not the report (issue 12, item 16) ---------
+
+@pytest.fixture(scope="module")
+def legacy_url(pg):
+    """A SQL_ASCII database (a legacy scraper's): the server stores any bytes a client sends."""
+    pg.execute("postgres", "CREATE DATABASE legacy ENCODING 'SQL_ASCII' TEMPLATE template0 "
+                           "LC_COLLATE 'C' LC_CTYPE 'C'")
+    url = pg.url.rsplit("/", 1)[0] + "/legacy"
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE opportunities (found_at timestamptz, source text, roi numeric)")
+        raw = "convert_from(decode(%s, 'hex'), 'SQL_ASCII')"  # the bytes exactly, whatever the client
+        for when, source, roi in [(at(DAY, "09:00:00", "Z"), b"dex-\xff\xfe", 9),
+                                  (at(DAY, "10:00:00", "Z"), b"dex-\xff\xfe", 3),
+                                  (at(DAY, "11:00:00", "Z"), "café".encode("latin-1"), 2),
+                                  (at(DAY, "12:00:00", "Z"), "curvé".encode(), 1),
+                                  (at(DAY, "13:00:00", "Z"), b"uniswap", 5)]:
+            conn.execute(f"INSERT INTO opportunities VALUES (%s, {raw}, %s)", (when, source.hex(), roi))
+    return url
+
+
+def test_values_that_are_not_utf8_in_a_sql_ascii_database_are_shown_escaped_and_counted(
+        legacy_url, tmp_path, run_monitor, envelope):
+    config = f'[report]\ndatabase = "{legacy_url}"\nmin_opportunities = 1\nexpected_sources = ["uniswap"]\n'
+    proc = run_monitor(["daily-report", "--date", DAY.isoformat(), "--format", "json"], tmp_path,
+                       config=config, steady_cpu=False)
+    assert proc.returncode == 0, proc.stderr
+    report = envelope(proc)["report"]
+    assert report["missing"] == []
+    assert (report["opportunities_found"], report["sources_active"], report["inactive_sources"]) == (5, 4, [])
+    assert report["sources"] == {"dex-\\xff\\xfe": 2, "caf\\xe9": 1, "curvé": 1, "uniswap": 1}
+    assert [o["source"] for o in report["top_opportunities"]] == [
+        "dex-\\xff\\xfe", "uniswap", "dex-\\xff\\xfe", "caf\\xe9", "curvé"]
+    assert report["damaged_values"] == 2  # two distinct values read were not UTF-8
+    assert "2 database value(s) were not UTF-8" in report["message"]
+    assert "dex-\\xff\\xfe" in report["message"]

@@ -60,6 +60,7 @@ class ReportProbe:
                        sources_active=len(business["sources"]), sources=business["sources"],
                        inactive_sources=inactive(self.cfg, business),
                        roi_missing=business["roi_missing"],
+                       damaged_values=business.get("damaged_values", 0),  # values that were not UTF-8
                        change=figures.change(business, business["previous"]))
         return out, missing
 

@@ -20,6 +20,8 @@ import re
 import subprocess
 from datetime import timezone
 
+import pytest
+
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from monitor import config as config_mod
@@ -116,8 +118,20 @@ def _valid_or_config_error(load):
 @given(document=DOCUMENTS, env=ENVS)
 @example(document={"environment": [1]}, env=None)
 @example(document={"environment": {"a": 1}}, env=None)
+@example(document={"env": {"x; touch /tmp/p #": {}}}, env="x; touch /tmp/p #")
 def test_any_config_document_is_valid_or_a_config_error(tmp_path_factory, document, env):
     _valid_or_config_error(lambda: config_mod.build(document, env, "/srv/monitor", "/srv/monitor/monitor.toml"))
+
+
+def test_a_document_nested_past_the_stack_is_a_config_error():
+    # (Not a hypothesis example: its printer recurses over such a value.)
+    document = {}
+    for _ in range(100_000):
+        document = {"a": document}
+    with pytest.raises(ConfigError) as info:
+        config_mod.build({"system": document}, None, "/srv/monitor", "/srv/monitor/monitor.toml")
+    assert info.value.errors == ["/srv/monitor/monitor.toml: nested more than 32 levels deep (system"
+                                 + ".a" * 32 + ")"]
 
 
 @settings(max_examples=200, **FAST)
@@ -132,6 +146,8 @@ def test_any_toml_file_of_schema_keys_loads_or_is_a_config_error(tmp_path_factor
 @given(raw=st.binary(min_size=1, max_size=300))
 @example(raw=b"environment = [1]\n")
 @example(raw=b"\xff\xfe[system]\n")
+@example(raw=b"a = " + b"{a = " * 100_000 + b"1" + b"}" * 100_000)  # issue 12: nested past the stack
+@example(raw=b"[" + b".".join([b"a"] * 100_000) + b"]\n")  # a header tomllib takes minutes over
 def test_random_bytes_as_the_config_file_exit_3_with_config_errors_not_a_traceback(tmp_path_factory, raw):
     path = tmp_path_factory.getbasetemp() / "random.toml"
     path.write_bytes(raw)
