@@ -13,10 +13,35 @@ import threading
 _lock = threading.Lock()
 _secrets: list[str] = []  # longest first, so a secret containing another is masked whole
 MASK = "***"
+# The one definition of what a secret looks like, shared with monitor.config (which
+# refuses such values in the config file). Plain strings: compiled on first use.
+TELEGRAM_TOKEN = r"(?<![0-9])[0-9]{6,12}:[A-Za-z0-9_-]{30,}"  # alone, or in a URL (.../bot<token>)
+VAULT_TOKEN = r"(?:hvs|hvb|hvr|s|b|r)\.[A-Za-z0-9_-]{20,}"     # Vault/OpenBao service, batch, recovery
+# Query parameters whose value is a secret (Etherscan's ?apikey=, a signed URL's sig=).
+SECRET_QUERY_NAMES = ("apikey", "api_key", "key", "token", "access_token", "password", "secret", "sig")
+SECRET_QUERY = r"(?<![A-Za-z0-9_])(?:" + "|".join(SECRET_QUERY_NAMES) + r")="  # case-insensitive
 # Belt and braces: shapes of secrets that may reach text before anyone registered them.
-# (Compiled on first use: most runs never log anything that could match.)
-_SHAPES = r"bot\d{6,12}:[A-Za-z0-9_-]{30,}|\b(?:hvs|hvb|hvr)\.[A-Za-z0-9_-]{20,}"
-_SHAPE_HINTS = ("bot", "hvs.", "hvb.", "hvr.")
+_SHAPES = (
+    rf"(?P<token>{TELEGRAM_TOKEN}|(?<![A-Za-z0-9_.-]){VAULT_TOKEN})"
+    rf"|(?P<query>{SECRET_QUERY})(?P<value>[^&#;\s\"'<>]+)"
+    r"|(?P<userinfo>\b[A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s:]*:)[^/?#@\s]+@"
+)
+_compiled = None
+
+
+def _shapes():
+    global _compiled
+    if _compiled is None:
+        _compiled = re.compile(_SHAPES, re.IGNORECASE)
+    return _compiled
+
+
+def _mask_shape(match) -> str:
+    if match.group("token"):
+        return MASK
+    if match.group("query"):
+        return match.group("query") + MASK
+    return match.group("userinfo") + MASK + "@"
 
 
 # Real secrets (bot tokens, Vault tokens, API keys) are 20+ characters; a short one
@@ -53,19 +78,33 @@ def scrub(text) -> str:
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, MASK)
-    if any(hint in text for hint in _SHAPE_HINTS):
-        text = re.sub(_SHAPES, lambda m: "bot" + MASK if m.group(0).startswith("bot") else MASK, text)
+    if ":" in text or "." in text or "=" in text:
+        text = _shapes().sub(_mask_shape, text)
     return text
 
 
-def mask_url(url: str) -> str:
-    """Return `url` fit to print: scheme and host kept, the path and query (where a
-    ping URL carries its key: https://hc-ping.com/<uuid>) replaced by the mask."""
-    scheme, sep, rest = str(url).partition("://")
+def clean_url(url: str) -> str:
+    """Return `url` fit to print: scheme, host, port and path kept; the userinfo and
+    every query value masked (a `${NAME}` placeholder, which is no secret, is kept)."""
+    text = str(url)
+    scheme, sep, rest = text.partition("://")
     if not sep:
-        return MASK
-    host = rest.split("/", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1]
-    return f"{scheme}://{host}/{MASK}"
+        return text
+    cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    netloc, tail = rest[:cut], rest[cut:]
+    if "@" in netloc:
+        netloc = MASK + "@" + netloc.rpartition("@")[2]
+    before, mark, query = tail.partition("?")
+    if mark:
+        query, hash_, fragment = query.partition("#")
+        pairs = []
+        for pair in re.split("([&;])", query):
+            name, eq, value = pair.partition("=")
+            if eq and value and not re.fullmatch(r"(?:\$\{[A-Za-z_][A-Za-z0-9_]*\})+", value):
+                value = MASK
+            pairs.append(name + eq + value)
+        tail = before + mark + "".join(pairs) + hash_ + fragment
+    return f"{scheme}://{netloc}{tail}"
 
 
 def register_url(url: str) -> None:
