@@ -23,7 +23,7 @@ SECRET_QUERY = r"(?<![A-Za-z0-9_])(?:" + "|".join(SECRET_QUERY_NAMES) + r")="  #
 # Belt and braces: shapes of secrets that may reach text before anyone registered them.
 _SHAPES = (
     rf"(?P<token>{TELEGRAM_TOKEN}|(?<![A-Za-z0-9_.-]){VAULT_TOKEN})"
-    rf"|(?P<query>{SECRET_QUERY})(?P<value>[^&#;\s\"'<>]+)"
+    rf"|(?P<query>{SECRET_QUERY})(?P<value>(?!\$\{{)[^&#;\s\"'<>]+)"  # not a ${NAME} template
     r"|(?P<userinfo>\b[A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s:]*:)[^/?#@\s]+@"
 )
 _compiled = None
