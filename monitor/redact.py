@@ -107,6 +107,16 @@ def clean_url(url: str) -> str:
     return f"{scheme}://{netloc}{tail}"
 
 
+def mask_url(url: str) -> str:
+    """Return `url` fit to print: scheme and host kept, the path and query (where a
+    ping URL carries its key: https://hc-ping.com/<uuid>) replaced by the mask."""
+    scheme, sep, rest = str(url).partition("://")
+    if not sep:
+        return MASK
+    host = rest.split("/", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1]
+    return f"{scheme}://{host}/{MASK}"
+
+
 def register_url(url: str) -> None:
     """Register the path and query of a URL that is itself a secret (a ping URL), so
     whatever prints it by accident prints the mask."""
