@@ -19,29 +19,21 @@ TELEGRAM_TOKEN = r"(?<![0-9])[0-9]{6,12}:[A-Za-z0-9_-]{30,}"  # alone, or in a U
 VAULT_TOKEN = r"(?:hvs|hvb|hvr|s|b|r)\.[A-Za-z0-9_-]{20,}"     # Vault/OpenBao service, batch, recovery
 # Query parameters whose value is a secret (Etherscan's ?apikey=, a signed URL's sig=).
 SECRET_QUERY_NAMES = ("apikey", "api_key", "key", "token", "access_token", "password", "secret", "sig")
-SECRET_QUERY = r"(?<![A-Za-z0-9_])(?:" + "|".join(SECRET_QUERY_NAMES) + r")="  # case-insensitive
+SECRET_QUERY = r"[?&;](?:" + "|".join(SECRET_QUERY_NAMES) + r")="  # case-insensitive
 # Belt and braces: shapes of secrets that may reach text before anyone registered them.
+# Three passes, each only when its marker is in the text (stdout is scrubbed whole).
 _SHAPES = (
-    rf"(?P<token>{TELEGRAM_TOKEN}|(?<![A-Za-z0-9_.-]){VAULT_TOKEN})"
-    rf"|(?P<query>{SECRET_QUERY})(?P<value>(?!\$\{{)[^&#;\s\"'<>]+)"  # not a ${NAME} template
-    r"|(?P<userinfo>\b[A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s:]*:)[^/?#@\s]+@"
+    (None, rf"{TELEGRAM_TOKEN}|(?<![A-Za-z0-9_.-]){VAULT_TOKEN}", 0, MASK),
+    ("=", rf"({SECRET_QUERY})(?!\$\{{)[^&#;\s\"'<>]+", re.IGNORECASE, r"\1" + MASK),  # not a ${NAME}
+    ("@", r"(://[^/?#@\s:]*:)[^/?#@\s]+@", 0, r"\1" + MASK + "@"),
 )
-_compiled = None
+_compiled: list = []
 
 
-def _shapes():
-    global _compiled
-    if _compiled is None:
-        _compiled = re.compile(_SHAPES, re.IGNORECASE)
+def _shapes() -> list:
+    if not _compiled:
+        _compiled.extend((marker, re.compile(pattern, flags), mask) for marker, pattern, flags, mask in _SHAPES)
     return _compiled
-
-
-def _mask_shape(match) -> str:
-    if match.group("token"):
-        return MASK
-    if match.group("query"):
-        return match.group("query") + MASK
-    return match.group("userinfo") + MASK + "@"
 
 
 # Real secrets (bot tokens, Vault tokens, API keys) are 20+ characters; a short one
@@ -78,8 +70,9 @@ def scrub(text) -> str:
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, MASK)
-    if ":" in text or "." in text or "=" in text:
-        text = _shapes().sub(_mask_shape, text)
+    for marker, pattern, mask in _shapes():
+        if marker is None or marker in text:
+            text = pattern.sub(mask, text)
     return text
 
 
