@@ -166,6 +166,7 @@ def _same_origin_session(verify):
     session = SameOriginSession()
     # hvac lets a given session's `verify` override its own argument: set it here.
     session.verify = verify
+    session.max_redirects = 3  # each hop may take the whole timeout: a loop ends soon
     return session
 
 
@@ -227,6 +228,8 @@ def describe_failure(exc: BaseException, url: str, timeout: float) -> str:
         return f"cannot resolve host {host}"
     if first(ConnectionRefusedError) is not None:
         return "connection refused"
+    if first(requests.TooManyRedirects) is not None:
+        return "redirect loop (more than 3 redirects)"
     # urllib3's NewConnectionError (refused, unreachable network) is a ConnectTimeoutError too.
     if first(requests.ConnectTimeout) is not None or any(
             isinstance(e, u3.ConnectTimeoutError) and not isinstance(e, u3.NewConnectionError) for e in chain):

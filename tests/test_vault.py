@@ -556,3 +556,14 @@ def test_a_redirect_to_the_same_origin_is_followed_with_the_token():
     assert token.status == OK and token.value == 30 * 86400
     assert value == "value-from-the-other-host"
     assert [h.get("X-Vault-Token") for h in followed] == [None, REDIRECT_TOKEN, REDIRECT_TOKEN]
+
+
+def test_a_same_origin_redirect_loop_ends_after_three_hops():
+    from tests.loopback import redirect, serve
+
+    with serve() as node:
+        node.route("/v1/auth/token/lookup-self", redirect(node.url("/v1/auth/token/lookup-self"), 307))
+        result = vault.token(vault_cfg(node.url("").rstrip("/")), REDIRECT_TOKEN)
+        hops = len(node.received)
+    assert result.status == CRITICAL and result.message.startswith("unreachable: redirect loop (more than 3 redirects)")
+    assert hops == 4
