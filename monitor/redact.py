@@ -4,6 +4,8 @@ Every secret read at run time (bot token, Vault token, API keys) is registered w
 `register`. `scrub` replaces them in any text; `RedactingFilter`, installed on every
 log handler, scrubs records (urllib3's debug lines carry the bot token inside the
 request URL); exception messages are passed through `scrub` before they are shown.
+What a secret looks like (bot and Vault tokens, secret query values, URL passwords)
+is defined here once: `scrub` masks those shapes too, and monitor.config refuses them.
 """
 
 import logging
