@@ -2,8 +2,13 @@
 password come from `${NAME}` placeholders, reach the real peers, and never show in
 stdout, stderr (with -vv: urllib3's request lines), logs or state."""
 
+import base64
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import VERDICT_CONFIGS
 from tests.loopback import reply, server  # noqa: F401 (fixture)
@@ -21,9 +26,35 @@ def _everything_written(cwd: Path, proc) -> str:
     return "\n".join(texts)
 
 
-def test_query_keys_and_url_passwords_from_placeholders_never_leak_with_vv(tmp_path, run_monitor, server):
+class _Pushgateway(BaseHTTPRequestHandler):
+    """Records each push's Authorization header and answers 500, so the failure is logged."""
+
+    def do_PUT(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.auth.append(self.headers.get("Authorization"))
+        self.send_response(500)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format, *args):
+        pass
+
+
+@pytest.fixture
+def pushgateway():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Pushgateway)
+    srv.auth = []
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_query_keys_and_url_passwords_from_placeholders_never_leak_with_vv(tmp_path, run_monitor, server,
+                                                                          pushgateway):
     api = server.route("/api", reply(json={"status": "1", "result": {"remaining": 90000}}))
-    pushgateway = server.url("").rstrip("/").replace("http://", "http://monitor:${PUSH_PASSWORD}@")
+    port = pushgateway.server_address[1]
+    gateway = f"http://monitor:${{PUSH_PASSWORD}}@127.0.0.1:{port}"
     config = VERDICT_CONFIGS["ok"] + f"""
 [[quotas]]
 name = "etherscan"
@@ -40,7 +71,7 @@ limit = 100000
 timeout = "5s"
 
 [prometheus]
-pushgateway_url = "{pushgateway}"
+pushgateway_url = "{gateway}"
 """
     env = {"ETHERSCAN_API_KEY": ETHERSCAN_KEY, "SHORT_KEY": SHORT_KEY, "PUSH_PASSWORD": PUSH_PASSWORD}
     proc = run_monitor(["health", "--format", "json", "-vv"], tmp_path, env=env, config=config)
@@ -56,7 +87,9 @@ pushgateway_url = "{pushgateway}"
         assert secret not in written, secret
     log = (tmp_path / "logs" / "health.log").read_text()
     [pushed] = [json.loads(line) for line in log.splitlines() if "pushgateway_failed" in line]
-    assert f"***@127.0.0.1:{server.port}" in pushed["message"], pushed
+    assert f"the Pushgateway http://***@127.0.0.1:{port}:" in pushed["message"], pushed
+    # The password went as basic auth, not in the URL.
+    assert pushgateway.auth == ["Basic " + base64.b64encode(f"monitor:{PUSH_PASSWORD}".encode()).decode()]
 
     check = run_monitor(["config", "check", "--format", "json"], tmp_path, env=env, config=config)
     assert check.returncode == 0, check.stderr
