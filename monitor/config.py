@@ -8,6 +8,7 @@ raised at once as `ConfigError`, each message starting with its dotted path.
 import os
 import re
 
+from monitor import redact
 from monitor.results import Threshold
 from monitor.units import Duration, Size, parse_duration, parse_size
 
@@ -172,8 +173,6 @@ def expand_placeholders(value: str, path: str, errors: list, environ=os.environ)
     if bad:
         errors.extend(bad)
         return None
-    from monitor import redact
-
     for match in _PLACEHOLDER.finditer(value):
         redact.register(environ[match.group(1)])
     return expanded
@@ -182,8 +181,9 @@ def expand_placeholders(value: str, path: str, errors: list, environ=os.environ)
 class Url(Str):
     """An http(s) URL; `${NAME}` placeholders are filled from the environment (SPEC round 2)."""
 
-    def __init__(self, default=None, required=False, schemes=("http", "https"), allow_empty=False):
-        super().__init__(default, required)
+    def __init__(self, default=None, required=False, schemes=("http", "https"), allow_empty=False,
+                 hint=""):
+        super().__init__(default, required, hint=hint)
         self.schemes, self.allow_empty = schemes, allow_empty
 
     def parse(self, value, path, ctx):
@@ -195,7 +195,7 @@ class Url(Str):
         scheme, sep, rest = value.partition("://")
         if not sep or scheme.lower() not in self.schemes or not rest.strip("/"):
             allowed = " or ".join(f"{s}://" for s in self.schemes)
-            return self.fail(path, ctx, f'expected a URL starting with {allowed}, got "{value}"')
+            return self.fail(path, ctx, f'expected {self.hint or "a URL starting with " + allowed}, got "{value}"')
         expanded = expand_placeholders(value, path, ctx.errors)
         if expanded is None or expanded == value:
             return expanded
@@ -436,7 +436,7 @@ SCHEMA = Table({
         "timeout": DurationField("10m"),
     })),
     "report": Table({
-        "database": Str("", pattern=r"(sqlite|postgresql|postgres)://.*",
+        "database": Url("", allow_empty=True, schemes=("sqlite", "postgresql", "postgres"),
                         hint="a sqlite:///PATH or postgresql://... URL"),
         "table": Str("opportunities", pattern=r"[A-Za-z_][A-Za-z0-9_.]*", hint="a table name"),
         "columns": Table({
@@ -496,10 +496,11 @@ def _check_timezone(config, errors):
 
 _SECRET_KEYS = {"token", "bot_token", "password", "passwd", "secret", "api_key", "apikey",
                 "vault_token", "secret_id", "private_key"}
-_TELEGRAM_TOKEN = r"(?<!\d)\d{6,12}:[A-Za-z0-9_-]{30,}"  # alone, or pasted in a URL (.../bot<token>)
-_VAULT_TOKEN = r"(hvs|hvb|hvr|s|b|r)\.[A-Za-z0-9_-]{20,}"  # Vault/OpenBao token
+# What a token looks like is defined once, in monitor.redact (which masks the same shapes).
+_TELEGRAM_TOKEN, _VAULT_TOKEN = redact.TELEGRAM_TOKEN, redact.VAULT_TOKEN
 _SECRET_HEADER = r"(?i)auth|key|token|secret|password|cookie"
-_URL_PASSWORD = r"(?i)[a-z+]+://[^/@:]*:[^/@]+@"
+_URL_PASSWORD = r"(?i)[a-z+]+://[^/@:]*:([^/@]+)@"
+_URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _SECRET_HINT = "secrets may not be stored in the config file"
 
 
@@ -522,9 +523,31 @@ def _find_secrets(node, path, errors, found):
         if re.search(_TELEGRAM_TOKEN, node) or re.fullmatch(_VAULT_TOKEN, node.strip()):
             errors.append(f"{path}: looks like a token; {_SECRET_HINT}")
             found.append(node)
-        elif re.match(_URL_PASSWORD, node):
-            errors.append(f"{path}: the URL contains a password; {_SECRET_HINT} (use PGPASSWORD or ~/.pgpass)")
-            found.append(node)
+        elif _URL_START.match(node):
+            problem = _url_secret(node)
+            if problem:
+                errors.append(f"{path}: {problem}")
+                found.append(node)
+
+
+def _only_placeholders(value: str) -> bool:
+    return bool(value) and not _PLACEHOLDER.sub("", value)
+
+
+def _url_secret(url: str) -> str | None:
+    """Say why a URL holds a literal secret (a password in the userinfo, a value for a
+    query parameter named like a key); None when every secret in it is a ${NAME}."""
+    password = re.match(_URL_PASSWORD, url)
+    if password and not _only_placeholders(password.group(1)):
+        return (f"the URL contains a password; {_SECRET_HINT} (write ${{NAME}} to read it from "
+                "the environment, or use PGPASSWORD or ~/.pgpass)")
+    query = url.partition("?")[2].partition("#")[0]
+    for pair in re.split("[&;]", query):
+        name, sep, value = pair.partition("=")
+        if sep and value and name.lower() in redact.SECRET_QUERY_NAMES and not _only_placeholders(value):
+            return (f'the URL holds a literal value for the query parameter "{name}"; {_SECRET_HINT} '
+                    f"(write {name}=${{NAME}} to read it from the environment variable NAME)")
+    return None
 
 
 def _masked(errors: list[str], secrets: list[str]) -> list[str]:
@@ -739,7 +762,9 @@ def display(config: dict) -> dict:
     """Return the config as JSON-friendly values in the units the user wrote."""
     def show(value):
         if isinstance(value, UrlValue):  # the template: never the ping key it was filled with
-            return value.template
+            return redact.clean_url(value.template)
+        if isinstance(value, str) and _URL_START.match(value):  # query values, user:password@
+            return redact.clean_url(value)
         if isinstance(value, (Duration, Size)):
             return value.text
         if isinstance(value, Threshold):

@@ -203,9 +203,9 @@ def _export(command: str, opts: Options, config: dict, results, duration_ms: flo
         try:
             prometheus.push(gateway, command, host_name(), registry)
         except Exception as exc:  # noqa: BLE001 - a Pushgateway outage must not fail the run
-            from monitor.redact import scrub
+            from monitor.redact import clean_url, scrub
 
-            log.warning("could not push to the Pushgateway %s: %s", gateway, scrub(exc),
+            log.warning("could not push to the Pushgateway %s: %s", clean_url(gateway), scrub(exc),
                         extra={"event": "pushgateway_failed"})
 
 

@@ -124,8 +124,26 @@ def write_textfile(folder: str, command: str, registry: CollectorRegistry) -> st
 
 
 def push(url: str, command: str, host: str, registry: CollectorRegistry, timeout: float = 5.0) -> None:
-    """Push to a Pushgateway: job "monitor", grouped by instance and command."""
+    """Push to a Pushgateway: job "monitor", grouped by instance and command.
+
+    A `user:password@` in the URL (its password from a `${NAME}` placeholder) is sent
+    as HTTP basic auth and taken out of the URL, so no error message can quote it.
+    """
     from prometheus_client import push_to_gateway
+    from prometheus_client.exposition import basic_auth_handler, default_handler
+
+    handler = default_handler
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    if sep and "@" in netloc:
+        from urllib.parse import unquote
+
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, _, password = userinfo.partition(":")
+        url = f"{scheme}://{hostport}{slash}{path}"
+
+        def handler(url, method, timeout, headers, data):
+            return basic_auth_handler(url, method, timeout, headers, data, unquote(user), unquote(password))
 
     push_to_gateway(url, job="monitor", registry=registry, timeout=timeout,
-                    grouping_key={"instance": host, "command": command})
+                    grouping_key={"instance": host, "command": command}, handler=handler)

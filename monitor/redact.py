@@ -4,6 +4,8 @@ Every secret read at run time (bot token, Vault token, API keys) is registered w
 `register`. `scrub` replaces them in any text; `RedactingFilter`, installed on every
 log handler, scrubs records (urllib3's debug lines carry the bot token inside the
 request URL); exception messages are passed through `scrub` before they are shown.
+What a secret looks like (bot and Vault tokens, secret query values, URL passwords)
+is defined here once: `scrub` masks those shapes too, and monitor.config refuses them.
 """
 
 import logging
@@ -13,10 +15,27 @@ import threading
 _lock = threading.Lock()
 _secrets: list[str] = []  # longest first, so a secret containing another is masked whole
 MASK = "***"
+# The one definition of what a secret looks like, shared with monitor.config (which
+# refuses such values in the config file). Plain strings: compiled on first use.
+TELEGRAM_TOKEN = r"(?<![0-9])[0-9]{6,12}:[A-Za-z0-9_-]{30,}"  # alone, or in a URL (.../bot<token>)
+VAULT_TOKEN = r"(?:hvs|hvb|hvr|s|b|r)\.[A-Za-z0-9_-]{20,}"     # Vault/OpenBao service, batch, recovery
+# Query parameters whose value is a secret (Etherscan's ?apikey=, a signed URL's sig=).
+SECRET_QUERY_NAMES = ("apikey", "api_key", "key", "token", "access_token", "password", "secret", "sig")
+SECRET_QUERY = r"[?&;](?:" + "|".join(SECRET_QUERY_NAMES) + r")="  # case-insensitive
 # Belt and braces: shapes of secrets that may reach text before anyone registered them.
-# (Compiled on first use: most runs never log anything that could match.)
-_SHAPES = r"bot\d{6,12}:[A-Za-z0-9_-]{30,}|\b(?:hvs|hvb|hvr)\.[A-Za-z0-9_-]{20,}"
-_SHAPE_HINTS = ("bot", "hvs.", "hvb.", "hvr.")
+# Three passes, each only when its marker is in the text (stdout is scrubbed whole).
+_SHAPES = (
+    (None, rf"{TELEGRAM_TOKEN}|(?<![A-Za-z0-9_.-]){VAULT_TOKEN}", 0, MASK),
+    ("=", rf"({SECRET_QUERY})(?!\$\{{)[^&#;\s\"'<>]+", re.IGNORECASE, r"\1" + MASK),  # not a ${NAME}
+    ("@", r"(://[^/?#@\s:]*:)[^/?#@\s]+@", 0, r"\1" + MASK + "@"),
+)
+_compiled: list = []
+
+
+def _shapes() -> list:
+    if not _compiled:
+        _compiled.extend((marker, re.compile(pattern, flags), mask) for marker, pattern, flags, mask in _SHAPES)
+    return _compiled
 
 
 # Real secrets (bot tokens, Vault tokens, API keys) are 20+ characters; a short one
@@ -53,9 +72,34 @@ def scrub(text) -> str:
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, MASK)
-    if any(hint in text for hint in _SHAPE_HINTS):
-        text = re.sub(_SHAPES, lambda m: "bot" + MASK if m.group(0).startswith("bot") else MASK, text)
+    for marker, pattern, mask in _shapes():
+        if marker is None or marker in text:
+            text = pattern.sub(mask, text)
     return text
+
+
+def clean_url(url: str) -> str:
+    """Return `url` fit to print: scheme, host, port and path kept; the userinfo and
+    every query value masked (a `${NAME}` placeholder, which is no secret, is kept)."""
+    text = str(url)
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return text
+    cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    netloc, tail = rest[:cut], rest[cut:]
+    if "@" in netloc:
+        netloc = MASK + "@" + netloc.rpartition("@")[2]
+    before, mark, query = tail.partition("?")
+    if mark:
+        query, hash_, fragment = query.partition("#")
+        pairs = []
+        for pair in re.split("([&;])", query):
+            name, eq, value = pair.partition("=")
+            if eq and value and not re.fullmatch(r"(?:\$\{[A-Za-z_][A-Za-z0-9_]*\})+", value):
+                value = MASK
+            pairs.append(name + eq + value)
+        tail = before + mark + "".join(pairs) + hash_ + fragment
+    return f"{scheme}://{netloc}{tail}"
 
 
 def mask_url(url: str) -> str:

@@ -81,16 +81,10 @@ def url_problem(url: str) -> str | None:
 
 
 def shown_url(url: str) -> str:
-    """The URL without any user:password@ part, fit for messages."""
-    from urllib.parse import urlsplit, urlunsplit
+    """The URL fit for messages: no user:password@ part, query values masked."""
+    from monitor.redact import clean_url
 
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return clean_url(url)
 
 
 def timeout_of(cfg: dict) -> float:
@@ -121,8 +115,59 @@ def open_client(cfg: dict, token: str | None, url: str, seconds: float | None = 
         import urllib3
 
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-    return hvac.Client(url=url, token=token or "", verify=verify,
+    return hvac.Client(url=url, token=token or "", verify=verify, session=_same_origin_session(verify),
                        timeout=Timeout(connect=seconds, read=seconds, total=seconds))
+
+
+class RedirectRefused(Exception):
+    """Vault answered with a redirect to another scheme, host or port: not followed,
+    as requests would send X-Vault-Token along. `str()` names the target's origin only."""
+
+    def __init__(self, status: int, origin: str):
+        super().__init__(f"Vault redirected (HTTP {status}) to another host, {origin}; not followed "
+                         "with the token (set vault.url to the node that answers)")
+        self.status, self.origin = status, origin
+
+
+def _origin(url: str) -> tuple:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        return scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:
+        return ("?",)
+
+
+def _same_origin_session(verify):
+    """A requests session that follows a redirect only to the origin it was sent to
+    (a standby forwarding to itself); any other raises RedirectRefused before the
+    next request is made, so the token never leaves for another host."""
+    import requests
+
+    class SameOriginSession(requests.Session):
+        def get_redirect_target(self, resp):
+            target = super().get_redirect_target(resp)
+            if target is not None:
+                from urllib.parse import urljoin
+
+                try:
+                    absolute = urljoin(resp.url, target)
+                except ValueError:
+                    absolute = "invalid:"
+                if _origin(absolute) != _origin(resp.url):
+                    resp.close()
+                    origin = _origin(absolute)
+                    shown = f"{origin[0]}://{origin[1]}:{origin[2]}" if len(origin) == 3 else "an invalid URL"
+                    raise RedirectRefused(resp.status_code, shown)
+            return target
+
+    session = SameOriginSession()
+    # hvac lets a given session's `verify` override its own argument: set it here.
+    session.verify = verify
+    session.max_redirects = 3  # each hop may take the whole timeout: a loop ends soon
+    return session
 
 
 def network_errors() -> tuple:
@@ -183,6 +228,8 @@ def describe_failure(exc: BaseException, url: str, timeout: float) -> str:
         return f"cannot resolve host {host}"
     if first(ConnectionRefusedError) is not None:
         return "connection refused"
+    if first(requests.TooManyRedirects) is not None:
+        return "redirect loop (more than 3 redirects)"
     # urllib3's NewConnectionError (refused, unreachable network) is a ConnectTimeoutError too.
     if first(requests.ConnectTimeout) is not None or any(
             isinstance(e, u3.ConnectTimeoutError) and not isinstance(e, u3.NewConnectionError) for e in chain):
@@ -287,6 +334,8 @@ class SecretStore:
             else:
                 message = (f'{where}: no such secret (missing or deleted, or "{mount}" is not '
                            "a KV version 2 mount)")
+        except RedirectRefused as exc:
+            message = f"{where}: {exc}"
         except hv.VaultDown:
             message = f"{where}: Vault is sealed"
         except hv.VaultError as exc:

@@ -477,3 +477,80 @@ def test_nesting_the_schema_needs_still_loads(load):
         critical = 99
     """, env="dev")
     assert cfg["system"]["cpu_percent"] == Threshold(90, 99)
+
+
+# --- secrets in URLs (issue 12, items 6 and 7) --------------------------------------------
+
+@pytest.mark.parametrize("text, path, literal", [
+    (QUOTA.replace("/v1/quota", "/api?module=account&apikey=ZX81QWERTY") , "quotas[0].url", "ZX81QWERTY"),
+    ('[[scrapers]]\nname = "a"\nurl = "http://127.0.0.1/h?Token=abc123"\n', "scrapers[0].url", "abc123"),
+    ('[telegram]\napi_url = "https://tg.example/?access_token=abc123"\n', "telegram.api_url", "abc123"),
+    ('[vault]\nurl = "https://ops:abc123@vault.example:8200"\n', "vault.url", "abc123"),
+    ('[prometheus]\npushgateway_url = "http://push:abc123@127.0.0.1:9091"\n', "prometheus.pushgateway_url", "abc123"),
+    ('[heartbeat]\nhealth = "https://hc.example/ping?sig=abc123"\n', "heartbeat.health", "abc123"),
+    ('[report]\ndatabase = "postgresql://db/opps?password=abc123"\n', "report.database", "abc123"),
+    ('[[quotas]]\nname = "q"\nurl = "https://x.example/q?key=${K}x&secret=abc123"\nlimit = 1\n'
+     'remaining_header = "R"\n', "quotas[0].url", "abc123"),
+])
+def test_a_literal_secret_in_any_url_is_refused_without_echoing_it(errors, monkeypatch, text, path, literal):
+    monkeypatch.setenv("K", "from-the-environment")
+    found = errors(text)
+    assert [e for e in found if e.startswith(f"{path}: ")] == found and len(found) == 1, found
+    assert "secrets may not be stored in the config file" in found[0]
+    assert literal not in found[0]
+
+
+def test_url_secrets_may_come_from_placeholders_and_are_masked_wherever_printed(load, monkeypatch):
+    monkeypatch.setenv("ETHERSCAN_API_KEY", "QK7W9TZ3ETHERSCANKEY0123456789AB")
+    monkeypatch.setenv("PGPASSWORD_MONITOR", "pg-pass-0815-xyz")
+    cfg = load("""
+        [[quotas]]
+        name = "etherscan"
+        url = "https://api.etherscan.io/v2/api?chainid=1&module=account&apikey=${ETHERSCAN_API_KEY}"
+        remaining_json = "result.remaining"
+        limit = 100000
+        [report]
+        database = "postgresql://monitor:${PGPASSWORD_MONITOR}@db.example/opps?sslmode=require"
+        [prometheus]
+        pushgateway_url = "http://push@127.0.0.1:9091/"
+    """)
+    assert cfg["quotas"][0]["url"].endswith("&apikey=QK7W9TZ3ETHERSCANKEY0123456789AB")
+    assert cfg["report"]["database"] == "postgresql://monitor:pg-pass-0815-xyz@db.example/opps?sslmode=require"
+    shown = config.display(cfg)  # what `config check` prints
+    assert shown["quotas"][0]["url"] == \
+        "https://api.etherscan.io/v2/api?chainid=***&module=***&apikey=${ETHERSCAN_API_KEY}"
+    assert shown["report"]["database"] == "postgresql://***@db.example/opps?sslmode=***"
+    assert shown["prometheus"]["pushgateway_url"] == "http://***@127.0.0.1:9091/"
+    from monitor.redact import scrub
+
+    line = f'https://api.etherscan.io:443 "GET {cfg["quotas"][0]["url"][24:]} HTTP/1.1" 200 52'
+    assert "QK7W9TZ3" not in scrub(line) and "pg-pass-0815" not in scrub(str(cfg))
+
+
+@pytest.mark.parametrize("text, kept", [
+    # Short values are not registered (MIN_LENGTH): the shape masks them.
+    ('http://127.0.0.1:8080 "GET /api?module=account&apikey=k3y HTTP/1.1" 200 2', "module=account"),
+    ("push to http://push:pw42@push.example:9191 failed", "@push.example:9191 failed"),
+    ('GET /q?sig=Zx9&Access_Token=a1b2 HTTP/1.1', "GET /q?"),
+])
+def test_secret_query_values_and_url_passwords_are_scrubbed_from_any_text(text, kept):
+    from monitor.redact import scrub
+
+    scrubbed = scrub(text)
+    assert kept in scrubbed and "***" in scrubbed
+    assert not any(secret in scrubbed for secret in ("k3y", "pw42", "Zx9", "a1b2"))
+
+
+@pytest.mark.parametrize("secret", [
+    TELEGRAM_TOKEN,                                   # a bare bot token
+    f"bot{TELEGRAM_TOKEN}",                           # as it sits in the API URL
+    VAULT_TOKEN,                                      # hvs.
+    "s.Q2V4ZmRzYWRmYXNkZmFzZGZh",                     # a legacy Vault service token
+    "b.AAAAAQL8T3YTf1pWq0y9kxMnqKw",                  # a batch token
+])
+def test_one_definition_of_a_secret_what_the_config_refuses_scrub_masks(errors, secret):
+    from monitor.redact import scrub
+
+    assert any("looks like a token" in e for e in errors(f'[vault]\ntoken_env = "{secret}"\n'))
+    scrubbed = scrub(f"err {secret} at /v1/x")
+    assert scrubbed in ("err *** at /v1/x", "err bot*** at /v1/x"), scrubbed

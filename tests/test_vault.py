@@ -495,3 +495,75 @@ def test_group_readable_token_file_warns_to_chmod_600(tmp_path):
 
 def test_read_token_with_neither_source_is_none():
     assert read_token(vault_cfg(), {}) == (None, [])
+
+
+# --- redirects never carry the token to another host (issue 12, item 8) ---------------------
+
+REDIRECT_TOKEN = "hvs.redirect-test-token-0123456789abcdef"
+LOOKUP = {"data": {"ttl": 30 * 86400, "expire_time": "2099-01-01T00:00:00Z", "renewable": True,
+                   "policies": ["monitor"], "accessor": "acc", "type": "service"}}
+HEALTHY = {"initialized": True, "sealed": False, "standby": False, "version": "2.0.0"}
+KV = {"data": {"data": {"telegram_token": "value-from-the-other-host"}, "metadata": {"version": 1}}}
+PATHS = {"/v1/sys/health": HEALTHY, "/v1/auth/token/lookup-self": LOOKUP, "/v1/secret/data/monitor": KV}
+
+
+def test_a_redirect_to_another_host_is_a_vault_error_and_the_token_is_not_sent_there():
+    from tests.loopback import redirect, reply, serve
+
+    with serve() as front, serve() as elsewhere:
+        for path, body in PATHS.items():
+            elsewhere.route(path, reply(json=body))
+            front.route(path, redirect(elsewhere.url(path), 307))
+        cfg = vault_cfg(front.url("").rstrip("/"))
+        health = vault.health(cfg)
+        token = vault.token(cfg, REDIRECT_TOKEN)
+        with pytest.raises(SecretError) as read:
+            SecretStore(cfg, REDIRECT_TOKEN).get("secret/monitor#telegram_token")
+        assert elsewhere.received == []  # not one request: no X-Vault-Token, no health probe
+        assert len(front.received) == 3
+    other = f"http://127.0.0.1:{elsewhere.port}"
+    assert health.status == CRITICAL
+    assert health.message == (f"Vault redirected (HTTP 307) to another host, {other}; not followed with "
+                              "the token (set vault.url to the node that answers)")
+    assert token.status == CRITICAL and token.message.startswith("cannot look up the token: Vault redirected")
+    assert str(read.value).startswith(f"secret/monitor: Vault redirected (HTTP 307) to another host, {other}")
+
+
+@pytest.mark.parametrize("elsewhere", ["https://127.0.0.1:{port}", "http://localhost:{port}",
+                                       "http://127.0.0.1:{other}"])
+def test_a_redirect_to_another_scheme_host_or_port_is_refused(elsewhere):
+    from tests.loopback import closed_port, redirect, serve
+
+    with serve() as front:
+        target = elsewhere.format(port=front.port, other=closed_port()) + "/v1/auth/token/lookup-self"
+        front.route("/v1/auth/token/lookup-self", redirect(target, 307))
+        result = vault.token(vault_cfg(front.url("").rstrip("/")), REDIRECT_TOKEN)
+    assert result.status == CRITICAL and "Vault redirected (HTTP 307) to another host" in result.message
+
+
+def test_a_redirect_to_the_same_origin_is_followed_with_the_token():
+    from tests.loopback import redirect, reply, serve
+
+    with serve() as node:  # a standby forwarding to another path of itself
+        for path, body in PATHS.items():
+            node.route(path + "/here", reply(json=body))
+            node.route(path, redirect(node.url(path + "/here"), 307))
+        cfg = vault_cfg(node.url("").rstrip("/"))
+        assert vault.health(cfg).status == OK
+        token = vault.token(cfg, REDIRECT_TOKEN)
+        value = SecretStore(cfg, REDIRECT_TOKEN).get("secret/monitor#telegram_token")
+        followed = [headers for path, headers in node.received if "/here" in path]
+    assert token.status == OK and token.value == 30 * 86400
+    assert value == "value-from-the-other-host"
+    assert [h.get("X-Vault-Token") for h in followed] == [None, REDIRECT_TOKEN, REDIRECT_TOKEN]
+
+
+def test_a_same_origin_redirect_loop_ends_after_three_hops():
+    from tests.loopback import redirect, serve
+
+    with serve() as node:
+        node.route("/v1/auth/token/lookup-self", redirect(node.url("/v1/auth/token/lookup-self"), 307))
+        result = vault.token(vault_cfg(node.url("").rstrip("/")), REDIRECT_TOKEN)
+        hops = len(node.received)
+    assert result.status == CRITICAL and result.message.startswith("unreachable: redirect loop (more than 3 redirects)")
+    assert hops == 4

@@ -11,7 +11,7 @@ import time
 
 from monitor.results import CRITICAL, OK, UNKNOWN, WARNING, Result, Threshold, measured
 from monitor.units import format_duration
-from monitor.vault_secrets import (ca_cert_problem, describe_failure, network_errors, open_client,
+from monitor.vault_secrets import (RedirectRefused, ca_cert_problem, describe_failure, network_errors, open_client,
                                    redact, shown_url, timeout_of, url_problem, vault_errors, vault_url)
 
 DEFAULT_LATENCY_MS = Threshold(500, 2000)
@@ -100,6 +100,8 @@ def health(cfg: dict, token_note: str | None = None, *, environ=None, clock=time
         # hvac asks with raise_exception=False, so every code comes back as an answer;
         # the VaultError branch is for hvac versions that change their mind.
         answer = client.sys.read_health_status(method="GET")
+    except RedirectRefused as exc:
+        return failed(CRITICAL, str(exc))
     except network_errors() as exc:
         return failed(CRITICAL, f"unreachable: {describe_failure(exc, url, timeout_of(cfg))} "
                                 f"({shown_url(url)})")
@@ -165,6 +167,8 @@ def _token_result(cfg: dict, secret: str, environ) -> Result:
     client = open_client(cfg, secret, url)
     try:
         answer = client.auth.token.lookup_self()
+    except RedirectRefused as exc:
+        return failed(CRITICAL, f"cannot look up the token: {exc}")
     except hv.Forbidden:
         # Vault answers 403, not 401, for a revoked, expired or unknown token.
         return failed(CRITICAL, "token revoked or lacks permission to look itself up (HTTP 403)")

@@ -96,6 +96,9 @@ def _config(inst: Install, vault_url: str, peers, folder) -> None:
         f'[[quotas]]\nname = "etherscan"\nurl = "{peers.url("/quota")}"\ntimeout = "2s"\n'
         'headers = { "X-Api-Key" = "env:ETHERSCAN_API_KEY" }\n'
         'remaining_header = "X-RateLimit-Remaining"\nlimit_header = "X-RateLimit-Limit"\n'
+        # Etherscan-style: the key in the query string, from a ${NAME} placeholder.
+        f'[[quotas]]\nname = "etherscan-query"\nurl = "{peers.url("/quota")}?module=getapilimit&apikey=${{ETHERSCAN_API_KEY}}"\n'
+        'timeout = "2s"\nremaining_header = "X-RateLimit-Remaining"\nlimit_header = "X-RateLimit-Limit"\n'
         f'[[backups]]\nname = "db"\npath = "{backups}/*.sql"\nmin_size = "1KB"\nmin_free_percent = 0\n'
         f'[report]\ndatabase = "sqlite:///{db}"\nmin_opportunities = 50\n'
         f'[prometheus]\ntextfile_dir = "{inst.textfiles}"\n')
@@ -146,8 +149,9 @@ def test_no_secret_reaches_any_output_or_file_in_any_failure_mode(mode, tmp_path
     if mode.startswith("telegram") and mode != "telegram down" or mode in ("vault down", "vault sealed"):
         assert telegram.received and {r.token for r in telegram.received} == {BOT_TOKEN}
     assert any(headers.get("X-Api-Key") == API_KEY for path, headers in peers.received if path == "/quota")
+    assert any(path.endswith(f"&apikey={API_KEY}") for path, _ in peers.received)
     health = runs["health"].data["checks"]
-    assert health["quota:etherscan"]["status"] == "critical"
+    assert health["quota:etherscan"]["status"] == health["quota:etherscan-query"]["status"] == "critical"
     if mode in ("vault down", "vault sealed"):  # the Vault alert went out with the kept copy
         assert runs[VAULT_HELD].data["notifications"]["sent"] >= 1, runs[VAULT_HELD]
     if mode == "vault down":
