@@ -99,8 +99,7 @@ def _token_from_vault(config: dict, environ) -> tuple[str | None, str]:
 
 def _read_copy(folder: str, ref: str) -> str | None:
     try:  # not state.read_json: a damaged copy is not set aside (it may hold most of a token)
-        with open(os.path.join(folder, TOKEN_COPY), "rb") as handle:
-            data = json.loads(handle.read(65536))
+        data = json.loads(state.read_file(os.path.join(folder, TOKEN_COPY), 65536))
     except (OSError, ValueError):
         return None
     token = data.get("token") if isinstance(data, dict) and data.get("ref") == ref else None
@@ -149,6 +148,8 @@ def notify(config: dict, command: str, results, kinds_run, host: str, *, no_noti
         # case is a duplicate message.
         lock = None
         summary["state_error"] = f"cannot lock {folder}: {getattr(exc, 'strerror', None) or exc}"
+    if lock and lock.problem:  # a planted notify.lock: the lock holds, but say so
+        summary["state_error"] = lock.problem
     try:
         entries_path = os.path.join(folder, ALERTS_FILE)
         try:
