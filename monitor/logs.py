@@ -190,8 +190,8 @@ def _open_archive_folder(archive_dir: str, create: bool) -> int | None:
         if create:
             raise
         return None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
+    except OSError as exc:  # O_DIRECTORY|O_NOFOLLOW says ENOTDIR (or ELOOP) for a link
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(archive_dir):
             raise UnsafeFile(archive_dir, "a symbolic link") from None
         raise
 

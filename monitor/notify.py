@@ -165,7 +165,8 @@ def notify(config: dict, command: str, results, kinds_run, host: str, *, no_noti
             active = silences.load(folder, now)
         except (state.StateError, OSError) as exc:
             active = []
-            summary.setdefault("state_error", f"cannot read silences: {getattr(exc, 'strerror', None) or exc}")
+            summary.setdefault("state_error", f"cannot read silences: {getattr(exc, 'filename', None) or folder}: "
+                                              f"{getattr(exc, 'strerror', None) or exc}")
         to_send = []
         for alert in alerts:
             silence = silences.matching(active, alert.check_id)
@@ -213,7 +214,7 @@ def notify(config: dict, command: str, results, kinds_run, host: str, *, no_noti
             try:
                 queue = outbox.load(folder)
             except OSError as exc:
-                summary.setdefault("state_error", f"cannot read the outbox: {exc.strerror}")
+                summary.setdefault("state_error", f"cannot read the outbox {outbox.path(folder)}: {exc.strerror}")
         migrations = stored.get("chat_migrations", {})
         told = False
         if no_notify:
