@@ -113,7 +113,7 @@ def _keep_copy(folder: str, ref: str, token: str) -> None:
     """Replace the copy of the Vault-held token when it changed (0600, never logged)."""
     path = os.path.join(folder, TOKEN_COPY)
     try:
-        if _read_copy(folder, ref) == token and os.stat(path).st_mode & 0o077 == 0:
+        if _read_copy(folder, ref) == token and os.lstat(path).st_mode & 0o077 == 0:
             return
         state.atomic_write(path, json.dumps({"ref": ref, "token": token}).encode(), mode=0o600)
     except (state.StateError, OSError) as exc:

@@ -205,3 +205,14 @@ class _Held:
         while not (self.release.is_set() or handler.server.closing.is_set()):
             self.release.wait(0.05)
         handler.send_whole(200, {"Content-Type": "application/json"}, b'{"status": "ok"}')
+
+
+@pytest.mark.parametrize("command", [("silence", "list"), ("silence", "add", "disk:*", "--for", "1h")])
+def test_silence_commands_on_a_planted_silences_file_say_so_in_one_line_and_exit_3(install, victim, command):
+    (install.state / "silences.json").unlink()
+    (install.state / "silences.json").symlink_to(victim)
+    run = install.run(*command, timeout=RUN_TIMEOUT)
+    assert run.code == 3 and run.stdout == "", run
+    (line,) = run.stderr.splitlines()
+    assert "silences.json" in line and "symbolic link" in line, line
+    assert _unchanged(victim)
