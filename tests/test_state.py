@@ -186,3 +186,41 @@ def test_files_of_a_run_are_private_even_under_umask_000(tmp_path, write_config,
             assert not mode & 0o002, f"{name} is world-writable"
             if not name.endswith(".toml"):
                 assert not mode & 0o004 or name in dirs, f"{name} is world-readable"
+
+
+# --- planted files ----------------------------------------------------------------------------
+
+def _planted(tmp_path, kind):
+    victim = tmp_path / "victim"
+    victim.write_text("victim\n")
+    path = tmp_path / "counters.json"
+    if kind == "symlink":
+        path.symlink_to(victim)
+    elif kind == "dangling symlink":
+        path.symlink_to(tmp_path / "nowhere")
+    elif kind == "hard link":
+        os.link(victim, path)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    return path, victim
+
+
+@pytest.mark.parametrize("kind", ["symlink", "dangling symlink", "hard link", "fifo"])
+def test_open_regular_refuses_what_is_not_a_regular_file_with_one_link(tmp_path, kind):
+    path, victim = _planted(tmp_path, kind)
+    for flags in (os.O_RDONLY, os.O_WRONLY | os.O_APPEND | os.O_CREAT, os.O_RDWR | os.O_CREAT):
+        with pytest.raises(state.UnsafeFile, match="not a regular file"):
+            state.open_regular(str(path), flags)
+    assert victim.read_text() == "victim\n"
+    assert not (tmp_path / "nowhere").exists()  # O_CREAT did not create the link's target
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo"])
+def test_a_planted_state_file_is_refused_on_read_and_replaced_not_written_through_on_write(tmp_path, kind):
+    path, victim = _planted(tmp_path, kind)
+    with pytest.raises(OSError, match="not a regular file"):
+        state.read_json(str(path), default={})
+    state.write_json(str(path), {"a": 1})
+    assert victim.read_text() == "victim\n"
+    assert not path.is_symlink() and state.read_json(str(path)) == {"a": 1}
+    assert sorted(os.listdir(tmp_path)) == ["counters.json", "victim"]  # no temp file left
