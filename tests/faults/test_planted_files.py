@@ -216,3 +216,22 @@ def test_silence_commands_on_a_planted_silences_file_say_so_in_one_line_and_exit
     (line,) = run.stderr.splitlines()
     assert "silences.json" in line and "symbolic link" in line, line
     assert _unchanged(victim)
+
+
+def test_the_daily_report_reads_no_health_log_planted_as_a_link_to_a_root_only_file(install, telegram, victim):
+    """Its health summary (runs seen, incidents per check) is sent to Telegram: a planted
+    `logs/health.log -> /root/...` holding run records would put root's text in it."""
+    record = {"asctime": f"{YESTERDAY}T12:00:00.000+00:00", "levelname": "INFO", "event": "run",
+              "overall_status": "critical", "checks": {SECRET: "critical"}}
+    victim.write_text(json.dumps(record) + "\n")
+    os.chmod(victim, 0o600)
+    install.logs.mkdir(mode=0o750)
+    (install.logs / "health.log").symlink_to(victim)
+
+    run = install.run("daily-report", "--format", "json", timeout=RUN_TIMEOUT)
+
+    assert run.code == 3, run  # unknown: no database configured; the report is still made and sent
+    assert run.data["report"]["health"]["runs_seen"] == 0
+    assert SECRET not in run.stdout and SECRET not in run.stderr
+    assert telegram.delivered and not any(SECRET in m.text for m in telegram.delivered)
+    assert no_traceback(run), run.stderr
