@@ -234,6 +234,8 @@ class RunLock:
                 return False  # another run is taking or testing its lock: a moment
             raise
         try:
+            if not hasattr(fcntl, "F_OFD_GETLK"):  # a StateError: the run goes on, unlocked, and says so
+                raise OSError(errno.ENOSYS, "open file description locks need Linux 3.15 or later")
             found = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _flock(fcntl.F_WRLCK, self.byte))
             if struct.unpack(_FLOCK, found)[0] != fcntl.F_UNLCK:
                 return False
