@@ -34,7 +34,8 @@ class UnsafeFile(OSError):
     def __init__(self, path: str, what: str):
         self.what = what
         code = errno.ELOOP if what == "a symbolic link" else errno.EINVAL
-        super().__init__(code, f"is {what}, not a regular file; refused, nothing read or written through it", path)
+        kind = what if what.startswith("a hard link") else f"{what}, not a regular file"
+        super().__init__(code, f"is {kind}; refused, nothing read or written through it", path)
 
     def __str__(self):
         return self.strerror
@@ -74,7 +75,7 @@ def open_regular(path: str, flags: int = os.O_RDONLY, mode: int = FILE_MODE, dir
         if not stat.S_ISREG(info.st_mode):
             raise UnsafeFile(path, _kind(info.st_mode))
         if info.st_nlink != 1:  # a hard link to a file elsewhere (or one already unlinked)
-            raise UnsafeFile(path, f"a file with {info.st_nlink} links")
+            raise UnsafeFile(path, f"a hard link ({info.st_nlink} links to one file)")
     except BaseException:
         os.close(fd)
         raise
