@@ -435,7 +435,11 @@ def silence_add(pattern, duration, reason, **kwargs):
         silence = silences.add(folder, pattern, duration, reason, time.time())
     except (state.StateError, OSError) as exc:
         raise _silences_not_saved(folder, exc) from None
-    known = known_check_ids(config, state.read_json(os.path.join(folder, "alerts.json"), default={}))
+    try:
+        seen = state.read_json(os.path.join(folder, "alerts.json"), default={})
+    except (state.StateError, OSError):  # a planted link or FIFO: only the note needs it
+        seen = {}
+    known = known_check_ids(config, seen)
     import fnmatch
 
     note = "" if any(fnmatch.fnmatchcase(c, pattern) for c in known) else \
@@ -450,10 +454,14 @@ def silence_list(**kwargs):
     """List active silences."""
     import time
 
-    from monitor import silences
+    from monitor import silences, state
 
     config = _load_config(_options(**kwargs))
-    active = silences.load(config["paths"]["state"], time.time())
+    try:
+        active = silences.load(config["paths"]["state"], time.time())
+    except (state.StateError, OSError) as exc:
+        where = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) and exc.filename else exc
+        raise click.ClickException(f"cannot read silences: {where}") from None
     if not active:
         click.echo("no active silences")
     for s in active:
@@ -485,7 +493,7 @@ def _silences_not_saved(folder: str, exc: Exception) -> click.ClickException:
     """One line for a state folder that cannot be written (exit 3), not a traceback."""
     from monitor.state import StateError
 
-    reason = str(exc) if isinstance(exc, StateError) else f"cannot write in {folder}: {exc.strerror or exc}"
+    reason = str(exc) if isinstance(exc, StateError) else f"cannot write in {getattr(exc, 'filename', None) or folder}: {exc.strerror or exc}"
     return click.ClickException(f"silences not saved: {reason}")
 
 

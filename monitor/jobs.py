@@ -97,7 +97,7 @@ def run_job(command: str, opts: Options, config: dict, build_checks, finish=None
                 archive_if_stale(paths["logs"], LOG_NAMES[command], started_wall.date(),
                                  config["logs"]["retention_days"])
             except OSError as exc:
-                problems["log_write_error"] = f"cannot archive {paths['logs']}: {exc.strerror or exc}"
+                problems["log_write_error"] = f"cannot archive {exc.filename or paths['logs']}: {exc.strerror or exc}"
 
         from monitor.config import exposure_warnings
 
@@ -130,6 +130,8 @@ def run_job(command: str, opts: Options, config: dict, build_checks, finish=None
         duration_ms = (time.perf_counter() - t0) * 1000
         _export(command, opts, config, run.results, duration_ms, notifications, problems, extra.get("report"))
         _log_results(command, config, run.results, status, duration_ms)
+        if lock and lock.problem:  # the lock held, but its PID file was a planted link or FIFO
+            problems.setdefault("state_write_error", lock.problem)
         if handler.error:  # a write failed after the log was opened
             problems.setdefault("log_write_error", handler.error)
 

@@ -6,6 +6,7 @@ record is from an earlier day is split by day into logs/archive/<name>-DAY.log.g
 the next run, and archives older than the retention are removed.
 """
 
+import errno
 import logging
 import os
 import re
@@ -14,6 +15,7 @@ from datetime import date, datetime, timedelta
 from pythonjsonlogger.json import JsonFormatter
 
 from monitor.redact import RedactingFilter, scrub
+from monitor.state import UnsafeFile, create_temp, open_regular, read_file
 from monitor.text import printable  # also registers the "monitor.printable*" codec handlers
 
 LOG_MODE = 0o640
@@ -44,7 +46,7 @@ class AppendHandler(logging.Handler):
             os.close(self.fd)
             self.fd = None
         try:
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_MODE)
+            self.fd = open_regular(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_MODE)
         except OSError as exc:
             self.error = self.error or f"cannot write {self.path}: {exc.strerror}"
 
@@ -141,25 +143,65 @@ def archive_if_stale(folder: str, name: str, today: date, retention_days: int) -
     """Archive logs/<name>.log by day if it starts before `today`; return archives written.
 
     Runs under the command's lock, so nothing else appends to this log meanwhile.
+    Everything in logs/archive is reached through one descriptor of that folder,
+    opened without following a link, and each file there with `open_regular`: a
+    planted symlink (`NAME.log.pending -> /root/secret`) or FIFO raises UnsafeFile.
     """
     path = os.path.join(folder, f"{name}.log")
-    pending = os.path.join(folder, "archive", f"{name}.log.pending")
-    if not os.path.exists(pending):  # a pending file is left by a run that died mid-way
+    archive_dir = os.path.join(folder, "archive")
+    pending = f"{name}.log.pending"
+    archive = _open_archive_folder(archive_dir, create=False)
+    try:
+        if archive is None or not _exists(pending, archive):  # a pending file: a run died mid-way
+            try:
+                first = read_file(path, 4096).split(b"\n", 1)[0]
+            except FileNotFoundError:
+                return []
+            day = _record_day(first)
+            if not first or (day or today.isoformat()) >= today.isoformat():
+                return []
+            if archive is None:
+                archive = _open_archive_folder(archive_dir, create=True)
+            os.replace(path, pending, dst_dir_fd=archive)
+            _reopen_handlers(path)  # else this run's own records would go to the moved file
+        written = _split_by_day(archive, archive_dir, pending, folder, name, today)
+        os.unlink(pending, dir_fd=archive)
+        _apply_retention(archive, name, today, retention_days)
+        return written
+    except UnsafeFile as exc:
+        if not os.path.isabs(exc.filename):  # a name inside logs/archive: say which file
+            raise UnsafeFile(os.path.join(archive_dir, exc.filename), exc.what) from None
+        raise
+    finally:
+        if archive is not None:
+            os.close(archive)
+
+
+def _open_archive_folder(archive_dir: str, create: bool) -> int | None:
+    """A descriptor of logs/archive (None if it is missing and not `create`); never a link."""
+    if create:
         try:
-            with open(path, "rb") as handle:
-                first = handle.readline(4096)
-        except OSError:
-            return []
-        day = _record_day(first)
-        if not first or (day or today.isoformat()) >= today.isoformat():
-            return []
-        os.makedirs(os.path.dirname(pending), mode=LOG_FOLDER_MODE, exist_ok=True)
-        os.replace(path, pending)
-        _reopen_handlers(path)  # else this run's own records would go to the moved file
-    written = _split_by_day(pending, folder, name, today)
-    os.unlink(pending)
-    _apply_retention(os.path.join(folder, "archive"), name, today, retention_days)
-    return written
+            os.mkdir(archive_dir, LOG_FOLDER_MODE)
+        except FileExistsError:
+            pass
+    try:
+        return os.open(archive_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if create:
+            raise
+        return None
+    except OSError as exc:  # O_DIRECTORY|O_NOFOLLOW says ENOTDIR (or ELOOP) for a link
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(archive_dir):
+            raise UnsafeFile(archive_dir, "a symbolic link") from None
+        raise
+
+
+def _exists(name: str, dir_fd: int) -> bool:
+    try:
+        os.lstat(name, dir_fd=dir_fd)
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def _reopen_handlers(path: str) -> None:
@@ -168,47 +210,59 @@ def _reopen_handlers(path: str) -> None:
             handler.reopen()
 
 
-def _log_opener(path, flags):
-    return os.open(path, flags, LOG_MODE)
-
-
-def _split_by_day(pending: str, folder: str, name: str, today: date) -> list[str]:
+def _split_by_day(archive: int, archive_dir: str, pending: str, folder: str, name: str, today: date) -> list[str]:
     import gzip
 
-    archive_dir = os.path.dirname(pending)
     outputs: dict[str, tuple] = {}
     current = None
-    with open(pending, "rb") as source:
-        for line in source:
-            day = _record_day(line) or current or today.isoformat()
-            current = day
-            if day >= today.isoformat():
-                with open(os.path.join(folder, f"{name}.log"), "ab", opener=_log_opener) as live:
+    live = None
+    try:
+        with open(open_regular(pending, dir_fd=archive), "rb") as source:
+            for line in source:
+                day = _record_day(line) or current or today.isoformat()
+                current = day
+                if day >= today.isoformat():
+                    if live is None:
+                        live = open(open_regular(os.path.join(folder, f"{name}.log"),
+                                                 os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_MODE), "ab")
                     live.write(line)
-                continue
-            if day not in outputs:
-                target = os.path.join(archive_dir, f"{name}-{day}.log.gz")
-                tmp = target + ".tmp"
-                raw = open(tmp, "wb", opener=_log_opener)  # never wider than the log, whatever the umask
-                if os.path.exists(target):  # gzip members concatenate: keep what is there
-                    with open(target, "rb") as old:
-                        raw.write(old.read())
-                outputs[day] = (target, tmp, raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0))
-            outputs[day][3].write(line)
-    for target, tmp, raw, zipped in outputs.values():
-        zipped.close()
-        raw.flush()
-        os.fsync(raw.fileno())
-        raw.close()
-        os.chmod(tmp, LOG_MODE)
-        os.replace(tmp, target)
-    return sorted(target for target, *_ in outputs.values())
+                    continue
+                if day not in outputs:
+                    target = f"{name}-{day}.log.gz"
+                    fd, tmp = create_temp(archive_dir, target, LOG_MODE, dir_fd=archive)
+                    raw = open(fd, "wb")
+                    outputs[day] = (target, tmp, raw, None)
+                    os.fchmod(fd, LOG_MODE)  # never wider than the log, whatever the umask
+                    try:  # gzip members concatenate: keep what is there
+                        raw.write(read_file(target, dir_fd=archive))
+                    except FileNotFoundError:
+                        pass
+                    outputs[day] = (target, tmp, raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0))
+                outputs[day][3].write(line)
+        for target, tmp, raw, zipped in outputs.values():
+            zipped.close()
+            raw.flush()
+            os.fsync(raw.fileno())
+            raw.close()
+            os.replace(tmp, target, src_dir_fd=archive, dst_dir_fd=archive)
+    except BaseException:
+        for target, tmp, raw, zipped in outputs.values():
+            raw.close()
+            try:
+                os.unlink(tmp, dir_fd=archive)
+            except OSError:
+                pass
+        raise
+    finally:
+        if live is not None:
+            live.close()
+    return sorted(os.path.join(archive_dir, target) for target, *_ in outputs.values())
 
 
-def _apply_retention(archive_dir: str, name: str, today: date, retention_days: int) -> None:
+def _apply_retention(archive: int, name: str, today: date, retention_days: int) -> None:
     oldest = (today - timedelta(days=retention_days)).isoformat()
     pattern = re.compile(rf"{re.escape(name)}-(\d{{4}}-\d{{2}}-\d{{2}})\.log\.gz")
-    for entry in os.listdir(archive_dir):
+    for entry in os.listdir(archive):
         match = pattern.fullmatch(entry)
         if match and match.group(1) < oldest:
-            os.unlink(os.path.join(archive_dir, entry))
+            os.unlink(entry, dir_fd=archive)

@@ -99,8 +99,7 @@ def _token_from_vault(config: dict, environ) -> tuple[str | None, str]:
 
 def _read_copy(folder: str, ref: str) -> str | None:
     try:  # not state.read_json: a damaged copy is not set aside (it may hold most of a token)
-        with open(os.path.join(folder, TOKEN_COPY), "rb") as handle:
-            data = json.loads(handle.read(65536))
+        data = json.loads(state.read_file(os.path.join(folder, TOKEN_COPY), 65536))
     except (OSError, ValueError):
         return None
     token = data.get("token") if isinstance(data, dict) and data.get("ref") == ref else None
@@ -114,7 +113,7 @@ def _keep_copy(folder: str, ref: str, token: str) -> None:
     """Replace the copy of the Vault-held token when it changed (0600, never logged)."""
     path = os.path.join(folder, TOKEN_COPY)
     try:
-        if _read_copy(folder, ref) == token and os.stat(path).st_mode & 0o077 == 0:
+        if _read_copy(folder, ref) == token and os.lstat(path).st_mode & 0o077 == 0:
             return
         state.atomic_write(path, json.dumps({"ref": ref, "token": token}).encode(), mode=0o600)
     except (state.StateError, OSError) as exc:
@@ -149,6 +148,8 @@ def notify(config: dict, command: str, results, kinds_run, host: str, *, no_noti
         # case is a duplicate message.
         lock = None
         summary["state_error"] = f"cannot lock {folder}: {getattr(exc, 'strerror', None) or exc}"
+    if lock and lock.problem:  # a planted notify.lock: the lock holds, but say so
+        summary["state_error"] = lock.problem
     try:
         entries_path = os.path.join(folder, ALERTS_FILE)
         try:
@@ -164,7 +165,8 @@ def notify(config: dict, command: str, results, kinds_run, host: str, *, no_noti
             active = silences.load(folder, now)
         except (state.StateError, OSError) as exc:
             active = []
-            summary.setdefault("state_error", f"cannot read silences: {getattr(exc, 'strerror', None) or exc}")
+            summary.setdefault("state_error", f"cannot read silences: {getattr(exc, 'filename', None) or folder}: "
+                                              f"{getattr(exc, 'strerror', None) or exc}")
         to_send = []
         for alert in alerts:
             silence = silences.matching(active, alert.check_id)
@@ -212,7 +214,7 @@ def notify(config: dict, command: str, results, kinds_run, host: str, *, no_noti
             try:
                 queue = outbox.load(folder)
             except OSError as exc:
-                summary.setdefault("state_error", f"cannot read the outbox: {exc.strerror}")
+                summary.setdefault("state_error", f"cannot read the outbox {outbox.path(folder)}: {exc.strerror}")
         migrations = stored.get("chat_migrations", {})
         told = False
         if no_notify:

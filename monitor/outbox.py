@@ -24,8 +24,7 @@ def path(folder: str) -> str:
 
 def load(folder: str) -> list[dict]:
     try:
-        with open(path(folder), "rb") as handle:
-            raw = handle.read()
+        raw = state.read_file(path(folder))  # never through a planted link, never a FIFO
     except FileNotFoundError:
         return []
     messages, bad = [], []
@@ -61,15 +60,14 @@ def _is_message(item) -> bool:
 def count(folder: str) -> int:
     """How many messages wait, without touching the file (dry runs change nothing)."""
     try:
-        with open(path(folder), "rb") as handle:
-            return sum(1 for line in handle if line.strip())
+        return sum(1 for line in state.read_file(path(folder)).splitlines() if line.strip())
     except OSError:
         return 0
 
 
 def save(folder: str, messages: list[dict]) -> None:
     data = "".join(json.dumps(m, ensure_ascii=False, separators=(",", ":")) + "\n" for m in messages)
-    if not messages and not os.path.exists(path(folder)):
+    if not messages and not os.path.lexists(path(folder)):
         return
     state.atomic_write(path(folder), data.encode())
 

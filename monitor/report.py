@@ -6,6 +6,7 @@ pulling rows into Python; logs are streamed with a substring prefilter before an
 JSON parsing.
 """
 
+import contextlib
 import glob
 import gzip
 import json
@@ -345,6 +346,19 @@ def _open(path: str):
     return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
 
 
+@contextlib.contextmanager
+def _open_own(path: str):
+    """One of monitor's own logs: never through a planted link, never a FIFO (UnsafeFile)."""
+    from monitor.state import open_regular
+
+    with open(open_regular(path), "rb") as handle:
+        if path.endswith(".gz"):
+            with gzip.GzipFile(fileobj=handle, mode="rb") as unzipped:
+                yield unzipped
+        else:
+            yield handle
+
+
 def parse_time(text, tz) -> datetime | None:
     """An aware datetime from ISO 8601 text (naive: in `tz`) or epoch seconds/milliseconds."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
@@ -491,7 +505,7 @@ def health_summary(logs_folder: str, window: Window, every_minutes: int = 5) -> 
     for path in files:
         if os.path.basename(path).startswith("health") or path.endswith("health.log"):
             try:
-                with _open(path) as handle:
+                with _open_own(path) as handle:
                     for line in handle:
                         if b'"event": "run"' not in line and b'"event":"run"' not in line:
                             continue

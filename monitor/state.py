@@ -9,6 +9,8 @@ import errno
 import json
 import logging
 import os
+import stat
+import struct
 import time
 from datetime import datetime
 
@@ -21,12 +23,99 @@ class StateError(Exception):
     """The state folder cannot be used (missing and not creatable, read-only, full)."""
 
 
-def atomic_write(path: str, data: bytes, mode: int = FILE_MODE) -> None:
-    """Write `data` to `path` so that readers see the old or the new content, never a mix."""
-    folder = os.path.dirname(path) or "."
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+class UnsafeFile(OSError):
+    """A state, log, lock, archive or textfile path that is not a plain regular file.
+
+    Whoever can write the folder can plant a symlink (to /root/...), a FIFO (a read
+    that never ends) or a hard link there: a root run refuses it rather than read or
+    write through it. An OSError, so every "cannot write X: <strerror>" path reports it.
+    """
+
+    def __init__(self, path: str, what: str):
+        self.what = what
+        code = errno.ELOOP if what == "a symbolic link" else errno.EINVAL
+        kind = what if what.startswith("a hard link") else f"{what}, not a regular file"
+        super().__init__(code, f"is {kind}; refused, nothing read or written through it", path)
+
+    def __str__(self):
+        return self.strerror
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def open_regular(path: str, flags: int = os.O_RDONLY, mode: int = FILE_MODE, dir_fd: int | None = None) -> int:
+    """Open `path` (relative to `dir_fd` if given) without following a symlink or blocking
+    on a FIFO; return the descriptor. Raise UnsafeFile if it is not a regular file with one link.
+
+    The one door for every state, log, lock and archive file. Never pass O_TRUNC: a hard
+    link would be cut before it is seen; truncate the descriptor once it is checked.
+    """
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeFile(path, "a symbolic link") from None
+        if exc.errno == errno.ENXIO:  # a FIFO nobody reads, opened for writing; a socket
+            raise UnsafeFile(path, "a FIFO or socket") from None
+        if exc.errno == errno.EISDIR:  # opened for writing
+            raise UnsafeFile(path, "a directory") from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeFile(path, _kind(info.st_mode))
+        if info.st_nlink != 1:  # a hard link to a file elsewhere (or one already unlinked)
+            raise UnsafeFile(path, f"a hard link ({info.st_nlink} links to one file)")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_file(path: str, limit: int = -1, dir_fd: int | None = None) -> bytes:
+    """The bytes of the regular file `path` (at most `limit`). Raise OSError (UnsafeFile)."""
+    with open(open_regular(path, dir_fd=dir_fd), "rb") as handle:
+        return handle.read(limit)
+
+
+def create_temp(folder: str, name: str, mode: int = FILE_MODE, dir_fd: int | None = None) -> tuple[int, str]:
+    """Create a new, unguessable temp file `.NAME.RANDOM.tmp` beside `name`; return (fd, path).
+
+    O_CREAT|O_EXCL|O_NOFOLLOW: never an existing file, never through a planted link.
+    With `dir_fd` the returned path is relative to it.
+    """
+    import secrets
+
+    while True:
+        tmp = f".{name}.{secrets.token_hex(8)}.tmp"
+        path = tmp if dir_fd is not None else os.path.join(folder, tmp)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
+                         dir_fd=dir_fd)
+        except FileExistsError:
+            continue
+        return fd, path
+
+
+def atomic_write(path: str, data: bytes, mode: int = FILE_MODE) -> None:
+    """Write `data` to `path` so that readers see the old or the new content, never a mix.
+
+    The rename replaces whatever entry is at `path` (a planted symlink included) and
+    writes nothing through it.
+    """
+    folder = os.path.dirname(path) or "."
+    fd, tmp = create_temp(folder, os.path.basename(path), mode)
+    try:
         try:
             os.fchmod(fd, mode)  # the umask must not widen or narrow it
             view = memoryview(data)
@@ -53,14 +142,16 @@ def read_json(path: str, default=None, expect=dict):
 
     A file that is empty, not JSON or not of the expected type is renamed to
     `path.corrupt-<timestamp>` with a WARNING: a duplicate alert beats silence.
+    A symlink, FIFO or other non-regular file raises UnsafeFile (never followed).
     """
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
+        raw = read_file(path)
     except FileNotFoundError:
         return default
-    except IsADirectoryError:
-        raise StateError(f"{path}: is a directory") from None
+    except UnsafeFile as exc:
+        if exc.strerror.startswith("is a directory"):
+            raise StateError(f"{path}: is a directory") from None
+        raise
     try:
         value = json.loads(raw)
         if not isinstance(value, expect):
@@ -90,50 +181,103 @@ def ensure_folder(path: str) -> None:
 
 
 class RunLock:
-    """An flock on `state/<command>.lock` so runs of one command never overlap."""
+    """One run of a command at a time, locked on the state folder itself.
+
+    A lock on `state/<command>.lock` is lost with the file: `rm state/health.lock`
+    during a run let the next run start at once. So the lock is an open-file-description
+    read lock on one byte of the state folder (the command's own byte: commands run in
+    parallel), tested and set under a short flock of the folder, and dropped by the
+    kernel when the run ends or dies. `<command>.lock` only names the holder's PID for
+    the next run's message, and its mtime says when the command last ran (the cron check).
+    """
 
     def __init__(self, folder: str, command: str, wait: float = 30.0):
+        import zlib
+
+        self.folder = folder
         self.path = os.path.join(folder, f"{command}.lock")
         self.command, self.wait = command, wait
+        self.byte = zlib.crc32(command.encode())
         self.fd: int | None = None
+        self.problem: str | None = None  # a PID file that was refused (a planted link): say so
 
     def acquire(self) -> None:
         """Take the lock, waiting up to `wait` seconds. Raise LockHeld naming the holder."""
+        try:
+            fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:  # missing, a file in the way
+            raise StateError(f"cannot open {self.folder}: {exc.strerror}") from None
+        deadline = time.monotonic() + self.wait
+        delay = 0.01
+        try:
+            while not self._try(fd):
+                if time.monotonic() >= deadline:
+                    raise LockHeld(self.command, self._holder(), self.path, self.wait)
+                time.sleep(delay)  # only when another run holds the lock
+                delay = min(delay * 2, 0.2)
+        except OSError as exc:
+            os.close(fd)
+            raise StateError(f"cannot lock {self.path}: {exc.strerror}") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        self._write_pid()
+
+    def _try(self, fd: int) -> bool:
+        """Under the folder's flock: if no other run holds this command's byte, take it."""
         import fcntl
 
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
-        except OSError as exc:  # read-only or full disk, a folder in the way
-            raise StateError(f"cannot open {self.path}: {exc.strerror}") from None
-        deadline = time.monotonic() + self.wait
-        delay = 0.01
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    os.close(fd)
-                    raise StateError(f"cannot lock {self.path}: {exc.strerror}") from None
-                if time.monotonic() >= deadline:
-                    holder = _read_pid(fd)
-                    os.close(fd)
-                    raise LockHeld(self.command, holder, self.path, self.wait)
-                time.sleep(delay)  # only when another run holds the lock
-                delay = min(delay * 2, 0.2)
-        self.fd = fd
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                return False  # another run is taking or testing its lock: a moment
+            raise
+        try:
+            if not hasattr(fcntl, "F_OFD_GETLK"):  # a StateError: the run goes on, unlocked, and says so
+                raise OSError(errno.ENOSYS, "open file description locks need Linux 3.15 or later")
+            found = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _flock(fcntl.F_WRLCK, self.byte))
+            if struct.unpack(_FLOCK, found)[0] != fcntl.F_UNLCK:
+                return False
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_RDLCK, self.byte))
+            return True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _write_pid(self) -> None:
         try:
             # Write, then cut: a waiter reading meanwhile sees a PID, never an empty file.
-            pid = f"{os.getpid()}\n".encode()
-            os.pwrite(fd, pid, 0)
-            os.ftruncate(fd, len(pid))
+            fd = open_regular(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+            try:
+                pid = f"{os.getpid()}\n".encode()
+                os.pwrite(fd, pid, 0)
+                os.ftruncate(fd, len(pid))
+            finally:
+                os.close(fd)
+        except UnsafeFile as exc:  # the lock holds; whoever planted it must be heard of
+            self.problem = f"cannot write {self.path}: {exc.strerror}"
         except OSError:
             pass  # the PID only names the holder in the next run's message; the lock holds
 
+    def _holder(self) -> int | None:
+        try:
+            return int(read_file(self.path, 32).decode().strip() or 0) or None
+        except (OSError, ValueError):
+            return None
+
     def release(self) -> None:
         if self.fd is not None:
-            os.close(self.fd)  # closing drops the flock
+            os.close(self.fd)  # closing drops the lock
             self.fd = None
+
+
+# struct flock of Linux (x86_64, aarch64): l_type, l_whence, l_start, l_len, l_pid.
+_FLOCK = "hhqqi4x"
+
+
+def _flock(kind: int, byte: int) -> bytes:
+    return struct.pack(_FLOCK, kind, os.SEEK_SET, byte, 1, 0)
 
 
 class LockHeld(Exception):
@@ -141,10 +285,3 @@ class LockHeld(Exception):
         holder = f"PID {pid}" if pid else "another process"
         super().__init__(f"another `monitor {command}` run ({holder}) holds {path}; "
                          f"gave up after {waited:g}s")
-
-
-def _read_pid(fd: int) -> int | None:
-    try:
-        return int(os.pread(fd, 32, 0).decode().strip() or 0) or None
-    except (OSError, ValueError):
-        return None

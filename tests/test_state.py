@@ -1,6 +1,5 @@
 """The state folder: atomic writes, corrupt files set aside, one run of a command at a time."""
 
-import fcntl
 import json
 import logging
 import os
@@ -96,17 +95,14 @@ def test_a_run_with_a_corrupt_state_file_goes_on_from_empty_state(tmp_path, run_
 
 @pytest.fixture
 def held_lock(tmp_path):
-    """Hold state/health.lock as another run would, with PID 4242 written in it."""
+    """Hold the health lock of tmp_path/state as another run would, with PID 4242 written in it."""
     folder = tmp_path / "state"
     folder.mkdir()
-    fd = os.open(folder / "health.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    os.write(fd, b"4242\n")
-    yield fd
-    try:
-        os.close(fd)
-    except OSError:
-        pass  # released by the test
+    lock = RunLock(str(folder), "health", wait=0)
+    lock.acquire()
+    (folder / "health.lock").write_text("4242\n")
+    yield lock
+    lock.release()
 
 
 def test_a_second_run_while_the_lock_is_held_exits_3_naming_the_pid(tmp_path, held_lock, run_monitor):
@@ -127,7 +123,7 @@ def test_a_run_waits_for_the_lock_to_be_released(tmp_path, held_lock, write_conf
                             env=clean_env({"MONITOR_LOCK_WAIT": "10"}), stderr=subprocess.PIPE, text=True)
     time.sleep(0.4)
     assert proc.poll() is None  # still waiting
-    os.close(held_lock)
+    held_lock.release()
     _, err = proc.communicate(timeout=10)
     assert proc.returncode != 3, err
     assert (tmp_path / "state" / "health.lock").read_text().strip() == str(proc.pid)
@@ -145,10 +141,20 @@ def test_the_lock_is_exclusive_and_released(tmp_path):
     again.release()
 
 
-def test_a_lock_that_cannot_be_opened_is_a_state_error_not_a_crash(tmp_path):
+def test_a_lock_whose_state_folder_cannot_be_opened_is_a_state_error_not_a_crash(tmp_path):
+    (tmp_path / "state").write_text("a file where the folder should be")
+    with pytest.raises(StateError, match="state"):
+        RunLock(str(tmp_path / "state"), "health", wait=0.05).acquire()
+
+
+def test_a_folder_in_place_of_the_lock_file_still_locks_and_is_named(tmp_path):
     (tmp_path / "health.lock").mkdir()
-    with pytest.raises(StateError, match="health.lock"):
+    first = RunLock(str(tmp_path), "health", wait=0.05)
+    first.acquire()
+    assert "health.lock" in first.problem and "is a directory" in first.problem
+    with pytest.raises(LockHeld):
         RunLock(str(tmp_path), "health", wait=0.05).acquire()
+    first.release()
 
 
 def test_the_state_folder_is_created_private(tmp_path):
@@ -180,3 +186,41 @@ def test_files_of_a_run_are_private_even_under_umask_000(tmp_path, write_config,
             assert not mode & 0o002, f"{name} is world-writable"
             if not name.endswith(".toml"):
                 assert not mode & 0o004 or name in dirs, f"{name} is world-readable"
+
+
+# --- planted files ----------------------------------------------------------------------------
+
+def _planted(tmp_path, kind):
+    victim = tmp_path / "victim"
+    victim.write_text("victim\n")
+    path = tmp_path / "counters.json"
+    if kind == "symlink":
+        path.symlink_to(victim)
+    elif kind == "dangling symlink":
+        path.symlink_to(tmp_path / "nowhere")
+    elif kind == "hard link":
+        os.link(victim, path)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    return path, victim
+
+
+@pytest.mark.parametrize("kind", ["symlink", "dangling symlink", "hard link", "fifo"])
+def test_open_regular_refuses_what_is_not_a_regular_file_with_one_link(tmp_path, kind):
+    path, victim = _planted(tmp_path, kind)
+    for flags in (os.O_RDONLY, os.O_WRONLY | os.O_APPEND | os.O_CREAT, os.O_RDWR | os.O_CREAT):
+        with pytest.raises(state.UnsafeFile, match="; refused, nothing read or written through it"):
+            state.open_regular(str(path), flags)
+    assert victim.read_text() == "victim\n"
+    assert not (tmp_path / "nowhere").exists()  # O_CREAT did not create the link's target
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo"])
+def test_a_planted_state_file_is_refused_on_read_and_replaced_not_written_through_on_write(tmp_path, kind):
+    path, victim = _planted(tmp_path, kind)
+    with pytest.raises(OSError, match="not a regular file"):
+        state.read_json(str(path), default={})
+    state.write_json(str(path), {"a": 1})
+    assert victim.read_text() == "victim\n"
+    assert not path.is_symlink() and state.read_json(str(path)) == {"a": 1}
+    assert sorted(os.listdir(tmp_path)) == ["counters.json", "victim"]  # no temp file left

@@ -69,7 +69,7 @@ def first_run(counters, folder: str, now: float) -> float:
         locks = []
         for job in SCHEDULE:
             try:
-                locks.append(os.stat(os.path.join(folder, f"{job}.lock")).st_mtime)
+                locks.append(os.lstat(os.path.join(folder, f"{job}.lock")).st_mtime)
             except OSError:
                 pass
         mark = min([now, *locks])
@@ -89,7 +89,7 @@ def cron(config: dict, counters=None, now=time.time) -> Result:
     for job, (hours, grace, configured) in SCHEDULE.items():
         max_gap = _max_gap(hours, grace)
         try:
-            last = os.stat(os.path.join(folder, f"{job}.lock")).st_mtime
+            last = os.lstat(os.path.join(folder, f"{job}.lock")).st_mtime
         except OSError:
             last = None
         if last is None and not configured(config):

@@ -84,6 +84,7 @@ class Install:
         self.telegram_extra = ""
         self.alerts = ""
         self.env = {"TELEGRAM_BOT_TOKEN": BOT_TOKEN}
+        self.wrapper: list[str] = []     # a command the run is started through (full_disk)
         self.state.mkdir()
         self.silence_cpu()
         seed_cpu_baseline(self.state)
@@ -123,7 +124,7 @@ class Install:
 
     # --- running -------------------------------------------------------------------
     def command(self, *args) -> list[str]:
-        return [MONITOR, *args, "--config", str(self.config)]
+        return [*self.wrapper, MONITOR, *args, "--config", str(self.config)]
 
     def popen(self, *args, env=None, preexec_fn=None) -> subprocess.Popen:
         return subprocess.Popen(self.command(*args), cwd=self.folder, env=clean_env({**self.env, **(env or {})}),
@@ -168,6 +169,48 @@ class Install:
                 if secret.encode() in data:
                     found.append(f"{what} in {path}")
         return found
+
+
+# Mount a full tmpfs over FOLDER (its files copied in) in a mount namespace of the run's
+# own, then run the command: files can be created there, but nothing written. Every
+# write the run makes is through a file it creates or a regular file it checked (a
+# planted /dev/full is refused), so a real full filesystem is the way to ENOSPC. The
+# mount dies with the process: nothing to clean up, nothing seen outside.
+_FULL_DISK = r"""
+set -e
+dir=$1; mode=$2; shift 2
+copy=$(mktemp -d)
+mkdir -p "$dir"
+cp -a "$dir"/. "$copy"/
+mount -t tmpfs -o size=64k,mode="$mode" monitor-full-disk "$dir"
+cp -a "$copy"/. "$dir"/
+rm -rf "$copy"
+cat /dev/zero > "$dir/.filler" 2>/dev/null || true
+exec "$@"
+"""
+
+
+def full_disk(folder: Path, mode: str = "0700") -> list[str]:
+    """A wrapper for `Install.wrapper`: the run sees `folder` on a full filesystem (ENOSPC)."""
+    if not _can_mount():
+        pytest.skip("a full filesystem needs a tmpfs mount in a private mount namespace "
+                    "(root with CAP_SYS_ADMIN and util-linux unshare)")
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", _FULL_DISK, "sh", str(folder), mode]
+
+
+_MOUNT_PROBE: list[bool] = []
+
+
+def _can_mount() -> bool:
+    if not _MOUNT_PROBE:
+        import shutil
+
+        script = 'd=$(mktemp -d) && mount -t tmpfs probe "$d" && umount "$d" && rmdir "$d"'
+        able = os.geteuid() == 0 and shutil.which("unshare") and subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+            capture_output=True, timeout=30).returncode == 0
+        _MOUNT_PROBE.append(bool(able))
+    return _MOUNT_PROBE[0]
 
 
 def assert_state_readable(state: Path) -> None:

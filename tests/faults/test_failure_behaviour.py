@@ -6,7 +6,7 @@ import json
 import subprocess
 
 from tests.conftest import clean_env
-from tests.faults.conftest import HOST_CHECKS, delivered_checks, no_traceback
+from tests.faults.conftest import HOST_CHECKS, delivered_checks, full_disk, no_traceback
 from tests.openbao import silent_peer
 from tests.telegram_standin import unauthorized
 
@@ -99,14 +99,8 @@ def test_an_alert_that_can_be_neither_sent_nor_kept_is_dropped_only_with_an_erro
                                                                                                     telegram):
     install.scrapers = ["feed"]
     telegram.always(unauthorized())
-    tmp = str(install.state / ".outbox.jsonl.{pid}.tmp")
-
-    def outbox_on_a_full_disk():
-        import os
-
-        os.symlink("/dev/full", tmp.format(pid=os.getpid()))
-
-    run = install.health(preexec_fn=outbox_on_a_full_disk)
+    install.wrapper = full_disk(install.state)  # the outbox cannot be saved
+    run = install.health()
     assert run.code == 2 and "state_write_error" in run.data
     errors = [json.loads(line) for line in install.log_lines() if b'"event": "outbox_write_error"' in line]
     assert len(errors) == 1 and errors[0]["levelname"] == "ERROR"

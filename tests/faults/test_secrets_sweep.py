@@ -22,7 +22,7 @@ import pytest
 
 from monitor.notify import TOKEN_COPY
 from tests import loopback
-from tests.faults.conftest import API_KEY, BOT_TOKEN, VAULT_TOKEN, Install, SlowTelegram, no_traceback
+from tests.faults.conftest import API_KEY, BOT_TOKEN, VAULT_TOKEN, Install, SlowTelegram, full_disk, no_traceback
 from tests.openbao import dev_server, unused_url
 from tests.telegram_standin import server_error, unauthorized
 
@@ -124,8 +124,7 @@ def test_no_secret_reaches_any_output_or_file_in_any_failure_mode(mode, tmp_path
                 assert inst.run(*COMMANDS[name]).code in (0, 1, 2)  # Vault up: the token is read and kept
                 inst.extra = inst.extra.replace(vault.addr, vault_url)
             if mode == "logs on a full disk" and name in LOG_NAMES:
-                inst.logs.mkdir()
-                (inst.logs / f"{LOG_NAMES[name]}.log").symlink_to("/dev/full")
+                inst.wrapper = full_disk(inst.logs, "0750")
         if mode == "telegram 401":
             telegram.always(unauthorized())
         elif mode == "telegram 500":

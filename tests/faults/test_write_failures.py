@@ -3,9 +3,9 @@
 Each fault hits one of the three places a run writes (SPEC: Failure behaviour, "Logs
 or state that cannot be written (disk full, read-only) do not stop the checks or the
 alerts"):
-- a full device: /dev/full behind a symlink named like the file the run writes
-  (the log itself; the temp files of state and textfile writes, named after the PID
-  of the run, placed by `preexec_fn` in the child before it starts): ENOSPC;
+- a full filesystem: a full tmpfs over the folder, mounted in the run's own mount
+  namespace (`full_disk`; a /dev/full planted where the run writes is refused, and
+  temp file names are unguessable): ENOSPC;
 - a file where the folder should be: ENOTDIR;
 - RLIMIT_FSIZE of 0 bytes (SIGXFSZ ignored): EFBIG on every file at once.
 Root ignores permissions, so no test here relies on chmod. The textfile folder comes
@@ -20,20 +20,11 @@ import signal
 
 import pytest
 
-from tests.faults.conftest import HOST_CHECKS, delivered_checks, no_traceback
+from tests.faults.conftest import HOST_CHECKS, delivered_checks, full_disk, no_traceback
 
 NO_SPACE = os.strerror(28)      # ENOSPC
 NOT_A_FOLDER = "not a directory"
 TOO_LARGE = os.strerror(27)     # EFBIG
-
-
-def _full(*names):
-    """preexec_fn: put /dev/full where this process will write `names` (format with pid)."""
-    def before_exec():
-        pid = os.getpid()
-        for name in names:
-            os.symlink("/dev/full", name.format(pid=pid))
-    return before_exec
 
 
 def _file_size_limit():
@@ -42,8 +33,7 @@ def _file_size_limit():
 
 
 def _logs_full(inst):
-    inst.logs.mkdir()
-    (inst.logs / "health.log").symlink_to("/dev/full")
+    inst.wrapper = full_disk(inst.logs, "0750")
     return None, {"log_write_error": ("health.log", NO_SPACE)}
 
 
@@ -53,9 +43,8 @@ def _logs_not_a_folder(inst):
 
 
 def _state_full(inst):
-    # Every state write is a temp file `.NAME.PID.tmp` renamed over NAME.
-    names = [str(inst.state / f".{n}.{{pid}}.tmp") for n in ("alerts.json", "counters.json", "outbox.jsonl")]
-    return _full(*names), {"state_write_error": ("state", NO_SPACE)}
+    inst.wrapper = full_disk(inst.state)  # every state write is a new temp file renamed over NAME
+    return None, {"state_write_error": ("state", NO_SPACE)}
 
 
 def _state_not_a_folder(inst):
@@ -67,9 +56,8 @@ def _state_not_a_folder(inst):
 
 
 def _textfile_full(inst):
-    inst.textfiles.mkdir()
-    return _full(str(inst.textfiles / ".monitor_health.prom.{pid}.tmp")), \
-        {"textfile_write_error": ("textfiles", NO_SPACE)}
+    inst.wrapper = full_disk(inst.textfiles, "0755")
+    return None, {"textfile_write_error": ("textfiles", NO_SPACE)}
 
 
 def _textfile_not_a_folder(inst):
