@@ -1,9 +1,10 @@
 """The state and logs folders of a root run: who may write them, who owns what it creates.
 
 Like sshd's StrictModes: a root run refuses a folder that its group or others can
-write, one owned by someone other than root or the installation's owner, and one below
-a parent that others can write (a root-owned sticky parent such as `/tmp` is fine).
-Whoever can write there could swap the files a root run writes or reads.
+write, and one below a parent that others can write (a root-owned sticky parent such
+as `/tmp` is fine). Whoever can write there could swap the files a root run writes or
+reads. A folder owned by a service user is fine: that user is trusted with its own
+installation, and the file opens never follow its links or FIFOs (item 1).
 
 Mixed users: folders a root run creates belong to the installation's owner (the config
 file's owner when it is not root, else the owner of the folder above), and files a root
@@ -95,10 +96,6 @@ def problem(path: str) -> str | None:
             by = "its group and others" if st.st_mode & 0o020 and st.st_mode & 0o002 else \
                 "its group" if st.st_mode & 0o020 else "others"
             return f"refusing {path}: writable by {by} ({_describe(st)}); chmod go-w it"
-        trusted = owner_for(path)[0]
-        if st.st_uid not in (0, trusted):
-            return (f"refusing {path}: owned by {_who(st.st_uid)}, neither root nor the "
-                    f"installation's owner {_who(trusted)}")
     for parent in _parents(path):
         try:
             pst = os.stat(parent)

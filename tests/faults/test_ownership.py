@@ -199,3 +199,22 @@ def test_a_hard_link_or_symlink_planted_in_the_service_users_folder_is_not_hande
         assert os.lstat(inst.state / "link.json").st_uid == 0
     finally:
         shutil.rmtree(private)
+
+
+def test_with_a_root_owned_config_state_and_logs_are_created_for_the_owner_of_the_folder_above(service_install):
+    """README's service-user setup: /etc/monitor/monitor.toml root's, /var/lib/monitor `monitor`'s."""
+    inst = service_install
+    var = inst.folder / "var"
+    var.mkdir(mode=0o750)
+    os.chown(var, NOBODY, NOBODY)
+    inst.extra += f'[paths]\nstate = "{var / "state"}"\nlogs = "{var / "logs"}"\n'
+    os.chown(inst.config, 0, 0)                          # rewritten: root's, readable by all
+
+    first = inst.health()
+
+    assert "state_write_error" not in first.data and "log_write_error" not in first.data, first
+    assert set(_owners(var).values()) == {(NOBODY, NOBODY)}, _owners(var)
+    run = _health_as_nobody(inst)
+    assert "state_write_error" not in run.data and "log_write_error" not in run.data, run
+    assert len([line for line in (var / "logs" / "health.log").read_bytes().splitlines()
+                if b'"event": "run"' in line]) == 2
