@@ -218,8 +218,9 @@ def notify_without_state(notify, config: dict) -> dict:
 
         for message in outbox.load(folder):
             logging.getLogger("monitor").error(
-                "dropped undelivered %s: the state folder %s is refused, so the outbox cannot keep it",
-                message.get("about") or message.get("id"), config["paths"]["state"],
+                "dropped undelivered %s: the state folder %s is refused, so the outbox cannot keep it "
+                "(last error: %s)", outbox.describe(message), config["paths"]["state"],
+                message.get("last_error") or "none",
                 extra={"event": "outbox_dropped", "message_id": message.get("id")})
         summary["outbox"] = None
         return summary

@@ -218,3 +218,23 @@ def test_with_a_root_owned_config_state_and_logs_are_created_for_the_owner_of_th
     assert "state_write_error" not in run.data and "log_write_error" not in run.data, run
     assert len([line for line in (var / "logs" / "health.log").read_bytes().splitlines()
                 if b'"event": "run"' in line]) == 2
+
+
+def test_with_the_state_folder_refused_an_alert_telegram_refuses_is_dropped_with_an_error_naming_it(
+        install, telegram):
+    from tests.telegram_standin import server_error
+
+    install.scrapers = ["feed"]
+    install.state.chmod(0o777)
+    telegram.always(server_error())
+
+    run = install.health()
+
+    assert run.code == 2 and "refusing" in run.data["state_write_error"], run
+    assert run.data["notifications"]["failed"] >= 1 and run.data["notifications"]["outbox"] is None
+    dropped = [json.loads(line) for line in install.log_lines() if b'"outbox_dropped"' in line]
+    assert len(dropped) == 1 and str(install.state) in dropped[0]["message"] \
+        and "refused" in dropped[0]["message"] and "scraper:feed" in dropped[0]["message"] \
+        and dropped[0]["levelname"] == "ERROR", dropped
+    assert not (install.state / "outbox.jsonl").exists()
+    assert no_traceback(run)
