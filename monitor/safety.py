@@ -137,7 +137,7 @@ def prepare(path: str, mode: int) -> None:
     if _is_root():
         try:
             if os.stat(path).st_uid != 0:
-                _handover.add(path)
+                _handover.add(path)  # cli.entry hands over at the end of every command
         except OSError:
             pass
 

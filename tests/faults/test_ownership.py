@@ -133,7 +133,7 @@ def service_install(telegram):
     folder.chmod(0o755)
     inst = Install(folder, telegram)
     shutil.rmtree(inst.state)                            # the first (root) run creates it
-    os.chown(inst.config, NOBODY, NOBODY)                # the service user's installation
+    os.chown(inst.config, NOBODY, NOBODY)                # the service user's (until rewritten)
     yield inst
     shutil.rmtree(folder, ignore_errors=True)
 
@@ -238,3 +238,18 @@ def test_with_the_state_folder_refused_an_alert_telegram_refuses_is_dropped_with
         and dropped[0]["levelname"] == "ERROR", dropped
     assert not (install.state / "outbox.jsonl").exists()
     assert no_traceback(run)
+
+
+def test_a_silence_added_with_sudo_is_handed_to_the_service_user_whose_runs_then_read_it(service_install):
+    inst = service_install
+    assert "state_write_error" not in inst.health().data   # state/ created for nobody
+
+    added = inst.run("silence", "add", "scraper:*", "--for", "1h", "--reason", "maintenance")   # as root
+
+    assert added.code == 0, added
+    assert (inst.state / "silences.json").stat().st_uid == NOBODY
+    inst.scrapers = ["feed"]                             # now critical...
+    os.chown(inst.config, NOBODY, NOBODY)                # (the config was rewritten)
+    run = _health_as_nobody(inst)
+    assert "state_write_error" not in run.data, run
+    assert run.data["notifications"]["silenced"] == 1, run.data["notifications"]   # ...and silenced
