@@ -322,8 +322,8 @@ def config_check(**kwargs):
     from monitor import safety
     from monitor.text import printable
 
-    refused = [f"paths.{key}: {safety.problem(effective['paths'][key])}" for key in ("state", "logs")
-               if safety.problem(effective["paths"][key])]
+    problems = {key: safety.problem(effective["paths"][key]) for key in ("state", "logs")}
+    refused = [f"paths.{key}: {why}" for key, why in problems.items() if why]
     for line in refused:  # what a root run would refuse (monitor/safety.py)
         click.echo(printable(line), err=True)
     if missing:
