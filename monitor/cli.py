@@ -65,9 +65,11 @@ def _options(**kwargs) -> Options:
 
 
 def _load_config(opts: Options) -> dict:
-    from monitor import config
+    from monitor import config, safety
 
-    return config.load(opts.config, opts.env)
+    loaded = config.load(opts.config, opts.env)
+    safety.use_config(loaded["source"])  # its owner owns the folders a root run creates
+    return loaded
 
 
 def _config_options(func):
@@ -336,10 +338,16 @@ def config_check(**kwargs):
         source = effective["source"] or "no config file: built-in defaults"
         output.write_stdout(f"config ok: {source} (environment {effective['environment']})\n"
                             + "\n".join(output.flatten(shown)))
+    from monitor import safety
+    from monitor.text import printable
+
+    problems = {key: safety.problem(effective["paths"][key]) for key in ("state", "logs")}
+    refused = [f"paths.{key}: {why}" for key, why in problems.items() if why]
+    for line in refused:  # what a root run would refuse (monitor/safety.py)
+        click.echo(printable(line), err=True)
     if missing:
         click.echo(f"telegram: no usable bot token: {missing}", err=True)
-        return 1
-    return 0
+    return 1 if missing or refused else 0
 
 
 def _bot_token_problem(config: dict, secrets: dict) -> str | None:
@@ -548,6 +556,9 @@ def entry() -> None:
     mount) could hold up an orderly shutdown.
     """
     code = main()
+    safety = sys.modules.get("monitor.safety")
+    if safety:  # root's files in a service user's folders (`sudo monitor silence add` too)
+        safety.hand_over()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

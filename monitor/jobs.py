@@ -75,6 +75,7 @@ def run_job(command: str, opts: Options, config: dict, build_checks, finish=None
     beat = heartbeat.begin(config, command, opts.dry_run)  # URL/start, in a thread
 
     lock = None
+    refused = False  # a root run refuses a state folder others can write (monitor/safety.py)
     try:
         state.ensure_folder(paths["state"])
         lock = state.RunLock(paths["state"], command, lock_wait())
@@ -82,6 +83,7 @@ def run_job(command: str, opts: Options, config: dict, build_checks, finish=None
     except state.StateError as exc:
         lock = None
         problems["state_write_error"] = str(exc)
+        refused = isinstance(exc, state.FolderRefused)
     except state.LockHeld as exc:
         # Propagates: the CLI reports it and exits 3 before anything is written.
         if beat:
@@ -107,7 +109,7 @@ def run_job(command: str, opts: Options, config: dict, build_checks, finish=None
         carried_file, keep_untouched = CARRIED[command]
         counters_path = os.path.join(paths["state"], carried_file)
         try:
-            previous = state.read_json(counters_path, default={})
+            previous = {} if refused else state.read_json(counters_path, default={})
         except (state.StateError, OSError) as exc:
             previous = {}
             problems.setdefault("state_write_error", f"cannot read {counters_path}: {exc}")
@@ -126,7 +128,7 @@ def run_job(command: str, opts: Options, config: dict, build_checks, finish=None
             except OSError as exc:
                 problems["state_write_error"] = f"cannot write {counters_path}: {exc.strerror}"
 
-        notifications = _notify(command, opts, config, run.results, problems, extra.get("message"))
+        notifications = _notify(command, opts, config, run.results, problems, extra.get("message"), refused)
         duration_ms = (time.perf_counter() - t0) * 1000
         _export(command, opts, config, run.results, duration_ms, notifications, problems, extra.get("report"))
         _log_results(command, config, run.results, status, duration_ms)
@@ -158,14 +160,23 @@ def run_job(command: str, opts: Options, config: dict, build_checks, finish=None
         raise
     finally:
         close_log()
+        from monitor import safety
+
+        safety.hand_over()  # under the lock: root's files in a service user's folders go to it
         if lock:
             lock.release()
 
 
-def _notify(command: str, opts: Options, config: dict, results, problems: dict, message=None) -> dict:
+def _notify(command: str, opts: Options, config: dict, results, problems: dict, message=None,
+            refused=False) -> dict:
     """Deliver this run's alerts; a notification failure never changes the verdict."""
     from monitor.notify import notify
 
+    if refused:  # nothing read from or written to the refused folder; the alerts still go out
+        from monitor.safety import notify_without_state
+
+        return notify_without_state(lambda cfg: _notify(command, opts, cfg, results, problems, message),
+                                    config)
     try:
         summary = notify(config, command, results, opts.only, host_name(),
                          no_notify=opts.no_notify, dry_run=opts.dry_run, message=message)

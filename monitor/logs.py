@@ -33,12 +33,13 @@ class IsoJsonFormatter(JsonFormatter):
 class AppendHandler(logging.Handler):
     """Append each formatted record to a file in one write; remember the first failure."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, refused: str | None = None):
         super().__init__()
         self.path = path
-        self.error: str | None = None
+        self.error: str | None = refused
         self.fd: int | None = None
-        self.reopen()
+        if not refused:
+            self.reopen()
 
     def reopen(self):
         """Open the file now at `path` (the daily archive moves the one opened before)."""
@@ -99,11 +100,16 @@ def open_log(folder: str, name: str, verbose: int = 0) -> AppendHandler:
         old.close()
     logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
     logger.propagate = False
+    from monitor import safety
+
+    refused = None
     try:
-        os.makedirs(folder, mode=LOG_FOLDER_MODE, exist_ok=True)
+        safety.prepare(folder, LOG_FOLDER_MODE)  # owned as safety.owner_for says when root
+    except safety.Refused as exc:
+        refused = str(exc)  # a folder others can write: no log file opened in it
     except OSError:
         pass  # the handler reports the failure with the file name
-    handler = AppendHandler(os.path.join(folder, f"{name}.log"))
+    handler = AppendHandler(os.path.join(folder, f"{name}.log"), refused=refused)
     handler.addFilter(RedactingFilter())
     handler.setFormatter(IsoJsonFormatter("%(asctime)s %(levelname)s %(message)s",
                                           json_ensure_ascii=False, json_default=str))

@@ -169,11 +169,21 @@ def read_json(path: str, default=None, expect=dict):
         return default
 
 
+class FolderRefused(StateError):
+    """A root run must not use the state folder: others could write it (monitor/safety.py)."""
+
+
 def ensure_folder(path: str) -> None:
+    """Create the state folder if missing (owned as safety.owner_for says when root);
+    raise FolderRefused for one a root run must not use, StateError if unusable."""
+    from monitor import safety
+
     if os.path.exists(path) and not os.path.isdir(path):
         raise StateError(f"{path}: not a directory")
     try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
+        safety.prepare(path, 0o700)
+    except safety.Refused as exc:
+        raise FolderRefused(str(exc)) from None
     except OSError as exc:
         raise StateError(f"cannot create {path}: {exc.strerror}") from None
     if not os.path.isdir(path):
