@@ -129,6 +129,11 @@ def _search_all(regex, texts: list[str], budget: float) -> tuple[list[int], bool
     import select
     import signal
 
+    import warnings
+
+    # Python 3.12+ warns about fork() in a threaded process: the child here touches no
+    # lock (regex, os.write, os._exit), and logging re-creates its own at fork.
+    warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
     read_end, write_end = os.pipe()
     child = os.fork()
     if child == 0:  # the child: match, report indexes, exit without cleanup
