@@ -140,6 +140,23 @@ class Regex(Str):
         return value
 
 
+class UserField(Field):
+    """A local account: a user name or a numeric uid; parsed to the uid (an int)."""
+
+    def parse(self, value, path, ctx):
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            return self.fail(path, ctx, f"expected a user name or uid, got {_type_name(value)}")
+        if isinstance(value, int) or value.isdigit():
+            uid = int(value)
+            return uid if 0 <= uid < 2**32 else self.fail(path, ctx, f"expected a uid in [0, 4294967295], got {uid}")
+        import pwd
+
+        try:
+            return pwd.getpwnam(value).pw_uid
+        except KeyError:
+            return self.fail(path, ctx, f"no such user \"{value}\" on this system")
+
+
 class UrlValue(str):
     """A URL with its `${NAME}` placeholders expanded; `template` is what the file says
     (shown by `config check`: the expanded value may hold a ping key)."""
@@ -408,6 +425,7 @@ SCHEMA = Table({
         "expect_json": MapOf(scalars_only=True),
         "latency_ms": ThresholdField(1000, 3000),
         "process": Regex(),
+        "process_user": UserField(),
         "heartbeat_file": PathField(),
         "heartbeat_max_age": DurationField("15m"),
         "timeout": DurationField("5s"),

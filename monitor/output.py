@@ -36,7 +36,13 @@ def to_json(data: dict) -> str:
     from monitor.text import encode_guard
 
     # Check results are printable already; the guard covers any other outside text.
-    return encode_guard(json.dumps(data, separators=(", ", ": "), ensure_ascii=False, default=str), json=True)
+    try:  # strict JSON: no Infinity or NaN, which strict parsers reject with the whole line
+        text = json.dumps(data, separators=(", ", ": "), ensure_ascii=False, default=str, allow_nan=False)
+    except ValueError:
+        from monitor.results import finite_tree
+
+        text = json.dumps(finite_tree(data), separators=(", ", ": "), ensure_ascii=False, default=str)
+    return encode_guard(text, json=True)
 
 
 def _value(check: dict) -> str:

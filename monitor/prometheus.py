@@ -41,7 +41,7 @@ METRICS = {
 
 
 def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def build_registry(command: str, results, finished_at: float, duration_s: float,
@@ -55,8 +55,10 @@ def build_registry(command: str, results, finished_at: float, duration_s: float,
             gauges[name] = Gauge(name, help_text, labels, registry=registry)
         return gauges[name]
 
-    def put(name, value, **labels):
-        if _finite(value):
+    def put(name, value, never=False, **labels):
+        # Only finite samples: +Inf/NaN from a hostile answer would break alert rules.
+        # `never`: the one deliberate +Inf, a Vault token that never expires.
+        if _finite(value) or never:
             g = gauge(name)
             (g.labels(**labels) if labels else g).set(value)
 
@@ -78,7 +80,7 @@ def build_registry(command: str, results, finished_at: float, duration_s: float,
         elif r.id == "vault-token":
             # A token that never expires (root) has no TTL: +Inf keeps "ttl < X" alerts quiet.
             never = r.value is None and r.status == "ok" and d.get("expire_time") is None
-            put("monitor_vault_token_ttl_seconds", math.inf if never else r.value)
+            put("monitor_vault_token_ttl_seconds", math.inf if never else r.value, never=never)
         elif r.kind == "scraper":
             name = r.id.split(":", 1)[1]
             put("monitor_scraper_up", 1 if r.status in ("ok", "warning") else 0, scraper=name)

@@ -108,9 +108,32 @@ def with_identity(result: Result, check_id: str, kind: str, duration_ms: float) 
     from monitor.text import printable, printable_tree
 
     changes = {"id": check_id, "kind": kind, "duration_ms": round(duration_ms, 2),
-               "details": printable_tree(result.details)}
+               "details": finite_tree(printable_tree(result.details))}
     if isinstance(result.message, str):
         changes["message"] = printable(result.message)
     if isinstance(result.value, str):
         changes["value"] = printable(result.value)
+    if not _finite_or_not_float(result.value):
+        # Infinity/NaN is not JSON (strict parsers reject the whole line) nor a useful
+        # Prometheus sample: the value is unknown, and so is the check.
+        changes.update(value=None, status=worst(result.status, UNKNOWN),
+                       message=f"{changes.get('message', result.message)} (value is not a finite number)")
+    for name in ("warning", "critical"):
+        if not _finite_or_not_float(getattr(result, name)):
+            changes[name] = None
     return result.replace(**changes)
+
+
+def _finite_or_not_float(value) -> bool:
+    return not isinstance(value, float) or value - value == 0  # inf - inf and nan - nan are nan
+
+
+def finite_tree(value):
+    """`value` with every infinite or NaN float inside dicts, lists and tuples made None."""
+    if isinstance(value, float):
+        return value if value - value == 0 else None
+    if isinstance(value, dict):
+        return {k: finite_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_tree(v) for v in value]
+    return value

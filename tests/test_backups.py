@@ -5,6 +5,8 @@ import gzip
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -405,6 +407,106 @@ def test_truncated_zip_is_critical(tmp_path):
     result = judge(cfg)
     assert result.status == CRITICAL
     assert "verification failed: bad zip archive" in result.message
+
+
+def many_entry_zip(path: Path, entries: int) -> None:
+    """A zip of `entries` stored empty members, crafted in one go (zipfile takes 10× longer)."""
+    import struct
+
+    header, record = struct.Struct(zipfile.structFileHeader), struct.Struct(zipfile.structCentralDir)
+    local, central, offset = [], [], 0
+    for i in range(entries):
+        name = b"%07d" % i
+        local.append(header.pack(zipfile.stringFileHeader, 20, 0, 0, 0, 0, 0x21, 0, 0, 0, len(name), 0) + name)
+        central.append(record.pack(zipfile.stringCentralDir, 20, 3, 20, 0, 0, 0, 0, 0x21, 0, 0, 0,
+                                   len(name), 0, 0, 0, 0, 0, offset) + name)
+        offset += header.size + len(name)
+    directory = b"".join(central)
+    end = struct.pack(zipfile.structEndArchive, zipfile.stringEndArchive, 0, 0, 0xFFFF, 0xFFFF,
+                      len(directory), offset, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(local) + directory + end)
+
+
+def many_entry_tar(path: Path, entries: int) -> None:
+    """A tar of `entries` empty files: one ustar header each, only name and checksum differ."""
+    base = bytearray(tarfile.TarInfo("0000000").tobuf(format=tarfile.USTAR_FORMAT))
+    base[148:156] = b" " * 8  # the checksum counts its own field as spaces
+    unnamed = sum(base) - sum(b"0000000")
+    blocks = []
+    for i in range(entries):
+        name = b"%07d" % i
+        base[0:7] = name
+        base[148:156] = b"%06o\0 " % (unnamed + sum(name))
+        blocks.append(bytes(base))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(blocks) + b"\0" * 1024)
+
+
+def backup_check_peak(tmp_path, pattern: str, verify: str) -> tuple[dict, int]:
+    """Run `monitor backup-check` on one set; return its check and its peak RSS in KB."""
+    from tests.conftest import MONITOR, clean_env
+
+    (tmp_path / "test.toml").write_text(f'[[backups]]\nname = "site"\npath = "{pattern}"\n'
+                                        f'verify = "{verify}"\nmin_free_percent = 0\n')
+    # A process's peak RSS starts at its parent's size when it forked, so pytest (large)
+    # starts a small Python that starts monitor and reports monitor's peak (os.wait4).
+    launcher = ("import json, os, subprocess, sys\n"
+                "child = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)\n"
+                "out = child.stdout.read()\n"
+                "_, status, usage = os.wait4(child.pid, 0)\n"
+                "print(json.dumps({'out': out.decode(), 'peak_kb': usage.ru_maxrss}))\n")
+    proc = subprocess.run([sys.executable, "-c", launcher, MONITOR, "backup-check", "--format", "json",
+                           "--config", "test.toml"], cwd=tmp_path, env=clean_env(), capture_output=True,
+                          text=True, timeout=60)
+    report = json.loads(proc.stdout)
+    return json.loads(report["out"])["checks"]["backup:site"], report["peak_kb"]  # ru_maxrss: KB on Linux
+
+
+def test_a_zip_with_200k_entries_verifies_within_64_mb(tmp_path):
+    # zipfile.ZipFile holds an object per entry: 124 MB for these 200k, 540 MB for 1M.
+    many_entry_zip(tmp_path / "b/site.zip", 200_000)
+    check, peak_kb = backup_check_peak(tmp_path, "b/*.zip", "zip")
+    assert check["details"]["verify"]["result"] == "zip ok (200000 members, CRC checked)", check
+    assert peak_kb < 64 * 1024, f"peak RSS {peak_kb} KB"
+
+
+def test_a_tar_with_120k_entries_verifies_within_64_mb(tmp_path):
+    # tarfile keeps every header it read: 66 MB for 100k entries, ~500 MB for 1M.
+    many_entry_tar(tmp_path / "b/site.tar", 120_000)
+    check, peak_kb = backup_check_peak(tmp_path, "b/*.tar", "tar")
+    assert check["details"]["verify"]["result"] == "tar ok (120000 members read)", check
+    assert peak_kb < 64 * 1024, f"peak RSS {peak_kb} KB"
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2,
+                                    zipfile.ZIP_LZMA])
+def test_every_zip_compression_method_is_inflated_and_crc_checked(tmp_path, method):
+    data = b"".join(b"row %d\n" % i for i in range(200_000))  # 1.5 MB: several pieces
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=method) as archive:
+        archive.writestr("dump.sql", data)
+        archive.writestr("empty", b"")
+    path = put(tmp_path / "b/site.zip", buffer.getvalue())
+    cfg = backup_set(tmp_path, verify="zip")
+    assert judge(cfg).details["verify"]["result"] == "zip ok (2 members, CRC checked)"
+    flip(path, len(buffer.getvalue()) // 2)
+    result = judge(cfg)
+    assert result.status == CRITICAL, result.message
+    assert "verification failed: " in result.message
+
+
+def test_a_zip_member_longer_than_its_directory_size_stops_there(tmp_path):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("bomb", b"\0" * (50 << 20))
+    raw = bytearray(buffer.getvalue())
+    directory = raw.rindex(zipfile.stringCentralDir)
+    raw[directory + 24:directory + 28] = (1000).to_bytes(4, "little")  # claims 1000 bytes inflated
+    put(tmp_path / "b/site.zip", bytes(raw))
+    result = judge(backup_set(tmp_path, verify="zip"))
+    assert result.status == CRITICAL
+    assert "Bad CRC-32 for file 'bomb' (more data than its size)" in result.message
 
 
 # --- sha256 --------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The Prometheus exposition: exact text, escaping, atomic textfiles, the Pushgateway."""
 
+import json
 import math
 import os
 import threading
@@ -130,3 +131,26 @@ def test_an_unreachable_pushgateway_is_a_logged_warning_and_changes_nothing(tmp_
     assert envelope(proc)["overall_status"] == "ok"
     warnings = [r for r in log_records(tmp_path / "logs" / "health.log") if r.get("event") == "pushgateway_failed"]
     assert len(warnings) == 1 and warnings[0]["levelname"] == "WARNING"
+
+
+def test_infinite_values_are_left_out_never_inf():
+    # Only a Vault token that never expires is +Inf on purpose; a measured infinity is not.
+    text = exposition([result("quota:etherscan", "quota", "ok", math.inf),
+                       result("load", "system", "ok", -math.inf)])
+    assert "Inf" not in text and "monitor_check_value" not in text and "quota_remaining" not in text
+
+
+def test_a_non_finite_value_makes_the_check_unknown_with_null_in_stdout():
+    from monitor.output import envelope, to_json
+    from monitor.results import OK, with_identity
+    import datetime
+
+    raw = Result(OK, "42 things", value=math.inf, details={"rate": math.nan, "list": [-math.inf, 1.5]})
+    shown = with_identity(raw, "custom", "system", 1.0)
+    assert (shown.status, shown.value) == ("unknown", None)
+    assert shown.message == "42 things (value is not a finite number)"
+    assert shown.details == {"rate": None, "list": [None, 1.5]}
+    # And whatever else an envelope carries is strict JSON too.
+    line = to_json(envelope("health", datetime.datetime(2026, 1, 1), "h", "prod", "ok", 1.0, [raw],
+                            extra={"odd": math.nan}))
+    assert json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} in {line}"))["odd"] is None

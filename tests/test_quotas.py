@@ -200,3 +200,31 @@ def test_ietf_ratelimit_headers_beside_legacy_ones(session):
                               limit_header="RateLimit-Limit"), session, environ={})
     assert (result.status, result.value) == (WARNING, 12.0)
     assert (legacy.status, legacy.message) == (UNKNOWN, "header X-RateLimit-Remaining (remaining) is not a number")
+
+
+# --- strict JSON: no Infinity or NaN anywhere (issue 12, item 11) ---------------------
+
+def refuse_constant(name):
+    raise AssertionError(f"{name} in stdout: not JSON")
+
+
+@pytest.mark.parametrize("remaining, limit", [("1e308", "1e-300"), ("-1e308", "1e-300")])
+def test_an_overflowing_quota_is_unknown_and_strict_json_everywhere(tmp_path, run_monitor, server,
+                                                                     remaining, limit):
+    url = server.route("/quota", reply(headers=rate_headers(remaining, limit)))
+    toml = (f'[[quotas]]\nname = "etherscan"\nurl = "{url}"\n'
+            'remaining_header = "X-RateLimit-Remaining"\nlimit_header = "X-RateLimit-Limit"\n')
+    prom = tmp_path / "prom"
+    prom.mkdir()
+    proc = run_monitor(["health", "--only", "quota", "--textfile-dir", str(prom)], tmp_path, config=toml)
+    out = json.loads(proc.stdout, parse_constant=refuse_constant)
+    check = out["checks"]["quota:etherscan"]
+    assert check["status"] == "unknown" and check["value"] is None
+    assert check["message"].startswith("remaining percent is not a finite number")
+    assert proc.returncode == 3
+    text = "".join(p.read_text() for p in prom.iterdir())
+    assert "monitor_check_status" in text
+    assert "Inf" not in text and "NaN" not in text and "quota_remaining_ratio" not in text
+    for line in (tmp_path / "logs").glob("*"):  # the log is strict JSON too
+        for record in line.read_text().splitlines():
+            json.loads(record, parse_constant=refuse_constant)

@@ -43,7 +43,7 @@ def assert_no_exception_text(message: str):
 def fake_processes(*entries):
     """A stand-in for psutil.process_iter: (pid, cmdline) pairs with `.info` like psutil's."""
     def process_iter(attrs):
-        assert attrs == ["cmdline"]
+        assert attrs == ["cmdline", "uids"]
         return [SimpleNamespace(pid=pid, info={"cmdline": cmdline}) for pid, cmdline in entries]
     return process_iter
 
@@ -337,6 +337,145 @@ def test_real_child_process_is_found_by_its_command_line():
         child.kill()
         child.wait()
     assert scraper(config(process=pattern)).status == CRITICAL
+
+
+# --- process probe: hostile command lines and look-alikes (issue 12, item 10) ---------
+
+NOBODY = 65534
+PYTHON = "/usr/bin/python3"  # not the venv's: an unprivileged child must be able to run it
+
+
+def sleeper(*args, user=None, argv0=None):
+    """A real process sleeping 60 s, its command line `argv0 -c CODE args...`, as `user` (uid)."""
+    def drop():
+        os.setgroups([])
+        os.setgid(user)
+        os.setuid(user)
+    child = subprocess.Popen([argv0 or PYTHON, "-c", "import time; time.sleep(60)", *args],
+                             executable=PYTHON, preexec_fn=drop if user is not None else None,
+                             stdin=subprocess.DEVNULL)
+    # Popen can return before the kernel shows the new command line in /proc.
+    last = (args[-1] if args else "import time").encode()
+    for _ in range(1000):
+        with open(f"/proc/{child.pid}/cmdline", "rb") as fh:
+            if fh.read().rstrip(b"\0").endswith(last):
+                return child
+        time.sleep(0.01)
+    child.kill()
+    raise AssertionError(f"child {child.pid} never showed its command line")
+
+
+def scraper_toml(pattern, user=None):
+    lines = ["[[scrapers]]", 'name = "uniswap"', f"process = '{pattern}'"]
+    if user is not None:
+        lines.append(f"process_user = {user!r}".replace("'", '"'))
+    return "\n".join(lines) + "\n"
+
+
+def test_a_1mb_command_line_does_not_stall_the_health_run(tmp_path, run_monitor, envelope):
+    token = uuid.uuid4().hex
+    # Ten 100 KB arguments (one argument is capped at 128 KB): "scraper.py scraper.py ...".
+    # Unbounded, `scraper\.py .*--source` backtracks over the whole megabyte from every
+    # "scraper.py " in it: minutes with the GIL held.
+    hostile = sleeper(*["scraper.py " * 9000] * 10)
+    real = sleeper("scraper.py", "--source", f"uniswap-{token}")
+    try:
+        proc = run_monitor(["health", "--only", "scraper"], tmp_path,
+                           config=scraper_toml(rf"scraper\.py .*--source uniswap-{token}"), timeout=30)
+        check = envelope(proc)["checks"]["scraper:uniswap"]
+        assert check["status"] == "ok", check
+        assert check["details"]["process"]["pids"] == [real.pid]
+    finally:
+        for child in (hostile, real):
+            child.kill()
+            child.wait()
+
+
+def test_only_the_first_4kb_of_a_command_line_is_matched():
+    token = uuid.uuid4().hex
+    child = sleeper("x" * 5000, f"--source uniswap-{token}")
+    try:
+        result = scraper(config(process=f"--source uniswap-{token}"))
+        assert result.status == CRITICAL, result.message
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_catastrophic_pattern_is_cut_off_at_its_budget():
+    from monitor.checks.scrapers import process_probe
+
+    token = uuid.uuid4().hex
+    child = sleeper(token + "a" * 3000 + "!")
+    try:
+        started = time.monotonic()
+        probe = process_probe(f"{token}(a+)+$", budget=0.5)
+        # Unbounded this match takes longer than the universe; 20 s is a generous ceiling.
+        assert time.monotonic() - started < 20
+        assert probe.status == UNKNOWN
+        assert probe.message.startswith(f'matching "{token}(a+)+$" took over 0.5 s and found no process')
+        assert "set process_user" in probe.message
+        assert probe.details["timed_out"] is True
+    finally:
+        child.kill()
+        child.wait()
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="starting a process as nobody needs root")
+
+
+@needs_root
+def test_a_look_alike_started_by_another_user_does_not_count(tmp_path, run_monitor, envelope):
+    token = uuid.uuid4().hex
+    pattern = rf"scraper\.py .*--source uniswap-{token}"
+    spoof = sleeper("--source", f"uniswap-{token}", user=NOBODY, argv0="scraper.py")  # exec -a
+    real = None
+    try:
+        proc = run_monitor(["health", "--only", "scraper"], tmp_path, config=scraper_toml(pattern))
+        assert envelope(proc)["checks"]["scraper:uniswap"]["status"] == "ok"  # the spoof fools a bare pattern
+
+        proc = run_monitor(["health", "--only", "scraper"], tmp_path, config=scraper_toml(pattern, "root"))
+        check = envelope(proc)["checks"]["scraper:uniswap"]
+        assert check["status"] == "critical"
+        assert check["message"].startswith("no process of user root matches")
+
+        real = sleeper("--source", f"uniswap-{token}", argv0="scraper.py")
+        proc = run_monitor(["health", "--only", "scraper"], tmp_path, config=scraper_toml(pattern, 0))
+        check = envelope(proc)["checks"]["scraper:uniswap"]
+        assert check["status"] == "ok", check
+        assert check["details"]["process"]["pids"] == [real.pid]
+        assert check["message"].startswith("1 process of user root matches")
+    finally:
+        for child in (spoof, real):
+            if child:
+                child.kill()
+                child.wait()
+
+
+@needs_root
+def test_other_users_command_lines_are_not_even_matched_with_process_user():
+    from monitor.checks.scrapers import process_probe
+
+    token = uuid.uuid4().hex
+    child = sleeper(token + "a" * 3000 + "!", user=NOBODY)
+    try:
+        assert process_probe(f"{token}(a+)+$", user=0, budget=5).status == CRITICAL
+        assert process_probe(f"{token}(a+)+$", user=NOBODY, budget=0.2).status == UNKNOWN
+    finally:
+        child.kill()
+        child.wait()
+
+
+@pytest.mark.parametrize("value, error", [
+    ('"no-such-user-x1"', 'scrapers[0].process_user: no such user "no-such-user-x1" on this system'),
+    ("-1", "scrapers[0].process_user: expected a uid in [0, 4294967295], got -1"),
+    ("1.5", "scrapers[0].process_user: expected a user name or uid, got a number"),
+])
+def test_a_bad_process_user_is_a_config_error(tmp_path, run_monitor, value, error):
+    toml = scraper_toml("scraper") + f"process_user = {value}\n"
+    proc = run_monitor(["health", "--only", "scraper"], tmp_path, config=toml)
+    assert proc.returncode == 3 and proc.stdout == ""
+    assert error in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
 
 
 # --- heartbeat probe -----------------------------------------------------------------

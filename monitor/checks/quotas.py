@@ -72,6 +72,9 @@ def quota(cfg: dict, session=None, environ=os.environ) -> Result:
         return unknown(f"limit is negative ({_plain(limit)})", remaining=remaining, limit=limit)
 
     exact = 100.0 * remaining / limit
+    if not math.isfinite(exact):  # 1e308 of 1e-300: no percent a person or a parser can use
+        return unknown(f"remaining percent is not a finite number ({remaining:g} of {limit:g})",
+                       remaining=remaining, limit=limit)
     percent = round(exact, 2)
     # Judged unrounded: 2001 of 10000 is above a 20% warning, though it prints as 20.01.
     return Result(threshold.judge(exact), f"{percent:g}% of quota left ({_plain(remaining)} of {_plain(limit)})",
