@@ -9,7 +9,6 @@ ERROR record naming what was dropped. A line that cannot be parsed is kept aside
 import json
 import logging
 import os
-import uuid
 from datetime import datetime
 
 from monitor import state
@@ -73,7 +72,7 @@ def save(folder: str, messages: list[dict]) -> None:
 
 
 def new_message(chat_id: str, text: str, silent: bool, now: float, alerts=()) -> dict:
-    return {"id": uuid.uuid4().hex[:12], "chat_id": str(chat_id), "text": text,
+    return {"id": os.urandom(6).hex(), "chat_id": str(chat_id), "text": text,
             "disable_notification": bool(silent), "created": now, "not_before": None,
             "attempts": 0, "last_error": None, "alerts": list(alerts)}
 

@@ -6,7 +6,6 @@ Expired silences are removed whenever the file is read for a run.
 
 import fnmatch
 import os
-import uuid
 
 from monitor import state
 
@@ -32,7 +31,7 @@ def save(folder: str, silences: list[dict]) -> None:
 
 def add(folder: str, pattern: str, seconds: float, reason: str, now: float) -> dict:
     silences = load(folder, now)
-    silence = {"id": uuid.uuid4().hex[:8], "pattern": pattern, "until": now + seconds,
+    silence = {"id": os.urandom(4).hex(), "pattern": pattern, "until": now + seconds,
                "reason": reason, "created": now}
     silences.append(silence)
     save(folder, silences)

@@ -94,10 +94,8 @@ def create_temp(folder: str, name: str, mode: int = FILE_MODE, dir_fd: int | Non
     O_CREAT|O_EXCL|O_NOFOLLOW: never an existing file, never through a planted link.
     With `dir_fd` the returned path is relative to it.
     """
-    import secrets
-
-    while True:
-        tmp = f".{name}.{secrets.token_hex(8)}.tmp"
+    while True:  # os.urandom, as secrets.token_hex does, without importing OpenSSL's hashlib
+        tmp = f".{name}.{os.urandom(8).hex()}.tmp"
         path = tmp if dir_fd is not None else os.path.join(folder, tmp)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
