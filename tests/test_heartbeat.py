@@ -261,7 +261,7 @@ def test_a_host_only_run_with_a_heartbeat_imports_no_http_stack(tmp_path, watche
         "import json, sys\n"
         "from monitor.cli import main\n"
         "code = main(['health', '--format', 'json', '--quiet'])\n"
-        "heavy = ['requests', 'urllib3', 'http.client', 'email.parser', 'hvac', 'ssl']\n"
+        "heavy = ['requests', 'urllib3', 'http.client', 'email.parser', 'hvac', 'ssl', 'urllib.parse']\n"
         "print(json.dumps({'code': code, 'loaded': [m for m in heavy if m in sys.modules]}))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=clean_env(), capture_output=True,
@@ -269,6 +269,27 @@ def test_a_host_only_run_with_a_heartbeat_imports_no_http_stack(tmp_path, watche
     result = json.loads(proc.stdout.splitlines()[-1])
     assert result == {"code": 0, "loaded": []}
     assert [p for _, p, _, _ in watcher.received] == ["/abc/start", "/abc/0"]
+
+
+@pytest.mark.parametrize("url, parts", [
+    ("http://127.0.0.1:8000/ping/abc?rid=1", ("http", "127.0.0.1", 8000, "127.0.0.1:8000", "/ping/abc?rid=1")),
+    ("https://hc-ping.com/uuid", ("https", "hc-ping.com", 443, "hc-ping.com", "/uuid")),
+    ("HTTP://user:key@[::1]:99/x/start", ("http", "::1", 99, "[::1]:99", "/x/start")),
+    ("http://h?x=1", ("http", "h", 80, "h", "/?x=1")),
+    ("http://h/p#fragment", ("http", "h", 80, "h", "/p")),
+])
+def test_ping_urls_are_split_like_urllib_would(url, parts):
+    from urllib.parse import urlsplit
+
+    assert heartbeat.split_url(url) == parts
+    reference = urlsplit(url)
+    assert (parts[1], parts[2]) == (reference.hostname, reference.port or {"http": 80, "https": 443}[parts[0]])
+
+
+@pytest.mark.parametrize("url", ["ftp://h/x", "http:///x", "http://h:99999/x", "http://h:x/"])
+def test_a_ping_url_that_is_not_http_is_refused(url):
+    with pytest.raises(ValueError):
+        heartbeat.split_url(url)
 
 
 # --- the summary ----------------------------------------------------------------------------
