@@ -19,17 +19,37 @@ MONITOR = os.path.join(VENV_BIN, "monitor")
 PYTHON = os.path.join(VENV_BIN, "python")
 
 
+# Runs argv[2:] and writes "wall-seconds peak-RSS-KB exit-code" to argv[1]. A command
+# forked straight from this process would report this process's own size as its peak
+# (Linux keeps the forking parent's high-water mark across exec): the benchmarks grow
+# this process (servers, data), so every command goes through this small launcher,
+# which times from its fork to the command's end.
+LAUNCHER = """
+import os, sys, time
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - start
+with open(sys.argv[1], "w") as out:
+    out.write(f"{wall} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
+"""
+
+
 def timed(argv, cwd=None, env=None):
     """Run argv once; return (wall seconds, peak RSS in MB, exit code)."""
-    start = time.perf_counter()
     # Not /dev/null: GNU grep notices it and stops at the first match, like -q.
     sink = tempfile.TemporaryFile()
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=sink, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    with tempfile.NamedTemporaryFile("r", suffix=".timed") as result:
+        subprocess.run([sys.executable, "-c", LAUNCHER, result.name, *argv], cwd=cwd, env=env,
+                       stdout=sink, stderr=subprocess.DEVNULL, check=False)
+        wall, rss_kb, code = result.read().split()
     sink.close()
-    return wall, usage.ru_maxrss / 1024, proc.returncode
+    return float(wall), int(rss_kb) / 1024, int(code)
 
 
 def paired(command, baseline, reps=21, cwd=None, env=None, warmup=2):
