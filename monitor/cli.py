@@ -15,12 +15,16 @@ from monitor.jobs import Options
 EXIT_UNKNOWN = 3
 
 
-def common_options(func):
-    """The options every job accepts after its name (SPEC: Commands)."""
-    decorators = [
-        click.option("--config", "config", envvar="MONITOR_CONFIG", metavar="PATH",
+def _common_option_list(from_env: bool = True) -> list:
+    """The common options of SPEC: Commands. Before the subcommand they read no
+    environment variable (the subcommand reads MONITOR_CONFIG and MONITOR_ENV itself)."""
+    def env(name):
+        return {"envvar": name} if from_env else {}
+
+    return [
+        click.option("--config", "config", metavar="PATH", **env("MONITOR_CONFIG"),
                      help="Config file (env MONITOR_CONFIG; default ./monitor.toml, then /etc/monitor/monitor.toml)."),
-        click.option("--env", "env", envvar="MONITOR_ENV", metavar="NAME",
+        click.option("--env", "env", metavar="NAME", **env("MONITOR_ENV"),
                      help="Environment profile, merged from [env.NAME] (env MONITOR_ENV)."),
         click.option("--format", "fmt", type=click.Choice(["json", "text"]),
                      help="Output format (default: text on a terminal, else json)."),
@@ -29,9 +33,17 @@ def common_options(func):
         click.option("--dry-run", is_flag=True, help="Print the messages that would be sent instead of sending them."),
         click.option("--verbose", "-v", count=True, help="Log to stderr too (-vv: debug, HTTP libraries included)."),
     ]
+
+
+def _decorate(func, decorators):
     for decorator in reversed(decorators):
         func = decorator(func)
     return func
+
+
+def common_options(func):
+    """The options every job accepts after its name (SPEC: Commands)."""
+    return _decorate(func, _common_option_list())
 
 
 _COMMON = ("config", "env", "fmt", "quiet", "no_notify", "dry_run", "verbose")
@@ -94,20 +106,8 @@ def _kinds(ctx, param, value):
 
 
 def _group_options(func):
-    """The common options, also accepted before the subcommand (no environment
-    variables here: the subcommand reads MONITOR_CONFIG and MONITOR_ENV itself)."""
-    decorators = [
-        click.option("--config", "config", metavar="PATH", help="Config file (for any subcommand)."),
-        click.option("--env", "env", metavar="NAME", help="Environment profile."),
-        click.option("--format", "fmt", type=click.Choice(["json", "text"]), help="Output format."),
-        click.option("--quiet", "-q", is_flag=True, help="Print nothing; the exit code says it all."),
-        click.option("--no-notify", is_flag=True, help="Evaluate and log, send nothing."),
-        click.option("--dry-run", is_flag=True, help="Print the messages instead of sending them."),
-        click.option("--verbose", "-v", count=True, help="Log to stderr too (-vv: debug)."),
-    ]
-    for decorator in reversed(decorators):
-        func = decorator(func)
-    return func
+    """The common options, also accepted before the subcommand."""
+    return _decorate(func, _common_option_list(from_env=False))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -180,7 +180,7 @@ def _read_body(resp: requests.Response, max_bytes: int, deadline: float, clock,
             # requests' read timeout restarts with every recv(), so a server sending a
             # byte a second would never trip it: each read may only wait for what is
             # left of the deadline, and read1 returns after a single recv().
-            _limit_socket_wait(raw, remaining)
+            limit_socket_wait(raw, remaining)
             chunk = raw.read1(min(_CHUNK, max_bytes + 1 - size), decode_content=True)
             if not chunk:
                 return b"".join(parts), False
@@ -195,7 +195,8 @@ def _read_body(resp: requests.Response, max_bytes: int, deadline: float, clock,
         resp.close()
 
 
-def _limit_socket_wait(raw, seconds: float) -> None:
+def limit_socket_wait(raw, seconds: float) -> None:
+    """Let the next read on `raw`'s socket wait at most `seconds` (a total deadline's rest)."""
     sock = getattr(getattr(raw, "connection", None), "sock", None)
     if sock is not None:
         try:

@@ -175,6 +175,8 @@ def _read_answer(response, deadline: float, monotonic) -> tuple[bytes, bool]:
     """
     import zlib
 
+    from monitor.http import limit_socket_wait
+
     raw = response.raw
     encoding = (response.headers.get("Content-Encoding") or "").strip().lower()
     # Asked for identity; a server that compresses anyway is inflated with a bound too.
@@ -184,12 +186,7 @@ def _read_answer(response, deadline: float, monotonic) -> tuple[bytes, bool]:
         remaining = deadline - monotonic()
         if remaining <= 0:
             raise _Deadline()
-        sock = getattr(getattr(raw, "connection", None), "sock", None)
-        if sock is not None:
-            try:
-                sock.settimeout(max(remaining, 0.001))
-            except OSError:
-                pass
+        limit_socket_wait(raw, remaining)
         try:
             chunk = raw.read1(_PIECE, decode_content=False)
         except Exception as exc:  # noqa: BLE001 - urllib3/socket timeouts at the deadline
