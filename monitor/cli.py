@@ -176,7 +176,7 @@ def backup_check(**kwargs):
               help="Write monitor_daily-report.prom here for node_exporter's textfile collector.")
 def daily_report(day, force, **kwargs):
     """Yesterday's business figures, errors and health in one message (cron: 09:00)."""
-    from monitor.daily import daily_checks
+    from monitor.report.daily import daily_checks
     from monitor.jobs import run_job
 
     opts = _options(**kwargs)
@@ -285,9 +285,9 @@ def render_group():
 @_config_options
 def render_rules(**kwargs):
     """Print prometheus_rules.yml for the config's thresholds (the committed file is the defaults')."""
-    from monitor import render
+    from monitor.fleet import rules
 
-    click.echo(render.rules_yaml(_load_config(_options(**kwargs))), nl=False)
+    click.echo(rules.rules_yaml(_load_config(_options(**kwargs))), nl=False)
     return 0
 
 
@@ -295,9 +295,9 @@ def render_rules(**kwargs):
 @_config_options
 def render_dashboard(**kwargs):
     """Print grafana_dashboard.json with threshold steps from the config."""
-    from monitor import render
+    from monitor.fleet import dashboard
 
-    click.echo(render.dashboard_json(_load_config(_options(**kwargs))), nl=False)
+    click.echo(dashboard.dashboard_json(_load_config(_options(**kwargs))), nl=False)
     return 0
 
 
@@ -359,7 +359,7 @@ def _bot_token_problem(config: dict, secrets: dict) -> str | None:
     tg = config.get("telegram")
     if not tg or not tg["chat_ids"]:
         return None
-    from monitor.notify import TOKEN_COPY, resolve_token
+    from monitor.alerts.notify import TOKEN_COPY, resolve_token
 
     token, source = resolve_token(config)
     if token:
@@ -384,8 +384,8 @@ def notify_group():
 def notify_test(**kwargs):
     """Send "ℹ️ test from HOST (ENV)" to every chat; exit 0 only if all got it."""
     from monitor.jobs import host_name
-    from monitor.notify import resolve_token
-    from monitor.telegram import TelegramClient
+    from monitor.alerts.notify import resolve_token
+    from monitor.alerts.telegram import TelegramClient
 
     config = _load_config(_options(**kwargs))
     tg = config.get("telegram")
@@ -434,7 +434,8 @@ def silence_add(pattern, duration, reason, **kwargs):
     """Silence checks whose id matches PATTERN (a glob: 'disk:*', 'scraper:uniswap')."""
     import time
 
-    from monitor import silences, state
+    from monitor import state
+    from monitor.alerts import silences
     from monitor.checks import known_check_ids
 
     config = _load_config(_options(**kwargs))
@@ -462,7 +463,8 @@ def silence_list(**kwargs):
     """List active silences."""
     import time
 
-    from monitor import silences, state
+    from monitor import state
+    from monitor.alerts import silences
 
     config = _load_config(_options(**kwargs))
     try:
@@ -484,7 +486,8 @@ def silence_remove(silence_id, **kwargs):
     """Remove the silence SILENCE_ID (see `silence list`)."""
     import time
 
-    from monitor import silences, state
+    from monitor import state
+    from monitor.alerts import silences
 
     config = _load_config(_options(**kwargs))
     try:

@@ -715,7 +715,7 @@ def build(raw: dict, env: str | None, base_dir: str, source: str = "") -> dict:
     errors.extend(ctx.errors)
     _check_timezone(config, errors)
     if config.get("report") and config["report"]["template"]:
-        from monitor.report_text import validate_template  # imports jinja2: only with a template
+        from monitor.report.text import validate_template  # imports jinja2: only with a template
 
         error = validate_template(config["report"]["template"])
         if error:

@@ -15,7 +15,8 @@ import time
 from datetime import datetime
 from typing import NamedTuple
 
-from monitor import heartbeat, output, state
+from monitor import output, state
+from monitor.fleet import heartbeat
 from monitor.logs import archive_if_stale, close_log, open_log
 from monitor.results import CRITICAL, EXIT_CODES, OK, UNKNOWN, overall
 from monitor.runner import run_checks
@@ -170,7 +171,7 @@ def run_job(command: str, opts: Options, config: dict, build_checks, finish=None
 def _notify(command: str, opts: Options, config: dict, results, problems: dict, message=None,
             refused=False) -> dict:
     """Deliver this run's alerts; a notification failure never changes the verdict."""
-    from monitor.notify import notify
+    from monitor.alerts.notify import notify
 
     if refused:  # nothing read from or written to the refused folder; the alerts still go out
         from monitor.safety import notify_without_state
@@ -203,7 +204,7 @@ def _export(command: str, opts: Options, config: dict, results, duration_ms: flo
     gateway = config["prometheus"]["pushgateway_url"]
     if not folder and not gateway:
         return
-    from monitor import prometheus
+    from monitor.fleet import metrics as prometheus
 
     registry = prometheus.build_registry(command, results, time.time(), duration_ms / 1000,
                                          notifications, report)
@@ -247,7 +248,7 @@ def _print(data: dict, opts: Options) -> None:
     text = output.to_text(data, colour=output.use_colour())
     report = data.get("report") or {}
     if report.get("message"):
-        from monitor.telegram import html_to_plain
+        from monitor.alerts.telegram import html_to_plain
 
         note = f" (already sent {report['already_sent']}; --force sends again)" if report.get("already_sent") else ""
         text += f"\n\n--- report{note} ---\n{html_to_plain(report['message'])}"

@@ -214,7 +214,7 @@ def notify_without_state(notify, config: dict) -> dict:
         stateless = {**config, "paths": {**config["paths"], "state": folder},
                      "alerts": {**config["alerts"], "alert_after": 1}}
         summary = notify(stateless)
-        from monitor import outbox
+        from monitor.alerts import outbox
 
         for message in outbox.load(folder):
             logging.getLogger("monitor").error(

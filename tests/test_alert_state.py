@@ -4,9 +4,10 @@ end to end through the installed `monitor` and the stand-in Telegram."""
 
 import json
 
-from monitor import alert_state, messages
-from monitor.alert_state import FLAPPING, RESOLVED
-from monitor.telegram import html_to_plain
+from monitor.alerts import state as alert_state
+from monitor.alerts import messages
+from monitor.alerts.state import FLAPPING, RESOLVED
+from monitor.alerts.telegram import html_to_plain
 from tests.faults.conftest import Install
 from tests.telegram_standin import TelegramStandIn
 from monitor.results import CRITICAL, OK, UNKNOWN, WARNING, Result

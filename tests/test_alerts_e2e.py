@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor.notify import TOKEN_COPY
-from monitor.telegram import html_to_plain
+from monitor.alerts.notify import TOKEN_COPY
+from monitor.alerts.telegram import html_to_plain
 from tests import loopback
 from tests.conftest import MONITOR, clean_env, seed_cpu_baseline
 from tests.telegram_standin import (HANG, TelegramStandIn, endless_body, forbidden, migrated, parse_error,
@@ -915,7 +915,7 @@ def test_a_report_too_long_for_one_message_goes_after_its_alerts_even_under_a_ra
     # In process, with the real client against the stand-in: a daily report that runs to
     # several messages (a huge database value) must not hold the alert back.
     from monitor import config as config_mod
-    from monitor.notify import notify
+    from monitor.alerts.notify import notify
     from monitor.results import WARNING, Result
 
     (tmp_path / "state").mkdir()

@@ -818,7 +818,7 @@ def test_a_backup_file_name_that_is_not_utf8_is_alerted_and_printed_escaped_unde
         tmp_path, telegram, locale_env, fmt):
     import subprocess
 
-    from monitor.telegram import html_to_plain
+    from monitor.alerts.telegram import html_to_plain
     from tests.conftest import MONITOR, clean_env
 
     folder = tmp_path / "b"
@@ -860,10 +860,10 @@ def test_a_backup_file_name_that_is_not_utf8_is_alerted_and_printed_escaped_unde
 
 
 def backup_headline(result) -> str:
-    from monitor import messages
-    from monitor.alert_state import Alert
+    from monitor.alerts import messages
+    from monitor.alerts.state import Alert
     from monitor.results import with_identity
-    from monitor.telegram import html_to_plain
+    from monitor.alerts.telegram import html_to_plain
 
     result = with_identity(result, "backup:db", "backup", 1.0)
     return html_to_plain(messages.compose([Alert("backup:db", result.status, result, T0, T0)], "h", "prod",

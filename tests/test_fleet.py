@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 
 from monitor import config as monitor_config
-from monitor import render
-from monitor.prometheus import METRICS
+from monitor.fleet import dashboard as render_dashboard, rules as render_rules, yaml as render_yaml
+from monitor.fleet.metrics import METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "prometheus_rules.yml"
@@ -42,7 +42,7 @@ _SCRUBBED = ("MONITOR_CONFIG", "MONITOR_ENV", "MONITOR_LOCK_WAIT", "TELEGRAM_BOT
              "VAULT_ADDR", "VAULT_TOKEN", "NO_COLOR")
 ROW_TITLES = ["System Health", "Scraper Performance", "Business Metrics", "Security", "Monitor"]
 # Metrics a dashboard panel shows before monitor writes them (see the report to the lead):
-# their queries must parse, and must return series once monitor.prometheus lists them.
+# their queries must parse, and must return series once monitor.fleet.metrics lists them.
 AWAITING_EXPOSITION = {"monitor_scraper_heartbeat_age_seconds"}
 
 
@@ -71,13 +71,13 @@ def run(args, **kwargs) -> subprocess.CompletedProcess:
 # --- one source of truth ---------------------------------------------------------------------
 
 def test_committed_rules_equal_the_render_of_the_defaults(tmp_path):
-    assert RULES.read_text() == render.rules_yaml(default_config(tmp_path)), (
-        "prometheus_rules.yml drifted from monitor/render.py: run `monitor render rules > prometheus_rules.yml`")
+    assert RULES.read_text() == render_rules.rules_yaml(default_config(tmp_path)), (
+        "prometheus_rules.yml drifted from monitor/fleet/: run `monitor render rules > prometheus_rules.yml`")
 
 
 def test_committed_dashboard_equals_the_render_of_the_defaults(tmp_path):
-    assert DASHBOARD.read_text() == render.dashboard_json(default_config(tmp_path)), (
-        "grafana_dashboard.json drifted from monitor/render.py: "
+    assert DASHBOARD.read_text() == render_dashboard.dashboard_json(default_config(tmp_path)), (
+        "grafana_dashboard.json drifted from monitor/fleet/: "
         "run `monitor render dashboard > grafana_dashboard.json`")
 
 
@@ -99,7 +99,7 @@ PROD = {
 
 
 def test_rules_follow_the_config_thresholds(tmp_path):
-    text = render.rules_yaml(monitor_config.build(PROD, None, str(tmp_path)))
+    text = render_rules.rules_yaml(monitor_config.build(PROD, None, str(tmp_path)))
     assert "expr: monitor_cpu_usage_percent >= 70\n" in text
     assert "expr: monitor_cpu_usage_percent >= 90\n" in text
     assert "expr: daily_opportunities_count < 20\n" in text
@@ -124,10 +124,10 @@ def test_rules_follow_the_config_thresholds(tmp_path):
 
 def test_an_environment_profile_renders_its_own_thresholds(tmp_path):
     dev = monitor_config.build(PROD, "dev", str(tmp_path))
-    assert "expr: monitor_cpu_usage_percent >= 95\n" in render.rules_yaml(dev)
-    panel = _panel(render.dashboard(dev), "CPU busy %")
+    assert "expr: monitor_cpu_usage_percent >= 95\n" in render_rules.rules_yaml(dev)
+    panel = _panel(render_dashboard.dashboard(dev), "CPU busy %")
     assert [s["value"] for s in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]] == [None, 95, 99]
-    assert render.dashboard(dev)["uid"] == "monitor-fleet-dev"
+    assert render_dashboard.dashboard(dev)["uid"] == "monitor-fleet-dev"
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -145,18 +145,18 @@ def test_an_environment_profile_renders_its_own_thresholds(tmp_path):
     ("✅ resolved", "'✅ resolved'"),
 ])
 def test_yaml_scalars_are_quoted_whenever_yaml_could_misread_them(text, expected):
-    assert render.yaml_scalar(text) == expected
+    assert render_yaml.yaml_scalar(text) == expected
 
 
 def test_yaml_numbers_read_back_as_the_same_numbers():
-    assert [render.yaml_scalar(v) for v in (80, 80.0, 0.05, 1.5, 604800.0, True, None)] == \
+    assert [render_yaml.yaml_scalar(v) for v in (80, 80.0, 0.05, 1.5, 604800.0, True, None)] == \
         ["80", "80", "0.05", "1.5", "604800", "true", "null"]
 
 
 # --- the rules and their unit tests ------------------------------------------------------------
 
 def _all_rules(config) -> list[dict]:
-    return [rule for group in render.rules(config)["groups"] for rule in group["rules"]]
+    return [rule for group in render_rules.rules(config)["groups"] for rule in group["rules"]]
 
 
 def test_rules_pass_promtool_check():
@@ -260,12 +260,12 @@ def test_alertmanager_example_routes_by_severity_to_telegram_and_inhibits_stoppe
                    "matchers: ['severity=\"critical\"']", "matchers: ['severity=\"warning\"']"):
         assert needed in text, needed
     inhibit = text[text.index("inhibit_rules:"):]
-    stopped = "|".join(render.HEALTH_STOPPED_ALERTS)
+    stopped = "|".join(render_rules.HEALTH_STOPPED_ALERTS)
     assert f"source_matchers: ['alertname=~\"{stopped}\"']" in inhibit
     assert f"target_matchers: ['alertname!~\"{stopped}\"']" in inhibit
     assert "equal: [instance]" in inhibit
     rules = RULES.read_text()
-    assert all(f"alert: {name}\n" in rules for name in render.HEALTH_STOPPED_ALERTS)
+    assert all(f"alert: {name}\n" in rules for name in render_rules.HEALTH_STOPPED_ALERTS)
 
 
 def test_alertmanager_telegram_message_template_renders(tmp_path):
@@ -640,7 +640,7 @@ def test_every_dashboard_query_parses_and_returns_series(fleet):
 
 
 def _levels(tmp_path) -> dict:
-    t = render.thresholds(default_config(tmp_path))
+    t = render_rules.thresholds(default_config(tmp_path))
     return {"HostCpuHigh": t["cpu"], "HostMemoryHigh": t["memory"], "HostSwapHigh": t["swap"],
             "HostLoadHigh": t["load"], "HostDiskUsageHigh": t["disk"], "HostInodesHigh": t["inodes"]}
 
@@ -693,7 +693,7 @@ def test_prometheus_loaded_the_rules_as_rendered(fleet, tmp_path):
     # Read back through Prometheus' own YAML parser: every hand-written scalar of the
     # rules file (labels, templates with quotes and colons) arrives as rendered.
     loaded = {g["name"]: g for g in fleet.api("rules")["data"]["groups"]}
-    rendered = render.rules(default_config(tmp_path))["groups"]
+    rendered = render_rules.rules(default_config(tmp_path))["groups"]
     assert sorted(loaded) == sorted(g["name"] for g in rendered)
     for want_group in rendered:
         got_group = loaded[want_group["name"]]

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from monitor import heartbeat
+from monitor.fleet import heartbeat
 from monitor.results import Result
 from tests.conftest import clean_env, seed_cpu_baseline
 from tests.loopback import closed_port

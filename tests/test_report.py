@@ -21,13 +21,13 @@ import pytest
 from freezegun import freeze_time
 
 from monitor import config as config_mod
-from monitor import report as figures
+from monitor.report import figures
 from monitor.checks import business
-from monitor.daily import choose_day
+from monitor.report.daily import choose_day
 from monitor.config import ConfigError
-from monitor.report_text import render, validate_template
+from monitor.report.text import render, validate_template
 from monitor.results import OK, UNKNOWN, WARNING
-from monitor.telegram import html_to_plain, split_message
+from monitor.alerts.telegram import html_to_plain, split_message
 from tests.telegram_standin import TelegramStandIn, html_error
 
 UTC = ZoneInfo("UTC")

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from monitor import report as figures
+from monitor.report import figures
 from tests import loopback
 from tests.postgres import PostgresServer
 from tests.test_report import BEFORE, DAY, UTC, at, report_cfg

@@ -590,10 +590,10 @@ def test_bench_slow_server_prints_its_port_and_answers():
 
 def headline_of(result, check_id="scraper:uniswap") -> str:
     """The first line of the alert this result raises, as the operator reads it in Telegram."""
-    from monitor import messages
-    from monitor.alert_state import Alert
+    from monitor.alerts import messages
+    from monitor.alerts.state import Alert
     from monitor.results import with_identity
-    from monitor.telegram import html_to_plain
+    from monitor.alerts.telegram import html_to_plain
 
     result = with_identity(result, check_id, "scraper", 1.0)
     plain = html_to_plain(messages.compose([Alert(check_id, result.status, result, 1e9, 1e9)], "h", "prod", 1e9))

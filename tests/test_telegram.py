@@ -8,10 +8,11 @@ import pytest
 import requests
 import responses
 
-from monitor import messages, redact
-from monitor.alert_state import RESOLVED, Alert
+from monitor import redact
+from monitor.alerts import messages
+from monitor.alerts.state import RESOLVED, Alert
 from monitor.results import CRITICAL, UNKNOWN, WARNING, Result
-from monitor.telegram import LIMIT, TelegramClient, html_to_plain, split_message
+from monitor.alerts.telegram import LIMIT, TelegramClient, html_to_plain, split_message
 from tests.telegram_standin import html_error
 
 TOKEN = "123456789:AAFAKEtokenFAKEtokenFAKEtokenFAKE12"

@@ -8,7 +8,7 @@ message from exactly the numbers that were judged.
 
 import threading
 
-from monitor import report as figures
+from monitor.report import figures
 from monitor.results import OK, UNKNOWN, WARNING, Result, Threshold, measured, worst
 
 

@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from monitor import config as config_mod
 from monitor.config import SCHEMA, ConfigError, ListOf, Table, TableList, ThresholdField
-from monitor.report import _candidate_lines, error_record
-from monitor.telegram import LIMIT, html_to_plain, split_message, units
+from monitor.report.figures import _candidate_lines, error_record
+from monitor.alerts.telegram import LIMIT, html_to_plain, split_message, units
 from monitor.units import parse_duration, parse_size
 from tests.conftest import MONITOR, clean_env
 from tests.telegram_standin import html_error
@@ -327,8 +327,8 @@ def test_printable_text_is_utf8_has_no_control_or_bidi_character_and_is_stable(t
 @settings(max_examples=200, **FAST)
 @given(check_id=_HOSTILE_TEXT, message=_HOSTILE_TEXT, host=_HOSTILE_TEXT)
 def test_an_alert_about_hostile_names_always_makes_valid_telegram_chunks(check_id, message, host):
-    from monitor import messages
-    from monitor.alert_state import Alert
+    from monitor.alerts import messages
+    from monitor.alerts.state import Alert
     from monitor.results import Result, with_identity
 
     result = with_identity(Result("critical", message, value=1.0, unit="%", warning=0, critical=0), check_id,

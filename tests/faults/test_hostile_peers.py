@@ -14,7 +14,7 @@ import pytest
 from monitor import http
 from monitor.checks import scrapers, vault
 from monitor.results import CRITICAL, Threshold
-from monitor.telegram import TelegramClient
+from monitor.alerts.telegram import TelegramClient
 from monitor.units import Duration
 from tests import loopback
 from tests.faults.conftest import CHAT, HOST_CHECKS, no_traceback

@@ -17,11 +17,12 @@ from datetime import date, timedelta
 from freezegun import freeze_time
 from hypothesis import given, settings, strategies as st
 
-from monitor import alert_state, messages
+from monitor.alerts import state as alert_state
+from monitor.alerts import messages
 from monitor.checks import system
 from monitor.checks.procfs import CpuTimes, NicCounters
 from monitor.checks.system import Counters
-from monitor.report import window_for
+from monitor.report.figures import window_for
 from monitor.results import CRITICAL, OK, Result, Threshold, with_identity
 
 BOOT = 1_700_000_000.0
@@ -219,7 +220,7 @@ def test_consecutive_report_days_tile_time_without_gap_or_overlap_across_both_ds
 
 
 def test_the_health_summary_expects_276_and_300_runs_on_the_dst_days(tmp_path):
-    from monitor.report import health_summary
+    from monitor.report.figures import health_summary
 
     short = health_summary(str(tmp_path), window_for(date(2026, 3, 29), PARIS))
     long = health_summary(str(tmp_path), window_for(date(2026, 10, 25), PARIS))

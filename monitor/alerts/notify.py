@@ -16,7 +16,9 @@ import os
 import sys
 import time
 
-from monitor import alert_state, redact, silences, state
+from monitor import redact, state
+from monitor.alerts import state as alert_state
+from monitor.alerts import silences
 
 log = logging.getLogger("monitor")
 ALERTS_FILE = "alerts.json"
@@ -188,7 +190,7 @@ def notify(config: dict, command: str, results, kinds_run, host: str, *, no_noti
         listed = [a for a in to_send if a.check_id not in shows or a.status == alert_state.RESOLVED]
         alerts_text, alerts_ring = None, False
         if to_send:
-            from monitor import messages
+            from monitor.alerts import messages
 
             alerts_ring = messages.rings(to_send)
             if listed:
@@ -202,14 +204,14 @@ def notify(config: dict, command: str, results, kinds_run, host: str, *, no_noti
             if text and not (tg and tg["chat_ids"]):
                 summary["dry_run"] = [{"chat_id": None, "text": text}]
             if tg:
-                from monitor import outbox
+                from monitor.alerts import outbox
 
                 summary["outbox"] = outbox.count(folder)
             return summary  # a dry run changes nothing
 
         queue = []
         if tg:  # loaded under --no-notify too: what waits is reported, not sent nor rewritten
-            from monitor import outbox
+            from monitor.alerts import outbox
 
             try:
                 queue = outbox.load(folder)
@@ -234,7 +236,7 @@ def notify(config: dict, command: str, results, kinds_run, host: str, *, no_noti
             told = True  # accepted by Telegram or waiting in the outbox
             if token:
                 if client is None:
-                    from monitor.telegram import TelegramClient
+                    from monitor.alerts.telegram import TelegramClient
 
                     client = TelegramClient(token, tg["api_url"], tg["timeout"])
                 queue = _deliver(queue, client, now, tg["outbox_max_age"], migrations, summary, command)
@@ -273,7 +275,7 @@ def _pieces(text, silent, about, message, alerts_text, alerts_ring) -> list[tupl
     One message when it fits; otherwise the alerts and the command's own text (a long
     daily report) are split apart, so the alerts can be delivered first.
     """
-    from monitor.telegram import split_message
+    from monitor.alerts.telegram import split_message
 
     if not text:
         return []
@@ -292,7 +294,7 @@ def _rank(message: dict) -> int:
 
 def _expire(queue: list[dict], now: float, max_age: float) -> list[dict]:
     """Drop what waited longer than `telegram.outbox_max_age`, each with an ERROR record."""
-    from monitor import outbox
+    from monitor.alerts import outbox
 
     kept = []
     for message in queue:

@@ -7,7 +7,7 @@ own tags, so `telegram.split_message` can split on any line break.
 import html
 from datetime import datetime
 
-from monitor.alert_state import FLAPPING, RESOLVED
+from monitor.alerts.state import FLAPPING, RESOLVED
 from monitor.results import CRITICAL, UNKNOWN, WARNING
 from monitor.text import ID_CHARS, clip
 from monitor.units import format_duration

@@ -22,7 +22,7 @@ def _report_config(config: dict) -> dict:
 
 def choose_day(text: str | None, tz, now: datetime | None = None) -> date:
     """The day to report: --date, else yesterday in `tz`. Raise ConfigError if bad or not over."""
-    from monitor.report import default_day
+    from monitor.report.figures import default_day
 
     now = now or datetime.now().astimezone()
     today = now.astimezone(tz).date()
@@ -58,7 +58,7 @@ def daily_checks(config: dict, day_text: str | None, force: bool, opts):
     cfg = _report_config(config)
     tz = zoneinfo.ZoneInfo(cfg["timezone"])
     day = choose_day(day_text, tz)
-    from monitor.report import window_for
+    from monitor.report.figures import window_for
 
     window = window_for(day, tz)
     base_dir = os.path.dirname(config["source"]) if config["source"] else os.getcwd()
@@ -70,7 +70,7 @@ def daily_checks(config: dict, day_text: str | None, force: bool, opts):
                 Check("errors", "business", partial(business.errors, probe), DB_TIMEOUT)]
 
     def finish(results, carried):
-        from monitor.report_text import render
+        from monitor.report.text import render
         from monitor.text import printable_tree
 
         # Database values and log file names are the outside world's: printable from here on.

@@ -87,7 +87,7 @@ def bound(text: str, max_messages: int = MAX_MESSAGES) -> str:
     and any number of sources or incidents. A line longer than a message is cut with
     its tags balanced; the cut says how many lines were left out.
     """
-    from monitor.telegram import LIMIT, _cut_line, split_message, units
+    from monitor.alerts.telegram import LIMIT, _cut_line, split_message, units
 
     if len(split_message(text)) <= max_messages:
         return text

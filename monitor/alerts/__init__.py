@@ -1,0 +1,1 @@
+"""Alerts: what fired and resolved, silences, the messages, the outbox, Telegram."""

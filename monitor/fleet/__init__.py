@@ -1,0 +1,1 @@
+"""What other tools read: Prometheus metrics, rules, dashboard, heartbeat pings."""

@@ -1,0 +1,1 @@
+"""The daily report: the day's window, its figures, its text."""
