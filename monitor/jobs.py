@@ -62,13 +62,11 @@ CARRIED = {"health": ("counters.json", True), "backup-check": ("backup-verify.js
 def run_job(command: str, opts: Options, config: dict, build_checks, finish=None) -> Outcome:
     """Run one command: `build_checks(config, carried, opts)` returns its checks.
 
-    `carried` is a `Counters`: what the previous run saved, and what this one saves.
+    `carried` is a `state.Carried`: what the previous run saved, and what this one saves.
     `finish(results, carried)`, if given, returns extras for the outputs: a `report`
     object for the envelope and Prometheus, and a `message` (text, silent) to send
     before the alerts.
     """
-    from monitor.checks.system import Counters
-
     started_wall = datetime.now().astimezone()
     t0 = time.perf_counter()
     paths = config["paths"]
@@ -108,26 +106,24 @@ def run_job(command: str, opts: Options, config: dict, build_checks, finish=None
             log.warning("%s", warning, extra={"event": "config_exposure"})
 
         carried_file, keep_untouched = CARRIED[command]
-        counters_path = os.path.join(paths["state"], carried_file)
+        carried_path = os.path.join(paths["state"], carried_file)
         try:
-            previous = {} if refused else state.read_json(counters_path, default={})
+            previous = {} if refused else state.read_json(carried_path, default={})
         except (state.StateError, OSError) as exc:
             previous = {}
-            problems.setdefault("state_write_error", f"cannot read {counters_path}: {exc}")
-        counters = Counters(previous)
+            problems.setdefault("state_write_error", f"cannot read {carried_path}: {exc}")
+        carried = state.Carried(previous)
 
-        run = run_checks(build_checks(config, counters, opts))
+        run = run_checks(build_checks(config, carried, opts))
         status = overall(run.results)
-        extra = finish(run.results, counters) if finish else {}
+        extra = finish(run.results, carried) if finish else {}
 
-        # Untouched entries are dropped (backup cache), so a run that saved nothing
-        # still rewrites the file when it held anything.
-        if (counters.updates or (counters.previous and not keep_untouched)) and "state_write_error" not in problems:
+        saved = carried.to_write(keep_untouched)
+        if saved is not None and "state_write_error" not in problems:
             try:
-                carried = {**counters.previous, **counters.updates} if keep_untouched else counters.updates
-                state.write_json(counters_path, carried)
+                state.write_json(carried_path, saved)
             except OSError as exc:
-                problems["state_write_error"] = f"cannot write {counters_path}: {exc.strerror}"
+                problems["state_write_error"] = f"cannot write {carried_path}: {exc.strerror}"
 
         notifications = _notify(command, opts, config, run.results, problems, extra.get("message"), refused)
         duration_ms = (time.perf_counter() - t0) * 1000

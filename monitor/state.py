@@ -8,9 +8,11 @@ so a crash leaves either the old or the new file, never half of one.
 import errno
 import json
 import logging
+import math
 import os
 import stat
 import struct
+import threading
 import time
 from datetime import datetime
 
@@ -165,6 +167,60 @@ def read_json(path: str, default=None, expect=dict):
         log.warning("state file %s was unreadable (%s); moved to %s, starting from empty state",
                     path, reason, aside, extra={"event": "state_corrupt", "file": path})
         return default
+
+
+def is_number(value) -> bool:
+    """A finite int or float, not a bool: what a hand-edited or truncated state file may not hold."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class Carried:
+    """What one run of a job leaves the next (`Job.carried_file` in the state folder).
+
+    `previous` is what the last run saved, `updates` what this one saves: kernel counters
+    and the first-run mark (health), the backup verify cache (backup-check), the days
+    already reported (daily-report). Checks run in threads, so `save` takes a lock.
+
+    Times are `time.monotonic()` plus the boot time: the monotonic clock does not
+    jump with NTP or a manual `date -s`, and a changed boot time means a reboot
+    reset every counter.
+    """
+
+    def __init__(self, previous: dict | None = None, clock=time.monotonic):
+        self.previous = previous if isinstance(previous, dict) else {}
+        self.updates: dict = {}
+        self.clock = clock
+        self._lock = threading.Lock()
+
+    def baseline(self, key: str, boot: float, now: float, numbers=()):
+        """The counters saved under `key`, or None when they cannot serve as a baseline.
+
+        Not after a reboot (another boot time); not when saved "after" `now`: a state
+        folder restored from a backup or copied from another host would otherwise pin
+        the baseline until the clock caught up with it; not when a field in `numbers`
+        is not a number, which would fail every run until the file was fixed.
+        """
+        prev = self.previous.get(key)
+        if not isinstance(prev, dict) or prev.get("boot") != boot or not is_number(prev.get("time")):
+            return None
+        if prev["time"] > now or not all(is_number(prev.get(field)) for field in numbers):
+            return None
+        return prev
+
+    def save(self, key: str, value) -> None:
+        with self._lock:
+            self.updates[key] = value
+
+    def to_write(self, keep_untouched: bool) -> dict | None:
+        """What the file should hold after this run, or None when it need not be written.
+
+        Entries this run did not touch are kept (`keep_untouched`: host counters, days
+        reported) or dropped (the backup cache keeps only current files); so a run that
+        saved nothing still rewrites a file that held anything when untouched entries go.
+        """
+        if not self.updates and not (self.previous and not keep_untouched):
+            return None
+        return {**self.previous, **self.updates} if keep_untouched else dict(self.updates)
 
 
 class FolderRefused(StateError):

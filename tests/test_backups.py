@@ -22,7 +22,7 @@ import pytest
 
 from monitor import config
 from monitor.checks import backup_checks, backups
-from monitor.checks.system import Counters
+from monitor.state import Carried as Counters
 from monitor.results import CRITICAL, OK, UNKNOWN, WARNING
 from monitor.runner import run_checks
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from monitor.checks.cron import cron
-from monitor.checks.system import Counters
 from monitor.config import build
 from monitor.results import OK, WARNING
+from monitor.state import Carried
 
 HOUR = 3600
 
@@ -119,13 +119,13 @@ def at(day, hour, minute=0):
 
 def test_a_fresh_install_pages_nothing_before_the_first_scheduled_times(tmp_path, local_time):
     local_time("Europe/Paris")
-    counters = Counters({})
-    result = cron(config_in(tmp_path, **BOTH), counters, now=lambda: at(30, 10, 10))
+    carried = Carried({})
+    result = cron(config_in(tmp_path, **BOTH), carried, now=lambda: at(30, 10, 10))
     assert result.status == OK, result.message
     assert "backup-check first due Mon 12:00" in result.message
     assert "daily-report first due Tue 09:00" in result.message
     assert result.details["backup-check"]["first_due"] == "2026-11-30T12:00:00+01:00"
-    assert counters.updates["first_run"] == at(30, 10, 10)
+    assert carried.updates["first_run"] == at(30, 10, 10)
 
 
 @pytest.mark.parametrize("now, late", [
@@ -138,32 +138,32 @@ def test_a_job_that_never_ran_is_missed_once_its_first_scheduled_time_and_grace_
                                                                                          now, late):
     local_time("Europe/Paris")
     day, hour, minute = now
-    counters = Counters({"first_run": at(30, 10, 10)})
-    result = cron(config_in(tmp_path, **BOTH), counters, now=lambda: at(day, hour, minute))
+    carried = Carried({"first_run": at(30, 10, 10)})
+    result = cron(config_in(tmp_path, **BOTH), carried, now=lambda: at(day, hour, minute))
     assert [job for job in ("backup-check", "daily-report") if f"{job} never ran" in result.message] == late
     assert result.status == (WARNING if late else OK)
-    assert "first_run" not in counters.updates  # the mark is written once
+    assert "first_run" not in carried.updates  # the mark is written once
 
 
 def test_the_schedule_is_read_in_local_time(tmp_path, local_time):
     local_time("Asia/Kolkata")  # UTC+05:30: the crontab's 06:00 is 00:30 UTC
-    counters = Counters({"first_run": at(30, 5, 50)})
-    result = cron(config_in(tmp_path, **BOTH), counters, now=lambda: at(30, 6, 29))
+    carried = Carried({"first_run": at(30, 5, 50)})
+    result = cron(config_in(tmp_path, **BOTH), carried, now=lambda: at(30, 6, 29))
     assert result.details["backup-check"]["first_due"] == "2026-11-30T06:00:00+05:30"
     assert result.status == OK
-    assert cron(config_in(tmp_path, **BOTH), counters, now=lambda: at(30, 6, 31)).status == WARNING
+    assert cron(config_in(tmp_path, **BOTH), carried, now=lambda: at(30, 6, 31)).status == WARNING
 
 
 def test_an_install_from_before_the_mark_keeps_the_old_rule(tmp_path):
     # Lock files and counters of earlier health runs, but no first_run: what never ran is missed now.
     ran(tmp_path, "backup-check", 2)
-    counters = Counters({"cpu": {"boot": 1.0, "time": 5.0, "total": 10.0, "idle": 5.0},
-                         "net": {"boot": 1.0, "time": 5.0, "nics": {}}})
-    result = cron(config_in(tmp_path, **BOTH), counters)
+    carried = Carried({"cpu": {"boot": 1.0, "time": 5.0, "total": 10.0, "idle": 5.0},
+                       "net": {"boot": 1.0, "time": 5.0, "nics": {}}})
+    result = cron(config_in(tmp_path, **BOTH), carried)
     assert result.status == WARNING and result.message.startswith("daily-report never ran")
     assert "backup-check" not in result.message and result.details["backup-check"]["age_seconds"] >= 2 * HOUR - 5
-    assert counters.updates["first_run"] == 0.0
-    again = cron(config_in(tmp_path, **BOTH), Counters({"first_run": 0.0}))
+    assert carried.updates["first_run"] == 0.0
+    again = cron(config_in(tmp_path, **BOTH), Carried({"first_run": 0.0}))
     assert again.status == WARNING and "daily-report never ran" in again.message
 
 
@@ -178,7 +178,7 @@ def test_an_upgraded_install_keeps_paging_a_job_that_never_ran(tmp_path, run_mon
 def test_counters_set_aside_as_corrupt_mean_an_install_from_before_the_mark(tmp_path):
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "counters.json.corrupt-20261130T070000").write_text("{")
-    result = cron(config_in(tmp_path, **BOTH), Counters({}))
+    result = cron(config_in(tmp_path, **BOTH), Carried({}))
     assert result.status == WARNING and "never ran" in result.message
 
 
@@ -186,11 +186,11 @@ def test_on_a_fresh_install_an_earlier_manual_run_of_another_command_is_the_firs
     local_time("UTC")
     ran(tmp_path, "backup-check", 0)
     os.utime(tmp_path / "state" / "backup-check.lock", (at(30, 7, 0), at(30, 7, 0)))
-    counters = Counters({})
-    result = cron(config_in(tmp_path, **BOTH), counters, now=lambda: at(30, 9, 30))
-    assert counters.updates["first_run"] == at(30, 7, 0)
+    carried = Carried({})
+    result = cron(config_in(tmp_path, **BOTH), carried, now=lambda: at(30, 9, 30))
+    assert carried.updates["first_run"] == at(30, 7, 0)
     assert result.status == OK and "daily-report first due Mon 09:00" in result.message  # 10:00 with its grace
-    assert cron(config_in(tmp_path, **BOTH), Counters({"first_run": at(30, 7, 0)}),
+    assert cron(config_in(tmp_path, **BOTH), Carried({"first_run": at(30, 7, 0)}),
                 now=lambda: at(30, 10, 1)).status == WARNING
 
 
@@ -337,3 +337,10 @@ def test_a_line_break_in_a_token_file_path_cannot_start_a_job_line_from_the_comm
     jobs = [line for line in proc.stdout.splitlines() if line and not line.startswith("#")]
     assert len(jobs) == 3 and all("pwned" not in line for line in jobs), proc.stdout
     assert "/etc/monitor/bot.token\\n* * * * * touch /tmp/pwned-by-comment" in proc.stdout
+
+
+@pytest.mark.parametrize("mark", [float("inf"), float("-inf"), float("nan"), True, "1"])
+def test_a_first_run_mark_that_is_not_a_finite_number_is_set_again(tmp_path, mark):
+    carried = Carried({"first_run": mark})
+    cron(config_in(tmp_path, **BOTH), carried, now=lambda: 1_800_000_000.0)
+    assert carried.updates["first_run"] == 1_800_000_000.0

@@ -224,3 +224,33 @@ def test_a_planted_state_file_is_refused_on_read_and_replaced_not_written_throug
     assert victim.read_text() == "victim\n"
     assert not path.is_symlink() and state.read_json(str(path)) == {"a": 1}
     assert sorted(os.listdir(tmp_path)) == ["counters.json", "victim"]  # no temp file left
+
+
+# --- what a run carries to the next -----------------------------------------------------------
+
+def test_what_a_run_carries_keeps_or_drops_the_entries_it_did_not_touch():
+    host = state.Carried({"cpu": 1, "first_run": 5.0})
+    assert host.to_write(keep_untouched=True) is None  # nothing saved, nothing dropped: no write
+    host.save("cpu", 2)
+    assert host.to_write(keep_untouched=True) == {"cpu": 2, "first_run": 5.0}
+    cache = state.Carried({"verify:/old.gz": {}, "verify:/new.gz": {"ok": True}})
+    assert cache.to_write(keep_untouched=False) == {}  # every file gone: the cache is emptied
+    cache.save("verify:/new.gz", {"ok": True})
+    assert cache.to_write(keep_untouched=False) == {"verify:/new.gz": {"ok": True}}
+    assert state.Carried().to_write(keep_untouched=False) is None
+    assert state.Carried(["not", "a", "dict"]).previous == {}
+
+
+def test_a_baseline_is_refused_after_a_reboot_from_the_future_or_with_a_garbled_field():
+    carried = state.Carried({"net": {"boot": 1.0, "time": 50.0, "n": 3}})
+    assert carried.baseline("net", 1.0, 60.0, numbers=("n",)) == {"boot": 1.0, "time": 50.0, "n": 3}
+    assert carried.baseline("net", 2.0, 60.0) is None  # another boot
+    assert carried.baseline("net", 1.0, 40.0) is None  # saved "after" now
+    assert state.Carried({"net": {"boot": 1.0, "time": 50.0, "n": "3"}}).baseline("net", 1.0, 60.0, ("n",)) is None
+
+
+@pytest.mark.parametrize("value, number", [(1, True), (2.5, True), (True, False), (float("nan"), False),
+                                           (float("inf"), False), (float("-inf"), False), ("1", False),
+                                           (None, False)])
+def test_a_carried_number_is_a_finite_int_or_float(value, number):
+    assert state.is_number(value) is number

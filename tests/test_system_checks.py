@@ -17,7 +17,7 @@ import pytest
 
 from monitor.checks import system, system_checks
 from monitor.checks.procfs import CpuTimes, Memory, NicCounters, ProcSource, Swap
-from monitor.checks.system import Counters
+from monitor.state import Carried as Counters
 from monitor.results import Threshold
 from monitor.runner import Check, run_checks
 

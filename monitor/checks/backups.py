@@ -347,7 +347,7 @@ VERIFIERS = {"gzip": verify_gzip, "tar": verify_tar, "zip": verify_zip, "sha256"
 
 
 def backup(cfg: dict, cache, now=time.time, clock=time.monotonic, statvfs=os.statvfs) -> Result:
-    """Judge one backup set; `cache` is a `Counters`-like store (previous/save) of verify results."""
+    """Judge one backup set; `cache` is the job's `state.Carried` (previous/save): verify results."""
     started = clock()
     deadline = started + cfg["timeout"]
     pattern = cfg["path"]

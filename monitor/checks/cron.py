@@ -14,6 +14,7 @@ import time
 from datetime import datetime, timedelta
 
 from monitor.results import OK, WARNING, Result
+from monitor.state import is_number
 from monitor.units import format_duration
 
 GRACE = 30 * 60
@@ -41,11 +42,7 @@ def next_scheduled(after: float, hours) -> float:
     return after + 86400  # not reached: every hour of two days was tried
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-
-
-def first_run(counters, folder: str, now: float) -> float:
+def first_run(carried, folder: str, now: float) -> float:
     """When monitor first ran on this state folder; 0 when it is older than the mark.
 
     Saved once (`first_run` in the carried counters). Without the mark, a state folder
@@ -53,16 +50,16 @@ def first_run(counters, folder: str, now: float) -> float:
     is an install from before the mark: 0, judged as before. Otherwise this is a fresh
     install: now, or when another command first locked the folder if it ran before.
     """
-    saved = counters.previous.get("first_run") if counters is not None else None
-    if _is_number(saved):
+    saved = carried.previous.get("first_run") if carried is not None else None
+    if is_number(saved):
         return min(saved, now)  # a clock set back: not in the future
-    if counters is None:  # nowhere to keep the mark: judged as before
+    if carried is None:  # nowhere to keep the mark: judged as before
         return 0.0
     try:
         names = os.listdir(folder)
     except OSError:
         names = []
-    if counters.previous.get("cpu") or counters.previous.get("net") \
+    if carried.previous.get("cpu") or carried.previous.get("net") \
             or any(name.startswith("counters.json.corrupt-") for name in names):
         mark = 0.0
     else:
@@ -73,7 +70,7 @@ def first_run(counters, folder: str, now: float) -> float:
             except OSError:
                 pass
         mark = min([now, *locks])
-    counters.save("first_run", mark)
+    carried.save("first_run", mark)
     return mark
 
 
@@ -81,10 +78,10 @@ def _local(ts: float) -> datetime:
     return datetime.fromtimestamp(ts).astimezone()
 
 
-def cron(config: dict, counters=None, now=time.time) -> Result:
+def cron(config: dict, carried=None, now=time.time) -> Result:
     folder = config["paths"]["state"]
     current = now()
-    since = first_run(counters, folder, current)
+    since = first_run(carried, folder, current)
     details, late, waiting = {}, [], []
     for job, (hours, grace, configured) in SCHEDULE.items():
         max_gap = _max_gap(hours, grace)

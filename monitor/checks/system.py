@@ -2,17 +2,16 @@
 
 Each function measures, then judges with the shared `measured`. CPU and network
 are rates: they compare the kernel's counters with those saved by earlier runs
-(`Counters`; since boot when there are none), so no check ever sleeps. Counters come in through
+(`state.Carried`; since boot when there are none), so no check ever sleeps. Counters come in through
 the `source` argument (psutil's API: `procfs.ProcSource` on Linux, psutil elsewhere)
 so tests can feed fake counters.
 """
 
-import math
 import os
-import threading
 import time
 
 from monitor.results import CRITICAL, OK, UNKNOWN, WARNING, Result, Threshold, measured
+from monitor.state import Carried, is_number as _is_number
 from monitor.units import format_duration, format_size
 
 # Below this span network counters are too coarse for a rate, so the previous
@@ -21,44 +20,6 @@ MIN_SPAN_SECONDS = 1.0
 # CPU: the window starts at the newest saved sample at least this old (system.cpu_min_span).
 CPU_MIN_SPAN_SECONDS = 10.0
 CPU_MAX_SAMPLES = 6
-
-
-class Counters:
-    """Kernel counters saved by the previous run, and the ones this run will save.
-
-    Times are `time.monotonic()` plus the boot time: the monotonic clock does not
-    jump with NTP or a manual `date -s`, and a changed boot time means a reboot
-    reset every counter.
-    """
-
-    def __init__(self, previous: dict | None = None, clock=time.monotonic):
-        self.previous = previous if isinstance(previous, dict) else {}
-        self.updates: dict = {}
-        self.clock = clock
-        self._lock = threading.Lock()
-
-    def baseline(self, key: str, boot: float, now: float, numbers=()):
-        """The counters saved under `key`, or None when they cannot serve as a baseline.
-
-        Not after a reboot (another boot time); not when saved "after" `now`: a state
-        folder restored from a backup or copied from another host would otherwise pin
-        the baseline until the clock caught up with it; not when a field in `numbers`
-        is not a number, which would fail every run until the file was fixed.
-        """
-        prev = self.previous.get(key)
-        if not isinstance(prev, dict) or prev.get("boot") != boot or not _is_number(prev.get("time")):
-            return None
-        if prev["time"] > now or not all(_is_number(prev.get(field)) for field in numbers):
-            return None
-        return prev
-
-    def save(self, key: str, value: dict) -> None:
-        with self._lock:
-            self.updates[key] = value
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _default_source():
@@ -113,7 +74,7 @@ def _cpu_baseline(samples: list[dict], now: float, min_span: float) -> dict | No
     return samples[0] if samples else None
 
 
-def cpu(threshold: Threshold, counters: Counters, source=None, min_span: float = CPU_MIN_SPAN_SECONDS,
+def cpu(threshold: Threshold, counters: Carried, source=None, min_span: float = CPU_MIN_SPAN_SECONDS,
         own_cpu=None, wall=time.time, sleep=None) -> Result:
     """CPU busy percent of everything but monitor itself, over the longest sensible window.
 
@@ -337,7 +298,7 @@ def load(threshold: Threshold, getloadavg=os.getloadavg, cpu_count=os.cpu_count)
 _NET_FIELDS = ("bytes_sent", "bytes_recv", "errin", "errout", "dropin", "dropout")
 
 
-def network(interfaces: list[str], counters: Counters, source=None) -> Result:
+def network(interfaces: list[str], counters: Carried, source=None) -> Result:
     """Bytes per second per interface since the previous run; new errors or drops warn."""
     ps = source or _default_source()
     boot, now = ps.boot_time(), counters.clock()

@@ -21,7 +21,7 @@ from monitor.alerts import state as alert_state
 from monitor.alerts import messages
 from monitor.checks import system
 from monitor.checks.procfs import CpuTimes, NicCounters
-from monitor.checks.system import Counters
+from monitor.state import Carried as Counters
 from monitor.report.figures import window_for
 from monitor.results import CRITICAL, OK, Result, Threshold, with_identity
 
