@@ -10,7 +10,7 @@ import sys
 import click
 
 from monitor.config import ConfigError
-from monitor.jobs import Options
+from monitor.jobs import JOBS, Options, run_job
 
 EXIT_UNKNOWN = 3
 
@@ -73,7 +73,8 @@ def _options(**kwargs) -> Options:
     return Options(config=kwargs.get("config"), env=kwargs.get("env"), format=kwargs.get("fmt"),
                    quiet=kwargs.get("quiet", False), no_notify=kwargs.get("no_notify", False),
                    dry_run=kwargs.get("dry_run", False), verbose=kwargs.get("verbose", 0),
-                   only=kwargs.get("only"), textfile_dir=kwargs.get("textfile_dir"))
+                   only=kwargs.get("only"), textfile_dir=kwargs.get("textfile_dir"),
+                   day=kwargs.get("day"), force=kwargs.get("force", False))
 
 
 def _load_config(opts: Options) -> dict:
@@ -134,6 +135,15 @@ def _say_no_config(command: str, opts: Options, config: dict) -> None:
                "host checks only", err=True)
 
 
+def _run(name: str, kwargs: dict):
+    """Run the job `name` (`jobs.JOBS`) with the options click parsed."""
+    opts = _options(**kwargs)
+    config = _load_config(opts)
+    outcome = run_job(JOBS[name], opts, config)
+    _say_no_config(name, opts, config)
+    return outcome
+
+
 @cli.command()
 @common_options
 @click.option("--only", callback=_kinds, metavar="KIND[,KIND]",
@@ -142,14 +152,7 @@ def _say_no_config(command: str, opts: Options, config: dict) -> None:
               help="Write monitor_health.prom here for node_exporter's textfile collector.")
 def health(**kwargs):
     """Check the host and services now; print the verdict (cron: every 5 minutes)."""
-    from monitor.checks import health_checks
-    from monitor.jobs import run_job
-
-    opts = _options(**kwargs)
-    config = _load_config(opts)
-    outcome = run_job("health", opts, config, lambda cfg, counters, o: health_checks(cfg, counters, o.only))
-    _say_no_config("health", opts, config)
-    return outcome
+    return _run("health", kwargs)
 
 
 @cli.command("backup-check")
@@ -158,14 +161,7 @@ def health(**kwargs):
               help="Write monitor_backup-check.prom here for node_exporter's textfile collector.")
 def backup_check(**kwargs):
     """Check that every backup set is there, fresh, whole and not shrinking (cron: every 6 h)."""
-    from monitor.checks import backup_checks
-    from monitor.jobs import run_job
-
-    opts = _options(**kwargs)
-    config = _load_config(opts)
-    outcome = run_job("backup-check", opts, config, lambda cfg, cache, o: backup_checks(cfg, cache))
-    _say_no_config("backup-check", opts, config)
-    return outcome
+    return _run("backup-check", kwargs)
 
 
 @cli.command("daily-report")
@@ -174,17 +170,9 @@ def backup_check(**kwargs):
 @click.option("--force", is_flag=True, help="Send again even if this day was already reported.")
 @click.option("--textfile-dir", metavar="DIR",
               help="Write monitor_daily-report.prom here for node_exporter's textfile collector.")
-def daily_report(day, force, **kwargs):
+def daily_report(**kwargs):
     """Yesterday's business figures, errors and health in one message (cron: 09:00)."""
-    from monitor.report.daily import daily_checks
-    from monitor.jobs import run_job
-
-    opts = _options(**kwargs)
-    config = _load_config(opts)
-    build, finish = daily_checks(config, day, force, opts)
-    outcome = run_job("daily-report", opts, config, build, finish)
-    _say_no_config("daily-report", opts, config)
-    return outcome
+    return _run("daily-report", kwargs)
 
 
 @cli.command("cron")
@@ -214,9 +202,8 @@ def cron_lines(**kwargs):
                "# CRON_TZ=Europe/Paris line above them. --quiet: cron mails only real problems.")
     for line in _cron_secret_lines(config):
         click.echo(printable(line))  # a line break in a path would start a crontab line of its own
-    click.echo(f"*/5 * * * * {prefix}{script} health --quiet{args}")
-    click.echo(f"0 */6 * * * {prefix}{script} backup-check --quiet{args}")
-    click.echo(f"0 9 * * * {prefix}{script} daily-report --quiet{args}")
+    for job in JOBS.values():
+        click.echo(f"{job.cron} {prefix}{script} {job.name} --quiet{args}")
     return 0
 
 

@@ -1,5 +1,7 @@
 """The shape every command shares: lock, logs, checks, state, outputs, exit code.
 
+`JOBS` holds one `Job` record per command cron runs: its log, lock and carried-state
+files, its schedule and how late it may be, and the steps that build its checks.
 `run_job` is the one place where a run's side effects happen in order: lock, log
 archive, checks, carried state, notifications, Prometheus, log records, stdout. A
 failure to write logs, state or the textfile never stops the checks or the alerts;
@@ -13,18 +15,18 @@ import os
 import sys
 import time
 from datetime import datetime
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from monitor import output, state
 from monitor.fleet import heartbeat
 from monitor.logs import archive_if_stale, close_log, open_log
 from monitor.results import CRITICAL, EXIT_CODES, OK, UNKNOWN, overall
 from monitor.runner import run_checks
+from monitor.units import parse_duration
 
 log = logging.getLogger("monitor")
 
 EXIT_UNKNOWN = EXIT_CODES[UNKNOWN]
-LOG_NAMES = {"health": "health", "backup-check": "backup", "daily-report": "report"}
 
 
 class Options(NamedTuple):
@@ -39,6 +41,8 @@ class Options(NamedTuple):
     verbose: int = 0
     only: set | None = None
     textfile_dir: str | None = None
+    day: str | None = None  # daily-report --date
+    force: bool = False  # daily-report --force
 
 
 class Outcome(NamedTuple):
@@ -53,20 +57,81 @@ def lock_wait() -> float:
         return 30.0
 
 
-# What each command carries from one run to the next, and whether entries it did not
-# touch this run are kept (host counters: yes; backup verify cache: only current files).
-CARRIED = {"health": ("counters.json", True), "backup-check": ("backup-verify.json", False),
-           "daily-report": ("report.json", True)}
+class Steps(NamedTuple):
+    """What one run does between reading and saving what it carries (`state.Carried`).
 
-
-def run_job(command: str, opts: Options, config: dict, build_checks, finish=None) -> Outcome:
-    """Run one command: `build_checks(config, carried, opts)` returns its checks.
-
-    `carried` is a `state.Carried`: what the previous run saved, and what this one saves.
-    `finish(results, carried)`, if given, returns extras for the outputs: a `report`
-    object for the envelope and Prometheus, and a `message` (text, silent) to send
-    before the alerts.
+    `build(carried)` returns the checks. `finish(results, carried)`, if any, returns
+    extras for the outputs: a `report` object for the envelope and Prometheus, and a
+    `message` (text, silent) to send before the alerts.
     """
+
+    build: Callable
+    finish: Callable | None = None
+
+
+class Job(NamedTuple):
+    """One command cron runs: its files, its schedule, and what it checks.
+
+    `monitor cron` (and so `crontab.example`), the `cron` check and the dead man's
+    switch rules (`fleet.rules.STALE_AFTER`) all read these records.
+    """
+
+    name: str  # the subcommand; heartbeat, metrics and the envelope name it so
+    log_name: str  # logs/<log_name>.log
+    lock: str  # state/<lock>.lock: one run at a time; its mtime says when the job last ran
+    carried_file: str  # state/<carried_file>: what one run leaves the next
+    keep_untouched: bool  # keep carried entries a run did not touch (the backup cache: no)
+    cron: str  # the crontab time fields `monitor cron` prints
+    grace: int | None  # after a scheduled time, until the `cron` check calls the run missed
+    overdue_after: float  # since the last run, until the dead man's switch (Prometheus) fires
+    configured: Callable  # configured(config): does the config ask for this job?
+    steps: Callable  # steps(config, opts) -> Steps; a bad option is refused before the lock
+
+    @property
+    def hours(self) -> tuple[int, ...]:
+        """The hours of the day cron starts the job at minute 0, from `cron`: what the
+        `cron` check reasons with. Only that shape of schedule is read."""
+        minute, hour, *rest = self.cron.split()
+        if minute != "0" or rest != ["*", "*", "*"]:
+            raise ValueError(f"{self.name}: {self.cron!r} is not minute 0 of some hours of every day")
+        if hour.startswith("*/"):
+            return tuple(range(0, 24, int(hour[2:])))
+        return tuple(sorted(int(h) for h in hour.split(",")))
+
+
+def _health_steps(config: dict, opts: Options) -> Steps:
+    from monitor.checks import health_checks
+
+    return Steps(lambda carried: health_checks(config, carried, opts.only))
+
+
+def _backup_steps(config: dict, opts: Options) -> Steps:
+    from monitor.checks import backup_checks
+
+    return Steps(lambda cache: backup_checks(config, cache))
+
+
+def _report_steps(config: dict, opts: Options) -> Steps:
+    from monitor.report.daily import daily_steps
+
+    return daily_steps(config, opts.day, opts.force, opts)
+
+
+# health is not judged by the `cron` check it runs (no grace): the dead man's switch watches it.
+JOBS = {job.name: job for job in (
+    Job("health", "health", "health", "counters.json", True, "*/5 * * * *", None, parse_duration("15m"),
+        lambda config: True, _health_steps),
+    Job("backup-check", "backup", "backup-check", "backup-verify.json", False, "0 */6 * * *", 30 * 60,
+        parse_duration("7h"), lambda config: bool(config["backups"]), _backup_steps),
+    Job("daily-report", "report", "daily-report", "report.json", True, "0 9 * * *", 3600,
+        parse_duration("25h"), lambda config: bool(config.get("report")), _report_steps),
+)}
+
+
+def run_job(job: Job, opts: Options, config: dict) -> Outcome:
+    """Run one command: lock, log, build and run its checks, carry, notify, export, print."""
+    steps = job.steps(config, opts)  # a bad --date: a config error, before anything is written
+    command = job.name
     started_wall = datetime.now().astimezone()
     t0 = time.perf_counter()
     paths = config["paths"]
@@ -77,7 +142,7 @@ def run_job(command: str, opts: Options, config: dict, build_checks, finish=None
     refused = False  # a root run refuses a state folder others can write (monitor/safety.py)
     try:
         state.ensure_folder(paths["state"])
-        lock = state.RunLock(paths["state"], command, lock_wait())
+        lock = state.RunLock(paths["state"], job.lock, lock_wait())
         lock.acquire()
     except state.StateError as exc:
         lock = None
@@ -90,12 +155,12 @@ def run_job(command: str, opts: Options, config: dict, build_checks, finish=None
         raise
 
     try:
-        handler = open_log(paths["logs"], LOG_NAMES[command], opts.verbose)
+        handler = open_log(paths["logs"], job.log_name, opts.verbose)
         if handler.error:
             problems["log_write_error"] = handler.error
         else:
             try:
-                archive_if_stale(paths["logs"], LOG_NAMES[command], started_wall.date(),
+                archive_if_stale(paths["logs"], job.log_name, started_wall.date(),
                                  config["logs"]["retention_days"])
             except OSError as exc:
                 problems["log_write_error"] = f"cannot archive {exc.filename or paths['logs']}: {exc.strerror or exc}"
@@ -105,8 +170,7 @@ def run_job(command: str, opts: Options, config: dict, build_checks, finish=None
         for warning in exposure_warnings(config["source"], config):  # logged, not mailed every 5 min
             log.warning("%s", warning, extra={"event": "config_exposure"})
 
-        carried_file, keep_untouched = CARRIED[command]
-        carried_path = os.path.join(paths["state"], carried_file)
+        carried_path = os.path.join(paths["state"], job.carried_file)
         try:
             previous = {} if refused else state.read_json(carried_path, default={})
         except (state.StateError, OSError) as exc:
@@ -114,11 +178,11 @@ def run_job(command: str, opts: Options, config: dict, build_checks, finish=None
             problems.setdefault("state_write_error", f"cannot read {carried_path}: {exc}")
         carried = state.Carried(previous)
 
-        run = run_checks(build_checks(config, carried, opts))
+        run = run_checks(steps.build(carried))
         status = overall(run.results)
-        extra = finish(run.results, carried) if finish else {}
+        extra = steps.finish(run.results, carried) if steps.finish else {}
 
-        saved = carried.to_write(keep_untouched)
+        saved = carried.to_write(job.keep_untouched)
         if saved is not None and "state_write_error" not in problems:
             try:
                 state.write_json(carried_path, saved)

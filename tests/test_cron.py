@@ -11,6 +11,7 @@ import pytest
 
 from monitor.checks.cron import cron
 from monitor.config import build
+from monitor.jobs import JOBS
 from monitor.results import OK, WARNING
 from monitor.state import Carried
 
@@ -212,7 +213,7 @@ def test_the_first_health_run_of_a_fresh_install_pages_no_missed_job(tmp_path, r
 
 
 def test_the_check_reads_the_schedule_monitor_cron_prints(tmp_path, run_monitor):
-    from monitor.checks.cron import SCHEDULE
+    from monitor.checks.cron import WATCHED
 
     proc = run_monitor(["cron"], tmp_path, config="[system]\n")
     printed = {}
@@ -224,7 +225,25 @@ def test_the_check_reads_the_schedule_monitor_cron_prints(tmp_path, run_monitor)
         hours = tuple(range(0, 24, int(hour[2:]))) if hour.startswith("*/") else (None if hour == "*" else
                                                                                   (int(hour),))
         printed[job] = (minute, hours)
-    assert {job: printed[job] for job in SCHEDULE} == {job: ("0", hours) for job, (hours, _, _) in SCHEDULE.items()}
+    assert {job.name: printed[job.name] for job in WATCHED} == {"backup-check": ("0", (0, 6, 12, 18)),
+                                                               "daily-report": ("0", (9,))}
+    assert {job.name: job.hours for job in WATCHED} == {"backup-check": (0, 6, 12, 18), "daily-report": (9,)}
+
+
+def test_one_record_per_job_gives_every_schedule():
+    assert [(job.name, job.cron) for job in JOBS.values()] == [
+        ("health", "*/5 * * * *"), ("backup-check", "0 */6 * * *"), ("daily-report", "0 9 * * *")]
+    # The cron check's longest normal gaps: 6 h + 30 min and 24 h + 1 h.
+    from monitor.checks.cron import WATCHED, _max_gap
+
+    assert {job.name: _max_gap(job.hours, job.grace) for job in WATCHED} == {
+        "backup-check": 6.5 * HOUR, "daily-report": 25 * HOUR}
+    # The dead man's switch: overdue after 15m, 7h, 25h, as the committed rules say.
+    from monitor.fleet.rules import STALE_AFTER
+
+    assert STALE_AFTER == {"health": 900, "backup-check": 7 * HOUR, "daily-report": 25 * HOUR}
+    with pytest.raises(ValueError, match="not minute 0"):
+        JOBS["health"].hours  # every 5 minutes: not a schedule the cron check reads
 
 
 # --- `monitor cron` lines are safe to paste (issue 12, item 15) --------------------------

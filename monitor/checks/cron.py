@@ -3,31 +3,28 @@
 Each command touches `state/<command>.lock` when it starts, so the lock's mtime is
 when it last ran: no extra write on any run. A job is judged only when its config
 section exists or it ran before. A job that never ran is missed only once its first
-scheduled time (crontab of `monitor cron`, local time) plus its grace has passed
-since monitor's first run on this state folder, kept as `first_run` in the carried
-counters (`state/counters.json`): a fresh install pages nothing before cron had a
-chance to run the job.
+scheduled time (`Job.cron` in `jobs.JOBS`, as `monitor cron` prints it, local time)
+plus its grace has passed since monitor's first run on this state folder, kept as
+`first_run` in what health carries (`state/counters.json`): a fresh install pages
+nothing before cron had a chance to run the job.
 """
 
 import os
 import time
 from datetime import datetime, timedelta
 
+from monitor.jobs import JOBS
 from monitor.results import OK, WARNING, Result
 from monitor.state import is_number
 from monitor.units import format_duration
 
-GRACE = 30 * 60
-# Job -> (hours of the day it runs at, minute 0, local time, as `monitor cron` prints
-# them; grace after a scheduled time; does the config ask for it?). The longest
-# normal gap between two runs is the step between scheduled hours plus the grace.
-SCHEDULE = {
-    "backup-check": ((0, 6, 12, 18), GRACE, lambda config: bool(config["backups"])),
-    "daily-report": ((9,), 3600, lambda config: bool(config.get("report"))),
-}
+# The jobs judged here, with their schedules (`jobs.JOBS`, as `monitor cron` prints
+# them): health runs this check, the dead man's switch watches it.
+WATCHED = tuple(job for job in JOBS.values() if job.grace is not None)
 
 
 def _max_gap(hours, grace) -> float:
+    """The longest normal gap between two runs: the step between scheduled hours plus the grace."""
     steps = [(b - a) % 24 or 24 for a, b in zip(hours, hours[1:] + hours[:1])]
     return max(steps) * 3600 + grace
 
@@ -59,14 +56,15 @@ def first_run(carried, folder: str, now: float) -> float:
         names = os.listdir(folder)
     except OSError:
         names = []
+    corrupt = f"{JOBS['health'].carried_file}.corrupt-"
     if carried.previous.get("cpu") or carried.previous.get("net") \
-            or any(name.startswith("counters.json.corrupt-") for name in names):
+            or any(name.startswith(corrupt) for name in names):
         mark = 0.0
     else:
         locks = []
-        for job in SCHEDULE:
+        for job in WATCHED:
             try:
-                locks.append(os.lstat(os.path.join(folder, f"{job}.lock")).st_mtime)
+                locks.append(os.lstat(os.path.join(folder, f"{job.lock}.lock")).st_mtime)
             except OSError:
                 pass
         mark = min([now, *locks])
@@ -83,13 +81,14 @@ def cron(config: dict, carried=None, now=time.time) -> Result:
     current = now()
     since = first_run(carried, folder, current)
     details, late, waiting = {}, [], []
-    for job, (hours, grace, configured) in SCHEDULE.items():
+    for watched in WATCHED:
+        job, hours, grace = watched.name, watched.hours, watched.grace
         max_gap = _max_gap(hours, grace)
         try:
-            last = os.lstat(os.path.join(folder, f"{job}.lock")).st_mtime
+            last = os.lstat(os.path.join(folder, f"{watched.lock}.lock")).st_mtime
         except OSError:
             last = None
-        if last is None and not configured(config):
+        if last is None and not watched.configured(config):
             continue
         if last is None:
             due = next_scheduled(since, hours) if since > 0 else 0.0

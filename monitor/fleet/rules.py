@@ -10,12 +10,11 @@ module's output for the built-in defaults. Only text comes out: YAML is written 
 from typing import NamedTuple
 
 from monitor.fleet.yaml import num as _num, to_yaml
-from monitor.units import format_duration, parse_duration
+from monitor.jobs import JOBS
+from monitor.units import format_duration
 
-# How long after its last run each cron job is overdue (schedule + grace):
-# health runs every 5 minutes, backup-check every 6 hours, daily-report at 09:00.
-STALE_AFTER = {"health": parse_duration("15m"), "backup-check": parse_duration("7h"),
-               "daily-report": parse_duration("25h")}
+# How long after its last run each cron job is overdue (`Job.overdue_after`).
+STALE_AFTER = {name: job.overdue_after for name, job in JOBS.items()}
 # Below this share of passed probes over an hour, a scraper is flapping.
 SUCCESS_RATE_MIN = 0.9
 # The seed's scraper job (day 12 plan): kept exactly as written there.

@@ -47,13 +47,13 @@ def _can_send(config: dict) -> bool:
     return bool(telegram and telegram["chat_ids"])
 
 
-def daily_checks(config: dict, day_text: str | None, force: bool, opts):
-    """Return (build_checks, finish) for run_job."""
+def daily_steps(config: dict, day_text: str | None, force: bool, opts):
+    """Return the `jobs.Steps` of a run: the business checks over one probe, then the report."""
     import os
     import zoneinfo
 
     from monitor.checks import business
-    from monitor.jobs import host_name
+    from monitor.jobs import Steps, host_name
 
     cfg = _report_config(config)
     tz = zoneinfo.ZoneInfo(cfg["timezone"])
@@ -64,7 +64,7 @@ def daily_checks(config: dict, day_text: str | None, force: bool, opts):
     base_dir = os.path.dirname(config["source"]) if config["source"] else os.getcwd()
     probe = business.ReportProbe(cfg, config["paths"]["logs"], window, base_dir)
 
-    def build(_config, carried, _opts):
+    def build(_carried):
         return [Check("opportunities", "business", partial(business.opportunities, probe), DB_TIMEOUT),
                 Check("sources", "business", partial(business.sources, probe), DB_TIMEOUT),
                 Check("errors", "business", partial(business.errors, probe), DB_TIMEOUT)]
@@ -93,4 +93,4 @@ def daily_checks(config: dict, day_text: str | None, force: bool, opts):
         # errors, what is not available): their alerts are not repeated under it.
         return {"report": report, "message": (text, not warning, [r.id for r in results])}
 
-    return build, finish
+    return Steps(build, finish)
