@@ -338,6 +338,21 @@ def test_a_host_only_run_imports_no_heavy_library(tmp_path):
     assert result["code"] in (0, 1, 2)
 
 
+def test_a_job_run_imports_none_of_the_other_commands_which_help_and_typos_still_see(tmp_path, capsys):
+    code = ("import json, sys\n"
+            "from monitor.cli import main\n"
+            "code = main(['health', '--format', 'json', '--quiet'])\n"
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('monitor.commands'))))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=clean_env(), capture_output=True,
+                          text=True, timeout=30)
+    assert json.loads(proc.stdout.splitlines()[-1]) == []
+    listed = CliRunner().invoke(cli, ["--help"]).output.split("Commands:")[1]
+    assert [line.split()[0] for line in listed.strip().splitlines()] == [
+        "backup-check", "config", "cron", "daily-report", "health", "notify", "render", "silence"]
+    assert main(["silense"]) == 3
+    assert "No such command 'silense'. Did you mean 'silence'?" in capsys.readouterr().err
+
+
 def test_a_world_readable_config_naming_a_token_file_draws_a_warning(tmp_path, run_monitor):
     (tmp_path / "bot.token").write_text("not-a-real-token\n")
     (tmp_path / "bot.token").chmod(0o644)

@@ -246,6 +246,15 @@ def test_one_record_per_job_gives_every_schedule():
         JOBS["health"].hours  # every 5 minutes: not a schedule the cron check reads
 
 
+def test_crontab_example_holds_the_lines_monitor_cron_prints():
+    """The committed example is `monitor cron`'s job lines for a checkout in /opt/monitor."""
+    from monitor.commands.cron import job_lines
+
+    example = (Path(__file__).parent.parent / "crontab.example").read_text()
+    jobs = [line for line in example.splitlines() if line and not line.startswith("#") and "=" not in line]
+    assert jobs == job_lines("/opt/monitor/.venv/bin/monitor", " --config /opt/monitor/monitor.toml")
+
+
 # --- `monitor cron` lines are safe to paste (issue 12, item 15) --------------------------
 
 def cron_command(line: str) -> tuple[str, str]:
