@@ -359,7 +359,7 @@ def _bot_token_problem(config: dict, secrets: dict) -> str | None:
     tg = config.get("telegram")
     if not tg or not tg["chat_ids"]:
         return None
-    from monitor.alerts.notify import TOKEN_COPY, resolve_token
+    from monitor.alerts.bot_token import TOKEN_COPY, resolve_token
 
     token, source = resolve_token(config)
     if token:
@@ -384,7 +384,7 @@ def notify_group():
 def notify_test(**kwargs):
     """Send "ℹ️ test from HOST (ENV)" to every chat; exit 0 only if all got it."""
     from monitor.jobs import host_name
-    from monitor.alerts.notify import resolve_token
+    from monitor.alerts.bot_token import resolve_token
     from monitor.alerts.telegram import TelegramClient
 
     config = _load_config(_options(**kwargs))
