@@ -11,11 +11,8 @@ that hangs in getaddrinfo) can outlast `timeout`; the runner's per-check timeout
 the backstop for that case.
 """
 
-import errno
 import http.cookiejar
 import json
-import socket
-import ssl
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -26,6 +23,7 @@ import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from requests.utils import requote_uri
 
+from monitor.net_errors import describe, is_timeout
 from monitor.units import format_duration
 
 POOL_SIZE = 64          # connections kept per host: every probe of a run at once
@@ -133,13 +131,13 @@ def get(session: requests.Session | None, url: str, timeout: float, headers: dic
             resp = session.get(current, headers=hop_headers, stream=True, allow_redirects=False,
                                timeout=(remaining, remaining))
         except requests.RequestException as exc:
-            raise ProbeError(_reason(exc, timeout, host), _is_timeout(exc)) from None
+            raise ProbeError(_reason(exc, timeout, host), is_timeout(exc)) from None
         target = requests.Session.get_redirect_target(session, resp)
         if target is None:
             try:
                 body, truncated = _read_body(resp, max_bytes, deadline, clock, timeout)
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-                raise ProbeError(_reason(exc, timeout, host), _is_timeout(exc)) from None
+                raise ProbeError(_reason(exc, timeout, host), is_timeout(exc)) from None
             return Response(resp.status_code, resp.headers, body, truncated,
                             clock() - started, resp.url, redirects)
         resp.close()  # a redirect's body is never read
@@ -195,6 +193,11 @@ def _read_body(resp: requests.Response, max_bytes: int, deadline: float, clock,
         resp.close()
 
 
+def _reason(exc: BaseException, timeout: float, host: str) -> str:
+    """The probe's failure in the words every client uses (monitor.net_errors)."""
+    return describe(exc, host=host, timeout=timeout, max_redirects=MAX_REDIRECTS)
+
+
 def limit_socket_wait(raw, seconds: float) -> None:
     """Let the next read on `raw`'s socket wait at most `seconds` (a total deadline's rest)."""
     sock = getattr(getattr(raw, "connection", None), "sock", None)
@@ -203,85 +206,3 @@ def limit_socket_wait(raw, seconds: float) -> None:
             sock.settimeout(max(seconds, 0.001))
         except OSError:
             pass
-
-
-# --- turning exceptions into reasons -------------------------------------------------
-# Reasons are built from the exception's type and a few known fields, never from
-# str(exc) of a requests/urllib3 error: those can quote URLs with query strings.
-
-def _causes(exc: BaseException):
-    """Yield `exc` and everything it wraps (urllib3 hides the cause in .reason or args)."""
-    seen, stack = set(), [exc]
-    while stack:
-        current = stack.pop()
-        if not isinstance(current, BaseException) or id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        stack += [current.__context__, current.__cause__, getattr(current, "reason", None)]
-        stack += reversed(getattr(current, "args", ()))
-
-
-def _timeout_in(causes) -> BaseException | None:
-    # urllib3 makes NewConnectionError (refused, unreachable) a ConnectTimeoutError
-    # for backward compatibility; it is not a timeout.
-    return next((c for c in causes if isinstance(c, (requests.Timeout, urllib3.exceptions.TimeoutError,
-                                                     socket.timeout))
-                 and not isinstance(c, urllib3.exceptions.NewConnectionError)), None)
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    return _timeout_in(_causes(exc)) is not None
-
-
-def _reason(exc: BaseException, timeout: float, host: str) -> str:
-    causes = list(_causes(exc))
-
-    def has(*types):
-        return next((c for c in causes if isinstance(c, types)), None)
-
-    limit = format_duration(timeout)
-    timed_out = _timeout_in(causes)
-    if timed_out is not None:
-        connecting = isinstance(timed_out, (requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError))
-        return f"{'connection ' if connecting else ''}timed out after {limit}"
-    if has(ssl.SSLError, requests.exceptions.SSLError, urllib3.exceptions.SSLError):
-        return f"TLS error: {_tls_reason(causes)}"
-    if has(urllib3.exceptions.NameResolutionError, socket.gaierror):
-        return f"DNS lookup failed for host {host}"
-    if has(ConnectionRefusedError):
-        return "connection refused"
-    if has(ConnectionResetError):
-        return "connection reset by the server"
-    os_error = next((c for c in causes if isinstance(c, OSError) and c.errno), None)
-    if os_error is not None and os_error.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
-        return f"{'network' if os_error.errno == errno.ENETUNREACH else 'host'} unreachable"
-    if has(requests.TooManyRedirects):
-        return f"too many redirects (more than {MAX_REDIRECTS})"
-    if has(requests.exceptions.InvalidHeader):
-        return "invalid request header value (a line break or control character?)"
-    if has(requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema):
-        return "unsupported URL (expected http:// or https://)"
-    if has(requests.exceptions.InvalidURL, urllib3.exceptions.LocationParseError):
-        return f"invalid URL for host {host}"
-    if has(requests.exceptions.ContentDecodingError, urllib3.exceptions.DecodeError):
-        return "could not decode the body (bad Content-Encoding)"
-    if has(requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError,
-           ConnectionAbortedError, EOFError):
-        if any(type(c).__name__ == "RemoteDisconnected" for c in causes):
-            return "the server closed the connection without answering"
-        return "connection broken while reading the answer"
-    if has(requests.ConnectionError, urllib3.exceptions.NewConnectionError):
-        detail = f": {os_error.strerror}" if os_error is not None and os_error.strerror else ""
-        return f"connection failed{detail}"
-    return f"request failed ({type(exc).__name__})"
-
-
-def _tls_reason(causes) -> str:
-    for cause in causes:
-        if isinstance(cause, ssl.SSLCertVerificationError) and cause.verify_message:
-            return f"certificate verify failed: {cause.verify_message}"
-    for cause in causes:
-        if isinstance(cause, ssl.SSLError) and cause.reason:
-            return cause.reason.lower().replace("_", " ")
-    return "handshake failed"

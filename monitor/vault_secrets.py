@@ -10,10 +10,9 @@ import json
 import os
 import stat
 
-from monitor.units import format_duration
-
 DEFAULT_URL = "http://127.0.0.1:8200"
 DEFAULT_TIMEOUT = 5.0
+MAX_REDIRECTS = 3  # each hop may take the whole timeout: a loop ends soon
 
 
 class SecretError(Exception):
@@ -166,7 +165,7 @@ def _same_origin_session(verify):
     session = SameOriginSession()
     # hvac lets a given session's `verify` override its own argument: set it here.
     session.verify = verify
-    session.max_redirects = 3  # each hop may take the whole timeout: a loop ends soon
+    session.max_redirects = MAX_REDIRECTS
     return session
 
 
@@ -178,74 +177,21 @@ def network_errors() -> tuple:
     return requests.RequestException, OSError
 
 
-def _chain(exc: BaseException):
-    """The exception, its causes, and the exceptions requests and urllib3 wrap inside."""
-    seen, todo = set(), [exc]
-    while todo:
-        current = todo.pop(0)
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        reason = getattr(current, "reason", None)
-        todo += [reason if isinstance(reason, BaseException) else None, current.__cause__,
-                 current.__context__]
-        todo += [arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException)]
-
-
 def describe_failure(exc: BaseException, url: str, timeout: float) -> str:
     """Given a requests/urllib3 failure, return a short reason like "connection refused".
 
-    Never the exception's repr: requests nests three layers of objects in it.
+    The wording is the one every client uses (monitor.net_errors); a certificate not
+    trusted adds the setting that fixes it.
     """
-    import http.client
-    import socket
-    import ssl
-
-    import requests
-    from urllib3 import exceptions as u3
-
-    chain = list(_chain(exc))
-
-    def first(*types):
-        return next((e for e in chain if isinstance(e, types)), None)
-
     from urllib.parse import urlsplit
+
+    from monitor.net_errors import describe
 
     try:
         host = urlsplit(url).hostname or url
     except ValueError:
         host = url
-    waited = format_duration(timeout)
-    if (e := first(ssl.SSLCertVerificationError)) is not None:
-        return f"TLS certificate not trusted: {e.verify_message or e.reason} (set vault.ca_cert?)"
-    if (e := first(ssl.SSLError)) is not None:
-        reason = e.reason or e.strerror or type(e).__name__
-        if reason == "WRONG_VERSION_NUMBER":
-            return "TLS handshake failed (WRONG_VERSION_NUMBER): is the server plain http://?"
-        return f"TLS error: {reason}"
-    if first(u3.NameResolutionError, socket.gaierror) is not None:
-        return f"cannot resolve host {host}"
-    if first(ConnectionRefusedError) is not None:
-        return "connection refused"
-    if first(requests.TooManyRedirects) is not None:
-        return "redirect loop (more than 3 redirects)"
-    # urllib3's NewConnectionError (refused, unreachable network) is a ConnectTimeoutError too.
-    if first(requests.ConnectTimeout) is not None or any(
-            isinstance(e, u3.ConnectTimeoutError) and not isinstance(e, u3.NewConnectionError) for e in chain):
-        return f"timed out after {waited} connecting"
-    if first(u3.ReadTimeoutError, requests.ReadTimeout, TimeoutError, socket.timeout) is not None:
-        return f"timed out after {waited} without an answer"
-    if first(http.client.RemoteDisconnected, ConnectionResetError) is not None:
-        return "connection closed without an answer"
-    if first(requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-             requests.exceptions.InvalidSchema) is not None:
-        return "invalid URL"
-    if (e := first(u3.ProxyError, requests.exceptions.ProxyError)) is not None:
-        return "proxy error (check https_proxy/no_proxy)"
-    if (e := next((e for e in chain if isinstance(e, OSError) and e.strerror), None)) is not None:
-        return e.strerror[:1].lower() + e.strerror[1:]
-    return type(exc).__name__
+    return describe(exc, host=host, timeout=timeout, max_redirects=MAX_REDIRECTS, ca_option="vault.ca_cert")
 
 
 def vault_errors(exc) -> str:

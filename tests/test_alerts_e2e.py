@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.alerts.notify import TOKEN_COPY
+from monitor.alerts.bot_token import TOKEN_COPY
 from monitor.alerts.telegram import html_to_plain
 from tests import loopback
 from tests.conftest import MONITOR, clean_env, seed_cpu_baseline

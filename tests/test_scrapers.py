@@ -255,7 +255,7 @@ def test_errors_a_loopback_server_cannot_produce_read_as_short_reasons():
             http.get(None, "https://tls.example/health", 1.0)
         with pytest.raises(http.ProbeError) as lookup:
             http.get(None, "http://scraper.internal/health", 1.0)
-    assert tls.value.reason == "TLS error: certificate verify failed: self-signed certificate"
+    assert tls.value.reason == "TLS certificate not trusted: self-signed certificate"
     assert lookup.value.reason == "DNS lookup failed for host scraper.internal"
     for reason in (tls.value.reason, lookup.value.reason):
         assert "s3cret" not in reason

@@ -8,119 +8,22 @@ in the outbox, and saves the alert state. An alert counts as told once Telegram
 accepted it or it sits in the outbox; nothing leaves the outbox without delivery or
 an ERROR record. Without a bot token the run's messages go to the outbox too, and the
 run says so on stderr (cron mails it, even under --quiet) and in an ERROR record.
+
+What to tell, queue and save is decided in `plan.py` from plain data; this module
+reads the state files, talks to Telegram and saves, and is the only one that does.
 """
 
-import json
 import logging
 import os
 import sys
 import time
 
 from monitor import redact, state
+from monitor.alerts import plan, silences
 from monitor.alerts import state as alert_state
-from monitor.alerts import silences
 
 log = logging.getLogger("monitor")
 ALERTS_FILE = "alerts.json"
-
-
-TOKEN_COPY = "telegram-token-from-vault.json"  # the one state file that holds a secret
-
-
-def resolve_token(config: dict, environ=os.environ, copy_folder: str | None = None) -> tuple[str | None, str]:
-    """Return (bot token or None, where it came from / every source tried and why it failed).
-
-    Sources in order: `token_env`, `token_file`, `token_vault`. With `copy_folder`
-    (the state folder of a run), a token read from Vault is kept there in its own
-    0600 file, and that copy is used when Vault cannot be read (sealed, down, token
-    expired), so the alert about Vault itself still goes out.
-    """
-    tg = config["telegram"]
-    tried = []
-    name = tg.get("token_env")
-    if name:
-        value = environ.get(name, "").strip()
-        if value:
-            redact.register(value)
-            return value, f"${name}"
-        tried.append(f"${name} is not set")
-    if tg.get("token_file"):
-        path = tg["token_file"]
-        try:
-            with open(path, encoding="utf-8") as handle:
-                token = handle.read().strip()
-        except OSError as exc:
-            tried.append(f"cannot read telegram.token_file {path}: {exc.strerror or type(exc).__name__}")
-        except UnicodeDecodeError:
-            tried.append(f"telegram.token_file {path} is not a text file")
-        else:
-            if token:
-                redact.register(token)
-                return token, path
-            tried.append(f"telegram.token_file {path} is empty")
-    if tg.get("token_vault"):
-        ref = tg["token_vault"]
-        token, why = _token_from_vault(config, environ)
-        if token:
-            if copy_folder:
-                _keep_copy(copy_folder, ref, token)
-            return token, f"vault:{ref}"
-        tried.append(why)
-        copy = _read_copy(copy_folder, ref) if copy_folder else None
-        if copy:
-            log.warning("%s; using the bot token last read from Vault (kept in %s)", why,
-                        os.path.join(copy_folder, TOKEN_COPY), extra={"event": "bot_token_copy"})
-            return copy, f"the copy of vault:{ref} kept in {os.path.join(copy_folder, TOKEN_COPY)}"
-    if not tried:
-        tried.append("no telegram.token_env, token_file or token_vault")
-    return None, "; ".join(tried)
-
-
-def _token_from_vault(config: dict, environ) -> tuple[str | None, str]:
-    ref = config["telegram"]["token_vault"]
-    if not config.get("vault"):
-        return None, f"telegram.token_vault {ref} needs a [vault] section"
-    from monitor.vault_secrets import SecretError, SecretStore, read_token
-
-    vault_token, warnings = read_token(config["vault"], environ)
-    redact.register(vault_token)
-    for warning in warnings:
-        log.warning("%s", warning)
-    if not vault_token:
-        return None, f"telegram.token_vault {ref}: no Vault token (vault.token_env or vault.token_file)"
-    try:
-        token = SecretStore(config["vault"], vault_token, environ).get(ref)
-    except SecretError as exc:
-        return None, redact.scrub(f"telegram.token_vault {ref}: {exc}")
-    token = token.strip()
-    if not token:
-        return None, f"telegram.token_vault {ref} is empty"
-    redact.register(token)
-    return token, f"vault:{ref}"
-
-
-def _read_copy(folder: str, ref: str) -> str | None:
-    try:  # not state.read_json: a damaged copy is not set aside (it may hold most of a token)
-        data = json.loads(state.read_file(os.path.join(folder, TOKEN_COPY), 65536))
-    except (OSError, ValueError):
-        return None
-    token = data.get("token") if isinstance(data, dict) and data.get("ref") == ref else None
-    if not isinstance(token, str) or not token.strip():
-        return None
-    redact.register(token.strip())
-    return token.strip()
-
-
-def _keep_copy(folder: str, ref: str, token: str) -> None:
-    """Replace the copy of the Vault-held token when it changed (0600, never logged)."""
-    path = os.path.join(folder, TOKEN_COPY)
-    try:
-        if _read_copy(folder, ref) == token and os.lstat(path).st_mode & 0o077 == 0:
-            return
-        state.atomic_write(path, json.dumps({"ref": ref, "token": token}).encode(), mode=0o600)
-    except (state.StateError, OSError) as exc:
-        log.warning("could not keep a copy of the bot token read from Vault in %s: %s", folder,
-                    getattr(exc, "strerror", None) or type(exc).__name__, extra={"event": "bot_token_copy_error"})
 
 
 class Summary(dict):
@@ -137,7 +40,8 @@ def notify(config: dict, command: str, results, kinds_run, host: str, *, no_noti
 
     `message` is (text, silent[, check ids]): the command's own text (the daily report),
     which opens this run's one message per chat, ahead of the alerts of checks it does
-    not already show.
+    not already show. What to tell and queue is decided in `plan`; this reads the
+    files, sends and saves, under the lock.
     """
     now = time.time() if now is None else now
     folder = config["paths"]["state"]
@@ -153,171 +57,106 @@ def notify(config: dict, command: str, results, kinds_run, host: str, *, no_noti
     if lock and lock.problem:  # a planted notify.lock: the lock holds, but say so
         summary["state_error"] = lock.problem
     try:
-        entries_path = os.path.join(folder, ALERTS_FILE)
-        try:
-            stored = _load_entries(entries_path)
-        except (state.StateError, OSError) as exc:
-            stored = {}
-            summary.setdefault("state_error", f"cannot read {entries_path}: {getattr(exc, 'strerror', None) or exc}")
-        rules = config["alerts"]
-        alerts, entries = alert_state.evaluate(stored.get("checks", {}), results, command, kinds_run, now,
-                                               rules["alert_after"], rules["repeat_interval"],
-                                               rules["send_resolved"], rules["flap_window"])
-        try:
-            active = silences.load(folder, now)
-        except (state.StateError, OSError) as exc:
-            active = []
-            summary.setdefault("state_error", f"cannot read silences: {getattr(exc, 'filename', None) or folder}: "
-                                              f"{getattr(exc, 'strerror', None) or exc}")
-        to_send = []
-        for alert in alerts:
-            silence = silences.matching(active, alert.check_id)
-            if silence:
-                summary["silenced"] += 1
-                log.info("%s %s silenced by %s (%s)", alert.check_id, alert.status, silence["pattern"],
-                         silence.get("reason") or "no reason",
-                         extra={"event": "silenced", "check": alert.check_id, "silence": silence["id"]})
-            else:
-                to_send.append(alert)
-
-        tg = config.get("telegram")
-        # One message per chat: the command's own text (the daily report) first, then
-        # the alerts; it rings unless every part is silent.
-        parts, silent = ([message[0]], message[1]) if message else ([], True)
-        # A third item names the checks the text itself shows (the report's own warnings):
-        # their alerts are told by it, not repeated under it; a RESOLVED still is.
-        shows = set(message[2]) if message and len(message) > 2 else set()
-        listed = [a for a in to_send if a.check_id not in shows or a.status == alert_state.RESOLVED]
-        alerts_text, alerts_ring = None, False
-        if to_send:
-            from monitor.alerts import messages
-
-            alerts_ring = messages.rings(to_send)
-            if listed:
-                alerts_text = messages.compose(listed, host, config["environment"], now)
-                parts.append(alerts_text)
-            silent = silent and not alerts_ring
-        text = "\n\n".join(parts) or None
-        about = [[a.check_id, a.status] for a in to_send]
-        if dry_run:
-            summary["dry_run"] = [{"chat_id": c, "text": text} for c in (tg or {}).get("chat_ids", [])] if text else []
-            if text and not (tg and tg["chat_ids"]):
-                summary["dry_run"] = [{"chat_id": None, "text": text}]
-            if tg:
-                from monitor.alerts import outbox
-
-                summary["outbox"] = outbox.count(folder)
-            return summary  # a dry run changes nothing
-
-        queue = []
-        if tg:  # loaded under --no-notify too: what waits is reported, not sent nor rewritten
-            from monitor.alerts import outbox
-
-            try:
-                queue = outbox.load(folder)
-            except OSError as exc:
-                summary.setdefault("state_error", f"cannot read the outbox {outbox.path(folder)}: {exc.strerror}")
-        migrations = stored.get("chat_migrations", {})
-        told = False
-        if no_notify:
-            pass
-        elif not tg or not tg["chat_ids"]:
-            log.info("notifications are off: %s", "no [telegram] section" if not tg else "telegram.chat_ids is empty",
-                     extra={"event": "notifications_off"})
-        else:
-            token, source = resolve_token(config, environ, folder) if client is None else ("-", "client")
-            fresh = set()
-            pieces = _pieces(text, silent, about, message, alerts_text, alerts_ring)
-            for chat in tg["chat_ids"]:
-                for chunk, chunk_silent, chunk_about in pieces:
-                    item = outbox.new_message(migrations.get(chat, chat), chunk, chunk_silent, now, chunk_about)
-                    fresh.add(item["id"])
-                    queue.append(item)  # behind anything older for the same chat
-            told = True  # accepted by Telegram or waiting in the outbox
-            if token:
-                if client is None:
-                    from monitor.alerts.telegram import TelegramClient
-
-                    client = TelegramClient(token, tg["api_url"], tg["timeout"])
-                queue = _deliver(queue, client, now, tg["outbox_max_age"], migrations, summary, command)
-            else:
-                queue = _expire(queue, now, tg["outbox_max_age"])
-                # Cron mails stderr, even under --quiet: the one place an operator hears of it.
-                problem = redact.scrub(f"telegram: no bot token ({source}); {len(queue)} message(s) wait in "
-                                       f"{outbox.path(folder)} for the first run that has one")
-                print(f"monitor {command}: {problem}", file=sys.stderr)
-                log.error("%s", problem, extra={"event": "telegram_no_token", "outbox": len(queue)})
-            summary["queued"] = sum(m["id"] in fresh for m in queue)
-        if told:
-            alert_state.mark_notified(entries, to_send, now)
-        summary["outbox"] = len(queue)
-        try:
-            if tg and not no_notify:
-                outbox.save(folder, queue)
-            updated = {"version": alert_state.STATE_VERSION, "checks": entries, "chat_migrations": migrations}
-            if updated != stored:  # steady state: nothing changed, nothing to fsync
-                state.write_json(entries_path, updated)
-        except OSError as exc:
-            summary["state_error"] = f"cannot save alert state in {folder}: {exc.strerror}"
-            if queue and not no_notify:
-                log.error("could not save the outbox (%s): %d undelivered message(s) will be lost: %s",
-                          exc.strerror, len(queue), "; ".join(outbox.describe(m) for m in queue),
-                          extra={"event": "outbox_write_error"})
-        return summary
+        return _notify(config, command, results, kinds_run, host, no_notify, dry_run, now, client, environ,
+                       message, summary)
     finally:
         if lock:
             lock.release()
 
 
-def _pieces(text, silent, about, message, alerts_text, alerts_ring) -> list[tuple[str, bool, list]]:
-    """This run's outbox items for one chat: (text under 4096, silent, alerts it tells).
+def _notify(config, command, results, kinds_run, host, no_notify, dry_run, now, client, environ, message,
+            summary: Summary) -> Summary:
+    """Read the alert state, silences and outbox; plan; deliver; save. Held under the lock."""
+    folder = config["paths"]["state"]
+    entries_path = os.path.join(folder, ALERTS_FILE)
+    try:
+        stored = _load_entries(entries_path)
+    except (state.StateError, OSError) as exc:
+        stored = {}
+        summary.setdefault("state_error", f"cannot read {entries_path}: {getattr(exc, 'strerror', None) or exc}")
+    try:
+        active = silences.load(folder, now)
+    except (state.StateError, OSError) as exc:
+        active = []
+        summary.setdefault("state_error", f"cannot read silences: {getattr(exc, 'filename', None) or folder}: "
+                                          f"{getattr(exc, 'strerror', None) or exc}")
+    told = plan.tell(config, command, results, kinds_run, host, stored.get("checks", {}), active, now, message)
+    for alert, silence in told.silenced:
+        summary["silenced"] += 1
+        log.info("%s %s silenced by %s (%s)", alert.check_id, alert.status, silence["pattern"],
+                 silence.get("reason") or "no reason",
+                 extra={"event": "silenced", "check": alert.check_id, "silence": silence["id"]})
+    tg = config.get("telegram")
+    if dry_run:
+        summary["dry_run"] = told.previews
+        if tg:
+            from monitor.alerts import outbox
 
-    One message when it fits; otherwise the alerts and the command's own text (a long
-    daily report) are split apart, so the alerts can be delivered first.
-    """
-    from monitor.alerts.telegram import split_message
+            summary["outbox"] = outbox.count(folder)
+        return summary  # a dry run changes nothing
 
-    if not text:
-        return []
-    chunks = split_message(text)
-    if len(chunks) == 1 or not (message and alerts_text):
-        return [(chunk, silent, about) for chunk in chunks]
-    return ([(chunk, not alerts_ring, about) for chunk in split_message(alerts_text)]
-            + [(chunk, message[1], []) for chunk in split_message(message[0])])
+    waiting = []
+    if tg:  # loaded under --no-notify too: what waits is reported, not sent nor rewritten
+        from monitor.alerts import outbox
 
+        try:
+            waiting = outbox.load(folder)
+        except OSError as exc:
+            summary.setdefault("state_error", f"cannot read the outbox {outbox.path(folder)}: {exc.strerror}")
+    migrations = stored.get("chat_migrations", {})
+    held = plan.hold(told, config, waiting, migrations, now, no_notify)
+    if held.off:
+        log.info("notifications are off: %s", held.off, extra={"event": "notifications_off"})
+    queue = held.outbox
+    if held.deliver:
+        if client is None:
+            from monitor.alerts.bot_token import resolve_token
 
-def _rank(message: dict) -> int:
-    """Alerts (critical, warning, could not check, and their RESOLVED, so they stay in
-    order) go before info and report texts."""
-    return 0 if message.get("alerts") else 1
-
-
-def _expire(queue: list[dict], now: float, max_age: float) -> list[dict]:
-    """Drop what waited longer than `telegram.outbox_max_age`, each with an ERROR record."""
-    from monitor.alerts import outbox
-
-    kept = []
-    for message in queue:
-        if now - message.get("created", now) > max_age:
+            token, source = resolve_token(config, environ, folder)
+        else:
+            token, source = "-", "client"
+        for dropped in held.dropped:
             log.error("dropped undelivered %s: older than telegram.outbox_max_age (last error: %s)",
-                      outbox.describe(message), message.get("last_error") or "none",
-                      extra={"event": "outbox_dropped", "message_id": message.get("id")})
-            continue
-        kept.append(message)
-    return kept
+                      outbox.describe(dropped), dropped.get("last_error") or "none",
+                      extra={"event": "outbox_dropped", "message_id": dropped.get("id")})
+        if token:
+            if client is None:
+                from monitor.alerts.telegram import TelegramClient
+
+                client = TelegramClient(token, tg["api_url"], tg["timeout"])
+            queue = _deliver(queue, client, now, migrations, summary, command)
+        else:
+            # Cron mails stderr, even under --quiet: the one place an operator hears of it.
+            problem = redact.scrub(f"telegram: no bot token ({source}); {len(queue)} message(s) wait in "
+                                   f"{outbox.path(folder)} for the first run that has one")
+            print(f"monitor {command}: {problem}", file=sys.stderr)
+            log.error("%s", problem, extra={"event": "telegram_no_token", "outbox": len(queue)})
+        summary["queued"] = sum(m["id"] in held.fresh for m in queue)
+    summary["outbox"] = len(queue)
+    try:
+        if held.save_outbox:
+            outbox.save(folder, queue)
+        updated = {"version": alert_state.STATE_VERSION, "checks": held.entries, "chat_migrations": migrations}
+        if updated != stored:  # steady state: nothing changed, nothing to fsync
+            state.write_json(entries_path, updated)
+    except OSError as exc:
+        summary["state_error"] = f"cannot save alert state in {folder}: {exc.strerror}"
+        if queue and not no_notify:
+            log.error("could not save the outbox (%s): %d undelivered message(s) will be lost: %s",
+                      exc.strerror, len(queue), "; ".join(outbox.describe(m) for m in queue),
+                      extra={"event": "outbox_write_error"})
+    return summary
 
 
-def _deliver(queue: list[dict], client, now: float, max_age: float, migrations: dict, summary: Summary,
-             command: str) -> list[dict]:
+def _deliver(queue: list[dict], client, now: float, migrations: dict, summary: Summary, command: str) -> list[dict]:
     """Send what the outbox holds, alerts first, then oldest first; return what is left.
 
     A chat whose delivery failed gets nothing more this run, so its messages keep
     their order. New messages were appended last, so they go after older ones of
     their class.
     """
-    queue = sorted(_expire(queue, now, max_age), key=_rank)  # stable: oldest first within a class
     left, blocked, reported = [], set(), set()
-    for message in queue:
+    for message in plan.delivery_order(queue):
         chat = migrations.get(message["chat_id"], message["chat_id"])
         if chat in blocked or (message.get("not_before") or 0) > now:
             blocked.add(chat)  # Telegram asked us to wait: newer messages wait too, in order

@@ -71,8 +71,8 @@ def save(folder: str, messages: list[dict]) -> None:
     state.atomic_write(path(folder), data.encode())
 
 
-def new_message(chat_id: str, text: str, silent: bool, now: float, alerts=()) -> dict:
-    return {"id": os.urandom(6).hex(), "chat_id": str(chat_id), "text": text,
+def new_message(chat_id: str, text: str, silent: bool, now: float, alerts=(), message_id: str | None = None) -> dict:
+    return {"id": message_id or os.urandom(6).hex(), "chat_id": str(chat_id), "text": text,
             "disable_notification": bool(silent), "created": now, "not_before": None,
             "attempts": 0, "last_error": None, "alerts": list(alerts)}
 

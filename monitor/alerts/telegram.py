@@ -45,6 +45,7 @@ class TelegramClient:
 
         redact.register(token)
         self._url = f"{api_url.rstrip('/')}/bot{token}/sendMessage"
+        self._api_url = api_url
         self.timeout, self.sleep, self.clock, self.monotonic = timeout, sleep, clock, monotonic
         self.max_wait, self.retries = max_wait, retries
         self.session = session or requests.Session()
@@ -72,7 +73,7 @@ class TelegramClient:
                 return Delivery(False, f"Telegram unreachable: no whole answer within {self.timeout:g}s",
                                 chat_id=chat_id)
             except self._requests.RequestException as exc:
-                reason = _network_reason(exc)
+                reason = self._network_reason(exc)
                 if isinstance(exc, self._requests.ReadTimeout):
                     return Delivery(False, f"Telegram unreachable: {reason}", chat_id=chat_id)
                 failures += 1
@@ -120,6 +121,18 @@ class TelegramClient:
             if failures > self.retries or pause >= deadline - self.monotonic():
                 return Delivery(False, f"Telegram {status}: {description or 'server error'}", chat_id=chat_id)
             self.sleep(pause)
+
+    def _network_reason(self, exc) -> str:
+        """No answer at all, in the words every client uses (monitor.net_errors)."""
+        from urllib.parse import urlsplit
+
+        from monitor.net_errors import describe
+
+        try:
+            host = urlsplit(self._api_url).hostname
+        except ValueError:
+            host = None
+        return describe(exc, host=host)
 
     def _post(self, payload: dict, seconds: float):
         """POST `payload`; return (status, reason, headers, body, too_big) within `seconds`.
@@ -190,7 +203,9 @@ def _read_answer(response, deadline: float, monotonic) -> tuple[bytes, bool]:
         try:
             chunk = raw.read1(_PIECE, decode_content=False)
         except Exception as exc:  # noqa: BLE001 - urllib3/socket timeouts at the deadline
-            if deadline - monotonic() <= 0.01 or "timed out" in str(exc).lower():
+            from monitor.net_errors import is_timeout
+
+            if deadline - monotonic() <= 0.01 or is_timeout(exc):
                 raise _Deadline() from None
             raise
         if not chunk:
@@ -235,18 +250,6 @@ def _number(value) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if number > 0 else None
-
-
-def _network_reason(exc) -> str:
-    name = type(exc).__name__
-    text = str(exc)
-    if "timed out" in text.lower() or "Timeout" in name:
-        return "timed out"
-    if "refused" in text.lower():
-        return "connection refused"
-    if "Name or service not known" in text or "getaddrinfo" in text or "resolve" in text.lower():
-        return "DNS lookup failed"
-    return redact.scrub(f"{name}: {text}")[:200]
 
 
 # --- text -------------------------------------------------------------------------

@@ -68,7 +68,7 @@ def _bot_token_problem(config: dict, secrets: dict) -> str | None:
     tg = config.get("telegram")
     if not tg or not tg["chat_ids"]:
         return None
-    from monitor.alerts.notify import TOKEN_COPY, resolve_token
+    from monitor.alerts.bot_token import TOKEN_COPY, resolve_token
 
     token, source = resolve_token(config)
     if token:

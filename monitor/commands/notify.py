@@ -16,7 +16,7 @@ def notify_group():
 def notify_test(**kwargs):
     """Send "ℹ️ test from HOST (ENV)" to every chat; exit 0 only if all got it."""
     from monitor.jobs import host_name
-    from monitor.alerts.notify import resolve_token
+    from monitor.alerts.bot_token import resolve_token
     from monitor.alerts.telegram import TelegramClient
 
     config = load_config(parsed_options(**kwargs))

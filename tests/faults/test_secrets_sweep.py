@@ -20,7 +20,7 @@ from datetime import date, timedelta
 import hvac
 import pytest
 
-from monitor.alerts.notify import TOKEN_COPY
+from monitor.alerts.bot_token import TOKEN_COPY
 from tests import loopback
 from tests.faults.conftest import API_KEY, BOT_TOKEN, VAULT_TOKEN, Install, SlowTelegram, full_disk, no_traceback
 from tests.openbao import dev_server, unused_url
