@@ -330,6 +330,13 @@ def test_real_child_process_is_found_by_its_command_line():
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)",
                               "--source", "uniswap", "--run", token])
     try:
+        # Popen can return before the kernel shows the new command line (an empty
+        # /proc/PID/cmdline was seen under load): the probe is asked once it is there.
+        for _ in range(500):
+            with open(f"/proc/{child.pid}/cmdline", "rb") as handle:
+                if token.encode() in handle.read():
+                    break
+            time.sleep(0.01)
         result = scraper(config(process=pattern))
         assert result.status == OK, result.message
         assert result.details["process"]["pids"] == [child.pid]
