@@ -84,8 +84,8 @@ SCHEMA = Table({
         "disk_paths": ListOf(Str(pattern=r"/.*", hint="an absolute path"), default=["/"],
                              help="Absolute paths of the filesystems to check; a missing or "
                                   "unmounted one is critical."),
-        "network_interfaces": ListOf(Str(), help="Interfaces whose traffic is measured and whose new "
-                                                 "errors or drops warn; empty: every non-loopback one."),
+        "network_interfaces": ListOf(Str(), help="Interfaces measured, whose new errors or drops warn; "
+                                                 "empty: all but loopback."),
         "timeout": DurationField("5s", help="Each host check ends within this; a hung statvfs "
                                             "(a dead NFS mount) is critical."),
     }, help="The host checks, always run. Thresholds are { warning = W, critical = C }; higher "
@@ -112,8 +112,8 @@ SCHEMA = Table({
         "latency_ms": ThresholdField(1000, 3000, help="The url's answer time, in milliseconds."),
         "process": Regex(help="A regular expression a running process's command line must "
                               "match (its first 4 KB)."),
-        "process_user": UserField(help="Only this account's processes count (a name or uid that "
-                                       "must exist here); default: any user.",
+        "process_user": UserField(help="Only this account's processes count (name or uid; must "
+                                       "exist here); default: any user.",
                                   example="scraper"),
         "heartbeat_file": PathField(help="A file the scraper touches after each successful pass."),
         "heartbeat_max_age": DurationField("15m", help="The heartbeat file is stale when older than this."),
@@ -183,8 +183,8 @@ SCHEMA = Table({
         "time_format": Str("iso", choices=("iso", "epoch"),
                            help="How the time column is stored: iso or epoch (PostgreSQL "
                                 "timestamp columns need neither)."),
-        "query": Str("", help="Optional SQL returning time, source, roi for :start and :end; "
-                              "used instead of table and columns."),
+        "query": Str("", help="Optional SQL returning time, source, roi for :start and :end, "
+                              "instead of table/columns."),
         "timezone": Str("UTC", help="The report covers the previous calendar day in this time zone."),
         "min_opportunities": Number(50, minimum=0, integer=True,
                                     help="Fewer in a day is a warning (mirrors LowOpportunityCount)."),
@@ -197,8 +197,8 @@ SCHEMA = Table({
     "telegram": Table({
         "chat_ids": ListOf(ChatId(), help='The chats to notify: numeric ids or "@channelname".',
                            example=["-1001234567890"]),
-        "token_env": Str("TELEGRAM_BOT_TOKEN", help="The environment variable the bot token is read "
-                                                    "from (cron's environment does not have it)."),
+        "token_env": Str("TELEGRAM_BOT_TOKEN", help="The environment variable holding the bot token "
+                                                    "(not set under cron)."),
         "token_file": PathField("", help="Or the file it is read from (mode 0600; the cron-safe choice)."),
         "token_vault": Str("", pattern=r"[^#\s]+/[^#\s]+#[^#\s]+", hint='"mount/path#key"',
                            help='Or Vault KV v2, e.g. "secret/monitor#telegram_token" (the last one '
@@ -207,8 +207,8 @@ SCHEMA = Table({
         "timeout": DurationField("10s", help="Every call to Telegram ends within this, retries included."),
         "outbox_max_age": DurationField("24h", help="Undelivered messages older than this are dropped "
                                                     "(logged)."),
-    }, optional=True, help="Omitted: notifications are off. With no token, messages wait in the "
-                           "outbox (stderr says so)."),
+    }, optional=True, help="Telegram notifications. Omitted: off; with no token, messages wait in "
+                           "the outbox (stderr says so)."),
     "alerts": Table({
         "alert_after": Number(1, minimum=1, integer=True, help="Consecutive non-ok runs before the "
                                                                "first alert."),
