@@ -1,9 +1,13 @@
 """The config file: where it is found, what it may hold, and how every mistake is reported."""
 
+import json
 import os
 import textwrap
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from monitor import config
 from monitor.config import ConfigError
@@ -554,3 +558,95 @@ def test_one_definition_of_a_secret_what_the_config_refuses_scrub_masks(errors, 
     assert any("looks like a token" in e for e in errors(f'[vault]\ntoken_env = "{secret}"\n'))
     scrubbed = scrub(f"err {secret} at /v1/x")
     assert scrubbed in ("err *** at /v1/x", "err bot*** at /v1/x"), scrubbed
+
+
+# --- the sample config, written from the schema (issue 13, item 5) ------------------------
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "monitor.example.toml"
+# What the example's placeholders and bot token need from the environment to load.
+EXAMPLE_ENV = {"ETHERSCAN_API_KEY": "example-etherscan-key", "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN}
+
+
+def _schema_fields(table=None, path=""):
+    """(dotted path, field) for every key of the schema, tables and arrays of tables included."""
+    from monitor.config import SCHEMA, Table, TableList
+
+    for key, field in (table or SCHEMA).fields.items():
+        yield f"{path}{key}", field
+        inner = field.table if isinstance(field, TableList) else field
+        if isinstance(inner, Table):
+            yield from _schema_fields(inner, f"{path}{key}.")
+
+
+def test_committed_example_equals_the_one_generated_from_the_schema():
+    from monitor.config.example import example_toml
+
+    assert EXAMPLE.read_text() == example_toml(), (
+        "monitor.example.toml drifted from monitor/config/schema.py: "
+        "run `monitor config example > monitor.example.toml`")
+
+
+def test_every_key_of_the_schema_has_a_one_line_help():
+    missing = [path for path, field in _schema_fields() if not field.help.strip()]
+    assert missing == []
+    assert [path for path, field in _schema_fields() if "\n" in field.help] == []
+
+
+def test_the_example_shows_every_key_set_or_commented_out():
+    import tomllib
+
+    from monitor.config import Table, TableList
+
+    text = EXAMPLE.read_text()
+    document = tomllib.loads(text)
+    for path, field in _schema_fields():
+        if isinstance(field, (Table, TableList)):
+            continue
+        node = document
+        for part in path.split(".")[:-1]:
+            node = node[part][0] if isinstance(node[part], list) else node[part]  # an array: its first entry
+        key = path.rsplit(".", 1)[-1]
+        assert key in node or (field.default is None and f"\n# {key} = " in text), path
+
+
+def test_config_example_prints_the_committed_file(tmp_path, run_monitor):
+    proc = run_monitor(["config", "example"], tmp_path, steady_cpu=False)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout == EXAMPLE.read_text()
+
+
+def test_the_example_passes_config_check_where_its_placeholders_are_set(tmp_path, run_monitor):
+    # Relative paths (logs, state) resolve against the copy's folder; no key names a local
+    # account (process_user is commented out), so a fresh machine loads it as it is.
+    copy = tmp_path / "monitor.toml"
+    copy.write_text(EXAMPLE.read_text())
+    proc = run_monitor(["config", "check", "--format", "json", "--config", str(copy)], tmp_path,
+                       env=EXAMPLE_ENV, steady_cpu=False)
+    assert proc.returncode == 0, proc.stderr
+    shown = json.loads(proc.stdout)
+    assert [s["name"] for s in shown["scrapers"]] == ["uniswap"]
+    assert [q["name"] for q in shown["quotas"]] == ["provider", "etherscan"]
+    assert [b["name"] for b in shown["backups"]] == ["postgres"]
+    assert shown["paths"]["state"] == str(tmp_path / "state")
+    unset = run_monitor(["config", "check", "--config", str(copy)], tmp_path, steady_cpu=False)
+    assert unset.returncode == 3 and "ETHERSCAN_API_KEY" in unset.stderr
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False)
+                    | st.text(), lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(), inner, max_size=3), max_leaves=8))
+def test_toml_value_is_read_back_by_tomllib(value):
+    import tomllib
+
+    from monitor.config.example import toml_value
+
+    def without_none(v):  # TOML has no null
+        if isinstance(v, dict):
+            return {k: without_none(x) for k, x in v.items() if x is not None}
+        if isinstance(v, list):
+            return [without_none(x) for x in v if x is not None]
+        return v
+
+    value = without_none({"k": value})["k"] if value is not None else ""
+    assert tomllib.loads(f"k = {toml_value(value)}\n") == {"k": value}

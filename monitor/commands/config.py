@@ -15,6 +15,15 @@ def config_group():
     """Inspect the configuration."""
 
 
+@config_group.command("example")
+def config_example():
+    """Print a sample config (every key, its help and default), as in monitor.example.toml."""
+    from monitor.config.example import example_toml
+
+    click.echo(example_toml(), nl=False)
+    return 0
+
+
 @config_group.command("check")
 @click.option("--config", "config", envvar="MONITOR_CONFIG", metavar="PATH", help="Config file to check.")
 @click.option("--env", "env", envvar="MONITOR_ENV", metavar="NAME", help="Environment profile to apply.")
