@@ -462,6 +462,18 @@ def test_alerts_waiting_in_the_outbox_go_before_info_and_report_texts_each_in_or
     assert plains[3:] == ["report part 1", "report part 2", "report part 3"]
 
 
+def test_a_migration_learnt_while_delivering_only_the_outbox_is_remembered(host, telegram):
+    # The run that delivers a waiting alert changes no alert entry (backup-check has no
+    # checks here): the migration Telegram answered must still be saved.
+    telegram.fail(unauthorized())
+    host.health(disk="critical")
+    assert len(host.outbox()) == 1 and host.alert_state()["chat_migrations"] == {}
+    telegram.fail(migrated(-1009876543210))
+    run = host.monitor("backup-check", disk="critical")
+    assert run.notifications["sent"] == 1 and host.outbox() == []
+    assert host.alert_state()["chat_migrations"] == {CHAT: "-1009876543210"}
+
+
 def test_a_parse_error_is_resent_once_as_plain_text(host, telegram):
     telegram.fail(parse_error())
     run = host.health(disk="critical")

@@ -103,7 +103,7 @@ def _notify(config, command, results, kinds_run, host, no_notify, dry_run, now, 
             waiting = outbox.load(folder)
         except OSError as exc:
             summary.setdefault("state_error", f"cannot read the outbox {outbox.path(folder)}: {exc.strerror}")
-    migrations = stored.get("chat_migrations", {})
+    migrations = dict(stored.get("chat_migrations", {}))  # a copy: compared with `stored` below
     held = plan.hold(told, config, waiting, migrations, now, no_notify)
     if held.off:
         log.info("notifications are off: %s", held.off, extra={"event": "notifications_off"})
