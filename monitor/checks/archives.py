@@ -6,6 +6,7 @@ returns a one-line verdict or raises VerifyError (damaged) or VerifyTimeout.
 `checks/backups.py` decides when to verify and what the verdict means.
 """
 
+import contextlib
 import hashlib
 import os
 import stat
@@ -77,6 +78,25 @@ def _zlib_reason(exc) -> str:
     return text.replace("Error -3 while decompressing data: ", "")
 
 
+@contextlib.contextmanager
+def _damage_as_verdict(kind: str, os_error: str = "truncated or corrupt"):
+    """What a damaged archive makes its reader raise becomes a VerifyError naming `kind`.
+
+    An OSError with an errno (EIO, the file vanished) is no verdict on the file and
+    goes up as it is; one without (gzip's BadGzipFile) is damage like the rest.
+    """
+    try:
+        yield
+    except (VerifyError, VerifyTimeout):
+        raise
+    except OSError as exc:
+        if exc.errno is not None:
+            raise
+        raise VerifyError(f"{os_error} {kind} archive: {exc}") from None
+    except Exception as exc:  # tarfile, struct, zlib, bz2 and lzma each raise their own on damage
+        raise VerifyError(f"truncated or corrupt {kind} archive: {exc or type(exc).__name__}") from None
+
+
 def verify_tar(path: str, deadline: float, clock=time.monotonic) -> str:
     """Read every member header and skip through its data to the end (any compression)."""
     import tarfile
@@ -104,19 +124,11 @@ def verify_tar(path: str, deadline: float, clock=time.monotonic) -> str:
                 raise
 
     count = 0
-    try:
+    with _damage_as_verdict("tar", os_error="corrupt"):
         with open(path, "rb") as raw, tarfile.open(fileobj=Deadline(raw), mode="r|*", tarinfo=Header) as archive:
             while archive.next() is not None:
                 count += 1
                 archive.members.clear()  # tarfile keeps every header read: 1M entries, 500 MB
-    except VerifyTimeout:
-        raise
-    except OSError as exc:
-        if exc.errno is not None:  # a real I/O error (EIO, the file vanished): not a verdict
-            raise
-        raise VerifyError(f"corrupt tar archive: {exc}") from None
-    except Exception as exc:  # tarfile, zlib, lzma and bz2 each raise their own on damage
-        raise VerifyError(f"truncated or corrupt tar archive: {exc or type(exc).__name__}") from None
     if not count:
         raise VerifyError("tar archive has no members")
     if stop and not isinstance(stop[-1], tarfile.EOFHeaderError):
@@ -136,7 +148,7 @@ def verify_zip(path: str, deadline: float, clock=time.monotonic) -> str:
     """
     import zipfile
 
-    try:
+    with _damage_as_verdict("zip"):
         with open(path, "rb") as directory, open(path, "rb") as members:
             try:
                 end = zipfile._EndRecData(directory)
@@ -159,15 +171,8 @@ def verify_zip(path: str, deadline: float, clock=time.monotonic) -> str:
                 done += entry.pop("record_size")
                 _verify_zip_member(members, entry, concat, deadline, clock)
                 count += 1
-    except (VerifyError, VerifyTimeout):
-        raise
-    except OSError as exc:
-        if exc.errno is not None:  # a real I/O error (EIO, the file vanished): not a verdict
-            raise
-        raise VerifyError(f"truncated or corrupt zip archive: {exc}") from None
-    except Exception as exc:  # struct, zlib, bz2 and lzma each raise their own on damage
-        raise VerifyError(f"truncated or corrupt zip archive: {exc or type(exc).__name__}") from None
     return f"zip ok ({count} members, CRC checked)"
+
 
 
 def _zip_entry(directory) -> dict:
