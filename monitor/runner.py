@@ -4,7 +4,8 @@ Every check runs in its own daemon thread. A check that raises becomes `unknown`
 with the reason; one that outlives its timeout is reported with `on_timeout`
 (unknown, or critical where no answer means down) and is abandoned: a thread stuck
 in a system call (a dead NFS mount) cannot be killed, so the caller ends the process
-with `os._exit` once the results are out (`cli.entry`); `Run.stuck` names them.
+with `os._exit` once the results are out (`cli.entry`), whatever threads are still
+running.
 """
 
 import threading
@@ -26,8 +27,9 @@ class Check(NamedTuple):
 
 
 class Run(NamedTuple):
+    """The checks' results, in the order the checks were given."""
+
     results: list
-    stuck: list  # ids of checks whose threads were still running at the deadline
 
 
 def run_checks(checks: list[Check], clock=time.monotonic) -> Run:
@@ -52,11 +54,8 @@ def run_checks(checks: list[Check], clock=time.monotonic) -> Run:
                 done[check.id] = with_identity(result, check.id, check.kind, elapsed)
             finished.notify()
 
-    threads = {}
     for check in checks:
-        thread = threading.Thread(target=work, args=(check,), name=f"check:{check.id}", daemon=True)
-        thread.start()
-        threads[check.id] = thread
+        threading.Thread(target=work, args=(check,), name=f"check:{check.id}", daemon=True).start()
     started = clock()
     gate.set()
 
@@ -74,6 +73,5 @@ def run_checks(checks: list[Check], clock=time.monotonic) -> Run:
                 break
             finished.wait(min(c.timeout for c in pending) - (now - started))
 
-    stuck = [cid for cid, thread in threads.items() if thread.is_alive()]
-    return Run([done[c.id] for c in checks], stuck)
+    return Run([done[c.id] for c in checks])
 

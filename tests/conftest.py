@@ -141,3 +141,45 @@ def read_log(path) -> list[dict]:
 def log_records():
     """log_records(path) -> every JSON record of a log file."""
     return read_log
+
+
+# --- slow tests: `pytest -m "not slow"` leaves them out ----------------------------------
+# Marked here, in one place, rather than test by test: a test is slow when it lives
+# in tests/faults/ or in an end-to-end file (`*_e2e.py`), when it starts a real
+# component or the `monitor` script through one of these fixtures, or when it is
+# one of the few unit tests below that wait out a real timeout or build huge files.
+SLOW_FOLDERS = {"faults"}
+SLOW_FIXTURES = {
+    "run_monitor",                   # the `monitor` script in a subprocess
+    "bao", "sealed_bao", "tls_bao",  # an OpenBao dev server (tests/openbao.py)
+    "pg", "legacy_url",              # a PostgreSQL server (tests/postgres.py)
+    "fleet",                         # Prometheus, node_exporter and OpenBao, monitor runs scraped
+}
+SLOW_TESTS = {
+    # `monitor` runs in a subprocess, many times
+    "test_flapping_end_to_end_one_flapping_message_then_quiet_then_the_critical_that_stayed",
+    "test_a_backup_file_name_that_is_not_utf8_is_alerted_and_printed_escaped_under_any_locale",
+    # promtool runs every rule unit test
+    "test_rule_unit_tests_pass_promtool_test_rules",
+    # archives of 100k+ entries or 200 MB
+    "test_a_tar_with_120k_entries_verifies_within_64_mb",
+    "test_a_zip_with_200k_entries_verifies_within_64_mb",
+    "test_a_200_mb_gzip_of_zeros_verifies_in_bounded_memory",
+    # a peer that answers late or never: each waits out a timeout of a second or more
+    "test_a_telegram_that_trickles_its_answer_is_cut_at_the_total_deadline",
+    "test_trickling_body_ends_within_the_timeout",
+    "test_answer_slower_than_critical_latency_is_critical",
+    "test_a_slow_answer_alerts_with_its_latency_and_the_threshold_it_crossed_in_seconds",
+    "test_vault_that_accepts_but_never_answers_is_critical_within_the_timeout",
+    "test_token_check_on_a_vault_that_never_answers_gives_up_within_the_timeout",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    here = Path(__file__).parent
+    for item in items:
+        path = Path(item.path)
+        if (SLOW_FOLDERS.intersection(path.relative_to(here).parts[:-1]) or path.name.endswith("_e2e.py")
+                or SLOW_FIXTURES.intersection(item.fixturenames)
+                or getattr(item, "originalname", item.name) in SLOW_TESTS):
+            item.add_marker(pytest.mark.slow)

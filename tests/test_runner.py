@@ -39,7 +39,6 @@ def test_checks_run_concurrently():
 
     run = run_checks([Check(f"c{i}", "system", meet, timeout=60) for i in range(3)])
     assert [r.status for r in run.results] == ["ok"] * 3, [r.message for r in run.results]
-    assert run.stuck == []
 
 
 def test_results_keep_the_given_order():
@@ -80,7 +79,8 @@ def test_a_check_that_hangs_is_unknown_once_its_timeout_passes(release):
     hung, quick = run.results
     assert hung.status == "unknown" and "timed out" in hung.message and "300ms" in hung.message
     assert quick.status == "ok"
-    assert run.stuck == ["hung"]
+    # Abandoned, not joined: its thread is still waiting when the run is over.
+    assert any(t.name == "check:hung" and t.is_alive() for t in threading.enumerate())
 
 
 def test_a_hanging_check_reports_its_on_timeout_status(release):
@@ -100,4 +100,4 @@ def test_each_check_has_its_own_timeout(release):
 
 def test_no_checks_is_an_empty_run():
     run = run_checks([])
-    assert (run.results, run.stuck) == ([], [])
+    assert run.results == []

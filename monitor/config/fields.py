@@ -153,8 +153,10 @@ class UserField(Field):
 
         try:
             return pwd.getpwnam(value).pw_uid
-        except KeyError:
-            return self.fail(path, ctx, f"no such user \"{value}\" on this system")
+        except (KeyError, ValueError):  # ValueError: a NUL byte in the name
+            from monitor.text import printable
+
+            return self.fail(path, ctx, f"no such user \"{printable(value)}\" on this system")
 
 
 class UrlValue(str):

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from monitor import config as config_mod
 from monitor.config import SCHEMA, ConfigError, ListOf, Table, TableList, ThresholdField
-from monitor.report.figures import _candidate_lines, error_record
+from monitor.report.logs import _candidate_lines, error_record
 from monitor.alerts.telegram import LIMIT, html_to_plain, split_message, units
 from monitor.units import parse_duration, parse_size
 from tests.conftest import MONITOR, clean_env

@@ -1,0 +1,266 @@
+"""The business day from the database: opportunities, average ROI, the best five, sources.
+
+Measuring only; `checks/business.py` judges and `templates/` renders. Aggregation
+happens in the database (COUNT, AVG, GROUP BY, ORDER BY ... LIMIT 5), never by
+pulling rows into Python.
+"""
+
+import os
+import re
+from datetime import datetime, timedelta, timezone
+
+from monitor.report.window import ReportError, Window, parse_time, window_for
+
+
+def quote_ident(name: str, kind: str = "postgresql") -> str:
+    """Quote a (dotted) identifier for the database `kind`.
+
+    SQLite reads a double-quoted name that matches no column as a string literal, so
+    a misspelt column would silently count nothing; a name in backticks is always
+    an identifier there, and a missing one is an error naming it.
+    """
+    mark = "`" if kind == "sqlite" else '"'
+    return ".".join(mark + part.replace(mark, mark * 2) + mark for part in name.split("."))
+
+
+# Each statement's limit on the server: the two scans fit in the checks' 60 s, and a
+# table locked by a migration at 09:00 ends as a message, not a query left running.
+STATEMENT_TIMEOUT = 25.0
+
+
+class Database:
+    """A read-only connection to sqlite:///PATH or postgresql://..., with `:name` parameters."""
+
+    def __init__(self, url: str, base_dir: str = ".", statement_timeout: float = STATEMENT_TIMEOUT):
+        self.url = url
+        self.damaged: set[bytes] = set()  # distinct values read that were not UTF-8
+        if url.startswith("sqlite://"):
+            import sqlite3
+
+            path = url[len("sqlite://"):]
+            path = path if os.path.isabs(path) else os.path.join(base_dir, path)
+            if not os.path.isfile(path):
+                raise ReportError(f"report.database: {path} does not exist")
+            try:
+                self.conn = sqlite3.connect(_sqlite_uri(path), uri=True, timeout=5)
+            except sqlite3.Error as exc:
+                raise ReportError(f"report.database: cannot open {path}: {exc}") from None
+            # A value that is not UTF-8 must not cost the report ("Could not decode to
+            # UTF-8"): its bytes are kept, and shown as \xff by monitor.text.
+            self.conn.text_factory = self._decode
+            self.kind, self.errors = "sqlite", (sqlite3.Error,)
+        else:
+            try:
+                import psycopg
+            except ImportError:
+                raise ReportError("report.database: PostgreSQL needs the postgres extra "
+                                  "(pip install 'monitor[postgres]')") from None
+            try:
+                # Not autocommit: psycopg applies read_only to the transactions it opens
+                # (BEGIN READ ONLY), and ignores it in autocommit mode.
+                self.conn = psycopg.connect(url.replace("postgres://", "postgresql://", 1), connect_timeout=5)
+                self.conn.read_only = True
+                self._text_loaders(psycopg)
+                self.conn.execute("SELECT set_config('statement_timeout', %s, false)",
+                                  [str(int(statement_timeout * 1000))])
+            except psycopg.Error as exc:
+                raise ReportError(f"report.database: cannot connect: {str(exc).strip().splitlines()[0]}") from None
+            self.kind, self.errors = "postgresql", (psycopg.Error,)
+
+    def _decode(self, raw: bytes) -> str:
+        """Text from the database: UTF-8, else its bytes kept as surrogates and counted."""
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            if len(self.damaged) < 100_000:  # bounded: one per distinct value
+                self.damaged.add(bytes(raw))
+            return raw.decode("utf-8", "surrogateescape")
+
+    def _text_loaders(self, psycopg) -> None:
+        """Decode text columns with `_decode`, whatever the database's encoding.
+
+        A SQL_ASCII database stores whatever bytes its writers sent and converts
+        nothing: psycopg would hand back bytes (every source shown as b'uniswap' and
+        no expected source found), or, with a UTF8 client encoding, fail the whole
+        query on the first bad byte. Other encodings are converted to UTF-8 by the
+        server, so valid text decodes the same way everywhere.
+        """
+        decode = self._decode
+
+        class Text(psycopg.adapt.Loader):
+            def load(self, data):
+                return decode(bytes(data))
+
+        if self.conn.info.encoding != "ascii":  # SQL_ASCII: the server converts nothing
+            self.conn.execute("SELECT set_config('client_encoding', 'UTF8', false)")
+        for name in ("text", "varchar", "bpchar", "name", 705):  # 705: "unknown", a bare literal
+            self.conn.adapters.register_loader(name, Text)
+
+    def rows(self, sql: str, params: dict) -> list:
+        if self.kind == "postgresql":  # :name -> %(name)s
+            sql = re.sub(r"(?<!:):([A-Za-z_]\w*)", r"%(\1)s", sql.replace("%", "%%"))
+        try:
+            cursor = self.conn.execute(sql, params)
+            return cursor.fetchall()
+        except self.errors as exc:
+            raise ReportError(_db_reason(exc)) from None
+
+    def close(self):
+        self.conn.close()
+
+
+def _sqlite_uri(path: str) -> str:
+    """A read-only URI for `path` that leaves no file behind.
+
+    `mode=ro` alone still creates `-wal` and `-shm` beside a WAL-mode database that
+    has none (no writer since the last clean close): owned by the monitor's user,
+    they can lock the scraper out of its own database. With no `-wal` there is
+    nothing beyond the main file to read, so it is opened immutable instead.
+    """
+    from urllib.parse import quote
+
+    # "sqlite:////abs" (SQLAlchemy's spelling) leaves "//abs", which a URI reads as a host.
+    uri = f"file:{quote('/' + os.path.abspath(path).lstrip('/'))}?mode=ro"
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(20)
+    except OSError:
+        return uri
+    wal_mode = header[:16] == b"SQLite format 3\x00" and header[18:20] == b"\x02\x02"
+    if wal_mode and not os.path.exists(path + "-wal"):
+        uri += "&immutable=1"
+    return uri
+
+
+def _db_reason(exc) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "no such table" in text or "does not exist" in text and "relation" in text:
+        return f"report.table: {text}"
+    if "no such column" in text or "column" in text and "does not exist" in text:
+        return f"report.columns: {text}"
+    return f"report.database: {text}"
+
+
+def _source_sql(cfg: dict, db: Database) -> tuple[str, str, str, str]:
+    """Return (FROM clause, time, source, roi expressions) for the configured table or query."""
+    if cfg["query"]:
+        source, t, s, r = f"({cfg['query']}) AS q", "q.time", "q.source", "q.roi"
+    else:
+        cols = cfg["columns"]
+        source, t, s, r = (quote_ident(name, db.kind) for name in (cfg["table"], cols["time"], cols["source"],
+                                                                    cols["roi"]))
+    if db.kind == "postgresql" and cfg["time_format"] == "iso":
+        # ISO text compares with the timestamptz bounds only once cast; on a timestamp
+        # column the cast is a no-op, so its index still serves the range.
+        t = f"CAST({t} AS timestamptz)"
+    return source, t, s, r
+
+
+def _time_filter(cfg: dict, db: Database, column: str, start: datetime, end: datetime) -> tuple[str, dict]:
+    """A WHERE clause selecting [start, end), and its parameters (`:start`, `:end`, ...)."""
+    if cfg["query"]:
+        # The user's query takes :start and :end itself; pass them in the column's format.
+        return "1=1", _bounds(cfg, db, start, end)
+    if cfg["time_format"] == "epoch" or db.kind == "postgresql":
+        return f"{column} >= :start AND {column} < :end", _bounds(cfg, db, start, end)
+    # ISO text: a date-granular range first so the index on the column is used, then
+    # the exact instant comparison (julianday understands "T", "Z" and offsets).
+    params = {"lo": (start - timedelta(days=1)).astimezone(timezone.utc).date().isoformat(),
+              "hi": (end + timedelta(days=1)).astimezone(timezone.utc).date().isoformat(),
+              **_bounds(cfg, db, start, end)}
+    return (f"{column} >= :lo AND {column} < :hi AND julianday({column}) >= julianday(:start) "
+            f"AND julianday({column}) < julianday(:end)"), params
+
+
+def _bounds(cfg: dict, db: Database, start: datetime, end: datetime) -> dict:
+    def show(moment):
+        if cfg["time_format"] == "epoch":
+            return moment.timestamp()
+        if db.kind == "postgresql":
+            return moment
+        return moment.astimezone(timezone.utc).isoformat()
+
+    return {"start": show(start), "end": show(end)}
+
+
+def business_figures(cfg: dict, window: Window, base_dir: str = ".") -> dict:
+    """Opportunities, average ROI, the best five, active sources; and the day before's totals.
+
+    Three scans, each over one day: GROUP BY source for the day (its totals too),
+    ORDER BY ROI ... LIMIT 5 for the day, and COUNT/AVG for the day before. (One
+    GROUP BY over both days costs more: SQLite sorts twice as many rows.)
+    """
+    if not cfg.get("database"):
+        raise ReportError("report.database is not configured")
+    db = Database(cfg["database"], base_dir)
+    try:
+        source, t, s, r = _source_sql(cfg, db)
+        roi = f"CAST({r} AS {'REAL' if db.kind == 'sqlite' else 'double precision'})"
+        where, params = _time_filter(cfg, db, t, window.start, window.end)
+        groups = db.rows(f"SELECT {s}, COUNT(*), SUM({roi}), COUNT({r}) FROM {source} WHERE {where} "
+                         f"GROUP BY {s}", params)
+        top = db.rows(f"SELECT {t}, {s}, {roi} FROM {source} WHERE {where} AND {r} IS NOT NULL "
+                      f"ORDER BY {roi} DESC LIMIT 5", params)
+        day_before = window_for(window.day - timedelta(days=1), window.start.tzinfo)
+        where, params = _time_filter(cfg, db, t, day_before.start, day_before.end)
+        before = db.rows(f"SELECT COUNT(*), SUM({roi}), COUNT({r}) FROM {source} WHERE {where}", params)[0]
+    finally:
+        db.close()
+    damaged = len(db.damaged)
+    days = {0: [before[0], float(before[1] or 0), before[2]], 1: [0, 0.0, 0]}  # count, ROI sum, with ROI
+    sources = {}
+    for src, count, roi_sum, with_roi in groups:
+        totals = days[1]
+        totals[0] += count
+        totals[1] += float(roi_sum or 0)
+        totals[2] += with_roi
+        if src is not None:
+            sources[str(src)] = sources.get(str(src), 0) + count
+
+    def average(totals):
+        return round(totals[1] / totals[2], 4) if totals[2] else None
+
+    return {
+        "opportunities_found": days[1][0],
+        "avg_roi": average(days[1]),
+        "roi_missing": days[1][0] - days[1][2],
+        "top_opportunities": [{"time": _show_time(tm, window.start.tzinfo), "source": src,
+                               "roi": round(float(v), 4)} for tm, src, v in top],
+        "sources": dict(sorted(sources.items(), key=lambda kv: -kv[1])),
+        "previous": {"opportunities_found": days[0][0], "avg_roi": average(days[0])},
+        "damaged_values": damaged,
+    }
+
+
+def _show_time(value, tz):
+    """A row's time as ISO 8601 in the report's zone, whatever the column stores.
+
+    Epoch numbers would otherwise reach the message as "1795600000", and ISO text as
+    written by each writer (Z, +02:00, none); naive text counts as UTC, as in the
+    window's SQL. Text that is no time is shown as it is.
+    """
+    if isinstance(value, datetime):
+        return (value.astimezone(tz) if value.tzinfo else value).isoformat()
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            when = parse_time(value, timezone.utc)
+            return when.astimezone(tz).isoformat() if when else value
+    if isinstance(value, (int, float)):
+        when = parse_time(value, timezone.utc)
+        return when.astimezone(tz).isoformat() if when else value
+    return value
+
+
+def change(today: dict, before: dict) -> dict:
+    """Day-over-day change of opportunities and average ROI."""
+    out = {}
+    for key in ("opportunities_found", "avg_roi"):
+        now, prev = today.get(key), before.get(key)
+        entry = {"previous": prev, "delta": None, "percent": None}
+        if now is not None and prev is not None:
+            entry["delta"] = round(now - prev, 4)
+            entry["percent"] = round(100.0 * (now - prev) / prev, 1) if prev else None
+        out["opportunities" if key == "opportunities_found" else "avg_roi"] = entry
+    return out
