@@ -475,6 +475,7 @@ def test_other_users_command_lines_are_not_even_matched_with_process_user():
 
 @pytest.mark.parametrize("value, error", [
     ('"no-such-user-x1"', 'scrapers[0].process_user: no such user "no-such-user-x1" on this system'),
+    ('"ro\\u0000ot"', 'scrapers[0].process_user: no such user "ro\\x00ot" on this system'),
     ("-1", "scrapers[0].process_user: expected a uid in [0, 4294967295], got -1"),
     ("1.5", "scrapers[0].process_user: expected a user name or uid, got a number"),
 ])
