@@ -348,3 +348,99 @@ def heartbeat_probe(path: str, max_age: float, now=time.time) -> Probe:
     if age > max_age:
         return Probe(CRITICAL, f"heartbeat {format_duration(age)} old (max {limit}): {path}", details)
     return Probe(OK, f"heartbeat {format_duration(max(age, 0))} ago", details)
+
+
+# --- what these checks export (the contract: monitor/checks/__init__.py) ----------------------
+
+METRICS = {
+    "monitor_scraper_up": ("1 if every probe of the scraper is ok or warning.", ("scraper",)),
+    "monitor_scraper_response_seconds": ("Response time of the scraper's health endpoint.", ("scraper",)),
+    "monitor_scraper_heartbeat_age_seconds": ("Age of the file the scraper touches on success.", ("scraper",)),
+}
+MEASURES = {"scraper": ("latency", False)}
+# Below this share of passed probes over an hour, a scraper is flapping.
+SUCCESS_RATE_MIN = 0.9
+# The seed's scraper job (day 12 plan): kept exactly as written there.
+SEED_SCRAPER_JOB = "web3_scraper"
+
+
+def check_ids(config: dict) -> list[str]:
+    return [f"scraper:{s['name']}" for s in config["scrapers"]]
+
+
+def samples(result) -> list:
+    name, details = result.id.split(":", 1)[1], result.details or {}
+    out = [("monitor_scraper_up", {"scraper": name}, 1 if result.status in (OK, WARNING) else 0)]
+    http = details.get("http") if isinstance(details.get("http"), dict) else {}
+    latency = http.get("latency_ms")
+    if isinstance(latency, (int, float)) and not isinstance(latency, bool):
+        out.append(("monitor_scraper_response_seconds", {"scraper": name}, latency / 1000))
+    heartbeat = details.get("heartbeat") if isinstance(details.get("heartbeat"), dict) else {}
+    out.append(("monitor_scraper_heartbeat_age_seconds", {"scraper": name}, heartbeat.get("age_seconds")))
+    return out
+
+
+def levels(config: dict) -> dict:
+    from monitor.fleet.kit import per_name, schema_default
+
+    scrapers = config["scrapers"]
+    latency = schema_default("scrapers", "latency_ms")
+    # Seconds: the unit of the Prometheus metric, not of the config.
+    return {"latency_warning": per_name(scrapers, "latency_ms", "scraper", latency, lambda t: t.warning / 1000),
+            "latency_critical": per_name(scrapers, "latency_ms", "scraper", latency, lambda t: t.critical / 1000),
+            "heartbeat_max_age": per_name(scrapers, "heartbeat_max_age", "scraper",
+                                          schema_default("scrapers", "heartbeat_max_age"))}
+
+
+def rules(t: dict) -> dict:
+    from monitor.fleet.kit import compare, duration_text, health_runbook, level_text, num, rule
+
+    runbook = health_runbook("scraper")
+    seed = {"alert": "ScraperDown", "expr": f'up{{job="{SEED_SCRAPER_JOB}"}} == 0', "for": "5m",
+            "labels": {"severity": "critical"},
+            "annotations": {"summary": "Web3 Scraper is down",
+                            "description": "Prometheus cannot scrape {{ $labels.instance }} "
+                                           f"(job {SEED_SCRAPER_JOB}, up = {{{{ $value }}}}) for 5 minutes.",
+                            "runbook": runbook}}
+    rules = [rule("ScraperUnhealthy", "monitor_scraper_up == 0", "5m", "critical",
+                  "Scraper {{ $labels.scraper }} fails its health probes",
+                  "Scraper {{ $labels.scraper }} on {{ $labels.instance }} fails its probes "
+                  "(monitor_scraper_up = {{ $value }}): HTTP health, process or heartbeat.", runbook)]
+    for severity, key, for_ in (("warning", "latency_warning", "10m"), ("critical", "latency_critical", "5m")):
+        rules.append(rule(
+            "ScraperSlow", compare("monitor_scraper_response_seconds", ">=", t[key]), for_, severity,
+            f"Scraper {{{{ $labels.scraper }}}} answers slowly ({severity})",
+            "Scraper {{ $labels.scraper }} on {{ $labels.instance }} answered its health check in "
+            f"{{{{ $value | humanizeDuration }}}} ({severity} from {level_text(t[key], duration_text)}).",
+            runbook))
+    rules.append(rule(
+        "ScraperSuccessRateLow", f"avg_over_time(monitor_scraper_up[1h]) < {num(SUCCESS_RATE_MIN)}", "5m", "warning",
+        "Scraper {{ $labels.scraper }} fails intermittently",
+        "Scraper {{ $labels.scraper }} on {{ $labels.instance }} passed its probes in "
+        f"{{{{ $value | humanizePercentage }}}} of the last hour (expected at least {num(SUCCESS_RATE_MIN * 100)}%).",
+        runbook))
+    return {"web3_scraper_alerts": [seed], "monitor_services": rules}
+
+
+def panels(t: dict) -> list:
+    from monitor.fleet.kit import INSTANCE as I, mapping, panel, steps, target
+
+    row, legend = "Scraper Performance", "{{instance}} {{scraper}}"
+    latency = t["latency_warning"], t["latency_critical"]
+    return [
+        (row, panel("stat", "Scraper up", [target(f"monitor_scraper_up{{{I}}}", legend)],
+                    "Every probe (HTTP, process, heartbeat) ok or warning.", "none",
+                    steps("red", (1, "green")), mappings=mapping((0, "DOWN", "red"), (1, "UP", "green"))), 6, 8),
+        (row, panel("timeseries", "Health endpoint latency",
+                    [target(f"monitor_scraper_response_seconds{{{I}}}", legend)],
+                    "scrapers latency_ms, here in seconds.", "s",
+                    steps("green", (latency[0].default, "yellow"), (latency[1].default, "red")), 0), 6, 8),
+        (row, panel("timeseries", "Success rate (1 h)",
+                    [target(f"avg_over_time(monitor_scraper_up{{{I}}}[1h])", legend)],
+                    "Share of health runs whose probes passed over the last hour.", "percentunit",
+                    steps("red", (SUCCESS_RATE_MIN, "green")), 0, 1), 6, 8),
+        (row, panel("timeseries", "Heartbeat age",
+                    [target(f"monitor_scraper_heartbeat_age_seconds{{{I}}}", legend)],
+                    "Age of the file each scraper touches on success (scrapers heartbeat_max_age).", "s",
+                    steps("green", (t["heartbeat_max_age"].default, "red")), 0), 6, 8),
+    ]
