@@ -12,6 +12,7 @@ import os
 import threading
 import time
 
+from monitor.checks.procfs import fstab_mount_points, mount_points, normal_mount_point
 from monitor.results import CRITICAL, OK, UNKNOWN, WARNING, Result, Threshold, measured
 from monitor.units import format_duration, format_size
 
@@ -181,55 +182,8 @@ def swap(threshold: Threshold, source=None) -> Result:
                     details={"total_bytes": sw.total, "used_bytes": sw.used})
 
 
-def _unescape(field: bytes) -> str:
-    """A path as fstab and mountinfo write it: `\\040` is a space, `\\011` a tab, and so on."""
-    import re
-
-    return os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8) & 0xFF]), field))
-
-
-def _normal(path: str) -> str:
-    """A mount point the way `mount` compares it: no trailing slash, no `.`/`..`/`//` parts."""
-    return "/" + os.path.normpath(path).lstrip("/")
-
-
 def _holds(mount: str, path: str) -> bool:
     return mount == "/" or path == mount or path.startswith(mount + "/")
-
-
-def mount_points(mountinfo: str = "/proc/self/mountinfo") -> set[str] | None:
-    """What the kernel has mounted in this process's namespace; None without /proc."""
-    try:
-        with open(mountinfo, "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return None
-    points = set()
-    for line in data.splitlines():
-        fields = line.split()  # id parent major:minor root MOUNT-POINT options ...
-        if len(fields) > 4:
-            points.add(_normal(_unescape(fields[4])))
-    return points
-
-
-def fstab_mount_points(fstab: str = "/etc/fstab") -> list[str]:
-    """Mount points `mount -a` would mount: not comments, swap or `noauto` entries."""
-    try:
-        with open(fstab, "rb") as handle:
-            data = handle.read(1 << 20)  # a real fstab is a few hundred bytes
-    except OSError:
-        return []
-    points = []
-    for line in data.splitlines():
-        fields = line.split()
-        if len(fields) < 2 or fields[0].startswith(b"#"):
-            continue
-        fstype = fields[2] if len(fields) > 2 else b""
-        options = fields[3].split(b",") if len(fields) > 3 else []
-        point = _unescape(fields[1])
-        if fstype != b"swap" and b"noauto" not in options and point.startswith("/"):
-            points.append(_normal(point))
-    return points
 
 
 def _user() -> str:
@@ -275,7 +229,7 @@ def _mount_problem(path: str, fstab: str, mountinfo: str) -> tuple[str, str] | N
     if not unmounted:
         return None
     point = max(unmounted, key=len)
-    if point == real or point == _normal(path):
+    if point == real or point == normal_mount_point(path):
         return CRITICAL, f"{path} is listed in {fstab} but not mounted"
     return CRITICAL, f"{path} is under {point}, listed in {fstab} but not mounted"
 
@@ -381,6 +335,7 @@ def network(interfaces: list[str], counters: Counters, source=None) -> Result:
     if problems:
         message = "; ".join(problems) + f" ({message})"
     return Result(status, message, value=total_rate, unit="B/s", details=details)
+
 
 
 # --- what these checks export (the contract: monitor/checks/__init__.py) ----------------------
