@@ -457,10 +457,16 @@ METRICS = {
     "monitor_backup_size_bytes": ("Size of the newest file of the backup set.", ("backup",)),
 }
 MEASURES = {"backup": ("age", False)}
-# The textfile holds the age at the last backup-check (every 6 hours): adding the time
-# since that run gives the age now, so a backup going stale between runs is seen at once.
-_AGE_NOW = ('{} + on(instance, job) group_left() '
-            '(time() - monitor_last_run_timestamp_seconds{{{}command="backup-check"}})')
+
+
+def _age_now(age: str, narrow: str = "") -> str:
+    """PromQL of a backup's age now: `age` at the last backup-check plus the time since.
+
+    The textfile holds the age at the last run (every 6 hours); adding the time since shows
+    a backup going stale between runs at once. `narrow` picks the runs ('instance=~"$instance",').
+    """
+    return (f"{age} + on(instance, job) group_left() "
+            f'(time() - monitor_last_run_timestamp_seconds{{{narrow}command="backup-check"}})')
 
 
 def check_ids(config: dict) -> list[str]:
@@ -484,7 +490,7 @@ def rules(t: dict) -> dict:
 
     runbook, max_age = f"ssh {HOST} monitor backup-check --format text", t["backup_max_age"]
     return {"monitor_services": [
-        rule("BackupStale", compare("monitor_backup_age_seconds", ">", max_age, lambda s: _AGE_NOW.format(s, "")),
+        rule("BackupStale", compare("monitor_backup_age_seconds", ">", max_age, _age_now),
              "5m", "critical", "Backup {{ $labels.backup }} is stale",
              "The newest file of backup {{ $labels.backup }} on {{ $labels.instance }} is "
              f"{{{{ $value | humanizeDuration }}}} old (max_age {level_text(max_age, duration_text)}).", runbook),
@@ -498,8 +504,7 @@ def rules(t: dict) -> dict:
 def panels(t: dict) -> list:
     from monitor.fleet.kit import INSTANCE as I, panel, steps, target
 
-    # As BackupStale computes it: the age seen by the last backup-check plus the time since.
-    age_now = _AGE_NOW.format(f"monitor_backup_age_seconds{{{I}}}", f"{I},")
+    age_now = _age_now(f"monitor_backup_age_seconds{{{I}}}", f"{I},")  # as BackupStale computes it
     return [("Monitor", panel("timeseries", "Backup age", [target(age_now, "{{instance}} {{backup}}")],
                               "Age of the newest file of each backup set (backups max_age).", "s",
                               steps("green", (t["backup_max_age"].default, "red")), 0), 24, 8)]

@@ -220,9 +220,9 @@ def check_ids(config: dict) -> list[str]:
 def samples(result) -> list:
     details = result.details or {}
     if result.id == "vault":
-        reachable = "sealed" in details
-        return [("monitor_vault_up", {}, 1 if reachable else 0)] + (
-            [("monitor_vault_sealed", {}, 1 if details.get("sealed") else 0)] if reachable else [])
+        if "sealed" not in details:  # no answer, not Vault's answer, or the check timed out
+            return [("monitor_vault_up", {}, 0)]
+        return [("monitor_vault_up", {}, 1), ("monitor_vault_sealed", {}, 1 if details.get("sealed") else 0)]
     if result.id == "vault-token":
         never = result.value is None and result.status == OK and details.get("expire_time") is None
         return [("monitor_vault_token_ttl_seconds", {}, math.inf if never else result.value)]
