@@ -191,7 +191,7 @@ def run_job(job: Job, opts: Options, config: dict) -> Outcome:
 
         notifications = _notify(command, opts, config, run.results, problems, extra.get("message"), refused)
         duration_ms = (time.perf_counter() - t0) * 1000
-        _export(command, opts, config, run.results, duration_ms, notifications, problems, extra.get("report"))
+        _export(command, opts, config, run.results, duration_ms, notifications, problems)
         _log_results(command, config, run.results, status, duration_ms)
         if lock and lock.problem:  # the lock held, but its PID file was a planted link or FIFO
             problems.setdefault("state_write_error", lock.problem)
@@ -258,7 +258,7 @@ def _notify(command: str, opts: Options, config: dict, results, problems: dict, 
 
 
 def _export(command: str, opts: Options, config: dict, results, duration_ms: float,
-            notifications: dict, problems: dict, report: dict | None = None) -> None:
+            notifications: dict, problems: dict) -> None:
     """Feed Prometheus: the textfile for node_exporter, and the Pushgateway if set."""
     folder = opts.textfile_dir or config["prometheus"]["textfile_dir"]
     gateway = config["prometheus"]["pushgateway_url"]
@@ -266,8 +266,7 @@ def _export(command: str, opts: Options, config: dict, results, duration_ms: flo
         return
     from monitor.fleet import metrics as prometheus
 
-    registry = prometheus.build_registry(command, results, time.time(), duration_ms / 1000,
-                                         notifications, report)
+    registry = prometheus.build_registry(command, results, time.time(), duration_ms / 1000, notifications)
     if folder:
         try:
             prometheus.write_textfile(folder, command, registry)

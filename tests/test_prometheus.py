@@ -53,6 +53,48 @@ monitor_outbox_messages 2.0
 """
 
 
+def test_a_daily_report_run_is_exposed_exactly_with_the_days_figures_after_the_runs_own():
+    text = exposition([result("opportunities", "business", "ok", 3, minimum=1, avg_roi=2.6667),
+                       result("sources", "business", "ok", 2), result("errors", "business", "warning", 2, count=2)],
+                      command="daily-report", notifications={"outbox": 2})
+    assert text == """\
+# HELP monitor_check_status Check status: 0 ok, 1 warning, 2 critical, 3 unknown.
+# TYPE monitor_check_status gauge
+monitor_check_status{check="opportunities",command="daily-report",kind="business"} 0.0
+monitor_check_status{check="sources",command="daily-report",kind="business"} 0.0
+monitor_check_status{check="errors",command="daily-report",kind="business"} 1.0
+# HELP monitor_check_value The value a check measured, in the check's own unit.
+# TYPE monitor_check_value gauge
+monitor_check_value{check="opportunities",command="daily-report",kind="business"} 3.0
+monitor_check_value{check="sources",command="daily-report",kind="business"} 2.0
+monitor_check_value{check="errors",command="daily-report",kind="business"} 2.0
+# HELP monitor_last_run_timestamp_seconds When the command last finished, as a Unix time.
+# TYPE monitor_last_run_timestamp_seconds gauge
+monitor_last_run_timestamp_seconds{command="daily-report"} 1.8e+09
+# HELP monitor_run_duration_seconds How long the command's last run took.
+# TYPE monitor_run_duration_seconds gauge
+monitor_run_duration_seconds{command="daily-report"} 0.25
+# HELP daily_opportunities_count Opportunities found during the reported day.
+# TYPE daily_opportunities_count gauge
+daily_opportunities_count 3.0
+# HELP daily_avg_roi Average ROI of the opportunities of the reported day.
+# TYPE daily_avg_roi gauge
+daily_avg_roi 2.6667
+# HELP daily_sources_active Distinct sources with opportunities during the reported day.
+# TYPE daily_sources_active gauge
+daily_sources_active 2.0
+# HELP daily_errors_count ERROR and CRITICAL log records during the reported day.
+# TYPE daily_errors_count gauge
+daily_errors_count 2.0
+"""
+
+
+def test_a_vault_check_that_timed_out_still_says_vault_is_down():
+    # The runner's own Result (no details): the vault module's samples read it as unreachable.
+    text = exposition([result("vault", "vault", "critical", None), result("scraper:a", "scraper", "critical", None)])
+    assert "monitor_vault_up 0.0" in text and 'monitor_scraper_up{scraper="a"} 0.0' in text
+
+
 def test_label_values_with_quotes_newlines_and_backslashes_stay_valid_exposition():
     weird = 'scraper:a"b\\c\nd'
     text = exposition([result(weird, "scraper", "critical", None)])

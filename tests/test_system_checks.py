@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from monitor.checks import system, system_checks
-from monitor.checks.procfs import CpuTimes, Memory, NicCounters, ProcSource, Swap
+from monitor.checks.procfs import CpuTimes, Memory, NicCounters, ProcSource, Swap, normal_mount_point
 from monitor.state import Carried as Counters
 from monitor.results import Threshold
 from monitor.runner import Check, run_checks
@@ -610,7 +610,7 @@ def test_fstab_is_read_like_util_linux_reads_it(tmp_path, fstab):
                       b"UUID=4 /x/caf\xc3\xa9 ext4 rw 0 0\n")
     out = subprocess.run([findmnt, "--tab-file", str(fstab), "-n", "-J", "-o", "TARGET,FSTYPE,OPTIONS"],
                          capture_output=True, text=True, check=True).stdout
-    theirs = [system._normal(fs["target"]) for fs in json.loads(out)["filesystems"] if fs["fstype"] != "swap"]
+    theirs = [normal_mount_point(fs["target"]) for fs in json.loads(out)["filesystems"] if fs["fstype"] != "swap"]
     assert system.fstab_mount_points(str(fstab)) == theirs
     assert theirs == ["/x/unm2", "/x/with space", "/x/tab\tand\\backslash", "/x/café"]
 

@@ -8,6 +8,7 @@ import html
 from datetime import datetime
 
 from monitor.alerts.state import FLAPPING, RESOLVED
+from monitor.checks import measure
 from monitor.results import CRITICAL, UNKNOWN, WARNING
 from monitor.text import ID_CHARS, clip
 from monitor.units import format_duration
@@ -32,16 +33,6 @@ def _clip(text, limit=MAX_VALUE_CHARS) -> str:
 
 def _time(ts: float) -> str:
     return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M %Z")
-
-
-# What a check's value measures, by check id (the part before ":"), and whether lower is
-# worse there. A check not listed shows its numbers without a name.
-MEASURES = {
-    "cpu": ("CPU", False), "memory": ("memory", False), "swap": ("swap", False), "load": ("load", False),
-    "disk": ("disk", False), "inodes": ("inodes", False), "vault": ("latency", False),
-    "vault-token": ("TTL", True), "scraper": ("latency", False), "quota": ("remaining", True),
-    "backup": ("age", False), "opportunities": ("opportunities", True),
-}
 
 
 def _number(value: float) -> str:
@@ -77,14 +68,15 @@ def headline(result, status, check_id: str | None = None) -> str:
     level = result.critical if status == CRITICAL else result.warning
     if isinstance(level, bool) or not isinstance(level, (int, float)):
         return ""
-    name, lower_is_worse = MEASURES.get((check_id or result.id).split(":", 1)[0], ("", None))
-    if name == "opportunities" and isinstance((result.details or {}).get("minimum"), int):
-        level = result.details["minimum"]  # judged as "at most minimum - 1": say "below the minimum"
-    if lower_is_worse is None:  # not listed: lower is worse where the warning sits above the critical
+    # What the value measures, as the check's module declares it (MEASURES).
+    name, lower_is_worse, *minimum = measure(result.kind, check_id or result.id) or ("", None)
+    if minimum and isinstance((result.details or {}).get(minimum[0]), int):
+        level = result.details[minimum[0]]  # a minimum to reach: say "below the minimum"
+    if lower_is_worse is None:  # not declared: lower is worse where the warning sits above the critical
         other = result.warning if status == CRITICAL else result.critical
         lower_is_worse = isinstance(other, (int, float)) and (other > level if status == CRITICAL else other < level)
     value = result.value
-    if not (value < level if name == "opportunities" else value <= level if lower_is_worse else value >= level):
+    if not (value < level if minimum else value <= level if lower_is_worse else value >= level):
         return ""  # the number is within its threshold: something else caused the status
     sign = ("<" if value < level else "≤") if lower_is_worse else (">" if value > level else "≥")
     shown = f"{_amount(value, result.unit)} {sign} {_amount(level, result.unit, getattr(level, 'text', None))}"

@@ -3,8 +3,25 @@
 Each kind lives in its own module (`system.py`, `cron.py`, `vault.py`, `scrapers.py`,
 `quotas.py`, `backups.py`, `business.py`); modules are imported only when their
 section is configured, so a host-only run never loads requests or hvac.
+
+Each module also declares what its checks export, next to their code; the textfile
+(`fleet/metrics.py`), the alert headlines (`alerts/messages.py`), the rules and the
+dashboard (`fleet/rules.py`, `fleet/dashboard.py`) read it through the functions at the
+end of this file and never name a check. Every name is optional:
+
+    check_ids(config)  the ids of its checks for this config
+    METRICS            its Prometheus gauges: name -> (help, label names)
+    samples(result)    the samples one of its results exports: [(name, {label: value}, value)];
+                       only finite values are written, +Inf too for the names in INFINITE_OK
+    MEASURES           check id prefix -> (what the value measures, lower is worse) for
+                       alert headlines, plus the details key of a minimum the value must reach
+    levels(config)     the thresholds its rules and panels use: {key: level}
+    rules(t)           its alert rules, given every module's levels: {group name: [rule]}
+    panels(t)          its dashboard panels: [(row title, panel, width, height)]
 """
 
+import importlib
+import math
 from functools import partial
 
 from monitor.results import CRITICAL
@@ -112,15 +129,57 @@ def backup_checks(config: dict, cache) -> list[Check]:
 
 def known_check_ids(config: dict, alert_state: dict) -> set[str]:
     """Check ids this config produces or that alerted before (for `silence add` notes)."""
-    ids = {"cpu", "memory", "swap", "load", "network", "cron"}
-    for path in config["system"]["disk_paths"]:
-        ids |= {f"disk:{path}", f"inodes:{path}"}
-    if config.get("vault"):
-        ids |= {"vault", "vault-token"}
-    ids |= {f"scraper:{s['name']}" for s in config["scrapers"]}
-    ids |= {f"quota:{q['name']}" for q in config["quotas"]}
-    ids |= {f"backup:{b['name']}" for b in config["backups"]}
-    if config.get("report"):
-        ids |= {"opportunities", "sources", "errors"}
+    ids = {i for module in catalog() if hasattr(module, "check_ids") for i in module.check_ids(config)}
     ids |= set((alert_state or {}).get("checks", {}))
     return ids
+
+
+# --- what the check modules declare ----------------------------------------------------------
+
+# Every check module and the kind of the results it produces, in the order the rules and
+# the dashboard list what they declare.
+MODULES = {"system": "system", "cron": "system", "vault": "vault", "scrapers": "scraper",
+           "quotas": "quota", "backups": "backup", "business": "business"}
+
+
+def catalog() -> list:
+    """Every check module, imported: for `monitor render` and `silence add`, never a check run."""
+    return [importlib.import_module(f"{__name__}.{name}") for name in MODULES]
+
+
+def of_kind(kind: str) -> list:
+    """The modules that declare what results of `kind` export (already loaded by the run)."""
+    return [importlib.import_module(f"{__name__}.{name}") for name, of in MODULES.items() if of == kind]
+
+
+def exported(result) -> list[tuple]:
+    """(name, help, label names, labels, value) of each gauge sample `result` exports.
+
+    Only finite values: +Inf or NaN from a hostile answer would break alert rules. The one
+    deliberate +Inf is a metric's own declaration (INFINITE_OK: a token that never expires).
+    """
+    out = []
+    for module in of_kind(result.kind):
+        if not hasattr(module, "samples"):
+            continue
+        for name, labels, value in module.samples(result):
+            finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if finite or (value == math.inf and name in getattr(module, "INFINITE_OK", ())):
+                help_text, label_names = module.METRICS[name]
+                out.append((name, help_text, label_names, labels, value))
+    return out
+
+
+def measure(kind: str, check_id: str) -> tuple | None:
+    """What the value of check `check_id` measures, for alert headlines (see MEASURES), or None."""
+    prefix = check_id.split(":", 1)[0]
+    for module in of_kind(kind):
+        found = getattr(module, "MEASURES", {}).get(prefix)
+        if found:
+            return found
+    return None
+
+
+def metrics() -> dict:
+    """Every gauge the check modules declare: name -> (help, label names)."""
+    return {name: spec for module in catalog() for name, spec in getattr(module, "METRICS", {}).items()}

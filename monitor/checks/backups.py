@@ -142,3 +142,63 @@ def backup(cfg: dict, cache, now=time.time, clock=time.monotonic, statvfs=os.sta
         f", {details['verify']['result']}" if "verify" in details else "")
     return Result(status, message, value=round(age), unit="s", warning=None, critical=cfg["max_age"],
                   details=details)
+
+
+# --- what these checks export (the contract: monitor/checks/__init__.py) ----------------------
+
+METRICS = {
+    "monitor_backup_age_seconds": ("Age of the newest file of the backup set.", ("backup",)),
+    "monitor_backup_size_bytes": ("Size of the newest file of the backup set.", ("backup",)),
+}
+MEASURES = {"backup": ("age", False)}
+
+
+def _age_now(age: str, narrow: str = "") -> str:
+    """PromQL of a backup's age now: `age` at the last backup-check plus the time since.
+
+    The textfile holds the age at the last run (every 6 hours); adding the time since shows
+    a backup going stale between runs at once. `narrow` picks the runs ('instance=~"$instance",').
+    """
+    return (f"{age} + on(instance, job) group_left() "
+            f'(time() - monitor_last_run_timestamp_seconds{{{narrow}command="backup-check"}})')
+
+
+def check_ids(config: dict) -> list[str]:
+    return [f"backup:{b['name']}" for b in config["backups"]]
+
+
+def samples(result) -> list:
+    name, details = result.id.split(":", 1)[1], result.details or {}
+    return [("monitor_backup_age_seconds", {"backup": name}, details.get("age_seconds")),
+            ("monitor_backup_size_bytes", {"backup": name}, details.get("size_bytes"))]
+
+
+def levels(config: dict) -> dict:
+    from monitor.fleet.kit import per_name, schema_default
+
+    return {"backup_max_age": per_name(config["backups"], "max_age", "backup", schema_default("backups", "max_age"))}
+
+
+def rules(t: dict) -> dict:
+    from monitor.fleet.kit import HOST, compare, duration_text, level_text, rule
+
+    runbook, max_age = f"ssh {HOST} monitor backup-check --format text", t["backup_max_age"]
+    return {"monitor_services": [
+        rule("BackupStale", compare("monitor_backup_age_seconds", ">", max_age, _age_now),
+             "5m", "critical", "Backup {{ $labels.backup }} is stale",
+             "The newest file of backup {{ $labels.backup }} on {{ $labels.instance }} is "
+             f"{{{{ $value | humanizeDuration }}}} old (max_age {level_text(max_age, duration_text)}).", runbook),
+        rule("BackupFailed", 'monitor_check_status{kind="backup"} == 2', "1m", "critical",
+             "Backup check {{ $labels.check }} failed",
+             "backup-check judged {{ $labels.check }} critical on {{ $labels.instance }} (status {{ $value }}): "
+             "missing, empty, shrunk, unreadable or failed verification.", runbook),
+    ]}
+
+
+def panels(t: dict) -> list:
+    from monitor.fleet.kit import INSTANCE as I, panel, steps, target
+
+    age_now = _age_now(f"monitor_backup_age_seconds{{{I}}}", f"{I},")  # as BackupStale computes it
+    return [("Monitor", panel("timeseries", "Backup age", [target(age_now, "{{instance}} {{backup}}")],
+                              "Age of the newest file of each backup set (backups max_age).", "s",
+                              steps("green", (t["backup_max_age"].default, "red")), 0), 24, 8)]

@@ -105,3 +105,80 @@ def errors(probe: ReportProbe) -> Result:
         status = worst(status, WARNING)
         message += f"; unreadable: {'; '.join(found['unreadable'])}"
     return Result(status, message, value=found["count"], unit="", details=found)
+
+
+# --- what these checks export (the contract: monitor/checks/__init__.py) ----------------------
+
+METRICS = {
+    "daily_opportunities_count": ("Opportunities found during the reported day.", ()),
+    "daily_avg_roi": ("Average ROI of the opportunities of the reported day.", ()),
+    "daily_sources_active": ("Distinct sources with opportunities during the reported day.", ()),
+    "daily_errors_count": ("ERROR and CRITICAL log records during the reported day.", ()),
+}
+# Judged as "at most minimum - 1": the headline says "below the minimum" (3 < 5).
+MEASURES = {"opportunities": ("opportunities", True, "minimum")}
+
+
+def check_ids(config: dict) -> list[str]:
+    return ["opportunities", "sources", "errors"] if config.get("report") else []
+
+
+def samples(result) -> list:
+    if result.id == "opportunities":
+        return [("daily_opportunities_count", {}, result.value),
+                ("daily_avg_roi", {}, (result.details or {}).get("avg_roi"))]
+    if result.id == "sources":
+        return [("daily_sources_active", {}, result.value)]
+    if result.id == "errors":
+        return [("daily_errors_count", {}, result.value)]
+    return []
+
+
+def levels(config: dict) -> dict:
+    from monitor.fleet.kit import schema_default
+
+    report = config.get("report") or {}
+    return {"min_opportunities": report.get("min_opportunities", schema_default("report", "min_opportunities"))}
+
+
+def rules(t: dict) -> dict:
+    from monitor.fleet.kit import HOST, num, rule
+
+    runbook = f"ssh {HOST} monitor daily-report --format text --no-notify"
+    seed = {"alert": "LowOpportunityCount", "expr": f"daily_opportunities_count < {num(t['min_opportunities'])}",
+            "for": "10m", "labels": {"severity": "warning"},
+            "annotations": {"summary": "Fewer opportunities than expected",
+                            "description": "{{ $labels.instance }} found {{ $value }} opportunities during the "
+                                           f"reported day (report.min_opportunities = {num(t['min_opportunities'])}).",
+                            "runbook": runbook}}
+    return {"web3_scraper_alerts": [seed], "monitor_business": [
+        rule("ScraperErrorsLogged", "daily_errors_count > 0", "10m", "warning",
+             "The scraper logged errors yesterday",
+             "{{ $value }} ERROR/CRITICAL log record(s) on {{ $labels.instance }} during the reported day.",
+             runbook),
+        rule("ExpectedSourcesSilent", 'monitor_check_status{kind="business",check="sources"} == 1', "10m", "warning",
+             "Expected sources found nothing yesterday",
+             "Some of report.expected_sources had no opportunity during the reported day on "
+             "{{ $labels.instance }} (status {{ $value }}).", runbook),
+    ]}
+
+
+def panels(t: dict) -> list:
+    from monitor.fleet.kit import INSTANCE as I, panel, steps, target
+
+    row, minimum = "Business Metrics", t["min_opportunities"]
+    return [
+        (row, panel("stat", "Opportunities (reported day)", [target(f"daily_opportunities_count{{{I}}}")],
+                    "Fewer than report.min_opportunities is a warning.", "none",
+                    steps("yellow", (minimum, "green"))), 6, 8),
+        (row, panel("timeseries", "Opportunities per day", [target(f"daily_opportunities_count{{{I}}}")],
+                    "", "none", steps("yellow", (minimum, "green")), 0,
+                    custom={"drawStyle": "bars", "fillOpacity": 60}), 6, 8),
+        (row, panel("timeseries", "Average ROI", [target(f"daily_avg_roi{{{I}}}")],
+                    "Average ROI of the reported day's opportunities.", "none"), 4, 8),
+        (row, panel("stat", "Active sources", [target(f"daily_sources_active{{{I}}}")],
+                    "Distinct sources with opportunities during the reported day.", "none"), 4, 8),
+        (row, panel("stat", "Errors logged", [target(f"daily_errors_count{{{I}}}")],
+                    "ERROR and CRITICAL records during the reported day.", "none",
+                    steps("green", (1, "yellow"))), 4, 8),
+    ]

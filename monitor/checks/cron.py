@@ -109,3 +109,9 @@ def cron(config: dict, carried=None, now=time.time) -> Result:
     ran = [f"{job} {format_duration(d['age_seconds'])} ago" for job, d in details.items() if "age_seconds" in d]
     parts = ([f"on schedule: {', '.join(ran)}"] if ran else []) + waiting
     return Result(OK, "; ".join(parts) if parts else "no scheduled job configured yet", details=details)
+
+
+# --- what this check exports (the contract: monitor/checks/__init__.py) -----------------------
+
+def check_ids(config: dict) -> list[str]:
+    return ["cron"]

@@ -3,7 +3,8 @@
 Why not psutil here: importing it costs ~35 ms, more than every host check together
 and a third of a cron run's whole budget. These four files are all the host checks
 need. The numbers match psutil's (same formulas; tests compare the two), and on a
-system without /proc `host_source()` returns psutil itself.
+system without /proc `host_source()` returns psutil itself. The mount tables the disk
+checks compare (the kernel's and /etc/fstab) are read here too.
 """
 
 import os
@@ -130,6 +131,53 @@ class ProcSource:
                                              packets_recv=v[1], errin=v[2], errout=v[10],
                                              dropin=v[3], dropout=v[11])
         return nics
+
+
+def _unescape(field: bytes) -> str:
+    """A path as fstab and mountinfo write it: `\\040` is a space, `\\011` a tab, and so on."""
+    import re
+
+    return os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8) & 0xFF]), field))
+
+
+def normal_mount_point(path: str) -> str:
+    """A mount point the way `mount` compares it: no trailing slash, no `.`/`..`/`//` parts."""
+    return "/" + os.path.normpath(path).lstrip("/")
+
+
+def mount_points(mountinfo: str = "/proc/self/mountinfo") -> set[str] | None:
+    """What the kernel has mounted in this process's namespace; None without /proc."""
+    try:
+        with open(mountinfo, "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    points = set()
+    for line in data.splitlines():
+        fields = line.split()  # id parent major:minor root MOUNT-POINT options ...
+        if len(fields) > 4:
+            points.add(normal_mount_point(_unescape(fields[4])))
+    return points
+
+
+def fstab_mount_points(fstab: str = "/etc/fstab") -> list[str]:
+    """Mount points `mount -a` would mount: not comments, swap or `noauto` entries."""
+    try:
+        with open(fstab, "rb") as handle:
+            data = handle.read(1 << 20)  # a real fstab is a few hundred bytes
+    except OSError:
+        return []
+    points = []
+    for line in data.splitlines():
+        fields = line.split()
+        if len(fields) < 2 or fields[0].startswith(b"#"):
+            continue
+        fstype = fields[2] if len(fields) > 2 else b""
+        options = fields[3].split(b",") if len(fields) > 3 else []
+        point = _unescape(fields[1])
+        if fstype != b"swap" and b"noauto" not in options and point.startswith("/"):
+            points.append(normal_mount_point(point))
+    return points
 
 
 def host_source():

@@ -147,3 +147,52 @@ def _number(value) -> float | int | None:
 
 def _plain(number) -> str:
     return f"{number:g}" if isinstance(number, float) and not number.is_integer() else f"{int(number)}"
+
+
+# --- what these checks export (the contract: monitor/checks/__init__.py) ----------------------
+
+METRICS = {"monitor_api_quota_remaining_ratio": ("Remaining fraction of the provider's API quota.", ("api",))}
+MEASURES = {"quota": ("remaining", True)}
+
+
+def check_ids(config: dict) -> list[str]:
+    return [f"quota:{q['name']}" for q in config["quotas"]]
+
+
+def samples(result) -> list:
+    if not isinstance(result.value, (int, float)) or isinstance(result.value, bool):
+        return []
+    return [("monitor_api_quota_remaining_ratio", {"api": result.id.split(":", 1)[1]}, result.value / 100)]
+
+
+def levels(config: dict) -> dict:
+    from monitor.fleet.kit import per_name, schema_default
+
+    quotas, remaining = config["quotas"], schema_default("quotas", "remaining_percent")
+    # Ratios: the unit of the Prometheus metric, not of the config.
+    return {"quota_warning": per_name(quotas, "remaining_percent", "api", remaining, lambda t: t.warning / 100),
+            "quota_critical": per_name(quotas, "remaining_percent", "api", remaining, lambda t: t.critical / 100)}
+
+
+def rules(t: dict) -> dict:
+    from monitor.fleet.kit import compare, health_runbook, level_text, percent, rule
+
+    return {"monitor_services": [rule(
+        "ApiQuotaLow", compare("monitor_api_quota_remaining_ratio", "<=", t[key]), "5m", severity,
+        f"API quota of {{{{ $labels.api }}}} running out ({severity})",
+        "{{ $value | humanizePercentage }} of the {{ $labels.api }} API quota is left for "
+        f"{{{{ $labels.instance }}}} ({severity} from {level_text(t[key], lambda r: percent(r * 100))}).",
+        health_runbook("quota")) for severity, key in (("warning", "quota_warning"), ("critical", "quota_critical"))]}
+
+
+def panels(t: dict) -> list:
+    from monitor.fleet.kit import INSTANCE as I, Levels, lower_worse, panel, target
+
+    quota = Levels(t["quota_warning"].default, t["quota_critical"].default)
+    return [("Security", panel("bargauge", "API quota remaining",
+                               [target(f"monitor_api_quota_remaining_ratio{{{I}}}", "{{instance}} {{api}}")],
+                               "Remaining share of each provider's quota (quotas remaining_percent).", "percentunit",
+                               lower_worse(quota), 0, 1,
+                               options={"displayMode": "basic", "orientation": "horizontal",
+                                        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}}),
+             8, 8)]

@@ -9,10 +9,10 @@ import json
 import os
 import re
 import stat
-import threading
 import time
 from typing import NamedTuple
 
+from monitor.checks.processes import MATCH_SECONDS, PROCESS_TABLE, proc_uid, search_all
 from monitor.results import CRITICAL, OK, SEVERITY, UNKNOWN, WARNING, Result, Threshold, worst
 from monitor.units import format_duration
 
@@ -22,147 +22,6 @@ DEFAULT_TIMEOUT = 5.0
 DEFAULT_MAX_AGE = 900.0
 MAX_SHOWN = 60            # characters of an unexpected JSON value quoted in a message
 FUTURE_SLACK_SECONDS = 60  # a heartbeat this far in the future means a wrong clock
-
-
-CMDLINE_BYTES = 4096      # of each command line read and matched: any user can make a 1 MB one
-MATCH_SECONDS = 2.0       # budget of one process probe's regex over all command lines
-
-
-def _proc_rows(proc="/proc") -> list[tuple[int, str, int | None]]:
-    """(pid, first 4 KB of the command line, None) of every process, read from /proc.
-
-    Cheaper than psutil, and bounded: psutil reads the whole command line. The uid is
-    read later, only when a probe asks for it (`_proc_uid`).
-    """
-    rows = []
-    for name in os.listdir(proc):
-        if not name.isdigit():
-            continue
-        try:
-            fd = os.open(f"{proc}/{name}/cmdline", os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError:
-            continue  # gone, or not ours to read
-        try:
-            raw = os.read(fd, CMDLINE_BYTES)
-        except OSError:
-            continue
-        finally:
-            os.close(fd)
-        if raw:  # empty: kernel threads, zombies
-            rows.append((int(name), _cmdline_text(raw.rstrip(b"\0").split(b"\0")), None))
-    return rows
-
-
-def _cmdline_text(args) -> str:
-    joined = " ".join(a.decode("utf-8", "replace") if isinstance(a, bytes) else str(a) for a in args)
-    return joined[:CMDLINE_BYTES]
-
-
-def _proc_uid(pid: int, proc="/proc") -> int | None:
-    """The real uid of `pid` from /proc/PID/status (None when it is gone).
-
-    Not the owner of /proc/PID: a process that makes itself non-dumpable
-    (prctl PR_SET_DUMPABLE 0) has its /proc directory owned by root.
-    """
-    try:
-        with open(f"{proc}/{pid}/status", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"Uid:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-class _ProcessTable:
-    """Command lines of all processes, one scan shared by the scrapers that ask together.
-
-    Scans run one at a time: psutil hands out shared Process objects and sets `.info`
-    on them. A caller waiting for the lock takes the result of a scan that started
-    after it asked, exactly what its own scan would have seen, so twenty scrapers
-    checked at once cost about two scans instead of twenty in a row.
-    """
-
-    def __init__(self, clock=time.monotonic):
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._last: tuple | None = None  # (process_iter, started, [(pid, cmdline text, uid)])
-
-    def snapshot(self, process_iter) -> list[tuple[int, str, int | None]]:
-        """Rows (pid, command line text, real uid or None: ask /proc) of every process.
-
-        `process_iter` is psutil's (or a stand-in); None reads /proc directly.
-        """
-        asked = self.clock()
-        with self._lock:
-            if self._last and self._last[0] is process_iter and self._last[1] >= asked:
-                return self._last[2]
-            started = self.clock()
-            if process_iter is None:
-                rows = _proc_rows()
-            else:
-                rows = []
-                for proc in process_iter(["cmdline", "uids"]):
-                    info = getattr(proc, "info", None) or {}
-                    # No command line: kernel threads, zombies, processes we may not read.
-                    if info.get("cmdline"):
-                        uids = info.get("uids")
-                        rows.append((proc.pid, _cmdline_text(info["cmdline"]),
-                                     uids[0] if uids else None))
-            self._last = (process_iter, started, rows)
-            return rows
-
-
-_PROCESS_TABLE = _ProcessTable()
-
-
-def _search_all(regex, texts: list[str], budget: float) -> tuple[list[int], bool]:
-    """Indexes of `texts` that `regex` finds a match in, and whether the budget ran out.
-
-    A regex can take minutes on a 4 KB line ("(a+)+b", ".*a.*b.*c") and Python's re
-    holds the GIL meanwhile, stalling every other check. So the matching runs in a
-    forked child that is killed when `budget` seconds are up; what it found by then
-    is kept.
-    """
-    if not texts:
-        return [], False
-    import select
-    import signal
-
-    import warnings
-
-    # Python 3.12+ warns about fork() in a threaded process: the child here touches no
-    # lock (regex, os.write, os._exit), and logging re-creates its own at fork.
-    warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
-    read_end, write_end = os.pipe()
-    child = os.fork()
-    if child == 0:  # the child: match, report indexes, exit without cleanup
-        try:
-            os.close(read_end)
-            for i, text in enumerate(texts):
-                if regex.search(text):
-                    os.write(write_end, i.to_bytes(4, "little"))
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    data, timed_out = b"", False
-    deadline = time.monotonic() + budget
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([read_end], [], [], left)[0]:
-                timed_out = True
-                os.kill(child, signal.SIGKILL)
-                break
-            chunk = os.read(read_end, 65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        os.close(read_end)
-        os.waitpid(child, 0)
-    whole = len(data) - len(data) % 4
-    return [int.from_bytes(data[i:i + 4], "little") for i in range(0, whole, 4)], timed_out
 
 
 class Probe(NamedTuple):
@@ -293,11 +152,11 @@ def process_probe(pattern: str, process_iter=None, user: int | None = None,
         process_iter = psutil.process_iter
     regex = re.compile(pattern)
     own = {os.getpid(), os.getppid()}
-    rows = [(pid, text, uid) for pid, text, uid in _PROCESS_TABLE.snapshot(process_iter)
+    rows = [(pid, text, uid) for pid, text, uid in PROCESS_TABLE.snapshot(process_iter)
             if pid not in own]
     if user is not None:
-        rows = [row for row in rows if (row[2] if row[2] is not None else _proc_uid(row[0])) == user]
-    found, timed_out = _search_all(regex, [text for _, text, _ in rows], budget)
+        rows = [row for row in rows if (row[2] if row[2] is not None else proc_uid(row[0])) == user]
+    found, timed_out = search_all(regex, [text for _, text, _ in rows], budget)
     pids = [rows[i][0] for i in found]
     details = {"pattern": pattern, "count": len(pids), "pids": pids[:10]}
     whose = ""
@@ -348,3 +207,99 @@ def heartbeat_probe(path: str, max_age: float, now=time.time) -> Probe:
     if age > max_age:
         return Probe(CRITICAL, f"heartbeat {format_duration(age)} old (max {limit}): {path}", details)
     return Probe(OK, f"heartbeat {format_duration(max(age, 0))} ago", details)
+
+
+# --- what these checks export (the contract: monitor/checks/__init__.py) ----------------------
+
+METRICS = {
+    "monitor_scraper_up": ("1 if every probe of the scraper is ok or warning.", ("scraper",)),
+    "monitor_scraper_response_seconds": ("Response time of the scraper's health endpoint.", ("scraper",)),
+    "monitor_scraper_heartbeat_age_seconds": ("Age of the file the scraper touches on success.", ("scraper",)),
+}
+MEASURES = {"scraper": ("latency", False)}
+# Below this share of passed probes over an hour, a scraper is flapping.
+SUCCESS_RATE_MIN = 0.9
+# The seed's scraper job (day 12 plan): kept exactly as written there.
+SEED_SCRAPER_JOB = "web3_scraper"
+
+
+def check_ids(config: dict) -> list[str]:
+    return [f"scraper:{s['name']}" for s in config["scrapers"]]
+
+
+def samples(result) -> list:
+    name, details = result.id.split(":", 1)[1], result.details or {}
+    out = [("monitor_scraper_up", {"scraper": name}, 1 if result.status in (OK, WARNING) else 0)]
+    http = details.get("http") if isinstance(details.get("http"), dict) else {}
+    latency = http.get("latency_ms")
+    if isinstance(latency, (int, float)) and not isinstance(latency, bool):
+        out.append(("monitor_scraper_response_seconds", {"scraper": name}, latency / 1000))
+    heartbeat = details.get("heartbeat") if isinstance(details.get("heartbeat"), dict) else {}
+    out.append(("monitor_scraper_heartbeat_age_seconds", {"scraper": name}, heartbeat.get("age_seconds")))
+    return out
+
+
+def levels(config: dict) -> dict:
+    from monitor.fleet.kit import per_name, schema_default
+
+    scrapers = config["scrapers"]
+    latency = schema_default("scrapers", "latency_ms")
+    # Seconds: the unit of the Prometheus metric, not of the config.
+    return {"latency_warning": per_name(scrapers, "latency_ms", "scraper", latency, lambda t: t.warning / 1000),
+            "latency_critical": per_name(scrapers, "latency_ms", "scraper", latency, lambda t: t.critical / 1000),
+            "heartbeat_max_age": per_name(scrapers, "heartbeat_max_age", "scraper",
+                                          schema_default("scrapers", "heartbeat_max_age"))}
+
+
+def rules(t: dict) -> dict:
+    from monitor.fleet.kit import compare, duration_text, health_runbook, level_text, num, rule
+
+    runbook = health_runbook("scraper")
+    seed = {"alert": "ScraperDown", "expr": f'up{{job="{SEED_SCRAPER_JOB}"}} == 0', "for": "5m",
+            "labels": {"severity": "critical"},
+            "annotations": {"summary": "Web3 Scraper is down",
+                            "description": "Prometheus cannot scrape {{ $labels.instance }} "
+                                           f"(job {SEED_SCRAPER_JOB}, up = {{{{ $value }}}}) for 5 minutes.",
+                            "runbook": runbook}}
+    rules = [rule("ScraperUnhealthy", "monitor_scraper_up == 0", "5m", "critical",
+                  "Scraper {{ $labels.scraper }} fails its health probes",
+                  "Scraper {{ $labels.scraper }} on {{ $labels.instance }} fails its probes "
+                  "(monitor_scraper_up = {{ $value }}): HTTP health, process or heartbeat.", runbook)]
+    for severity, key, for_ in (("warning", "latency_warning", "10m"), ("critical", "latency_critical", "5m")):
+        rules.append(rule(
+            "ScraperSlow", compare("monitor_scraper_response_seconds", ">=", t[key]), for_, severity,
+            f"Scraper {{{{ $labels.scraper }}}} answers slowly ({severity})",
+            "Scraper {{ $labels.scraper }} on {{ $labels.instance }} answered its health check in "
+            f"{{{{ $value | humanizeDuration }}}} ({severity} from {level_text(t[key], duration_text)}).",
+            runbook))
+    rules.append(rule(
+        "ScraperSuccessRateLow", f"avg_over_time(monitor_scraper_up[1h]) < {num(SUCCESS_RATE_MIN)}", "5m", "warning",
+        "Scraper {{ $labels.scraper }} fails intermittently",
+        "Scraper {{ $labels.scraper }} on {{ $labels.instance }} passed its probes in "
+        f"{{{{ $value | humanizePercentage }}}} of the last hour (expected at least {num(SUCCESS_RATE_MIN * 100)}%).",
+        runbook))
+    return {"web3_scraper_alerts": [seed], "monitor_services": rules}
+
+
+def panels(t: dict) -> list:
+    from monitor.fleet.kit import INSTANCE as I, mapping, panel, steps, target
+
+    row, legend = "Scraper Performance", "{{instance}} {{scraper}}"
+    latency = t["latency_warning"], t["latency_critical"]
+    return [
+        (row, panel("stat", "Scraper up", [target(f"monitor_scraper_up{{{I}}}", legend)],
+                    "Every probe (HTTP, process, heartbeat) ok or warning.", "none",
+                    steps("red", (1, "green")), mappings=mapping((0, "DOWN", "red"), (1, "UP", "green"))), 6, 8),
+        (row, panel("timeseries", "Health endpoint latency",
+                    [target(f"monitor_scraper_response_seconds{{{I}}}", legend)],
+                    "scrapers latency_ms, here in seconds.", "s",
+                    steps("green", (latency[0].default, "yellow"), (latency[1].default, "red")), 0), 6, 8),
+        (row, panel("timeseries", "Success rate (1 h)",
+                    [target(f"avg_over_time(monitor_scraper_up{{{I}}}[1h])", legend)],
+                    "Share of health runs whose probes passed over the last hour.", "percentunit",
+                    steps("red", (SUCCESS_RATE_MIN, "green")), 0, 1), 6, 8),
+        (row, panel("timeseries", "Heartbeat age",
+                    [target(f"monitor_scraper_heartbeat_age_seconds{{{I}}}", legend)],
+                    "Age of the file each scraper touches on success (scrapers heartbeat_max_age).", "s",
+                    steps("green", (t["heartbeat_max_age"].default, "red")), 0), 6, 8),
+    ]

@@ -10,6 +10,7 @@ so tests can feed fake counters.
 import os
 import time
 
+from monitor.checks.procfs import fstab_mount_points, mount_points, normal_mount_point
 from monitor.results import CRITICAL, OK, UNKNOWN, WARNING, Result, Threshold, measured
 from monitor.state import Carried, is_number as _is_number
 from monitor.units import format_duration, format_size
@@ -142,55 +143,8 @@ def swap(threshold: Threshold, source=None) -> Result:
                     details={"total_bytes": sw.total, "used_bytes": sw.used})
 
 
-def _unescape(field: bytes) -> str:
-    """A path as fstab and mountinfo write it: `\\040` is a space, `\\011` a tab, and so on."""
-    import re
-
-    return os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8) & 0xFF]), field))
-
-
-def _normal(path: str) -> str:
-    """A mount point the way `mount` compares it: no trailing slash, no `.`/`..`/`//` parts."""
-    return "/" + os.path.normpath(path).lstrip("/")
-
-
 def _holds(mount: str, path: str) -> bool:
     return mount == "/" or path == mount or path.startswith(mount + "/")
-
-
-def mount_points(mountinfo: str = "/proc/self/mountinfo") -> set[str] | None:
-    """What the kernel has mounted in this process's namespace; None without /proc."""
-    try:
-        with open(mountinfo, "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return None
-    points = set()
-    for line in data.splitlines():
-        fields = line.split()  # id parent major:minor root MOUNT-POINT options ...
-        if len(fields) > 4:
-            points.add(_normal(_unescape(fields[4])))
-    return points
-
-
-def fstab_mount_points(fstab: str = "/etc/fstab") -> list[str]:
-    """Mount points `mount -a` would mount: not comments, swap or `noauto` entries."""
-    try:
-        with open(fstab, "rb") as handle:
-            data = handle.read(1 << 20)  # a real fstab is a few hundred bytes
-    except OSError:
-        return []
-    points = []
-    for line in data.splitlines():
-        fields = line.split()
-        if len(fields) < 2 or fields[0].startswith(b"#"):
-            continue
-        fstype = fields[2] if len(fields) > 2 else b""
-        options = fields[3].split(b",") if len(fields) > 3 else []
-        point = _unescape(fields[1])
-        if fstype != b"swap" and b"noauto" not in options and point.startswith("/"):
-            points.append(_normal(point))
-    return points
 
 
 def _user() -> str:
@@ -236,7 +190,7 @@ def _mount_problem(path: str, fstab: str, mountinfo: str) -> tuple[str, str] | N
     if not unmounted:
         return None
     point = max(unmounted, key=len)
-    if point == real or point == _normal(path):
+    if point == real or point == normal_mount_point(path):
         return CRITICAL, f"{path} is listed in {fstab} but not mounted"
     return CRITICAL, f"{path} is under {point}, listed in {fstab} but not mounted"
 
@@ -343,3 +297,104 @@ def network(interfaces: list[str], counters: Carried, source=None) -> Result:
         message = "; ".join(problems) + f" ({message})"
     return Result(status, message, value=total_rate, unit="B/s", details=details)
 
+
+
+# --- what these checks export (the contract: monitor/checks/__init__.py) ----------------------
+
+METRICS = {
+    "monitor_cpu_usage_percent": ("CPU busy percent since the previous health run.", ()),
+    "monitor_memory_usage_percent": ("Memory used percent.", ()),
+    "monitor_disk_usage_percent": ("Disk space used percent, as df counts it.", ("path",)),
+}
+MEASURES = {"cpu": ("CPU", False), "memory": ("memory", False), "swap": ("swap", False),
+            "load": ("load", False), "disk": ("disk", False), "inodes": ("inodes", False)}
+
+
+def check_ids(config: dict) -> list[str]:
+    paths = config["system"]["disk_paths"]
+    return ["cpu", "memory", "swap", "load", *(f"{what}:{p}" for p in paths for what in ("disk", "inodes")),
+            "network"]
+
+
+def samples(result) -> list:
+    if result.id == "cpu":
+        return [("monitor_cpu_usage_percent", {}, result.value)]
+    if result.id == "memory":
+        return [("monitor_memory_usage_percent", {}, result.value)]
+    if result.id.startswith("disk:"):
+        return [("monitor_disk_usage_percent", {"path": result.id[5:]}, result.value)]
+    return []
+
+
+def levels(config: dict) -> dict:
+    from monitor.fleet.kit import levels_of
+
+    system = config["system"]
+    return {"cpu": levels_of(system["cpu_percent"]), "memory": levels_of(system["memory_percent"]),
+            "swap": levels_of(system["swap_percent"]), "disk": levels_of(system["disk_percent"]),
+            "inodes": levels_of(system["inodes_percent"]), "load": levels_of(system["load_per_cpu"])}
+
+
+def rules(t: dict) -> dict:
+    from monitor.fleet.kit import health_runbook, num, pair
+
+    runbook = health_runbook("system")
+    rules = []
+    for alert, name, metric, fors, shown, text in (
+        ("HostCpuHigh", "cpu", "monitor_cpu_usage_percent", ("10m", "5m"),
+         '{{ $value | printf "%.0f" }}%', "CPU"),
+        ("HostMemoryHigh", "memory", "monitor_memory_usage_percent", ("10m", "5m"),
+         '{{ $value | printf "%.0f" }}%', "Memory"),
+        ("HostSwapHigh", "swap", 'monitor_check_value{kind="system",check="swap"}', ("15m", "10m"),
+         '{{ $value | printf "%.0f" }}%', "Swap"),
+        ("HostLoadHigh", "load", 'monitor_check_value{kind="system",check="load"}', ("15m", "10m"),
+         '{{ $value | printf "%.2f" }}', "Load per CPU"),
+        ("HostDiskUsageHigh", "disk", "monitor_disk_usage_percent", ("5m", "5m"),
+         '{{ $value | printf "%.1f" }}%', "Disk {{ $labels.path }}"),
+        ("HostInodesHigh", "inodes", 'monitor_check_value{kind="system",check=~"inodes:.*"}', ("5m", "5m"),
+         '{{ $value | printf "%.1f" }}%', 'Inodes of {{ reReplaceAll "^inodes:" "" $labels.check }}'),
+    ):
+        levels = t[name]
+        unit = "" if name == "load" else "%"
+        rules += pair(
+            alert, lambda level, metric=metric: f"{metric} >= {num(level)}", levels, fors,
+            text + (" high" if name == "load" else " usage high") + " (SEVERITY)",
+            f"{text} at {shown} on {{{{ $labels.instance }}}} "
+            f"(warning from {num(levels.warning)}{unit}, critical from {num(levels.critical)}{unit}).",
+            runbook)
+    return {"monitor_host": rules}
+
+
+def panels(t: dict) -> list:
+    from monitor.fleet.kit import INSTANCE as I, higher_worse, panel, target
+
+    row = "System Health"
+    out = []
+    for title, expr, key, desc in (
+        ("CPU busy %", f"monitor_cpu_usage_percent{{{I}}}", "cpu",
+         "Average since the previous health run (system.cpu_percent)."),
+        ("Memory used %", f"monitor_memory_usage_percent{{{I}}}", "memory",
+         "(total - available) / total (system.memory_percent)."),
+        ("Disk used %", f"monitor_disk_usage_percent{{{I}}}", "disk",
+         "As df counts it, for each of system.disk_paths (system.disk_percent)."),
+    ):
+        legend = "{{instance}} {{path}}" if key == "disk" else "{{instance}}"
+        out.append((row, panel("timeseries", title, [target(expr, legend)], desc, "percent",
+                               higher_worse(t[key]), 0, 100), 8, 8))
+    out.append((row, panel("timeseries", "Inodes used %",
+                           [target(f'monitor_check_value{{{I},kind="system",check=~"inodes:.*"}}',
+                                   "{{instance}} {{check}}")],
+                           "For each of system.disk_paths (system.inodes_percent).", "percent",
+                           higher_worse(t["inodes"]), 0, 100), 6, 8))
+    out.append((row, panel("timeseries", "Swap used %",
+                           [target(f'monitor_check_value{{{I},kind="system",check="swap"}}')],
+                           "system.swap_percent.", "percent", higher_worse(t["swap"]), 0, 100), 6, 8))
+    out.append((row, panel("timeseries", "Load per CPU (5 min)",
+                           [target(f'monitor_check_value{{{I},kind="system",check="load"}}')],
+                           "5-minute load average divided by the CPU count (system.load_per_cpu).", "none",
+                           higher_worse(t["load"]), 0), 6, 8))
+    out.append((row, panel("timeseries", "Network throughput",
+                           [target(f'monitor_check_value{{{I},kind="system",check="network"}}')],
+                           "Bytes per second, in and out, over system.network_interfaces, since the previous run.",
+                           "Bps", minimum=0), 6, 8))
+    return out

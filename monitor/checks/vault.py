@@ -6,6 +6,7 @@ return a Result for every expected failure (unreachable, sealed, revoked) instea
 raising, and neither puts the token anywhere in the Result.
 """
 
+import math
 import os
 import time
 
@@ -198,3 +199,73 @@ def _token_result(cfg: dict, secret: str, environ) -> Result:
         message += (" and is renewable: renew it (bao token renew) or issue a new one" if renewable
                     else " and is not renewable: issue a new one before then")
     return measured(ttl, threshold, message, unit="s", details=details)
+
+
+# --- what these checks export (the contract: monitor/checks/__init__.py) ----------------------
+
+METRICS = {
+    "monitor_vault_up": ("1 if Vault answered its health endpoint.", ()),
+    "monitor_vault_sealed": ("1 if Vault is sealed.", ()),
+    "monitor_vault_token_ttl_seconds": ("Remaining TTL of monitor's Vault token (+Inf: never expires).", ()),
+}
+# A token that never expires (root) has no TTL: +Inf keeps "ttl < X" alerts quiet.
+INFINITE_OK = ("monitor_vault_token_ttl_seconds",)
+MEASURES = {"vault": ("latency", False), "vault-token": ("TTL", True)}
+
+
+def check_ids(config: dict) -> list[str]:
+    return ["vault", "vault-token"] if config.get("vault") else []
+
+
+def samples(result) -> list:
+    details = result.details or {}
+    if result.id == "vault":
+        if "sealed" not in details:  # no answer, not Vault's answer, or the check timed out
+            return [("monitor_vault_up", {}, 0)]
+        return [("monitor_vault_up", {}, 1), ("monitor_vault_sealed", {}, 1 if details.get("sealed") else 0)]
+    if result.id == "vault-token":
+        never = result.value is None and result.status == OK and details.get("expire_time") is None
+        return [("monitor_vault_token_ttl_seconds", {}, math.inf if never else result.value)]
+    return []
+
+
+def levels(config: dict) -> dict:
+    from monitor.fleet.kit import levels_of, schema_default
+
+    vault = config.get("vault") or {}
+    return {"token_ttl": levels_of(vault.get("token_ttl") or schema_default("vault", "token_ttl"))}
+
+
+def rules(t: dict) -> dict:
+    from monitor.fleet.kit import duration_text, health_runbook, num, pair, rule
+
+    runbook, ttl = health_runbook("vault"), t["token_ttl"]
+    return {"monitor_services": [
+        rule("VaultDown", "monitor_vault_up == 0", "5m", "critical", "Vault is unreachable",
+             "monitor on {{ $labels.instance }} gets no answer from Vault's health endpoint "
+             "(monitor_vault_up = {{ $value }}).", runbook),
+        rule("VaultSealed", "monitor_vault_sealed == 1", "1m", "critical", "Vault is sealed",
+             "Vault answers monitor on {{ $labels.instance }} but is sealed (monitor_vault_sealed = {{ $value }}): "
+             "the scraper cannot read its secrets until it is unsealed.", runbook),
+        *pair("VaultTokenExpiring", lambda level: f"monitor_vault_token_ttl_seconds <= {num(level)}", ttl,
+              ("5m", "5m"), "monitor's Vault token expires soon (SEVERITY)",
+              "monitor's Vault token on {{ $labels.instance }} expires in {{ $value | humanizeDuration }} "
+              f"(warning from {duration_text(ttl.warning)}, critical from {duration_text(ttl.critical)}); "
+              "renew it or issue a new one.", runbook),
+    ]}
+
+
+def panels(t: dict) -> list:
+    from monitor.fleet.kit import INSTANCE as I, lower_worse, mapping, panel, steps, target
+
+    return [
+        ("Security", panel("stat", "Vault reachable", [target(f"monitor_vault_up{{{I}}}")], "", "none",
+                           steps("red", (1, "green")), mappings=mapping((0, "DOWN", "red"), (1, "UP", "green"))),
+         5, 8),
+        ("Security", panel("stat", "Vault sealed", [target(f"monitor_vault_sealed{{{I}}}")], "", "none",
+                           steps("green", (1, "red")),
+                           mappings=mapping((0, "unsealed", "green"), (1, "SEALED", "red"))), 5, 8),
+        ("Security", panel("stat", "Vault token TTL", [target(f"monitor_vault_token_ttl_seconds{{{I}}}")],
+                           "Remaining TTL of monitor's token (vault.token_ttl; a root token never expires).", "s",
+                           lower_worse(t["token_ttl"])), 6, 8),
+    ]

@@ -12,31 +12,17 @@ import math
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
+from monitor.checks import exported
 from monitor.results import EXIT_CODES
 
-# Metric name -> (help, labels). Names end in their unit.
+# monitor's own gauges: name -> (help, labels). Names end in their unit. What each check
+# exports beyond its status and value, its module declares (`monitor.checks.exported`).
 METRICS = {
     "monitor_check_status": ("Check status: 0 ok, 1 warning, 2 critical, 3 unknown.", ("command", "check", "kind")),
     "monitor_check_value": ("The value a check measured, in the check's own unit.", ("command", "check", "kind")),
     "monitor_last_run_timestamp_seconds": ("When the command last finished, as a Unix time.", ("command",)),
     "monitor_run_duration_seconds": ("How long the command's last run took.", ("command",)),
-    "monitor_cpu_usage_percent": ("CPU busy percent since the previous health run.", ()),
-    "monitor_memory_usage_percent": ("Memory used percent.", ()),
-    "monitor_disk_usage_percent": ("Disk space used percent, as df counts it.", ("path",)),
-    "monitor_vault_up": ("1 if Vault answered its health endpoint.", ()),
-    "monitor_vault_sealed": ("1 if Vault is sealed.", ()),
-    "monitor_vault_token_ttl_seconds": ("Remaining TTL of monitor's Vault token (+Inf: never expires).", ()),
-    "monitor_scraper_up": ("1 if every probe of the scraper is ok or warning.", ("scraper",)),
-    "monitor_scraper_response_seconds": ("Response time of the scraper's health endpoint.", ("scraper",)),
-    "monitor_scraper_heartbeat_age_seconds": ("Age of the file the scraper touches on success.", ("scraper",)),
-    "monitor_api_quota_remaining_ratio": ("Remaining fraction of the provider's API quota.", ("api",)),
-    "monitor_backup_age_seconds": ("Age of the newest file of the backup set.", ("backup",)),
-    "monitor_backup_size_bytes": ("Size of the newest file of the backup set.", ("backup",)),
     "monitor_outbox_messages": ("Telegram messages waiting in the outbox.", ()),
-    "daily_opportunities_count": ("Opportunities found during the reported day.", ()),
-    "daily_avg_roi": ("Average ROI of the opportunities of the reported day.", ()),
-    "daily_sources_active": ("Distinct sources with opportunities during the reported day.", ()),
-    "daily_errors_count": ("ERROR and CRITICAL log records during the reported day.", ()),
 }
 
 
@@ -45,67 +31,31 @@ def _finite(value) -> bool:
 
 
 def build_registry(command: str, results, finished_at: float, duration_s: float,
-                   notifications: dict | None = None, report: dict | None = None) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    gauges = {}
+                   notifications: dict | None = None) -> CollectorRegistry:
+    samples = []  # (name, help, label names, labels, value), in the order they are first set
 
-    def gauge(name):
-        if name not in gauges:
-            help_text, labels = METRICS[name]
-            gauges[name] = Gauge(name, help_text, labels, registry=registry)
-        return gauges[name]
-
-    def put(name, value, never=False, **labels):
-        # Only finite samples: +Inf/NaN from a hostile answer would break alert rules.
-        # `never`: the one deliberate +Inf, a Vault token that never expires.
-        if _finite(value) or never:
-            g = gauge(name)
-            (g.labels(**labels) if labels else g).set(value)
+    def own(name, labels, value):
+        if _finite(value):
+            samples.append((name, *METRICS[name], labels, value))
 
     for r in results:
-        put("monitor_check_status", EXIT_CODES[r.status], command=command, check=r.id, kind=r.kind)
-        put("monitor_check_value", r.value, command=command, check=r.id, kind=r.kind)
-        d = r.details or {}
-        if r.id == "cpu":
-            put("monitor_cpu_usage_percent", r.value)
-        elif r.id == "memory":
-            put("monitor_memory_usage_percent", r.value)
-        elif r.id.startswith("disk:"):
-            put("monitor_disk_usage_percent", r.value, path=r.id[5:])
-        elif r.id == "vault":
-            reachable = "sealed" in d
-            put("monitor_vault_up", 1 if reachable else 0)
-            if reachable:
-                put("monitor_vault_sealed", 1 if d.get("sealed") else 0)
-        elif r.id == "vault-token":
-            # A token that never expires (root) has no TTL: +Inf keeps "ttl < X" alerts quiet.
-            never = r.value is None and r.status == "ok" and d.get("expire_time") is None
-            put("monitor_vault_token_ttl_seconds", math.inf if never else r.value, never=never)
-        elif r.kind == "scraper":
-            name = r.id.split(":", 1)[1]
-            put("monitor_scraper_up", 1 if r.status in ("ok", "warning") else 0, scraper=name)
-            http = d.get("http") if isinstance(d.get("http"), dict) else {}
-            latency = http.get("latency_ms")
-            if _finite(latency):
-                put("monitor_scraper_response_seconds", latency / 1000, scraper=name)
-            heartbeat = d.get("heartbeat") if isinstance(d.get("heartbeat"), dict) else {}
-            put("monitor_scraper_heartbeat_age_seconds", heartbeat.get("age_seconds"), scraper=name)
-        elif r.kind == "quota" and _finite(r.value):
-            put("monitor_api_quota_remaining_ratio", r.value / 100, api=r.id.split(":", 1)[1])
-        elif r.kind == "backup":
-            name = r.id.split(":", 1)[1]
-            put("monitor_backup_age_seconds", d.get("age_seconds"), backup=name)
-            put("monitor_backup_size_bytes", d.get("size_bytes"), backup=name)
-    put("monitor_last_run_timestamp_seconds", finished_at, command=command)
-    put("monitor_run_duration_seconds", duration_s, command=command)
-    if command == "health" and notifications and _finite(notifications.get("outbox")):
-        put("monitor_outbox_messages", notifications["outbox"])
-    if report:
-        put("daily_opportunities_count", report.get("opportunities_found"))
-        put("daily_avg_roi", report.get("avg_roi"))
-        put("daily_sources_active", report.get("sources_active"))
-        errors = report.get("errors")
-        put("daily_errors_count", errors.get("count") if isinstance(errors, dict) else errors)
+        labels = {"command": command, "check": r.id, "kind": r.kind}
+        own("monitor_check_status", labels, EXIT_CODES[r.status])
+        own("monitor_check_value", labels, r.value)
+        samples.extend(exported(r))
+    own("monitor_last_run_timestamp_seconds", {"command": command}, finished_at)
+    own("monitor_run_duration_seconds", {"command": command}, duration_s)
+    if command == "health" and notifications:
+        own("monitor_outbox_messages", {}, notifications.get("outbox"))
+    # monitor's own names first, then the ones the seed fixed, as the files always listed them.
+    samples.sort(key=lambda sample: not sample[0].startswith("monitor_"))
+
+    registry = CollectorRegistry(auto_describe=False)
+    gauges = {}
+    for name, help_text, label_names, labels, value in samples:
+        if name not in gauges:
+            gauges[name] = Gauge(name, help_text, label_names, registry=registry)
+        (gauges[name].labels(**labels) if labels else gauges[name]).set(value)
     return registry
 
 
