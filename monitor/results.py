@@ -90,6 +90,11 @@ def measured(value: float | None, threshold: Threshold, message: str, unit: str 
                   details=details or {})
 
 
+def is_number(value) -> bool:
+    """A finite int or float, not a bool: what a hostile answer or a hand-edited state file may not hold."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value - value == 0
+
+
 def worst(*statuses: str) -> str:
     """Return the worst of the given statuses (ok when none)."""
     return max(statuses, key=SEVERITY.__getitem__, default=OK)

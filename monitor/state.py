@@ -8,13 +8,14 @@ so a crash leaves either the old or the new file, never half of one.
 import errno
 import json
 import logging
-import math
 import os
 import stat
 import struct
 import threading
 import time
 from datetime import datetime
+
+from monitor.results import is_number
 
 log = logging.getLogger("monitor")
 
@@ -167,11 +168,6 @@ def read_json(path: str, default=None, expect=dict):
         log.warning("state file %s was unreadable (%s); moved to %s, starting from empty state",
                     path, reason, aside, extra={"event": "state_corrupt", "file": path})
         return default
-
-
-def is_number(value) -> bool:
-    """A finite int or float, not a bool: what a hand-edited or truncated state file may not hold."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class Carried:

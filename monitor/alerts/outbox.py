@@ -12,6 +12,7 @@ import os
 from datetime import datetime
 
 from monitor import state
+from monitor.results import is_number
 
 log = logging.getLogger("monitor")
 FILENAME = "outbox.jsonl"
@@ -47,13 +48,10 @@ def load(folder: str) -> list[dict]:
 
 def _is_message(item) -> bool:
     """A line the delivery loop can use as is (a hand-edited one may not be)."""
-    def number(value):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-
     return (isinstance(item, dict) and isinstance(item.get("text"), str)
             and isinstance(item.get("chat_id"), (str, int)) and not isinstance(item.get("chat_id"), bool)
-            and number(item.get("created", 0)) and (item.get("not_before") is None or number(item["not_before"]))
-            and number(item.get("attempts", 0)) and isinstance(item.get("alerts", []), list))
+            and is_number(item.get("created", 0)) and (item.get("not_before") is None or is_number(item["not_before"]))
+            and is_number(item.get("attempts", 0)) and isinstance(item.get("alerts", []), list))
 
 
 def count(folder: str) -> int:

@@ -22,7 +22,7 @@ critical is told at most one window late, never lost).
 
 from typing import NamedTuple
 
-from monitor.results import OK, UNKNOWN, WARNING
+from monitor.results import OK, UNKNOWN, WARNING, is_number
 
 RESOLVED = "resolved"
 FLAPPING = "flapping"
@@ -113,10 +113,10 @@ def _flap(prev: dict, entry: dict, status: str, now: float, alert_after: int, wi
 
     Return whether the check was flapping before this run.
     """
-    was_flapping = _is_num(prev.get("flapping"))
+    was_flapping = is_number(prev.get("flapping"))
     if window <= 0:
         return was_flapping  # flap detection off: a flapping check alerts as usual again
-    changed_at = prev.get("changed_at") if _is_num(prev.get("changed_at")) else None
+    changed_at = prev.get("changed_at") if is_number(prev.get("changed_at")) else None
     if changed_at is not None and changed_at > now:
         changed_at = now  # the clock went back (a restored state folder): count from now
     chain = {"changed_at": changed_at, "chain_since": prev.get("chain_since"),
@@ -126,7 +126,7 @@ def _flap(prev: dict, entry: dict, status: str, now: float, alert_after: int, wi
     fired = status != OK and entry["count"] == alert_after
     resolved = status == OK and prev.get("status", OK) != OK and prev_count >= alert_after
     if fired or resolved:
-        if changed_at is None or now - changed_at >= window or not _is_num(chain["chain_since"]):
+        if changed_at is None or now - changed_at >= window or not is_number(chain["chain_since"]):
             chain.update(chain_since=now, changes=1, refires=0)  # a state held a whole window: new chain
         else:
             chain.update(changes=chain["changes"] + 1, refires=chain["refires"] + fired)
@@ -153,8 +153,5 @@ def mark_notified(entries: dict, alerts, now: float) -> None:
 
 
 def _num(value, default: float) -> float:
-    return value if _is_num(value) else default
+    return value if is_number(value) else default
 
-
-def _is_num(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

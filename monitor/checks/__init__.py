@@ -24,7 +24,7 @@ import importlib
 import math
 from functools import partial
 
-from monitor.results import CRITICAL
+from monitor.results import CRITICAL, is_number
 from monitor.runner import Check
 
 HEALTH_KINDS = ("system", "vault", "scraper", "quota")
@@ -163,8 +163,7 @@ def exported(result) -> list[tuple]:
         if not hasattr(module, "samples"):
             continue
         for name, labels, value in module.samples(result):
-            finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            if finite or (value == math.inf and name in getattr(module, "INFINITE_OK", ())):
+            if is_number(value) or (value == math.inf and name in getattr(module, "INFINITE_OK", ())):
                 help_text, label_names = module.METRICS[name]
                 out.append((name, help_text, label_names, labels, value))
     return out

@@ -14,8 +14,7 @@ import time
 from datetime import datetime, timedelta
 
 from monitor.jobs import JOBS
-from monitor.results import OK, WARNING, Result
-from monitor.state import is_number
+from monitor.results import OK, WARNING, Result, is_number
 from monitor.units import format_duration
 
 # The jobs judged here, with their schedules (`jobs.JOBS`, as `monitor cron` prints

@@ -12,7 +12,7 @@ import os
 import re
 
 from monitor import redact
-from monitor.results import CRITICAL, UNKNOWN, Result
+from monitor.results import CRITICAL, UNKNOWN, Result, is_number
 
 _NUMBER = re.compile(r"\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*")
 
@@ -133,10 +133,8 @@ def read_number(resp, what: str, header: str | None, json_path: str | None) -> f
 
 def _number(value) -> float | int | None:
     """A finite number from a JSON number or a numeric string (some APIs quote them)."""
-    if isinstance(value, bool):
-        return None
     if isinstance(value, (int, float)):
-        return value if math.isfinite(value) else None
+        return value if is_number(value) else None
     if isinstance(value, str) and _NUMBER.fullmatch(value):
         number = float(value)
         if not math.isfinite(number):

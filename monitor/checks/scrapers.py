@@ -13,7 +13,7 @@ import time
 from typing import NamedTuple
 
 from monitor.checks.processes import MATCH_SECONDS, PROCESS_TABLE, proc_uid, search_all
-from monitor.results import CRITICAL, OK, SEVERITY, UNKNOWN, WARNING, Result, Threshold, worst
+from monitor.results import CRITICAL, OK, SEVERITY, UNKNOWN, WARNING, Result, Threshold, is_number, worst
 from monitor.units import format_duration
 
 # The config fills these in; they serve callers that build an entry by hand.
@@ -232,7 +232,7 @@ def samples(result) -> list:
     out = [("monitor_scraper_up", {"scraper": name}, 1 if result.status in (OK, WARNING) else 0)]
     http = details.get("http") if isinstance(details.get("http"), dict) else {}
     latency = http.get("latency_ms")
-    if isinstance(latency, (int, float)) and not isinstance(latency, bool):
+    if is_number(latency):
         out.append(("monitor_scraper_response_seconds", {"scraper": name}, latency / 1000))
     heartbeat = details.get("heartbeat") if isinstance(details.get("heartbeat"), dict) else {}
     out.append(("monitor_scraper_heartbeat_age_seconds", {"scraper": name}, heartbeat.get("age_seconds")))

@@ -11,8 +11,8 @@ import os
 import time
 
 from monitor.checks.procfs import fstab_mount_points, mount_points, normal_mount_point
-from monitor.results import CRITICAL, OK, UNKNOWN, WARNING, Result, Threshold, measured
-from monitor.state import Carried, is_number as _is_number
+from monitor.results import CRITICAL, OK, UNKNOWN, WARNING, Result, Threshold, is_number, measured
+from monitor.state import Carried
 from monitor.units import format_duration, format_size
 
 # Below this span network counters are too coarse for a rate, so the previous
@@ -61,7 +61,7 @@ def _cpu_samples(saved, boot: float, now: float) -> list[dict]:
             continue
         sample = {"time": item.get("time"), "total": item.get("total"), "idle": item.get("idle"),
                   "monitor": item.get("monitor", 0.0)}
-        if all(_is_number(v) for v in sample.values()) and sample["time"] <= now:
+        if all(is_number(v) for v in sample.values()) and sample["time"] <= now:
             samples.append(sample)
     samples.sort(key=lambda s: s["time"])
     return samples
@@ -278,7 +278,7 @@ def network(interfaces: list[str], counters: Carried, source=None) -> Result:
         total_rate = 0.0
         for name, now_values in current.items():
             old = prev.get("nics").get(name) if isinstance(prev.get("nics"), dict) else None
-            if not isinstance(old, list) or len(old) != len(_NET_FIELDS) or not all(map(_is_number, old)) or any(
+            if not isinstance(old, list) or len(old) != len(_NET_FIELDS) or not all(map(is_number, old)) or any(
                     n < o for n, o in zip(now_values, old)):
                 details[name] = {"note": "counters reset; rates from the next run"}
                 continue

@@ -8,12 +8,11 @@ then renamed. Every HELP text is a constant, so the same metric name in the thre
 commands' files never clashes.
 """
 
-import math
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from monitor.checks import exported
-from monitor.results import EXIT_CODES
+from monitor.results import EXIT_CODES, is_number
 
 # monitor's own gauges: name -> (help, labels). Names end in their unit. What each check
 # exports beyond its status and value, its module declares (`monitor.checks.exported`).
@@ -26,16 +25,12 @@ METRICS = {
 }
 
 
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def build_registry(command: str, results, finished_at: float, duration_s: float,
                    notifications: dict | None = None) -> CollectorRegistry:
     samples = []  # (name, help, label names, labels, value), in the order they are first set
 
     def own(name, labels, value):
-        if _finite(value):
+        if is_number(value):
             samples.append((name, *METRICS[name], labels, value))
 
     for r in results:
