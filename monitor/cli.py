@@ -7,13 +7,17 @@ Usage and config errors exit 3 with one line on stderr (click's own 2 would read
 CRITICAL to Nagios-style tooling); the exit code of a run is its worst check.
 """
 
+import importlib
 import os
 import sys
 
 import click
 
+from monitor import config, config as config_mod, safety
+from monitor.checks import HEALTH_KINDS
 from monitor.config import ConfigError
 from monitor.jobs import JOBS, Options, run_job
+from monitor.state import LockHeld
 
 EXIT_UNKNOWN = 3
 
@@ -82,8 +86,6 @@ def parsed_options(**kwargs) -> Options:
 
 
 def load_config(opts: Options) -> dict:
-    from monitor import config, safety
-
     loaded = config.load(opts.config, opts.env)
     safety.use_config(loaded["source"])  # its owner owns the folders a root run creates
     return loaded
@@ -100,7 +102,6 @@ def config_options(func):
 def _kinds(ctx, param, value):
     if not value:
         return None
-    from monitor.checks import HEALTH_KINDS
 
     kinds = {k.strip() for k in value.split(",") if k.strip()}
     unknown = sorted(kinds - set(HEALTH_KINDS))
@@ -133,8 +134,6 @@ class _Root(click.Group):
 
     def get_command(self, ctx, cmd_name):
         if cmd_name not in self.commands and cmd_name in COMMANDS:
-            import importlib
-
             module, _, name = COMMANDS[cmd_name].partition(":")
             self.add_command(getattr(importlib.import_module(module), name), cmd_name)
         return super().get_command(ctx, cmd_name)
@@ -163,7 +162,6 @@ def _say_no_config(command: str, opts: Options, config: dict) -> None:
     --quiet). Said after the run, so a run that could not take its lock says only that."""
     if config.get("source") or opts.quiet:
         return
-    from monitor import config as config_mod
 
     searched = ", ".join(os.path.abspath(p) for p in config_mod.SEARCH_PATHS)
     click.echo(f"monitor {command}: no config found (no --config or $MONITOR_CONFIG; searched {searched}): "
@@ -212,8 +210,6 @@ def daily_report(**kwargs):
 
 def main(argv=None) -> int:
     """Entry point of the `monitor` script: run the CLI, map every failure to an exit code."""
-    from monitor.state import LockHeld
-
     try:
         result = cli.main(args=argv, prog_name="monitor", standalone_mode=False)
     except click.exceptions.Exit as exc:  # --help, --version

@@ -17,11 +17,17 @@ import time
 from datetime import datetime
 from typing import Callable, NamedTuple
 
-from monitor import output, state
+from monitor import output, safety, state
+from monitor.alerts.notify import notify
+from monitor.checks import backup_checks, health_checks
+from monitor.config import exposure_warnings
 from monitor.fleet import heartbeat
 from monitor.logs import archive_if_stale, close_log, open_log
+from monitor.redact import clean_url, scrub
 from monitor.results import CRITICAL, EXIT_CODES, OK, UNKNOWN, overall
 from monitor.runner import run_checks
+from monitor.safety import notify_without_state
+from monitor.text import printable
 from monitor.units import parse_duration
 
 log = logging.getLogger("monitor")
@@ -100,14 +106,10 @@ class Job(NamedTuple):
 
 
 def _health_steps(config: dict, opts: Options) -> Steps:
-    from monitor.checks import health_checks
-
     return Steps(lambda carried: health_checks(config, carried, opts.only))
 
 
 def _backup_steps(config: dict, opts: Options) -> Steps:
-    from monitor.checks import backup_checks
-
     return Steps(lambda cache: backup_checks(config, cache))
 
 
@@ -165,8 +167,6 @@ def run_job(job: Job, opts: Options, config: dict) -> Outcome:
             except OSError as exc:
                 problems["log_write_error"] = f"cannot archive {exc.filename or paths['logs']}: {exc.strerror or exc}"
 
-        from monitor.config import exposure_warnings
-
         for warning in exposure_warnings(config["source"], config):  # logged, not mailed every 5 min
             log.warning("%s", warning, extra={"event": "config_exposure"})
 
@@ -204,8 +204,6 @@ def run_job(job: Job, opts: Options, config: dict) -> Outcome:
                                 "notifications": notifications, **problems},
                                config=config.get("source"))
         for key, message in problems.items():
-            from monitor.text import printable  # paths and error texts: nothing raw on the terminal
-
             print(f"monitor {command}: {key.replace('_', ' ')}: {printable(message)}", file=sys.stderr)
         _print(data, opts)
 
@@ -221,7 +219,6 @@ def run_job(job: Job, opts: Options, config: dict) -> Outcome:
         raise
     finally:
         close_log()
-        from monitor import safety
 
         safety.hand_over()  # under the lock: root's files in a service user's folders go to it
         if lock:
@@ -231,11 +228,7 @@ def run_job(job: Job, opts: Options, config: dict) -> Outcome:
 def _notify(command: str, opts: Options, config: dict, results, problems: dict, message=None,
             refused=False) -> dict:
     """Deliver this run's alerts; a notification failure never changes the verdict."""
-    from monitor.alerts.notify import notify
-
     if refused:  # nothing read from or written to the refused folder; the alerts still go out
-        from monitor.safety import notify_without_state
-
         return notify_without_state(lambda cfg: _notify(command, opts, cfg, results, problems, message),
                                     config)
     try:
@@ -246,8 +239,6 @@ def _notify(command: str, opts: Options, config: dict, results, problems: dict, 
         problems.setdefault("state_write_error", f"notifications skipped: {exc}")
         return {"sent": 0, "queued": 0, "silenced": 0, "failed": 0, "outbox": None}
     except Exception as exc:  # noqa: BLE001 - a notifier bug must not cost the verdict or the log
-        from monitor.redact import scrub
-
         log.exception("notifications failed: %s", scrub(exc), extra={"event": "notify_failed"})
         problems.setdefault("notify_error", scrub(f"{type(exc).__name__}: {exc}"))
         return {"sent": 0, "queued": 0, "silenced": 0, "failed": 0, "outbox": None}
@@ -276,8 +267,6 @@ def _export(command: str, opts: Options, config: dict, results, duration_ms: flo
         try:
             prometheus.push(gateway, command, host_name(), registry)
         except Exception as exc:  # noqa: BLE001 - a Pushgateway outage must not fail the run
-            from monitor.redact import clean_url, scrub
-
             log.warning("could not push to the Pushgateway %s: %s", clean_url(gateway), scrub(exc),
                         extra={"event": "pushgateway_failed"})
 

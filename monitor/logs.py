@@ -14,6 +14,7 @@ from datetime import date, datetime, timedelta
 
 from pythonjsonlogger.json import JsonFormatter
 
+from monitor import safety
 from monitor.redact import RedactingFilter, scrub
 from monitor.state import UnsafeFile, create_temp, open_regular, read_file
 from monitor.text import printable  # also registers the "monitor.printable*" codec handlers
@@ -100,7 +101,6 @@ def open_log(folder: str, name: str, verbose: int = 0) -> AppendHandler:
         old.close()
     logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
     logger.propagate = False
-    from monitor import safety
 
     refused = None
     try:

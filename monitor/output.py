@@ -7,6 +7,10 @@ import json
 import os
 import sys
 
+from monitor.redact import scrub
+from monitor.results import SEVERITY, finite_tree
+from monitor.text import encode_guard, printable
+
 SCHEMA_VERSION = 1
 
 _COLOURS = {"ok": "32", "warning": "33", "critical": "31;1", "unknown": "35"}
@@ -33,14 +37,10 @@ def envelope(command: str, started, host: str, environment: str, overall_status:
 
 
 def to_json(data: dict) -> str:
-    from monitor.text import encode_guard
-
     # Check results are printable already; the guard covers any other outside text.
     try:  # strict JSON: no Infinity or NaN, which strict parsers reject with the whole line
         text = json.dumps(data, separators=(", ", ": "), ensure_ascii=False, default=str, allow_nan=False)
     except ValueError:
-        from monitor.results import finite_tree
-
         text = json.dumps(finite_tree(data), separators=(", ", ": "), ensure_ascii=False, default=str)
     return encode_guard(text, json=True)
 
@@ -58,9 +58,6 @@ def to_text(data: dict, colour: bool = False) -> str:
     """Render the envelope as an aligned table, worst checks first."""
     def paint(status, text):
         return f"\033[{_COLOURS[status]}m{text}\033[0m" if colour and status in _COLOURS else text
-
-    from monitor.results import SEVERITY
-    from monitor.text import printable
 
     checks = sorted(data["checks"].items(), key=lambda kv: -SEVERITY.get(kv[1]["status"], 0))
     rows = [(c["status"].upper(), printable(cid), printable(_value(c)), printable(c.get("message", "")))
@@ -94,9 +91,6 @@ def write_stdout(text: str) -> None:
 
     Any other failure (stdout on a full disk) is one line on stderr, not a traceback.
     """
-    from monitor.redact import scrub
-    from monitor.text import encode_guard
-
     try:
         sys.stdout.write(encode_guard(scrub(text)) + "\n")
         sys.stdout.flush()

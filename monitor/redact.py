@@ -11,6 +11,7 @@ is defined here once: `scrub` masks those shapes too, and monitor.config refuses
 import logging
 import re
 import threading
+import traceback
 
 _lock = threading.Lock()
 _secrets: list[str] = []  # longest first, so a secret containing another is masked whole
@@ -137,8 +138,6 @@ class RedactingFilter(logging.Filter):
             message = f"{record.msg} {record.args}"
         record.msg, record.args = scrub(message), ()
         if record.exc_info:
-            import traceback
-
             record.exc_text = scrub("".join(traceback.format_exception(*record.exc_info)))
             record.exc_info = None
         for key, value in list(record.__dict__.items()):

@@ -5,6 +5,8 @@ Checks measure and then call `Threshold.judge`; nothing in here does I/O.
 
 from typing import Any, NamedTuple
 
+from monitor.text import printable, printable_tree
+
 OK, WARNING, CRITICAL, UNKNOWN = "ok", "warning", "critical", "unknown"
 
 # The overall status is the worst check: ok < warning < unknown < critical.
@@ -110,8 +112,6 @@ def with_identity(result: Result, check_id: str, kind: str, duration_ms: float) 
     The one place where what a check measured outside (file and process names, HTTP
     bodies, versions) is made printable for the JSON, the log, the terminal and Telegram.
     """
-    from monitor.text import printable, printable_tree
-
     changes = {"id": check_id, "kind": kind, "duration_ms": round(duration_ms, 2),
                "details": finite_tree(printable_tree(result.details))}
     if isinstance(result.message, str):

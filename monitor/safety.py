@@ -14,6 +14,7 @@ ends, so a later run as that user keeps its lock, alert state and logs.
 A run that is not root checks nothing here: it can only spoil its own files.
 """
 
+import logging
 import os
 import stat
 
@@ -205,7 +206,6 @@ def notify_without_state(notify, config: dict) -> dict:
     is fixed; no RESOLVED, no reminder pacing, no silences. What Telegram did not accept
     cannot be kept, and is dropped with an ERROR record naming it.
     """
-    import logging
     import shutil
     import tempfile
 

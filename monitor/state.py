@@ -6,6 +6,7 @@ so a crash leaves either the old or the new file, never half of one.
 """
 
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -13,8 +14,10 @@ import stat
 import struct
 import threading
 import time
+import zlib
 from datetime import datetime
 
+from monitor import safety
 from monitor.results import is_number
 
 log = logging.getLogger("monitor")
@@ -226,8 +229,6 @@ class FolderRefused(StateError):
 def ensure_folder(path: str) -> None:
     """Create the state folder if missing (owned as safety.owner_for says when root);
     raise FolderRefused for one a root run must not use, StateError if unusable."""
-    from monitor import safety
-
     if os.path.exists(path) and not os.path.isdir(path):
         raise StateError(f"{path}: not a directory")
     try:
@@ -252,8 +253,6 @@ class RunLock:
     """
 
     def __init__(self, folder: str, command: str, wait: float = 30.0):
-        import zlib
-
         self.folder = folder
         self.path = os.path.join(folder, f"{command}.lock")
         self.command, self.wait = command, wait
@@ -286,8 +285,6 @@ class RunLock:
 
     def _try(self, fd: int) -> bool:
         """Under the folder's flock: if no other run holds this command's byte, take it."""
-        import fcntl
-
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

@@ -10,6 +10,9 @@ import json
 import os
 import stat
 
+from monitor import redact as redaction
+from monitor.redact import clean_url
+
 DEFAULT_URL = "http://127.0.0.1:8200"
 DEFAULT_TIMEOUT = 5.0
 MAX_REDIRECTS = 3  # each hop may take the whole timeout: a loop ends soon
@@ -81,8 +84,6 @@ def url_problem(url: str) -> str | None:
 
 def shown_url(url: str) -> str:
     """The URL fit for messages: no user:password@ part, query values masked."""
-    from monitor.redact import clean_url
-
     return clean_url(url)
 
 
@@ -203,8 +204,6 @@ def vault_errors(exc) -> str:
 
 def redact(text: str, *secrets: str | None) -> str:
     """Mask the given secrets, and every one registered with `monitor.redact`, in `text`."""
-    from monitor import redact as redaction
-
     for secret in secrets:
         redaction.register(secret)
     return redaction.scrub(text)

@@ -8,8 +8,11 @@ text passes through `redact.scrub`, and the token is registered there on creatio
 """
 
 import html
+import json
 import re
+import threading
 import time
+import zlib
 from typing import NamedTuple
 
 from monitor import redact
@@ -139,8 +142,6 @@ class TelegramClient:
 
         Raise _Deadline when no whole answer came in time, or requests' exception.
         """
-        import threading
-
         box: dict = {}
         done = threading.Event()
         deadline = self.monotonic() + seconds
@@ -186,8 +187,6 @@ def _read_answer(response, deadline: float, monotonic) -> tuple[bytes, bool]:
     restarts with every recv(), so a body trickled a byte a second would never end:
     each read1 is one recv() that may only wait for what is left of the deadline.
     """
-    import zlib
-
     from monitor.http import limit_socket_wait
 
     raw = response.raw
@@ -235,8 +234,6 @@ def _close(response) -> None:
 
 
 def _json_bytes(raw: bytes) -> dict:
-    import json
-
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):

@@ -21,9 +21,13 @@ end of this file and never name a check. Every name is optional:
 """
 
 import importlib
+import logging
 import math
 from functools import partial
 
+from monitor import redact
+from monitor.checks import system
+from monitor.checks.procfs import host_source
 from monitor.results import CRITICAL, is_number
 from monitor.runner import Check
 
@@ -57,9 +61,6 @@ def health_checks(config: dict, counters, only: set[str] | None = None) -> list[
 
 
 def vault_checks(cfg: dict) -> list[Check]:
-    import logging
-
-    from monitor import redact
     from monitor.checks import vault
     from monitor.vault_secrets import read_token
 
@@ -95,9 +96,6 @@ def quota_checks(quotas: list[dict], session) -> list[Check]:
 
 
 def system_checks(cfg: dict, counters) -> list[Check]:
-    from monitor.checks import system
-    from monitor.checks.procfs import host_source
-
     timeout, source = cfg["timeout"], host_source()
     checks = [
         Check("cpu", "system", partial(system.cpu, cfg["cpu_percent"], counters, source, cfg["cpu_min_span"]),

@@ -11,6 +11,7 @@ import glob
 import os
 import stat
 import time
+from datetime import datetime
 
 from monitor.checks.archives import VERIFIERS, VerifyError, VerifyTimeout
 from monitor.results import CRITICAL, OK, UNKNOWN, WARNING, Result, worst
@@ -125,7 +126,6 @@ def backup(cfg: dict, cache, now=time.time, clock=time.monotonic, statvfs=os.sta
             outcome.update(stamp=stamp, verified_at=now(), cached=False)
         if outcome["ok"] is not None:  # a timeout is not a verdict worth remembering
             cache.save(key, {k: v for k, v in outcome.items() if k != "cached"})
-        from datetime import datetime
 
         details["verify"] = {"method": method, "ok": outcome["ok"], "result": outcome["result"],
                              "verified_at": datetime.fromtimestamp(outcome["verified_at"]).astimezone()

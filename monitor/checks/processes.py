@@ -8,6 +8,7 @@ a forked child that is killed when its time is up.
 import os
 import threading
 import time
+import warnings
 
 CMDLINE_BYTES = 4096      # of each command line read and matched: any user can make a 1 MB one
 MATCH_SECONDS = 2.0       # budget of one process probe's regex over all command lines
@@ -113,8 +114,6 @@ def search_all(regex, texts: list[str], budget: float) -> tuple[list[int], bool]
         return [], False
     import select
     import signal
-
-    import warnings
 
     # Python 3.12+ warns about fork() in a threaded process: the child here touches no
     # lock (regex, os.write, os._exit), and logging re-creates its own at fork.

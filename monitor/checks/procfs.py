@@ -8,6 +8,7 @@ checks compare (the kernel's and /etc/fstab) are read here too.
 """
 
 import os
+import re
 from typing import NamedTuple
 
 
@@ -135,8 +136,6 @@ class ProcSource:
 
 def _unescape(field: bytes) -> str:
     """A path as fstab and mountinfo write it: `\\040` is a space, `\\011` a tab, and so on."""
-    import re
-
     return os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8) & 0xFF]), field))
 
 

@@ -10,7 +10,7 @@ so tests can feed fake counters.
 import os
 import time
 
-from monitor.checks.procfs import fstab_mount_points, mount_points, normal_mount_point
+from monitor.checks.procfs import fstab_mount_points, host_source, mount_points, normal_mount_point
 from monitor.results import CRITICAL, OK, UNKNOWN, WARNING, Result, Threshold, is_number, measured
 from monitor.state import Carried
 from monitor.units import format_duration, format_size
@@ -24,8 +24,6 @@ CPU_MAX_SAMPLES = 6
 
 
 def _default_source():
-    from monitor.checks.procfs import host_source
-
     return host_source()
 
 

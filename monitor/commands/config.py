@@ -6,8 +6,10 @@ import sys
 
 import click
 
+from monitor import config as config_mod, output, safety
 from monitor.cli import load_config, parsed_options
 from monitor.config import ConfigError
+from monitor.text import printable
 
 
 @click.group("config")
@@ -30,9 +32,6 @@ def config_example():
 @click.option("--format", "fmt", type=click.Choice(["json", "text"]), help="Output format.")
 def config_check(**kwargs):
     """Validate the config; print the effective config (secrets masked) or every error."""
-    from monitor import config as config_mod
-    from monitor import output
-
     opts = parsed_options(**kwargs)
     path = config_mod.find_config_file(opts.config)
     effective = load_config(opts)
@@ -56,8 +55,6 @@ def config_check(**kwargs):
         source = effective["source"] or "no config file: built-in defaults"
         output.write_stdout(f"config ok: {source} (environment {effective['environment']})\n"
                             + "\n".join(output.flatten(shown)))
-    from monitor import safety
-    from monitor.text import printable
 
     problems = {key: safety.problem(effective["paths"][key]) for key in ("state", "logs")}
     refused = [f"paths.{key}: {why}" for key, why in problems.items() if why]

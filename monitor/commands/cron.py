@@ -1,21 +1,22 @@
 """`monitor cron`: the crontab lines of this installation, from the `jobs.JOBS` records."""
 
 import os
+import stat
 import sys
 
 import click
 
+from monitor import config as config_mod
 from monitor.cli import config_options, load_config, parsed_options
 from monitor.config import ConfigError
 from monitor.jobs import JOBS
+from monitor.text import printable
 
 
 @click.command("cron")
 @config_options
 def cron_lines(**kwargs):
     """Print the crontab lines for this installation (absolute paths; paste into `crontab -e`)."""
-    from monitor import config as config_mod
-
     opts = parsed_options(**kwargs)
     config = load_config(opts)  # refuse to print lines for a config that does not load
     path = config_mod.find_config_file(opts.config)
@@ -30,7 +31,6 @@ def cron_lines(**kwargs):
     # Without a config file, paths are relative to the working directory: pin it.
     prefix = "" if path else f"cd {_cron_word(os.getcwd(), 'the working directory')} && "
     script = _cron_word(script, "the monitor script")
-    from monitor.text import printable
 
     click.echo("# monitor: health every 5 minutes, backups every 6 hours, the daily report at 09:00.\n"
                "# cron reads these times in the system time zone; cronie also honours a\n"
@@ -58,8 +58,6 @@ def _cron_word(text: str, what: str) -> str:
     import shlex
 
     if any(char in text for char in "\n\r\0"):
-        from monitor.text import printable
-
         raise ConfigError(f"cron: {what} {printable(text)} holds a line break, which a crontab line cannot hold")
     return "\\%".join(shlex.quote(part) if part else "" for part in text.split("%"))
 
@@ -70,8 +68,6 @@ def _cron_secret_lines(config: dict) -> list[str]:
     A token exported in the operator's shell is not there: each run would keep its
     messages in the outbox and say so on stderr. Never prints a token.
     """
-    import stat
-
     lines = []
     tg = config.get("telegram")
     if tg and tg["chat_ids"]:

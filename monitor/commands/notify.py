@@ -4,6 +4,7 @@ import click
 
 from monitor.cli import config_options, load_config, parsed_options
 from monitor.config import ConfigError
+from monitor.jobs import host_name
 
 
 @click.group("notify")
@@ -15,7 +16,6 @@ def notify_group():
 @config_options
 def notify_test(**kwargs):
     """Send "ℹ️ test from HOST (ENV)" to every chat; exit 0 only if all got it."""
-    from monitor.jobs import host_name
     from monitor.alerts.bot_token import resolve_token
     from monitor.alerts.telegram import TelegramClient
 

@@ -1,10 +1,18 @@
 """`monitor silence add|list|remove`: mute matching checks' alerts for a while."""
 
+import fnmatch
 import os
+import time
+from datetime import datetime
 
 import click
 
+from monitor import state
+from monitor.alerts import silences
+from monitor.checks import known_check_ids
 from monitor.cli import config_options, load_config, parsed_options
+from monitor.state import StateError
+from monitor.units import parse_duration
 
 
 @click.group("silence")
@@ -13,8 +21,6 @@ def silence_group():
 
 
 def _positive_duration(ctx, param, value):
-    from monitor.units import parse_duration
-
     try:
         seconds = parse_duration(value)
     except ValueError as exc:
@@ -32,12 +38,6 @@ def _positive_duration(ctx, param, value):
 @config_options
 def silence_add(pattern, duration, reason, **kwargs):
     """Silence checks whose id matches PATTERN (a glob: 'disk:*', 'scraper:uniswap')."""
-    import time
-
-    from monitor import state
-    from monitor.alerts import silences
-    from monitor.checks import known_check_ids
-
     config = load_config(parsed_options(**kwargs))
     folder = config["paths"]["state"]
     try:
@@ -49,7 +49,6 @@ def silence_add(pattern, duration, reason, **kwargs):
     except (state.StateError, OSError):  # a planted link or FIFO: only the note needs it
         seen = {}
     known = known_check_ids(config, seen)
-    import fnmatch
 
     note = "" if any(fnmatch.fnmatchcase(c, pattern) for c in known) else \
         " (note: it matches no check known today)"
@@ -61,11 +60,6 @@ def silence_add(pattern, duration, reason, **kwargs):
 @config_options
 def silence_list(**kwargs):
     """List active silences."""
-    import time
-
-    from monitor import state
-    from monitor.alerts import silences
-
     config = load_config(parsed_options(**kwargs))
     try:
         active = silences.load(config["paths"]["state"], time.time())
@@ -84,11 +78,6 @@ def silence_list(**kwargs):
 @config_options
 def silence_remove(silence_id, **kwargs):
     """Remove the silence SILENCE_ID (see `silence list`)."""
-    import time
-
-    from monitor import state
-    from monitor.alerts import silences
-
     config = load_config(parsed_options(**kwargs))
     try:
         removed = silences.remove(config["paths"]["state"], silence_id, time.time())
@@ -102,14 +91,10 @@ def silence_remove(silence_id, **kwargs):
 
 def _silences_not_saved(folder: str, exc: Exception) -> click.ClickException:
     """One line for a state folder that cannot be written (exit 3), not a traceback."""
-    from monitor.state import StateError
-
     reason = str(exc) if isinstance(exc, StateError) else f"cannot write in {getattr(exc, 'filename', None) or folder}: {exc.strerror or exc}"
     return click.ClickException(f"silences not saved: {reason}")
 
 
 def _when(ts: float) -> str:
-    from datetime import datetime
-
     return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="minutes")
 

@@ -19,6 +19,7 @@ from monitor.config.fields import (Bool, ChatId, Context, DurationField, Field, 
                                    ThresholdField, Url, UrlValue, UserField, expand_placeholders)
 from monitor.config.schema import DEFAULT_ENVIRONMENT, PROFILE_HINT, PROFILE_NAME, SCHEMA, check_timezone
 from monitor.config.secrets import display, exposure_warnings, find_secrets, masked, secret_sources
+from monitor.text import printable
 
 SEARCH_PATHS = ("monitor.toml", "/etc/monitor/monitor.toml")
 
@@ -142,13 +143,9 @@ def build(raw: dict, env: str | None, base_dir: str, source: str = "") -> dict:
         errors.append("env: expected tables like [env.dev]")
         profile_tables = {}
     if env and not re.fullmatch(PROFILE_NAME, env):
-        from monitor.text import printable
-
         raise ConfigError(f'--env: a profile name is {PROFILE_HINT}, got "{printable(env)}"')
     for profile in profile_tables:
         if not re.fullmatch(PROFILE_NAME, profile):
-            from monitor.text import printable
-
             errors.append(f'env."{printable(profile)}": a profile name is {PROFILE_HINT}')
     base = {k: v for k, v in raw.items() if k != "env"}
     # A non-string `environment` is reported by the schema below; it cannot name a profile.

@@ -12,6 +12,7 @@ import re
 
 from monitor import redact
 from monitor.results import Threshold
+from monitor.text import printable
 from monitor.units import parse_duration, parse_size
 
 
@@ -154,8 +155,6 @@ class UserField(Field):
         try:
             return pwd.getpwnam(value).pw_uid
         except (KeyError, ValueError):  # ValueError: a NUL byte in the name
-            from monitor.text import printable
-
             return self.fail(path, ctx, f"no such user \"{printable(value)}\" on this system")
 
 

@@ -8,9 +8,11 @@ from without reading it; `exposure_warnings` says who may read the file naming t
 
 import os
 import re
+import stat
 
 from monitor import redact
 from monitor.config.fields import PLACEHOLDER, UrlValue
+from monitor.redact import mask_url
 from monitor.results import Threshold
 from monitor.units import Duration, Size
 
@@ -85,8 +87,6 @@ def exposure_warnings(path: str | None, config: dict) -> list[str]:
     token away (vault.token_file is checked by `vault_secrets.read_token` when used).
     Reads file modes only, never a token; `build` stays pure.
     """
-    import stat
-
     named = [(f"{section}.token_file", config[section]["token_file"]) for section in ("vault", "telegram")
              if config.get(section) and config[section].get("token_file")]
     warnings = []
@@ -130,8 +130,6 @@ def display(config: dict) -> dict:
     shown = show(config)
     for key, url in (shown.get("heartbeat") or {}).items():
         if url and not isinstance(config["heartbeat"][key], UrlValue):  # a literal ping URL is its key
-            from monitor.redact import mask_url
-
             shown["heartbeat"][key] = mask_url(url)
     return shown
 

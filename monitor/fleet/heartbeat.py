@@ -18,6 +18,10 @@ import logging
 import threading
 import time
 
+from monitor import redact
+from monitor.redact import mask_url, scrub
+from monitor.results import OK, SEVERITY
+
 DEADLINE = 5.0  # seconds, in total, per ping
 BODY_LIMIT = 10_000  # bytes of summary sent with the end ping
 _ANSWER_LIMIT = 8192  # bytes read while looking for the status line
@@ -118,8 +122,6 @@ def send(method: str, url: str, body: bytes = b"", timeout: float = DEADLINE,
 
 
 def _describe(exc: Exception) -> str:
-    from monitor.redact import scrub
-
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return scrub(f"{exc}" or type(exc).__name__)[:200]
@@ -158,8 +160,6 @@ class Heartbeat:
     """The pings of one run: `begin` sends /start, `end(code, summary)` the verdict."""
 
     def __init__(self, command: str, url: str, clock=time.monotonic):
-        from monitor import redact
-
         redact.register_url(url)  # the URL is the credential: whatever prints it prints ***
         self.command, self.url, self.clock = command, url, clock
         self.ended = False
@@ -167,8 +167,6 @@ class Heartbeat:
 
     def _failed(self, what: str, error: str | None) -> None:
         if error:
-            from monitor.redact import mask_url
-
             log.warning("heartbeat %s: %s ping to %s failed: %s", self.command, what, mask_url(self.url), error,
                         extra={"event": "heartbeat_failed", "command": self.command, "ping": what})
 
@@ -177,7 +175,6 @@ class Heartbeat:
         if self.ended:
             return
         self.ended = True
-        from monitor.redact import scrub
 
         self._failed("start", self.start.wait())
         code = min(max(int(exit_code), 0), 255)
@@ -195,8 +192,6 @@ def begin(config: dict, command: str, dry_run: bool = False) -> Heartbeat | None
 
 def summary(command: str, status: str, results, problems: dict | None = None) -> str:
     """The run in one line: "health warning: 2 of 9 checks not ok: disk:/ warning 91.2%: ..."."""
-    from monitor.results import OK, SEVERITY
-
     bad = sorted((r for r in results if r.status != OK), key=lambda r: -SEVERITY.get(r.status, 0))
     if bad:
         parts = []

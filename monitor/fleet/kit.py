@@ -8,6 +8,7 @@ only order and assemble what the modules declare.
 
 from typing import NamedTuple
 
+from monitor.config import SCHEMA, TableList
 from monitor.fleet.yaml import num
 from monitor.units import format_duration
 
@@ -29,8 +30,6 @@ class Levels(NamedTuple):
 
 def schema_default(*path):
     """The schema's default at `path` ("scrapers", "latency_ms"): for sections the config leaves out."""
-    from monitor.config import SCHEMA, TableList
-
     field = SCHEMA
     for key in path:
         field = field.table if isinstance(field, TableList) else field

@@ -11,8 +11,12 @@ commands' files never clashes.
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
+import errno
+import os
+
 from monitor.checks import exported
 from monitor.results import EXIT_CODES, is_number
+from monitor.state import atomic_write
 
 # monitor's own gauges: name -> (help, labels). Names end in their unit. What each check
 # exports beyond its status and value, its module declares (`monitor.checks.exported`).
@@ -56,13 +60,7 @@ def build_registry(command: str, results, finished_at: float, duration_s: float,
 
 def write_textfile(folder: str, command: str, registry: CollectorRegistry) -> str:
     """Write `monitor_<command>.prom` atomically; return its path. Raise OSError on failure."""
-    import os
-
-    from monitor.state import atomic_write
-
     if not os.path.isdir(folder):
-        import errno
-
         code = errno.ENOTDIR if os.path.exists(folder) else errno.ENOENT
         raise OSError(code, os.strerror(code), folder)
     path = os.path.join(folder, f"monitor_{command}.prom")

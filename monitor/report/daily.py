@@ -5,13 +5,16 @@ checks over one `ReportProbe`, and after the run turns what was measured into th
 `report` object and the Telegram message, once per day unless `--force`.
 """
 
+import os
 import time
 from datetime import date, datetime
 from functools import partial
 
 from monitor.config import ConfigError, section_defaults
+from monitor.jobs import Steps, host_name
 from monitor.results import OK
 from monitor.runner import Check
+from monitor.text import printable_tree
 
 DB_TIMEOUT = 60.0
 
@@ -49,11 +52,9 @@ def _can_send(config: dict) -> bool:
 
 def daily_steps(config: dict, day_text: str | None, force: bool, opts):
     """Return the `jobs.Steps` of a run: the business checks over one probe, then the report."""
-    import os
     import zoneinfo
 
     from monitor.checks import business
-    from monitor.jobs import Steps, host_name
 
     cfg = _report_config(config)
     tz = zoneinfo.ZoneInfo(cfg["timezone"])
@@ -71,7 +72,6 @@ def daily_steps(config: dict, day_text: str | None, force: bool, opts):
 
     def finish(results, carried):
         from monitor.report.text import render
-        from monitor.text import printable_tree
 
         # Database values and log file names are the outside world's: printable from here on.
         report, missing = printable_tree(probe.report())

@@ -14,6 +14,7 @@ import zlib
 from datetime import date, datetime
 
 from monitor.report.window import Window, parse_time
+from monitor.state import open_regular
 
 
 _PLAIN = re.compile(rb"^\s*\[?(\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?)\]?"
@@ -62,8 +63,6 @@ def _open(path: str):
 @contextlib.contextmanager
 def _open_own(path: str):
     """One of monitor's own logs: never through a planted link, never a FIFO (UnsafeFile)."""
-    from monitor.state import open_regular
-
     with open(open_regular(path), "rb") as handle:
         if path.endswith(".gz"):
             with gzip.GzipFile(fileobj=handle, mode="rb") as unzipped:

@@ -7,8 +7,9 @@ built-in one, and the message says so.
 
 import logging
 import os
+from datetime import datetime
 
-from monitor.text import ELLIPSIS, NAME_CHARS, clip
+from monitor.text import ELLIPSIS, NAME_CHARS, clip, printable
 from monitor.units import format_duration
 
 log = logging.getLogger("monitor")
@@ -69,8 +70,6 @@ def names(items, most: int = 10, chars: int = NAME_CHARS) -> str:
 
 def hhmm(value) -> str:
     """A row's time as HH:MM (the report covers one day in its own zone); other text clipped."""
-    from datetime import datetime
-
     try:
         return datetime.fromisoformat(str(value)).strftime("%H:%M")
     except ValueError:
@@ -144,8 +143,6 @@ def validate_template(path: str) -> str | None:
         return None
     import jinja2
     from jinja2.sandbox import SecurityError
-
-    from monitor.text import printable
 
     shown = printable(path)
     try:
