@@ -13,9 +13,8 @@ import sys
 
 import click
 
-from monitor import config, config as config_mod, safety
-from monitor.checks import HEALTH_KINDS
-from monitor.config import ConfigError
+from monitor import checks, config, safety
+from monitor.config import SEARCH_PATHS, ConfigError
 from monitor.jobs import JOBS, Options, run_job
 from monitor.state import LockHeld
 
@@ -102,13 +101,13 @@ def config_options(func):
 def _kinds(ctx, param, value):
     if not value:
         return None
-
-    kinds = {k.strip() for k in value.split(",") if k.strip()}
-    unknown = sorted(kinds - set(HEALTH_KINDS))
-    if unknown or not kinds:
+    known = checks.kinds("health")
+    wanted = {k.strip() for k in value.split(",") if k.strip()}
+    unknown = sorted(wanted - set(known))
+    if unknown or not wanted:
         raise click.BadParameter(f"unknown kind {', '.join(unknown) or '(empty)'}; "
-                                 f"expected {', '.join(HEALTH_KINDS)}")
-    return kinds
+                                 f"expected {', '.join(known)}")
+    return wanted
 
 
 def _group_options(func):
@@ -163,7 +162,7 @@ def _say_no_config(command: str, opts: Options, config: dict) -> None:
     if config.get("source") or opts.quiet:
         return
 
-    searched = ", ".join(os.path.abspath(p) for p in config_mod.SEARCH_PATHS)
+    searched = ", ".join(os.path.abspath(p) for p in SEARCH_PATHS)
     click.echo(f"monitor {command}: no config found (no --config or $MONITOR_CONFIG; searched {searched}): "
                "host checks only", err=True)
 

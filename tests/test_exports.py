@@ -28,6 +28,15 @@ def _tls_module() -> types.ModuleType:
     tls.check_ids = lambda config: ["tls:example.org"]
     tls.samples = lambda r: [("monitor_tls_expiry_seconds", {"host": r.id.split(":", 1)[1]}, r.value)]
 
+    def checks(config, carried, shared):
+        from monitor.runner import Check
+
+        expiry = Result(CRITICAL, "certificate expires soon", value=DAY, unit="s", warning=14 * DAY,
+                        critical=3 * DAY)
+        return [Check("tls:example.org", "tls", lambda: expiry, 1.0)]
+
+    tls.checks = checks
+
     def levels(config):
         from monitor.fleet.kit import Levels
 
@@ -54,7 +63,7 @@ def _tls_module() -> types.ModuleType:
 def tls(monkeypatch):
     module = _tls_module()
     monkeypatch.setitem(sys.modules, "monitor.checks.tls", module)
-    monkeypatch.setitem(checks.MODULES, "tls", "tls")
+    monkeypatch.setitem(checks.MODULES, "tls", ("tls", "health", None))
     return module
 
 
@@ -66,6 +75,18 @@ def config(tmp_path):
 def _result(value, status=CRITICAL):
     raw = Result(status, "certificate expires soon", value=value, unit="s", warning=14 * DAY, critical=3 * DAY)
     return with_identity(raw, "tls:example.org", "tls", 1.0)
+
+
+def test_a_new_check_module_runs_in_health_after_the_host_checks(tls, config):
+    from monitor.runner import run_checks
+    from monitor.state import Carried
+
+    built = checks.health_checks(config, Carried())
+    assert [c.id for c in built][-1] == "tls:example.org" and "cpu" in [c.id for c in built]
+    assert "tls" in checks.kinds("health")
+    assert [c.id for c in checks.health_checks(config, Carried(), only={"tls"})] == ["tls:example.org"]
+    run = run_checks([c for c in built if c.kind == "tls"])
+    assert run.results[0].status == CRITICAL and run.results[0].id == "tls:example.org"
 
 
 def test_a_new_check_module_is_exported_to_the_textfile(tls):
@@ -131,7 +152,8 @@ def test_the_renderers_and_the_messages_name_no_check(path):
 
 def test_declaring_costs_a_check_run_no_import():
     # What `monitor health` loads with every check module: none of the renderers' or the
-    # heavy libraries (the heartbeat pinger is not one: every run loads it through jobs.py) (rules and panels import what they use when asked).
+    # heavy libraries (rules and panels import what they use when asked). The heartbeat
+    # pinger under monitor/fleet is not one: every run loads it through jobs.py.
     names = ", ".join(f"monitor.checks.{name}" for name in checks.MODULES)
     code = (f"import sys, {names}\n"
             "heavy = ('monitor.fleet.kit', 'monitor.fleet.rules', 'monitor.fleet.dashboard', 'monitor.fleet.metrics',\n"

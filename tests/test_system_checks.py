@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
-from monitor.checks import system, system_checks
+from monitor.checks import system
 from monitor.checks.procfs import CpuTimes, Memory, NicCounters, ProcSource, Swap, normal_mount_point
 from monitor.state import Carried as Counters
 from monitor.results import Threshold
@@ -426,8 +426,8 @@ def test_a_disk_stuck_in_the_kernel_is_critical_and_the_run_returns(tmp_path, fs
 def test_disk_and_inode_checks_are_critical_when_they_time_out():
     from monitor import config
 
-    cfg = config.build({"system": {"disk_paths": ["/", "/srv"]}}, None, "/")["system"]
-    checks = {c.id: c for c in system_checks(cfg, Counters({}))}
+    cfg = config.build({"system": {"disk_paths": ["/", "/srv"]}}, None, "/")
+    checks = {c.id: c for c in system.checks(cfg, Counters({}))}
     assert set(checks) == {"cpu", "memory", "swap", "load", "disk:/", "inodes:/", "disk:/srv", "inodes:/srv",
                            "network"}
     assert {cid for cid, c in checks.items() if c.on_timeout == "critical"} == {

@@ -1,14 +1,18 @@
 """The checks of each command, built from the config as a list of `runner.Check`.
 
 Each kind lives in its own module (`system.py`, `cron.py`, `vault.py`, `scrapers.py`,
-`quotas.py`, `backups.py`, `business.py`); modules are imported only when their
-section is configured, so a host-only run never loads requests or hvac.
+`quotas.py`, `backups.py`, `business.py`), listed once in MODULES below with the command
+that runs it and the config section that turns it on; modules are imported only when
+their section is configured, so a host-only run never loads requests or hvac. A module
+builds its own checks: `checks(config, carried, shared)` returns its `runner.Check`s
+(`carried`: what the previous run left, `state.Carried`; `shared`: the run's HTTP session).
 
 Each module also declares what its checks export, next to their code; the textfile
 (`fleet/metrics.py`), the alert headlines (`alerts/messages.py`), the rules and the
 dashboard (`fleet/rules.py`, `fleet/dashboard.py`) read it through the functions at the
 end of this file and never name a check. Every name is optional:
 
+    checks(config, carried, shared)  its `runner.Check`s for this run (see above)
     check_ids(config)  the ids of its checks for this config
     METRICS            its Prometheus gauges: name -> (help, label names)
     samples(result)    the samples one of its results exports: [(name, {label: value}, value)];
@@ -21,108 +25,73 @@ end of this file and never name a check. Every name is optional:
 """
 
 import importlib
-import logging
 import math
-from functools import partial
 
-from monitor import redact
-from monitor.checks import system
-from monitor.checks.procfs import host_source
-from monitor.results import CRITICAL, is_number
+from monitor.results import is_number
 from monitor.runner import Check
 
-HEALTH_KINDS = ("system", "vault", "scraper", "quota")
+# Every check module: the kind of its results, the command that runs it and the config
+# section that turns it on (None: always), in the order checks run and the rules and the
+# dashboard list what they declare. A module is imported only when its section is set.
+MODULES = {
+    "system": ("system", "health", None),
+    "cron": ("system", "health", None),
+    "vault": ("vault", "health", "vault"),
+    "scrapers": ("scraper", "health", "scrapers"),
+    "quotas": ("quota", "health", "quotas"),
+    "backups": ("backup", "backup-check", "backups"),
+    "business": ("business", "daily-report", "report"),  # built by report/daily.py
+}
 # A network check's own (connect, read) timeouts and deadline fire first and say
 # what happened; the runner's timeout is the backstop a little later.
 MARGIN_SECONDS = 0.5
 
 
-def health_checks(config: dict, counters, only: set[str] | None = None) -> list[Check]:
+def kinds(command: str) -> tuple:
+    """The kinds of the checks `command` runs (`monitor health --only` picks among them)."""
+    return tuple(dict.fromkeys(kind for kind, of, _ in MODULES.values() if of == command))
+
+
+HEALTH_KINDS = kinds("health")
+
+
+class Shared:
+    """What the checks of one run share: one pooled HTTP session, made when first asked."""
+
+    def __init__(self):
+        self._session = None
+
+    def http_session(self):
+        if self._session is None:
+            from monitor.http import new_session
+
+            self._session = new_session()  # every probe runs at once through it
+        return self._session
+
+
+def build(command: str, config: dict, carried, only: set[str] | None = None) -> list[Check]:
+    """The checks `command` runs for this config (`only`: a subset of kinds), in MODULES order.
+
+    Each module turned on by its config section gives its own: `checks(config, carried, shared)`.
+    """
+    shared, checks = Shared(), []
+    for name, (kind, of, section) in MODULES.items():
+        if of != command or (only and kind not in only) or (section and not config.get(section)):
+            continue
+        module = importlib.import_module(f"{__name__}.{name}")
+        if hasattr(module, "checks"):
+            checks += module.checks(config, carried, shared)
+    return checks
+
+
+def health_checks(config: dict, carried, only: set[str] | None = None) -> list[Check]:
     """Return the checks `monitor health` runs for this config (`only`: a subset of kinds)."""
-    wanted = only or set(HEALTH_KINDS)
-    checks: list[Check] = []
-    if "system" in wanted:
-        from monitor.checks.cron import cron
-
-        checks += system_checks(config["system"], counters)
-        checks.append(Check("cron", "system", partial(cron, config, counters), config["system"]["timeout"]))
-    if "vault" in wanted and config.get("vault"):
-        checks += vault_checks(config["vault"])
-    http_session = None
-    if ("scraper" in wanted and config["scrapers"]) or ("quota" in wanted and config["quotas"]):
-        from monitor.http import new_session
-
-        http_session = new_session()  # one pooled session: every probe runs at once
-    if "scraper" in wanted:
-        checks += scraper_checks(config["scrapers"], http_session)
-    if "quota" in wanted:
-        checks += quota_checks(config["quotas"], http_session)
-    return checks
-
-
-def vault_checks(cfg: dict) -> list[Check]:
-    from monitor.checks import vault
-    from monitor.vault_secrets import read_token
-
-    token, warnings = read_token(cfg)
-    for warning in warnings:
-        logging.getLogger("monitor").warning("vault: %s", warning, extra={"event": "vault_token"})
-    redact.register(token)
-    timeout = cfg["timeout"] + MARGIN_SECONDS
-    note = None if token else "no token: vault-token check skipped"
-    checks = [Check("vault", "vault", partial(vault.health, cfg, note), timeout, on_timeout=CRITICAL)]
-    if token:
-        checks.append(Check("vault-token", "vault", partial(vault.token, cfg, token), timeout,
-                            on_timeout=CRITICAL))
-    return checks
-
-
-def scraper_checks(scrapers: list[dict], session) -> list[Check]:
-    if not scrapers:
-        return []
-    from monitor.checks import scrapers as scraper_module
-
-    return [Check(f"scraper:{cfg['name']}", "scraper", partial(scraper_module.scraper, cfg, session),
-                  cfg["timeout"] + MARGIN_SECONDS, on_timeout=CRITICAL) for cfg in scrapers]
-
-
-def quota_checks(quotas: list[dict], session) -> list[Check]:
-    if not quotas:
-        return []
-    from monitor.checks import quotas as quota_module
-
-    return [Check(f"quota:{cfg['name']}", "quota", partial(quota_module.quota, cfg, session),
-                  cfg["timeout"] + MARGIN_SECONDS) for cfg in quotas]
-
-
-def system_checks(cfg: dict, counters) -> list[Check]:
-    timeout, source = cfg["timeout"], host_source()
-    checks = [
-        Check("cpu", "system", partial(system.cpu, cfg["cpu_percent"], counters, source, cfg["cpu_min_span"]),
-              timeout),
-        Check("memory", "system", partial(system.memory, cfg["memory_percent"], source), timeout),
-        Check("swap", "system", partial(system.swap, cfg["swap_percent"], source), timeout),
-        Check("load", "system", partial(system.load, cfg["load_per_cpu"]), timeout),
-    ]
-    for path in cfg["disk_paths"]:
-        # statvfs on a dead NFS mount never returns: no answer means the disk is gone.
-        checks.append(Check(f"disk:{path}", "system", partial(system.disk, path, cfg["disk_percent"]),
-                            timeout, on_timeout=CRITICAL))
-        checks.append(Check(f"inodes:{path}", "system", partial(system.inodes, path, cfg["inodes_percent"]),
-                            timeout, on_timeout=CRITICAL))
-    checks.append(Check("network", "system", partial(system.network, cfg["network_interfaces"], counters, source),
-                        timeout))
-    return checks
+    return build("health", config, carried, only)
 
 
 def backup_checks(config: dict, cache) -> list[Check]:
     """Return the checks of `monitor backup-check`: one per [[backups]] set, run at once."""
-    if not config["backups"]:
-        return []
-    from monitor.checks import backups
-
-    return [Check(f"backup:{cfg['name']}", "backup", partial(backups.backup, cfg, cache),
-                  cfg["timeout"] + MARGIN_SECONDS) for cfg in config["backups"]]
+    return build("backup-check", config, cache)
 
 
 def known_check_ids(config: dict, alert_state: dict) -> set[str]:
@@ -134,12 +103,6 @@ def known_check_ids(config: dict, alert_state: dict) -> set[str]:
 
 # --- what the check modules declare ----------------------------------------------------------
 
-# Every check module and the kind of the results it produces, in the order the rules and
-# the dashboard list what they declare.
-MODULES = {"system": "system", "cron": "system", "vault": "vault", "scrapers": "scraper",
-           "quotas": "quota", "backups": "backup", "business": "business"}
-
-
 def catalog() -> list:
     """Every check module, imported: for `monitor render` and `silence add`, never a check run."""
     return [importlib.import_module(f"{__name__}.{name}") for name in MODULES]
@@ -147,7 +110,7 @@ def catalog() -> list:
 
 def of_kind(kind: str) -> list:
     """The modules that declare what results of `kind` export (already loaded by the run)."""
-    return [importlib.import_module(f"{__name__}.{name}") for name, of in MODULES.items() if of == kind]
+    return [importlib.import_module(f"{__name__}.{name}") for name, (of, _, _) in MODULES.items() if of == kind]
 
 
 def exported(result) -> list[tuple]:

@@ -12,9 +12,12 @@ import os
 import stat
 import time
 from datetime import datetime
+from functools import partial
 
+from monitor.checks import MARGIN_SECONDS
 from monitor.checks.archives import VERIFIERS, VerifyError, VerifyTimeout
 from monitor.results import CRITICAL, OK, UNKNOWN, WARNING, Result, worst
+from monitor.runner import Check
 from monitor.units import format_duration, format_size
 
 def _sidecar_stamp(path: str) -> list | None:
@@ -161,6 +164,12 @@ def _age_now(age: str, narrow: str = "") -> str:
     """
     return (f"{age} + on(instance, job) group_left() "
             f'(time() - monitor_last_run_timestamp_seconds{{{narrow}command="backup-check"}})')
+
+
+def checks(config: dict, cache, shared=None) -> list:
+    """One check per [[backups]] set, run at once; `cache`: the verifications already done."""
+    return [Check(f"backup:{cfg['name']}", "backup", partial(backup, cfg, cache), cfg["timeout"] + MARGIN_SECONDS)
+            for cfg in config["backups"]]
 
 
 def check_ids(config: dict) -> list[str]:

@@ -12,9 +12,11 @@ nothing before cron had a chance to run the job.
 import os
 import time
 from datetime import datetime, timedelta
+from functools import partial
 
 from monitor.jobs import JOBS
 from monitor.results import OK, WARNING, Result, is_number
+from monitor.runner import Check
 from monitor.units import format_duration
 
 # The jobs judged here, with their schedules (`jobs.JOBS`, as `monitor cron` prints
@@ -111,6 +113,11 @@ def cron(config: dict, carried=None, now=time.time) -> Result:
 
 
 # --- what this check exports (the contract: monitor/checks/__init__.py) -----------------------
+
+def checks(config: dict, carried, shared=None) -> list:
+    """One `cron` check: did the other jobs run on schedule?"""
+    return [Check("cron", "system", partial(cron, config, carried), config["system"]["timeout"])]
+
 
 def check_ids(config: dict) -> list[str]:
     return ["cron"]

@@ -10,9 +10,12 @@ critical: the scraper may be fine. API keys come from the environment
 import math
 import os
 import re
+from functools import partial
 
 from monitor import redact
+from monitor.checks import MARGIN_SECONDS
 from monitor.results import CRITICAL, UNKNOWN, Result, is_number
+from monitor.runner import Check
 
 _NUMBER = re.compile(r"\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*")
 
@@ -151,6 +154,13 @@ def _plain(number) -> str:
 
 METRICS = {"monitor_api_quota_remaining_ratio": ("Remaining fraction of the provider's API quota.", ("api",))}
 MEASURES = {"quota": ("remaining", True)}
+
+
+def checks(config: dict, carried=None, shared=None) -> list:
+    """One check per [[quotas]] entry; its requests share the run's HTTP session."""
+    session = shared.http_session() if shared else None
+    return [Check(f"quota:{cfg['name']}", "quota", partial(quota, cfg, session), cfg["timeout"] + MARGIN_SECONDS)
+            for cfg in config["quotas"]]
 
 
 def check_ids(config: dict) -> list[str]:

@@ -10,10 +10,13 @@ import os
 import re
 import stat
 import time
+from functools import partial
 from typing import NamedTuple
 
+from monitor.checks import MARGIN_SECONDS
 from monitor.checks.processes import MATCH_SECONDS, PROCESS_TABLE, proc_uid, search_all
 from monitor.results import CRITICAL, OK, SEVERITY, UNKNOWN, WARNING, Result, Threshold, is_number, worst
+from monitor.runner import Check
 from monitor.units import format_duration
 
 # The config fills these in; they serve callers that build an entry by hand.
@@ -221,6 +224,13 @@ MEASURES = {"scraper": ("latency", False)}
 SUCCESS_RATE_MIN = 0.9
 # The seed's scraper job (day 12 plan): kept exactly as written there.
 SEED_SCRAPER_JOB = "web3_scraper"
+
+
+def checks(config: dict, carried=None, shared=None) -> list:
+    """One check per [[scrapers]] entry; its probes share the run's HTTP session."""
+    session = shared.http_session() if shared else None
+    return [Check(f"scraper:{cfg['name']}", "scraper", partial(scraper, cfg, session),
+                  cfg["timeout"] + MARGIN_SECONDS, on_timeout=CRITICAL) for cfg in config["scrapers"]]
 
 
 def check_ids(config: dict) -> list[str]:

@@ -9,9 +9,11 @@ so tests can feed fake counters.
 
 import os
 import time
+from functools import partial
 
 from monitor.checks.procfs import fstab_mount_points, host_source, mount_points, normal_mount_point
 from monitor.results import CRITICAL, OK, UNKNOWN, WARNING, Result, Threshold, is_number, measured
+from monitor.runner import Check
 from monitor.state import Carried
 from monitor.units import format_duration, format_size
 
@@ -306,6 +308,26 @@ METRICS = {
 }
 MEASURES = {"cpu": ("CPU", False), "memory": ("memory", False), "swap": ("swap", False),
             "load": ("load", False), "disk": ("disk", False), "inodes": ("inodes", False)}
+
+
+def checks(config: dict, carried: Carried, shared=None) -> list:
+    """The host checks of `monitor health`: one each, and a disk and an inodes check per path."""
+    cfg = config["system"]
+    timeout, source = cfg["timeout"], host_source()
+    found = [
+        Check("cpu", "system", partial(cpu, cfg["cpu_percent"], carried, source, cfg["cpu_min_span"]), timeout),
+        Check("memory", "system", partial(memory, cfg["memory_percent"], source), timeout),
+        Check("swap", "system", partial(swap, cfg["swap_percent"], source), timeout),
+        Check("load", "system", partial(load, cfg["load_per_cpu"]), timeout),
+    ]
+    for path in cfg["disk_paths"]:
+        # statvfs on a dead NFS mount never returns: no answer means the disk is gone.
+        found.append(Check(f"disk:{path}", "system", partial(disk, path, cfg["disk_percent"]),
+                           timeout, on_timeout=CRITICAL))
+        found.append(Check(f"inodes:{path}", "system", partial(inodes, path, cfg["inodes_percent"]),
+                           timeout, on_timeout=CRITICAL))
+    found.append(Check("network", "system", partial(network, cfg["network_interfaces"], carried, source), timeout))
+    return found
 
 
 def check_ids(config: dict) -> list[str]:

@@ -6,11 +6,15 @@ return a Result for every expected failure (unreachable, sealed, revoked) instea
 raising, and neither puts the token anywhere in the Result.
 """
 
+import logging
 import math
 import os
 import time
+from functools import partial
 
+from monitor.checks import MARGIN_SECONDS
 from monitor.results import CRITICAL, OK, UNKNOWN, WARNING, Result, Threshold, measured
+from monitor.runner import Check
 from monitor.units import format_duration
 from monitor.vault_secrets import (RedirectRefused, ca_cert_problem, describe_failure, network_errors, open_client,
                                    redact, shown_url, timeout_of, url_problem, vault_errors, vault_url)
@@ -211,6 +215,23 @@ METRICS = {
 # A token that never expires (root) has no TTL: +Inf keeps "ttl < X" alerts quiet.
 INFINITE_OK = ("monitor_vault_token_ttl_seconds",)
 MEASURES = {"vault": ("latency", False), "vault-token": ("TTL", True)}
+
+
+def checks(config: dict, carried=None, shared=None) -> list:
+    """`vault` (health, seal) and, with a token, `vault-token` (its TTL)."""
+    from monitor.vault_secrets import read_token
+
+    cfg = config["vault"]
+    secret, warnings = read_token(cfg)
+    for warning in warnings:
+        logging.getLogger("monitor").warning("vault: %s", warning, extra={"event": "vault_token"})
+    redact.register(secret)
+    timeout = cfg["timeout"] + MARGIN_SECONDS
+    note = None if secret else "no token: vault-token check skipped"
+    found = [Check("vault", "vault", partial(health, cfg, note), timeout, on_timeout=CRITICAL)]
+    if secret:
+        found.append(Check("vault-token", "vault", partial(token, cfg, secret), timeout, on_timeout=CRITICAL))
+    return found
 
 
 def check_ids(config: dict) -> list[str]:
