@@ -219,13 +219,14 @@ MEASURES = {"vault": ("latency", False), "vault-token": ("TTL", True)}
 
 def checks(config: dict, carried=None, shared=None) -> list:
     """`vault` (health, seal) and, with a token, `vault-token` (its TTL)."""
+    from monitor import redact as redaction  # `redact` here is vault_secrets' function
     from monitor.vault_secrets import read_token
 
     cfg = config["vault"]
     secret, warnings = read_token(cfg)
     for warning in warnings:
         logging.getLogger("monitor").warning("vault: %s", warning, extra={"event": "vault_token"})
-    redact.register(secret)
+    redaction.register(secret)
     timeout = cfg["timeout"] + MARGIN_SECONDS
     note = None if secret else "no token: vault-token check skipped"
     found = [Check("vault", "vault", partial(health, cfg, note), timeout, on_timeout=CRITICAL)]
