@@ -372,6 +372,47 @@ def test_a_file_that_is_not_a_tar_archive_is_critical(tmp_path):
     assert "verification failed: truncated or corrupt tar archive" in result.message
 
 
+
+@pytest.mark.parametrize("damage", ["crc", "cut"])
+def test_a_tar_gz_whose_gzip_trailer_is_damaged_is_critical_although_every_header_reads(tmp_path, damage):
+    # tarfile stops at the end-of-archive blocks and never checked the gzip CRC behind them.
+    path = put(tmp_path / "b/site.tar.gz", tar_bytes("w:gz"))
+    size = path.stat().st_size
+    flip(path, size - 8) if damage == "crc" else cut(path, size - 4)
+    result = judge(backup_set(tmp_path, verify="tar"))
+    assert result.status == CRITICAL, result.message
+    expected = "CRC error" if damage == "crc" else "truncated gzip file"
+    assert "verification failed: truncated or corrupt tar archive" in result.message and expected in result.message
+
+
+@pytest.mark.parametrize("mode", ["w:gz", "w:bz2", "w:xz", "w"])
+def test_a_tar_with_a_100_mb_member_of_zeros_verifies_in_bounded_memory(tmp_path, mode):
+    path = tmp_path / "b/site.tar"
+    path.parent.mkdir()
+    with tarfile.open(path, mode) as archive:
+        info = tarfile.TarInfo("zeros")
+        info.size = 100 << 20
+        archive.addfile(info, io.BufferedReader(io.BytesIO(bytes(info.size))))
+        archive.addfile(tarfile.TarInfo("empty"))
+    tracemalloc.start()
+    try:
+        result = judge(backup_set(tmp_path, verify="tar"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.status == OK, result.message
+    assert result.details["verify"]["result"] == "tar ok (2 members read)"
+    assert peak < 20 << 20, f"peak {peak / 2**20:.1f} MiB"
+
+
+def test_concatenated_gzip_members_of_a_tar_gz_are_followed(tmp_path):
+    whole = tar_bytes("w")
+    put(tmp_path / "b/site.tar.gz", gzip.compress(whole[:3000]) + gzip.compress(whole[3000:]))
+    result = judge(backup_set(tmp_path, verify="tar"))
+    assert result.status == OK, result.message
+    assert result.details["verify"]["result"] == "tar ok (3 members read)"
+
+
 # --- zip -----------------------------------------------------------------------------
 
 MARKER = b"stored-member-data:" + b"0123456789" * 100
