@@ -3,15 +3,21 @@
 import json
 import math
 import os
+import re
+import shutil
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from hypothesis import given, settings, strategies as st
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.fleet import metrics as prometheus
 from monitor.results import Result
+from tests.conftest import clean_env
 
 
 def result(check_id, kind, status, value, **details):
@@ -19,8 +25,11 @@ def result(check_id, kind, status, value, **details):
 
 
 def exposition(results, command="health", **extra):
+    """The text monitor writes, checked to be prometheus_client's own for the same gauges."""
     registry = prometheus.build_registry(command, results, 1_800_000_000.0, 0.25, **extra)
-    return generate_latest(registry).decode()
+    text = registry.text().decode()
+    assert text == generate_latest(registry).decode()
+    return text
 
 
 def test_a_health_run_is_exposed_exactly():
@@ -196,3 +205,73 @@ def test_a_non_finite_value_makes_the_check_unknown_with_null_in_stdout():
     line = to_json(envelope("health", datetime.datetime(2026, 1, 1), "h", "prod", "ok", 1.0, [raw],
                             extra={"odd": math.nan}))
     assert json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} in {line}"))["odd"] is None
+
+
+# --- the text written without prometheus_client ------------------------------------------------
+
+_VALUES = st.one_of(st.integers(-10**20, 10**20), st.floats(allow_nan=False, allow_infinity=False),
+                    st.sampled_from([0.0, -0.0, 1.0, 86400.0, 1e6, 1234567.0, 1.5e300, 5e-324, 1e-7]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.text(max_size=12), _VALUES), min_size=1, max_size=6),
+       st.text(st.characters(blacklist_categories=("Cc", "Zs", "Zl", "Zp")) | st.sampled_from("\\\n\" "),
+               max_size=30))
+def test_the_text_is_byte_for_byte_what_prometheus_client_writes_and_parses_back(samples, help_text):
+    exposition = prometheus.Exposition()
+    for check, value in samples:
+        exposition.set("monitor_check_value", help_text, ("command", "check", "kind"),
+                       {"kind": "system", "check": check, "command": "health"}, value)
+        exposition.set("monitor_outbox_messages", "Unlabelled.", (), {}, value)
+    text = exposition.text().decode()
+    assert text == generate_latest(exposition).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["monitor_check_value"].documentation == help_text.strip(" ")  # the parser strips spaces
+    parsed = {s.labels["check"]: s.value for s in families["monitor_check_value"].samples}
+    assert parsed == {check: float(value) for check, value in dict(samples).items()}
+
+
+def test_infinity_and_large_and_small_values_are_written_as_prometheus_client_writes_them():
+    exposition = prometheus.Exposition()
+    for i, value in enumerate([math.inf, -math.inf, 86400, 1.0, 1e10, 12345678.9, 0.000001, 2 ** 63]):
+        exposition.set("monitor_check_value", "h", ("check",), {"check": str(i)}, value)
+    text = exposition.text().decode()
+    assert text == generate_latest(exposition).decode()
+    assert 'check="0"} +Inf' in text and 'check="2"} 86400.0' in text and 'check="4"} 1e+10' in text
+
+
+@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool (Debian package prometheus) not installed")
+def test_promtool_accepts_the_textfile_of_every_command_with_hostile_label_values(tmp_path):
+    weird = 'scraper:a"b\\c\nd \u00e9\u2603'
+    results = [result("cpu", "system", "ok", 12.5), result(weird, "scraper", "critical", None),
+               result("vault-token", "vault", "ok", None, expire_time=None, ttl_seconds=None),
+               result("opportunities", "business", "ok", 3, minimum=1, avg_roi=2.6667),
+               result("errors", "business", "warning", 2, count=2)]
+    for command in ("health", "backup-check", "daily-report"):
+        registry = prometheus.build_registry(command, results, 1_800_000_000.0, 0.25, notifications={"outbox": 0})
+        path = prometheus.write_textfile(str(tmp_path), command, registry)
+        with open(path, "rb") as handle:
+            check = subprocess.run(["promtool", "check", "metrics"], stdin=handle, capture_output=True, text=True)
+        # 1 is a parse error; 3 only lint remarks, and the only ones allowed are the "_count"
+        # suffix of the business gauges, names the seed fixed (SPEC).
+        assert check.returncode in (0, 3), check.stdout + check.stderr
+        for line in check.stderr.splitlines():
+            assert re.fullmatch(r'daily_\w+_count non-histogram and non-summary metrics should not have "_count" '
+                                r'suffix', line), line
+    unescaped = registry.text().replace(b'\\"', b'"')  # the parser's view of a raw quote: broken
+    assert subprocess.run(["promtool", "check", "metrics"], input=unescaped, capture_output=True).returncode == 1
+
+
+def test_a_health_run_writing_its_textfile_does_not_import_prometheus_client(tmp_path):
+    code = ("import json, sys\n"
+            "from monitor.cli import main\n"
+            "code = main(['health', '--format', 'json', '--quiet', '--textfile-dir', sys.argv[1]])\n"
+            "print(json.dumps({'code': code, 'loaded': 'prometheus_client' in sys.modules}))\n")
+    (tmp_path / "prom").mkdir()
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "prom")], cwd=tmp_path, env=clean_env(),
+                          capture_output=True, text=True, timeout=60)
+    outcome = json.loads(proc.stdout.splitlines()[-1])
+    assert outcome["loaded"] is False and outcome["code"] in (0, 1, 2), proc.stderr
+    text = (tmp_path / "prom" / "monitor_health.prom").read_text()
+    assert {f.name for f in text_string_to_metric_families(text)} >= {"monitor_check_status",
+                                                                       "monitor_last_run_timestamp_seconds"}
