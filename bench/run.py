@@ -120,6 +120,20 @@ def bench_heartbeat():
                   extra=f"exit codes {sorted(codes)}")
 
 
+
+def bench_textfile():
+    """Cold health writing its node_exporter textfile vs the same run without (issue 14)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        os.mkdir(os.path.join(tmp, "prom"))
+        _write(os.path.join(tmp, "plain.toml"), "[logs]\nretention_days = 30\n")
+        _write(os.path.join(tmp, "prom.toml"), '[logs]\nretention_days = 30\n[prometheus]\ntextfile_dir = "prom"\n')
+        command = [MONITOR, "health", "--format", "json", "--config"]
+        timed(command + ["plain.toml"], cwd=tmp)  # counters saved: no first-run sample
+        cmd, base, rss, codes = paired(command + ["prom.toml"], command + ["plain.toml"], cwd=tmp)
+    return report("health with textfile_dir vs without", cmd, base, rss, target_ratio=1.15,
+                  extra=f"exit codes {sorted(codes)}")
+
+
 def _write(path, text):
     with open(path, "w") as handle:
         handle.write(text)
@@ -292,7 +306,8 @@ def _make_db(path):
 
 
 BENCHMARKS = {"health": bench_health, "heartbeat": bench_heartbeat, "scrapers": bench_scrapers,
-              "vault-hang": bench_vault_hang, "backups": bench_backups, "report": bench_report}
+              "vault-hang": bench_vault_hang, "backups": bench_backups, "report": bench_report,
+              "textfile": bench_textfile}
 
 
 def main(names):
