@@ -134,6 +134,18 @@ def bench_textfile():
                   extra=f"exit codes {sorted(codes)}")
 
 
+
+def bench_lock():
+    """20 health runs started at once (they take turns at the run lock) vs twenty in a row (issue 14)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run = f"{MONITOR} health --format json >/dev/null"
+        timed([MONITOR, "health", "--format", "json"], cwd=tmp)  # counters saved: no first-run sample
+        at_once = ["sh", "-c", f"for i in $(seq 20); do {run} & done; wait"]
+        in_a_row = ["sh", "-c", f"for i in $(seq 20); do {run}; done"]
+        cmd, base, rss, codes = paired(at_once, in_a_row, reps=7, cwd=tmp, warmup=1)
+    return report("20 health runs at once vs in a row", cmd, base, rss, target_ratio=0.8)
+
+
 def _write(path, text):
     with open(path, "w") as handle:
         handle.write(text)
@@ -307,7 +319,7 @@ def _make_db(path):
 
 BENCHMARKS = {"health": bench_health, "heartbeat": bench_heartbeat, "scrapers": bench_scrapers,
               "vault-hang": bench_vault_hang, "backups": bench_backups, "report": bench_report,
-              "textfile": bench_textfile}
+              "textfile": bench_textfile, "lock": bench_lock}
 
 
 def main(names):

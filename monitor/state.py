@@ -241,6 +241,9 @@ def ensure_folder(path: str) -> None:
         raise StateError(f"{path}: not a directory")
 
 
+POLL = 0.005  # how often a waiting run that cannot sleep on the wake lock looks at the run lock
+
+
 class RunLock:
     """One run of a command at a time, locked on the state folder itself.
 
@@ -258,6 +261,7 @@ class RunLock:
         self.command, self.wait = command, wait
         self.byte = zlib.crc32(command.encode())
         self.fd: int | None = None
+        self.wake_fd: int | None = None  # `<command>.lock`, write-locked on byte 0 (see _wait_for_holder)
         self.problem: str | None = None  # a PID file that was refused (a planted link): say so
 
     def acquire(self) -> None:
@@ -267,21 +271,51 @@ class RunLock:
         except OSError as exc:  # missing, a file in the way
             raise StateError(f"cannot open {self.folder}: {exc.strerror}") from None
         deadline = time.monotonic() + self.wait
-        delay = 0.01
         try:
             while not self._try(fd):
-                if time.monotonic() >= deadline:
+                left = deadline - time.monotonic()
+                if left <= 0:
                     raise LockHeld(self.command, self._holder(), self.path, self.wait)
-                time.sleep(delay)  # only when another run holds the lock
-                delay = min(delay * 2, 0.2)
+                self._wait_for_holder(left)  # only when another run holds the lock
         except OSError as exc:
             os.close(fd)
+            self._drop_wake()
             raise StateError(f"cannot lock {self.path}: {exc.strerror}") from None
         except BaseException:
             os.close(fd)
+            self._drop_wake()
             raise
         self.fd = fd
         self._write_pid()
+
+    def _wait_for_holder(self, left: float) -> None:
+        """Return when the holder's run has ended, or after `left` seconds.
+
+        The holder also keeps a write lock on byte 0 of `<command>.lock` (the wake lock):
+        a waiter blocks on it (F_OFD_SETLKW, in a thread, for the deadline) and the kernel
+        wakes one waiter when the holder's descriptors close; that waiter keeps the wake
+        lock into its own run, so the others sleep on. A waiter that already holds the
+        wake lock (the run lock was taken meanwhile by a run without it: a removed PID
+        file, an older monitor) or cannot use it (a planted file) looks every POLL seconds.
+        """
+        if self.wake_fd is None:
+            try:
+                wake = open_regular(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+            except OSError:
+                wake = None
+            if wake is not None:
+                started = time.monotonic()
+                if _block(wake, left):
+                    self.wake_fd = wake
+                    return
+                left -= time.monotonic() - started  # the thread owns and closes `wake`
+        if left > 0:
+            time.sleep(min(POLL, left))
+
+    def _drop_wake(self) -> None:
+        if self.wake_fd is not None:
+            os.close(self.wake_fd)
+            self.wake_fd = None
 
     def _try(self, fd: int) -> bool:
         """Under the folder's flock: if no other run holds this command's byte, take it."""
@@ -305,13 +339,15 @@ class RunLock:
     def _write_pid(self) -> None:
         try:
             # Write, then cut: a waiter reading meanwhile sees a PID, never an empty file.
-            fd = open_regular(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
-            try:
-                pid = f"{os.getpid()}\n".encode()
-                os.pwrite(fd, pid, 0)
-                os.ftruncate(fd, len(pid))
-            finally:
-                os.close(fd)
+            if self.wake_fd is None:
+                self.wake_fd = open_regular(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+                try:  # the wake lock, unless a waiter woken by the last holder has it for a moment
+                    fcntl.fcntl(self.wake_fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_WRLCK, 0))
+                except OSError:
+                    pass
+            pid = f"{os.getpid()}\n".encode()
+            os.pwrite(self.wake_fd, pid, 0)
+            os.ftruncate(self.wake_fd, len(pid))
         except UnsafeFile as exc:  # the lock holds; whoever planted it must be heard of
             self.problem = f"cannot write {self.path}: {exc.strerror}"
         except OSError:
@@ -327,6 +363,7 @@ class RunLock:
         if self.fd is not None:
             os.close(self.fd)  # closing drops the lock
             self.fd = None
+        self._drop_wake()  # and wakes the next waiter
 
 
 # struct flock of Linux (x86_64, aarch64): l_type, l_whence, l_start, l_len, l_pid.
@@ -335,6 +372,34 @@ _FLOCK = "hhqqi4x"
 
 def _flock(kind: int, byte: int) -> bytes:
     return struct.pack(_FLOCK, kind, os.SEEK_SET, byte, 1, 0)
+
+
+def _block(fd: int, timeout: float) -> bool:
+    """Take a write lock on byte 0 of `fd`, waiting up to `timeout`; True if taken.
+
+    On a timeout the waiting thread keeps `fd` and closes it when its wait ends, so a
+    lock granted after the caller gave up is dropped at once, never held by nobody.
+    """
+    state = {"taken": False, "abandoned": False}
+    guard, done = threading.Lock(), threading.Event()
+
+    def wait():
+        try:
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLKW, _flock(fcntl.F_WRLCK, 0))
+            taken = True
+        except OSError:
+            taken = False
+        with guard:  # decided under the guard: the caller gave up before this, or it takes the lock
+            state["taken"] = taken
+            if state["abandoned"] or not taken:
+                os.close(fd)
+            done.set()
+
+    threading.Thread(target=wait, name="run-lock-wait", daemon=True).start()
+    done.wait(timeout)
+    with guard:
+        state["abandoned"] = not done.is_set()
+        return state["taken"] and done.is_set()
 
 
 class LockHeld(Exception):

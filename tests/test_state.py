@@ -141,6 +141,82 @@ def test_the_lock_is_exclusive_and_released(tmp_path):
     again.release()
 
 
+
+def _acquire_in_thread(lock):
+    import threading
+
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(lock.acquire() or "acquired"), daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def _wake_lock_holder(folder) -> int:
+    """The lock type another description would meet on byte 0 of health.lock (F_UNLCK: free)."""
+    import fcntl
+
+    fd = os.open(os.path.join(folder, "health.lock"), os.O_RDWR)
+    try:
+        found = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, state._flock(fcntl.F_WRLCK, 0))
+        return state.struct.unpack(state._FLOCK, found)[0]
+    finally:
+        os.close(fd)
+
+
+def test_a_waiting_run_sleeps_on_the_holder_and_wakes_when_it_leaves_without_polling(tmp_path, monkeypatch):
+    import fcntl
+
+    sleeps = []
+    monkeypatch.setattr(state.time, "sleep", lambda seconds: sleeps.append(seconds))
+    holder = RunLock(str(tmp_path), "health", wait=0)
+    holder.acquire()
+    assert _wake_lock_holder(tmp_path) == fcntl.F_WRLCK  # the holder keeps the wake lock for its run
+    waiter = RunLock(str(tmp_path), "health", wait=60)
+    thread, outcome = _acquire_in_thread(waiter)
+    thread.join(0.3)
+    assert outcome == []  # still waiting (it cannot get the lock while the holder has it)
+    holder.release()
+    thread.join(60)  # generous: a busy CI machine; the waiter is woken by the kernel, not a timer
+    assert outcome == ["acquired"] and sleeps == []
+    assert _wake_lock_holder(tmp_path) == fcntl.F_WRLCK  # the new holder wakes the next waiter in turn
+    assert (tmp_path / "health.lock").read_text() == f"{os.getpid()}\n"
+    waiter.release()
+    assert _wake_lock_holder(tmp_path) == fcntl.F_UNLCK
+
+
+def test_a_waiter_that_gave_up_leaves_no_wake_lock_behind(tmp_path):
+    import fcntl
+
+    holder = RunLock(str(tmp_path), "health", wait=0)
+    holder.acquire()
+    with pytest.raises(LockHeld):
+        RunLock(str(tmp_path), "health", wait=0.05).acquire()
+    holder.release()  # the thread that waited for the quitter gets the wake lock now, and drops it
+    for _ in range(2000):  # up to 20 s, generous: busy CI
+        if _wake_lock_holder(tmp_path) == fcntl.F_UNLCK:
+            break
+        time.sleep(0.01)
+    assert _wake_lock_holder(tmp_path) == fcntl.F_UNLCK
+    again = RunLock(str(tmp_path), "health", wait=0)
+    again.acquire()
+    assert _wake_lock_holder(tmp_path) == fcntl.F_WRLCK
+    again.release()
+
+
+def test_with_the_pid_file_removed_during_a_run_a_waiter_still_gets_the_lock_when_the_holder_leaves(tmp_path):
+    holder = RunLock(str(tmp_path), "health", wait=0)
+    holder.acquire()
+    os.unlink(tmp_path / "health.lock")  # the wake lock is lost with it; the run lock is not
+    waiter = RunLock(str(tmp_path), "health", wait=60)
+    thread, outcome = _acquire_in_thread(waiter)
+    thread.join(0.3)
+    assert outcome == []
+    holder.release()
+    thread.join(60)
+    assert outcome == ["acquired"]
+    waiter.release()
+
+
 def test_a_lock_whose_state_folder_cannot_be_opened_is_a_state_error_not_a_crash(tmp_path):
     (tmp_path / "state").write_text("a file where the folder should be")
     with pytest.raises(StateError, match="state"):
