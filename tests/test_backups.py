@@ -405,6 +405,19 @@ def test_a_tar_with_a_100_mb_member_of_zeros_verifies_in_bounded_memory(tmp_path
     assert peak < 20 << 20, f"peak {peak / 2**20:.1f} MiB"
 
 
+
+@pytest.mark.parametrize("name, mode", [("site.tar.bz2", "w:bz2"), ("site.tar.xz", "w:xz")])
+@pytest.mark.parametrize("damage", ["cut", "flip", "trailer"])
+def test_a_damaged_bz2_or_xz_tar_is_critical(tmp_path, name, mode, damage):
+    path = put(tmp_path / "b" / name, tar_bytes(mode, sizes=(200_000, 100)))
+    size = path.stat().st_size
+    {"cut": lambda: cut(path, size // 2), "flip": lambda: flip(path, size // 2),
+     "trailer": lambda: cut(path, size - 2)}[damage]()
+    result = judge(backup_set(tmp_path, verify="tar"))
+    assert result.status == CRITICAL, result.message
+    assert "verification failed: truncated or corrupt tar archive" in result.message
+
+
 def test_concatenated_gzip_members_of_a_tar_gz_are_followed(tmp_path):
     whole = tar_bytes("w")
     put(tmp_path / "b/site.tar.gz", gzip.compress(whole[:3000]) + gzip.compress(whole[3000:]))
