@@ -81,34 +81,45 @@ def new_session(limit: int | None = None) -> http_loop.Prober:
 
 
 def get(session: http_loop.Prober | None, url: str, timeout: float, headers: dict | None = None,
-        max_bytes: int = MAX_BYTES, clock=time.monotonic) -> Response:
+        max_bytes: int = MAX_BYTES) -> Response:
     """Given a URL, return the server's Response within `timeout` seconds.
 
     `session` comes from `new_session`; None makes a one-off one. Redirects are followed
     (at most 10); the configured `headers` are dropped when a redirect leaves the original
     scheme, host and port, as they may carry API keys. `elapsed` runs from the first
     connect to the last body byte as the loop read it (a wait for a free socket slot is
-    not the server's). Raise ProbeError with a short reason if there is no answer.
+    not the server's, nor is the deadline's). Raise ProbeError with a short reason if
+    there is no answer.
     """
     if session is None:
         with new_session(limit=4) as own:
-            return get(own, url, timeout, headers, max_bytes, clock)
-    started, first_connect = clock(), None
-    deadline = started + timeout
+            return get(own, url, timeout, headers, max_bytes)
+    return start(session, url, timeout, headers, max_bytes).result()
+
+
+def start(session: http_loop.Prober, url: str, timeout: float, headers: dict | None = None,
+          max_bytes: int = MAX_BYTES):
+    """Start `get` on the session's loop without waiting: a concurrent Future of the Response.
+
+    Its `result()` raises ProbeError as `get` does. The caller's thread is free meanwhile.
+    """
+    return session.submit(_get(session, url, timeout, headers, max_bytes))
+
+
+async def _get(session, url, timeout, headers, max_bytes) -> Response:
     origin = _origin(url)
-    extra = _checked_headers(headers)
-    current, hop_headers = url, extra
+    current, hop_headers = url, _checked_headers(headers)
+    deadline = first_connect = None
     for redirects in range(MAX_REDIRECTS + 1):
         scheme, host, port, head = _request(current, hop_headers)
-        remaining = _remaining(deadline, clock, timeout)
+        remaining = timeout if deadline is None else _remaining(deadline, timeout)
         try:
-            answer = session.fetch(scheme, host, port, head, max_bytes, remaining)
+            answer = await session.fetch(scheme, host, port, head, max_bytes, remaining)
         except http_loop.Failure as exc:
             raise ProbeError(_reason(exc, timeout, host), exc.timed_out) from None
         if first_connect is None:
-            first_connect = answer.connected
-            # Time spent waiting for a free socket slot moves the deadline: it was not the server's.
-            deadline += max(0.0, answer.slotted - started) if clock is time.monotonic else 0.0
+            # The deadline runs from getting a socket slot: waiting for one was not the server's time.
+            first_connect, deadline = answer.connected, answer.slotted + timeout
         location = answer.headers.get("location") if answer.status in http_loop.REDIRECTS else None
         if location is None:
             return Response(answer.status, answer.headers, answer.body, answer.truncated,
@@ -188,8 +199,8 @@ def _origin(url: str) -> tuple:
         raise ProbeError("invalid URL") from None
 
 
-def _remaining(deadline: float, clock, timeout: float) -> float:
-    remaining = deadline - clock()
+def _remaining(deadline: float, timeout: float) -> float:
+    remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise ProbeError(f"timed out after {format_duration(timeout)}", timed_out=True)
     return remaining

@@ -81,11 +81,9 @@ class Prober:
         self._thread = threading.Thread(target=self.loop.run_forever, name="probes", daemon=True)
         self._thread.start()
 
-    def fetch(self, scheme, host, port, head: bytes, max_bytes: int, timeout: float) -> Answer:
-        """Send `head` to host:port and read the answer within `timeout` s of getting a slot."""
-        future = asyncio.run_coroutine_threadsafe(
-            self._fetch(scheme, host, port, head, max_bytes, timeout), self.loop)
-        return future.result()
+    def submit(self, coroutine):
+        """Run `coroutine` on the loop; return a concurrent Future of its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
 
     def close(self) -> None:
         if self.loop.is_running():
@@ -102,7 +100,8 @@ class Prober:
 
     # --- in the loop ------------------------------------------------------------------
 
-    async def _fetch(self, scheme, host, port, head, max_bytes, timeout) -> Answer:
+    async def fetch(self, scheme, host, port, head, max_bytes, timeout) -> Answer:
+        """Send `head` to host:port and read the answer within `timeout` s of getting a slot."""
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.limit)
         async with self._slots:
