@@ -126,9 +126,8 @@ class Prober:
 
     async def _connect(self, scheme, host, port):
         infos = await self._resolve(host, port)
-        tls = self._tls_context() if scheme == "https" else None
-        last = None
-        for family, address in infos:
+        last, sock = None, None
+        for family, address in infos:  # each address in turn, as create_connection does
             started = time.monotonic()
             try:
                 sock = socket.socket(family, socket.SOCK_STREAM)
@@ -139,15 +138,23 @@ class Prober:
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 await self.loop.sock_connect(sock, address)
-                reader, writer = await asyncio.open_connection(
-                    sock=sock, ssl=tls, server_hostname=host if tls else None, limit=HEAD_LIMIT)
-                return reader, writer, started
+                break
             except BaseException as exc:
                 sock.close()
-                if not isinstance(exc, OSError) or tls is not None:
+                sock = None
+                if not isinstance(exc, OSError):
                     raise
                 last = exc
-        raise last or OSError("no address")
+        if sock is None:
+            raise last or OSError("no address")
+        tls = self._tls_context() if scheme == "https" else None
+        try:
+            reader, writer = await asyncio.open_connection(
+                sock=sock, ssl=tls, server_hostname=host if tls else None, limit=HEAD_LIMIT)
+        except BaseException:
+            sock.close()
+            raise
+        return reader, writer, started
 
     async def _resolve(self, host, port):
         key = (host, port)
