@@ -39,7 +39,7 @@ class Response:
     headers: Mapping[str, str]   # case-insensitive
     body: bytes
     truncated: bool              # the body went on past `max_bytes` and was not read further
-    elapsed: float               # seconds, from the first connect to the last body byte
+    elapsed: float               # seconds the server took: each hop's handshake and request-to-last-byte
     url: str                     # after redirects
     redirects: int = 0
 
@@ -109,7 +109,7 @@ def start(session: http_loop.Prober, url: str, timeout: float, headers: dict | N
 async def _get(session, url, timeout, headers, max_bytes) -> Response:
     origin = _origin(url)
     current, hop_headers = url, _checked_headers(headers)
-    deadline = first_connect = None
+    deadline, elapsed = None, 0.0
     for redirects in range(MAX_REDIRECTS + 1):
         scheme, host, port, head = _request(current, hop_headers)
         remaining = timeout if deadline is None else _remaining(deadline, timeout)
@@ -117,13 +117,14 @@ async def _get(session, url, timeout, headers, max_bytes) -> Response:
             answer = await session.fetch(scheme, host, port, head, max_bytes, remaining)
         except http_loop.Failure as exc:
             raise ProbeError(_reason(exc, timeout, host), exc.timed_out) from None
-        if first_connect is None:
+        if deadline is None:
             # The deadline runs from getting a socket slot: waiting for one was not the server's time.
-            first_connect, deadline = answer.connected, answer.slotted + timeout
+            deadline = answer.slotted + timeout
+        elapsed += answer.latency
         location = answer.headers.get("location") if answer.status in http_loop.REDIRECTS else None
         if location is None:
             return Response(answer.status, answer.headers, answer.body, answer.truncated,
-                            answer.done - first_connect, current, redirects)
+                            elapsed, current, redirects)
         try:
             target = location.encode("latin-1").decode("utf-8")
         except UnicodeError:

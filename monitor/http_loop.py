@@ -39,7 +39,7 @@ class Failure(Exception):
 
 
 class Answer:
-    __slots__ = ("status", "headers", "body", "truncated", "slotted", "connected", "done")
+    __slots__ = ("status", "headers", "body", "truncated", "slotted", "connected", "latency")
 
 
 def raise_fd_limit() -> int:
@@ -110,10 +110,15 @@ class Prober:
             answer.slotted, answer.connected = time.monotonic(), None
             try:
                 async with asyncio.timeout(timeout):
-                    reader, writer, answer.connected = await self._connect(scheme, host, port)
-                    writer.write(head)
+                    reader, writer, handshake = await self._connect(scheme, host, port)
+                    answer.connected = True
+                    writer.write(head)  # a small write on a fresh socket: sent now, in this call
+                    sent = time.monotonic()
                     await _read_answer(reader, answer, max_bytes)
-                    answer.done = time.monotonic()
+                    # The server's time: the handshake, then from the request sent to the
+                    # moment the loop took in the last byte (in data_received, before any
+                    # other probe's parsing); not the loop's own turns in between.
+                    answer.latency = handshake + max(0.0, (reader.last_data or time.monotonic()) - sent)
             except TimeoutError:
                 raise Failure(cause=None, timed_out=True, reason="connection" if answer.connected is None
                               else "read") from None
@@ -147,14 +152,22 @@ class Prober:
                 last = exc
         if sock is None:
             raise last or OSError("no address")
+        handshake = _tcp_rtt(sock)
+        if handshake is None:
+            handshake = time.monotonic() - started
         tls = self._tls_context() if scheme == "https" else None
+        reader = _TimedReader(limit=HEAD_LIMIT, loop=self.loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=self.loop)
+        before_tls = time.monotonic()
         try:
-            reader, writer = await asyncio.open_connection(
-                sock=sock, ssl=tls, server_hostname=host if tls else None, limit=HEAD_LIMIT)
+            transport, _ = await self.loop.create_connection(
+                lambda: protocol, sock=sock, ssl=tls, server_hostname=host if tls else None)
         except BaseException:
             sock.close()
             raise
-        return reader, writer, started
+        if tls is not None:
+            handshake += time.monotonic() - before_tls
+        return reader, asyncio.StreamWriter(transport, protocol, reader, self.loop), handshake
 
     async def _resolve(self, host, port):
         key = (host, port)
@@ -189,6 +202,25 @@ class Prober:
                 cafile = None
             self._tls = ssl.create_default_context(cafile=cafile)
         return self._tls
+
+
+class _TimedReader(asyncio.StreamReader):
+    """A StreamReader that notes when data last came in (called as the socket is read)."""
+
+    last_data = None
+
+    def feed_data(self, data):
+        self.last_data = time.monotonic()
+        super().feed_data(data)
+
+
+def _tcp_rtt(sock) -> float | None:
+    """The kernel's round-trip time of the TCP handshake just made (TCP_INFO tcpi_rtt), in s."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+        return int.from_bytes(info[68:72], "little") / 1e6 if len(info) >= 72 else None
+    except (OSError, AttributeError):
+        return None
 
 
 async def _read_answer(reader: asyncio.StreamReader, answer: Answer, max_bytes: int) -> None:
