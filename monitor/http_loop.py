@@ -122,7 +122,9 @@ class Prober:
             except TimeoutError:
                 raise Failure(cause=None, timed_out=True, reason="connection" if answer.connected is None
                               else "read") from None
-            except (OSError, EOFError, ValueError, asyncio.LimitOverrunError) as exc:
+            except (asyncio.LimitOverrunError, ValueError):  # a chunk-size line without end, ...
+                raise Failure("connection broken while reading the answer") from None
+            except (OSError, EOFError) as exc:
                 raise Failure(cause=exc) from None
             finally:
                 if writer is not None:
@@ -218,9 +220,13 @@ def _tcp_rtt(sock) -> float | None:
     """The kernel's round-trip time of the TCP handshake just made (TCP_INFO tcpi_rtt), in s."""
     try:
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
-        return int.from_bytes(info[68:72], "little") / 1e6 if len(info) >= 72 else None
-    except (OSError, AttributeError):
+    except (OSError, AttributeError):  # not Linux: the connect's wall time stands in
         return None
+    if len(info) < 104:
+        return None
+    rtt, retransmitted = int.from_bytes(info[68:72], "little"), int.from_bytes(info[100:104], "little")
+    # A retransmitted SYN gives no RTT sample (and took a second or more): then the wall time counts.
+    return rtt / 1e6 if rtt and not retransmitted else None
 
 
 async def _read_answer(reader: asyncio.StreamReader, answer: Answer, max_bytes: int) -> None:

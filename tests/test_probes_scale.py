@@ -89,3 +89,66 @@ def test_a_slot_wait_is_not_counted_as_latency():
         total = time.monotonic() - begun
     assert all(a.status == 200 and a.elapsed >= 0.2 for a in answers)
     assert max(a.elapsed for a in answers) <= total - 0.4  # the slot wait is structural, not a timing bound
+
+
+# --- the client's own HTTP/1.1 reading (what requests used to do for the probes) -------------
+
+def raw_server(answer: bytes, trickle: float = 0.0):
+    """A one-connection server that sends `answer` (a byte every `trickle` s if set); its URL."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn, listener:
+            conn.recv(65536)
+            try:
+                if trickle:
+                    for i in range(len(answer)):
+                        conn.sendall(answer[i:i + 1])
+                        time.sleep(trickle)
+                else:
+                    conn.sendall(answer)
+            except OSError:
+                pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}/health"
+
+
+def test_a_chunked_answer_with_repeated_headers_is_read_whole():
+    from monitor import http
+
+    url = raw_server(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\nx-a: 2\r\n\r\n"
+                     b"7\r\n{\"statu\r\n9;ext=1\r\ns\": \"ok\"}\r\n0\r\n\r\n")
+    resp = http.get(None, url, 5.0)
+    assert (resp.status, resp.json(), resp.headers["X-A"]) == (200, {"status": "ok"}, "1, 2")
+
+
+def test_headers_trickled_a_byte_at_a_time_end_within_the_timeout():
+    # requests' per-read timeout never fired on such a server (README's known limit); the
+    # loop's deadline covers the headers too.
+    from monitor import http
+
+    url = raw_server(b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"a" * 1000 + b"\r\n\r\n", trickle=0.05)
+    with pytest.raises(http.ProbeError) as failure:
+        http.get(None, url, 0.5)
+    assert failure.value.reason == "timed out after 500ms" and failure.value.timed_out
+
+
+@pytest.mark.parametrize("answer, reason", [
+    (b"", "the server closed the connection without answering"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort", "connection broken while reading the answer"),
+    (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "connection broken while reading the answer"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "connection broken while reading the answer"),
+])
+def test_broken_answers_read_as_short_reasons(answer, reason):
+    from monitor import http
+
+    with pytest.raises(http.ProbeError) as failure:
+        http.get(None, raw_server(answer), 5.0)
+    assert failure.value.reason == reason
