@@ -9,6 +9,7 @@ loop thread, sockets bounded by the fd limit, latency read off the socket side.
 """
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -21,6 +22,8 @@ MAX_BYTES = 1_000_000   # a health or quota answer is small; more is read no fur
 MAX_REDIRECTS = 10
 USER_AGENT = "monitor (health probe)"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# With -vv, one line per request, as urllib3 wrote them (masked by the console's redacting filter).
+_log = logging.getLogger("probes.http")
 
 
 class ProbeError(Exception):
@@ -121,6 +124,9 @@ async def _get(session, url, timeout, headers, max_bytes) -> Response:
             # The deadline runs from getting a socket slot: waiting for one was not the server's time.
             deadline = answer.slotted + timeout
         elapsed += answer.latency
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug('"GET %s HTTP/1.1" %s %d bytes in %.1f ms', current, answer.status, len(answer.body),
+                       answer.latency * 1000)
         location = answer.headers.get("location") if answer.status in http_loop.REDIRECTS else None
         if location is None:
             return Response(answer.status, answer.headers, answer.body, answer.truncated,
