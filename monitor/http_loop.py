@@ -122,10 +122,10 @@ class Prober:
             except TimeoutError:
                 raise Failure(cause=None, timed_out=True, reason="connection" if answer.connected is None
                               else "read") from None
+            except (OSError, EOFError) as exc:  # first: a certificate error is a ValueError too
+                raise Failure(cause=exc) from None
             except (asyncio.LimitOverrunError, ValueError):  # a chunk-size line without end, ...
                 raise Failure("connection broken while reading the answer") from None
-            except (OSError, EOFError) as exc:
-                raise Failure(cause=exc) from None
             finally:
                 if writer is not None:
                     writer.transport.abort()  # one request per connection: no half-read reuse
