@@ -152,3 +152,41 @@ def test_broken_answers_read_as_short_reasons(answer, reason):
     with pytest.raises(http.ProbeError) as failure:
         http.get(None, raw_server(answer), 5.0)
     assert failure.value.reason == reason
+
+
+def test_tls_failures_through_the_loop_read_as_before(tmp_path):
+    # A real handshake (not an injected error): a self-signed certificate, and https:// to
+    # a plain HTTP server, worded as requests' failures were.
+    import shutil
+    import socket
+    import ssl
+    import threading
+
+    from monitor import http
+    from tests.loopback import reply, serve
+
+    if not shutil.which("openssl"):
+        pytest.skip("needs the openssl command")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", tmp_path / "k.pem",
+                    "-out", tmp_path / "c.pem", "-days", "1", "-subj", "/CN=localhost"], check=True,
+                   capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def handshake_once():
+        conn, _ = listener.accept()
+        try:
+            context.wrap_socket(conn, server_side=True).close()
+        except (OSError, ssl.SSLError):
+            conn.close()
+
+    threading.Thread(target=handshake_once, daemon=True).start()
+    with pytest.raises(http.ProbeError) as untrusted:
+        http.get(None, f"https://localhost:{listener.getsockname()[1]}/health", 5.0)
+    listener.close()
+    with serve() as plain:
+        with pytest.raises(http.ProbeError) as wrong:
+            http.get(None, plain.route("/health", reply(json={"status": "ok"})).replace("http:", "https:"), 5.0)
+    assert untrusted.value.reason == "TLS certificate not trusted: self-signed certificate"
+    assert wrong.value.reason == "TLS handshake failed (wrong version number): is the server plain http://?"
