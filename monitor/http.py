@@ -1,36 +1,29 @@
-"""Measuring over HTTP: one pooled session per run, and a GET that always ends.
+"""Measuring over HTTP: one event loop per run for every probe, and a GET that always ends.
 
 The scraper and quota checks probe with `get`, which never raises anything but
 `ProbeError` (a short reason fit for a check message), never holds more than
-`max_bytes` of a body, and ends within `timeout` seconds of wall-clock time while
-the body is being read. Nothing here judges a status code or a body.
-
-Known limit: until the status line and headers are in, only requests' per-read
-timeout applies, so a server trickling its headers a byte at a time (or a DNS lookup
-that hangs in getaddrinfo) can outlast `timeout`; the runner's per-check timeout is
-the backstop for that case.
+`max_bytes` of a body, and ends within `timeout` seconds of wall-clock time once its
+connection has a slot (DNS, connect, headers and body alike). Nothing here judges a
+status code or a body. The client underneath is `monitor/http_loop.py` (asyncio): one
+loop thread, sockets bounded by the fd limit, latency read off the socket side.
 """
 
-import http.cookiejar
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import urljoin, urlsplit
 
-import requests
-import urllib3.exceptions
-from requests.adapters import HTTPAdapter
-from requests.utils import requote_uri
-
-from monitor.net_errors import describe, is_timeout
+from monitor import http_loop
 from monitor.units import format_duration
 
-POOL_SIZE = 64          # connections kept per host: every probe of a run at once
 MAX_BYTES = 1_000_000   # a health or quota answer is small; more is read no further
 MAX_REDIRECTS = 10
-_CHUNK = 64 * 1024
 USER_AGENT = "monitor (health probe)"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# With -vv, one line per request, as urllib3 wrote them (masked by the console's redacting filter).
+_log = logging.getLogger("probes.http")
 
 
 class ProbeError(Exception):
@@ -49,7 +42,7 @@ class Response:
     headers: Mapping[str, str]   # case-insensitive
     body: bytes
     truncated: bool              # the body went on past `max_bytes` and was not read further
-    elapsed: float               # seconds, from the first connect to the last body byte
+    elapsed: float               # seconds the server took: each hop's handshake and request-to-last-byte
     url: str                     # after redirects
     redirects: int = 0
 
@@ -79,77 +72,129 @@ def json_field(document: Any, path: str) -> Any:
     return current
 
 
-class _ProbeSession(requests.Session):
-    # requests reads the whole body of a redirect response (unbounded, no deadline)
-    # before following it, even with allow_redirects=False. Declaring that no
-    # response redirects stops that; `get` follows redirects itself.
-    def get_redirect_target(self, resp):
-        return None
+def new_session(limit: int | None = None) -> http_loop.Prober:
+    """Return the probes' client for a run: one loop, at most `limit` sockets (default: the fd budget).
 
-
-def new_session(pool_size: int = POOL_SIZE) -> requests.Session:
-    """Return a session for probes: pooled for `pool_size` concurrent requests, no retries.
-
-    One session serves a whole run, shared by every check's thread. Cookies are not
-    kept, so one probe's Set-Cookie never reaches another. Probes go direct:
-    `trust_env` off means no HTTP(S)_PROXY (a proxy would sit between monitor and a
-    scraper on 127.0.0.1) and no ~/.netrc, which requests would otherwise look up
-    again on every request (half the CPU of 50 concurrent probes).
+    One serves a whole run, shared by every check's thread (`with` closes it). Cookies
+    are not kept, so one probe's Set-Cookie never reaches another. Probes go direct: no
+    HTTP(S)_PROXY (a proxy would sit between monitor and a scraper on 127.0.0.1) and no
+    ~/.netrc.
     """
-    session = _ProbeSession()
-    session.trust_env = False
-    adapter = HTTPAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.max_redirects = MAX_REDIRECTS
-    session.headers["User-Agent"] = USER_AGENT
-    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-    return session
+    return http_loop.Prober(limit)
 
 
-def get(session: requests.Session | None, url: str, timeout: float, headers: dict | None = None,
-        max_bytes: int = MAX_BYTES, clock=time.monotonic) -> Response:
+def get(session: http_loop.Prober | None, url: str, timeout: float, headers: dict | None = None,
+        max_bytes: int = MAX_BYTES) -> Response:
     """Given a URL, return the server's Response within `timeout` seconds.
 
-    `session` comes from `new_session` (a plain requests.Session would read redirect
-    bodies whole); None makes a one-off session. Redirects are followed (at most 10);
-    the configured `headers` are dropped when a redirect leaves the original scheme,
-    host and port, as they may carry API keys. Raise ProbeError with a short reason
-    if there is no answer.
+    `session` comes from `new_session`; None makes a one-off one. Redirects are followed
+    (at most 10); the configured `headers` are dropped when a redirect leaves the original
+    scheme, host and port, as they may carry API keys. `elapsed` runs from the first
+    connect to the last body byte as the loop read it (a wait for a free socket slot is
+    not the server's, nor is the deadline's). Raise ProbeError with a short reason if
+    there is no answer.
     """
     if session is None:
-        with new_session(pool_size=1) as own:
-            return get(own, url, timeout, headers, max_bytes, clock)
-    started = clock()
-    deadline = started + timeout
+        with new_session(limit=4) as own:
+            return get(own, url, timeout, headers, max_bytes)
+    return start(session, url, timeout, headers, max_bytes).result()
+
+
+def start(session: http_loop.Prober, url: str, timeout: float, headers: dict | None = None,
+          max_bytes: int = MAX_BYTES):
+    """Start `get` on the session's loop without waiting: a concurrent Future of the Response.
+
+    Its `result()` raises ProbeError as `get` does. The caller's thread is free meanwhile.
+    """
+    return session.submit(_get(session, url, timeout, headers, max_bytes))
+
+
+async def _get(session, url, timeout, headers, max_bytes) -> Response:
     origin = _origin(url)
-    current, hop_headers = url, headers
+    current, hop_headers = url, _checked_headers(headers)
+    deadline, elapsed = None, 0.0
     for redirects in range(MAX_REDIRECTS + 1):
-        remaining = _remaining(deadline, clock, timeout)
-        host = _origin(current)[1] or "?"
+        scheme, host, port, head = _request(current, hop_headers)
+        remaining = timeout if deadline is None else _remaining(deadline, timeout)
         try:
-            resp = session.get(current, headers=hop_headers, stream=True, allow_redirects=False,
-                               timeout=(remaining, remaining))
-        except requests.RequestException as exc:
-            raise ProbeError(_reason(exc, timeout, host), is_timeout(exc)) from None
-        target = requests.Session.get_redirect_target(session, resp)
-        if target is None:
-            try:
-                body, truncated = _read_body(resp, max_bytes, deadline, clock, timeout)
-            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-                raise ProbeError(_reason(exc, timeout, host), is_timeout(exc)) from None
-            return Response(resp.status_code, resp.headers, body, truncated,
-                            clock() - started, resp.url, redirects)
-        resp.close()  # a redirect's body is never read
+            answer = await session.fetch(scheme, host, port, head, max_bytes, remaining)
+        except http_loop.Failure as exc:
+            raise ProbeError(_reason(exc, timeout, host), exc.timed_out) from None
+        if deadline is None:
+            # The deadline runs from getting a socket slot: waiting for one was not the server's time.
+            deadline = answer.slotted + timeout
+        elapsed += answer.latency
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug('"GET %s HTTP/1.1" %s %d bytes in %.1f ms', current, answer.status, len(answer.body),
+                       answer.latency * 1000)
+        location = answer.headers.get("location") if answer.status in http_loop.REDIRECTS else None
+        if location is None:
+            return Response(answer.status, answer.headers, answer.body, answer.truncated,
+                            elapsed, current, redirects)
+        try:
+            target = location.encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            target = location
         if target.startswith("//"):
-            target = f"{urlsplit(resp.url).scheme}:{target}"
+            target = f"{scheme}:{target}"
         try:
-            current = urljoin(resp.url, requote_uri(target))
+            current = urljoin(current, _requote(target))
         except ValueError:
-            raise ProbeError(f"HTTP {resp.status_code} redirect to an invalid URL") from None
+            raise ProbeError(f"HTTP {answer.status} redirect to an invalid URL") from None
         if _origin(current) != origin:
             hop_headers = None
     raise ProbeError(f"too many redirects (more than {MAX_REDIRECTS})")
+
+
+def _checked_headers(headers: dict | None) -> list | None:
+    """The configured headers as (name, value) lines. Raise ProbeError for one that cannot be sent."""
+    if not headers:
+        return None
+    lines = []
+    for name, value in headers.items():
+        text = f"{name}{value}"
+        if any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in text) or not name.strip():
+            raise ProbeError("invalid request header value (a line break or control character?)")
+        try:
+            lines.append((name.encode("latin-1"), str(value).strip().encode("latin-1")))
+        except UnicodeEncodeError:
+            raise ProbeError("invalid request header value (not Latin-1 text)") from None
+    return lines
+
+
+def _request(url: str, extra: list | None) -> tuple:
+    """(scheme, host, port, request head bytes) for a GET of `url`. Raise ProbeError if it cannot be sent."""
+    scheme, host, port = _origin(url)
+    if scheme not in _DEFAULT_PORTS:
+        raise ProbeError("unsupported URL (expected http:// or https://)")
+    if not host:
+        raise ProbeError("invalid URL")
+    parts = urlsplit(url)
+    target = _requote(parts.path or "/") + (f"?{_requote(parts.query)}" if parts.query else "")
+    try:
+        wire_host = host.encode("ascii").decode() if host.isascii() else host.encode("idna").decode()
+    except UnicodeError:
+        raise ProbeError(f"invalid URL for host {host}") from None
+    port = port or _DEFAULT_PORTS[scheme]
+    shown = f"[{wire_host}]" if ":" in wire_host else wire_host
+    host_header = shown if port == _DEFAULT_PORTS[scheme] else f"{shown}:{port}"
+    fixed = {b"host": (b"Host", host_header.encode()), b"user-agent": (b"User-Agent", USER_AGENT.encode()),
+             b"accept-encoding": (b"Accept-Encoding", b"gzip, deflate"), b"accept": (b"Accept", b"*/*"),
+             b"connection": (b"Connection", b"close")}
+    for name, value in extra or ():
+        fixed[name.lower()] = (name, value)  # a configured header replaces a default one
+    head = b"GET " + target.encode("ascii") + b" HTTP/1.1\r\n" + b"".join(
+        name + b": " + value + b"\r\n" for name, value in fixed.values()) + b"\r\n"
+    return scheme, wire_host, port, head
+
+
+def _requote(text: str) -> str:
+    """`text` as it may stand in a request line: what needs quoting quoted (as requests did)."""
+    if text.isascii() and text.isprintable() and " " not in text and '"' not in text:
+        return text
+    from requests.utils import requote_uri  # only for an unusual URL
+
+    return requote_uri(text).encode("ascii", "replace").decode()
 
 
 def _origin(url: str) -> tuple:
@@ -161,41 +206,22 @@ def _origin(url: str) -> tuple:
         raise ProbeError("invalid URL") from None
 
 
-def _remaining(deadline: float, clock, timeout: float) -> float:
-    remaining = deadline - clock()
+def _remaining(deadline: float, timeout: float) -> float:
+    remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise ProbeError(f"timed out after {format_duration(timeout)}", timed_out=True)
     return remaining
 
 
-def _read_body(resp: requests.Response, max_bytes: int, deadline: float, clock,
-               timeout: float) -> tuple[bytes, bool]:
-    """Read at most `max_bytes` of the body before `deadline`; return it and whether it was cut."""
-    raw, parts, size = resp.raw, [], 0
-    try:
-        while True:
-            remaining = _remaining(deadline, clock, timeout)
-            # requests' read timeout restarts with every recv(), so a server sending a
-            # byte a second would never trip it: each read may only wait for what is
-            # left of the deadline, and read1 returns after a single recv().
-            limit_socket_wait(raw, remaining)
-            chunk = raw.read1(min(_CHUNK, max_bytes + 1 - size), decode_content=True)
-            if not chunk:
-                return b"".join(parts), False
-            if size + len(chunk) > max_bytes:  # one byte past the bound: there is more
-                parts.append(chunk[:max_bytes - size])
-                return b"".join(parts), True
-            parts.append(chunk)
-            size += len(chunk)
-    finally:
-        # A body left unread (cut, or timed out) closes the connection rather than
-        # returning it to the pool; a finished one goes back for the next probe.
-        resp.close()
-
-
-def _reason(exc: BaseException, timeout: float, host: str) -> str:
+def _reason(failure: http_loop.Failure, timeout: float, host: str) -> str:
     """The probe's failure in the words every client uses (monitor.net_errors)."""
-    return describe(exc, host=host, timeout=timeout, max_redirects=MAX_REDIRECTS)
+    if failure.timed_out:
+        return f"{'connection ' if failure.reason == 'connection' else ''}timed out after {format_duration(timeout)}"
+    if failure.cause is None:
+        return failure.reason or "request failed"
+    from monitor.net_errors import describe  # loads requests: only when a probe failed
+
+    return describe(failure.cause, host=host, timeout=timeout, max_redirects=MAX_REDIRECTS)
 
 
 def limit_socket_wait(raw, seconds: float) -> None:

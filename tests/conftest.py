@@ -156,6 +156,11 @@ SLOW_FIXTURES = {
     "fleet",                         # Prometheus, node_exporter and OpenBao, monitor runs scraped
 }
 SLOW_TESTS = {
+    # 500 and 2 000 scrapers against bench/async_server.py (issue 14)
+    "test_500_endpoints_answering_in_200_ms_get_no_false_latency_warning",
+    "test_2000_scrapers_under_an_fd_limit_of_1024_are_all_ok",
+    "test_a_slot_wait_is_not_counted_as_latency",
+    "test_tls_failures_through_the_loop_read_as_before",  # openssl makes a key
     # `monitor` runs in a subprocess, many times
     "test_flapping_end_to_end_one_flapping_message_then_quiet_then_the_critical_that_stayed",
     "test_a_backup_file_name_that_is_not_utf8_is_alerted_and_printed_escaped_under_any_locale",

@@ -105,12 +105,17 @@ def test_an_untrusted_certificate_names_the_setting_that_fixes_it_when_there_is_
 DNS_FAILURE = FAILURES["DNS"][0]
 
 
-def test_a_probe_vault_and_telegram_word_the_same_dns_failure_the_same_way():
+def test_a_probe_vault_and_telegram_word_the_same_dns_failure_the_same_way(monkeypatch):
+    from monitor import http_loop
+
+    async def connect(self, scheme, host, port):  # the probes' own client: what its resolver raises
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(http_loop.Prober, "_connect", connect)
+    with pytest.raises(probes.ProbeError) as probe:
+        probes.get(None, f"http://scraper.internal{PATH}", 1.0)
     with responses.RequestsMock() as mock:
-        mock.get(f"http://scraper.internal{PATH}", body=DNS_FAILURE)
         mock.post("https://scraper.internal/botTOKEN123/sendMessage", body=DNS_FAILURE)
-        with pytest.raises(probes.ProbeError) as probe:
-            probes.get(None, f"http://scraper.internal{PATH}", 1.0)
         client = TelegramClient("TOKEN123", "https://scraper.internal", 5.0, sleep=lambda s: None, retries=0)
         delivery = client.send("-100123", "hello")
     vault = describe_failure(DNS_FAILURE, "http://scraper.internal:8200", 5.0)

@@ -186,18 +186,15 @@ def test_key_with_a_line_break_is_refused_without_showing_it(server, session):
     assert_secret_free(result)
 
 
-def test_ietf_ratelimit_headers_beside_legacy_ones(session):
+def test_ietf_ratelimit_headers_beside_legacy_ones(server, session):
     # A provider sending the IETF draft's `RateLimit-Remaining` and an `X-` duplicate
-    # with a list value: awkward to script on a local server, simple with responses.
-    import responses
-
-    with responses.RequestsMock() as mock:
-        mock.get("https://api.example.org/v1/quota", headers={
-            "RateLimit-Remaining": "120", "RateLimit-Limit": "1000", "X-RateLimit-Remaining": "120, 5"})
-        result = quota(config(url="https://api.example.org/v1/quota", remaining_header="RateLimit-Remaining",
-                              limit_header="RateLimit-Limit"), session, environ={})
-        legacy = quota(config(url="https://api.example.org/v1/quota", remaining_header="X-RateLimit-Remaining",
-                              limit_header="RateLimit-Limit"), session, environ={})
+    # with a list value.
+    url = server.route("/v1/quota", reply(headers={
+        "RateLimit-Remaining": "120", "RateLimit-Limit": "1000", "X-RateLimit-Remaining": "120, 5"}))
+    result = quota(config(url=url, remaining_header="RateLimit-Remaining", limit_header="RateLimit-Limit"),
+                   session, environ={})
+    legacy = quota(config(url=url, remaining_header="X-RateLimit-Remaining", limit_header="RateLimit-Limit"),
+                   session, environ={})
     assert (result.status, result.value) == (WARNING, 12.0)
     assert (legacy.status, legacy.message) == (UNKNOWN, "header X-RateLimit-Remaining (remaining) is not a number")
 

@@ -236,25 +236,24 @@ def test_redirect_body_is_never_read(server, session):
     assert took < 4  # generous for a busy machine; below the 5 s timeout
 
 
-def test_errors_a_loopback_server_cannot_produce_read_as_short_reasons():
+def test_errors_a_loopback_server_cannot_produce_read_as_short_reasons(monkeypatch):
+    import socket
     import ssl
 
-    import requests
-    import responses
-    import urllib3.exceptions as u3
+    from monitor import http_loop
 
     cert = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
     cert.verify_message, cert.reason = "self-signed certificate", "CERTIFICATE_VERIFY_FAILED"
-    dns = u3.NameResolutionError("scraper.internal", None, OSError(-2, "Name or service not known"))
-    with responses.RequestsMock() as mock:
-        mock.get("https://tls.example/health", body=requests.exceptions.SSLError(
-            u3.MaxRetryError(None, "/health?apikey=s3cret", u3.SSLError(cert))))
-        mock.get("http://scraper.internal/health", body=requests.ConnectionError(
-            u3.MaxRetryError(None, "/health?apikey=s3cret", dns)))
-        with pytest.raises(http.ProbeError) as tls:
-            http.get(None, "https://tls.example/health", 1.0)
-        with pytest.raises(http.ProbeError) as lookup:
-            http.get(None, "http://scraper.internal/health", 1.0)
+    failures = {"tls.example": cert, "scraper.internal": socket.gaierror(-2, "Name or service not known")}
+
+    async def connect(self, scheme, host, port):  # what the TLS handshake / the resolver raise
+        raise failures[host]
+
+    monkeypatch.setattr(http_loop.Prober, "_connect", connect)
+    with pytest.raises(http.ProbeError) as tls:
+        http.get(None, "https://tls.example/health?apikey=s3cret", 1.0)
+    with pytest.raises(http.ProbeError) as lookup:
+        http.get(None, "http://scraper.internal/health?apikey=s3cret", 1.0)
     assert tls.value.reason == "TLS certificate not trusted: self-signed certificate"
     assert lookup.value.reason == "DNS lookup failed for host scraper.internal"
     for reason in (tls.value.reason, lookup.value.reason):

@@ -56,7 +56,8 @@ HEALTH_KINDS = kinds("health")
 
 
 class Shared:
-    """What the checks of one run share: one pooled HTTP session, made when first asked."""
+    """What the checks of one run share: the probes' HTTP client (one event loop, sockets
+    bounded by the fd limit: `monitor/http_loop.py`), made when first asked."""
 
     def __init__(self):
         self._session = None
@@ -65,7 +66,7 @@ class Shared:
         if self._session is None:
             from monitor.http import new_session
 
-            self._session = new_session()  # every probe runs at once through it
+            self._session = new_session()  # every probe of the run goes through it
         return self._session
 
 

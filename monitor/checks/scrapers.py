@@ -54,6 +54,10 @@ def scraper(cfg: dict, session=None, process_iter=None, now=time.time) -> Result
         probes["http"], latency_ms = http_probe(cfg["url"], threshold, cfg.get("expect_json") or {},
                                                 cfg.get("timeout") or DEFAULT_TIMEOUT, session)
     probes.update(local)
+    return _verdict(probes, latency_ms, threshold)
+
+
+def _verdict(probes: dict, latency_ms, threshold) -> Result:
     if not probes:  # the config refuses this; a hand-made entry might not
         return Result(UNKNOWN, "no probe configured (url, process or heartbeat_file)")
 
@@ -68,6 +72,25 @@ def scraper(cfg: dict, session=None, process_iter=None, now=time.time) -> Result
                   critical=threshold.critical if threshold else None, details=details)
 
 
+def start(cfg: dict, session):
+    """For the runner: a scraper probed by URL alone starts on the probes' loop, no thread of its own.
+
+    Return (Future, finish) as `runner.Check.start` wants, or None (a process or
+    heartbeat probe, which may block, runs in a thread with `scraper`).
+    """
+    if session is None or not cfg.get("url") or cfg.get("process") or cfg.get("heartbeat_file"):
+        return None
+    from monitor import http
+
+    return http.start(session, cfg["url"], cfg.get("timeout") or DEFAULT_TIMEOUT), partial(_finish, cfg)
+
+
+def _finish(cfg: dict, future) -> Result:
+    threshold = cfg.get("latency_ms") or DEFAULT_LATENCY_MS
+    probe, latency_ms = _judge_http(future.result, threshold, cfg.get("expect_json") or {})
+    return _verdict({"http": probe}, latency_ms, threshold)
+
+
 # --- HTTP ---------------------------------------------------------------------------
 
 def http_probe(url: str, threshold: Threshold, expect_json: dict, timeout: float,
@@ -76,10 +99,17 @@ def http_probe(url: str, threshold: Threshold, expect_json: dict, timeout: float
 
     Return the Probe and the latency in ms (None when there was no answer).
     """
-    from monitor import http  # requests is loaded only when a scraper has a URL
+    from monitor import http  # loaded only when a scraper has a URL
+
+    return _judge_http(lambda: http.get(session, url, timeout), threshold, expect_json)
+
+
+def _judge_http(get, threshold: Threshold, expect_json: dict) -> tuple[Probe, float | None]:
+    """Judge the answer `get()` returns (or the ProbeError it raises)."""
+    from monitor import http
 
     try:
-        resp = http.get(session, url, timeout)
+        resp = get()
     except http.ProbeError as exc:
         return Probe(CRITICAL, f"HTTP: {exc.reason}", {"error": exc.reason}), None
     ms = round(resp.elapsed * 1000, 1)
@@ -230,7 +260,8 @@ def checks(config: dict, carried=None, shared=None) -> list:
     """One check per [[scrapers]] entry; its probes share the run's HTTP session."""
     session = shared.http_session() if shared else None
     return [Check(f"scraper:{cfg['name']}", "scraper", partial(scraper, cfg, session),
-                  cfg["timeout"] + MARGIN_SECONDS, on_timeout=CRITICAL) for cfg in config["scrapers"]]
+                  cfg["timeout"] + MARGIN_SECONDS, on_timeout=CRITICAL, start=partial(start, cfg, session))
+            for cfg in config["scrapers"]]
 
 
 def check_ids(config: dict) -> list[str]:

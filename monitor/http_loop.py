@@ -1,0 +1,371 @@
+"""The probes' HTTP/1.1 client: one asyncio loop per run, connections bounded by the fd limit.
+
+A `Prober` runs an event loop in one daemon thread; a check's thread hands it a GET
+(`Prober.get`) and waits for the answer. At most `limit` requests hold a socket at a
+time (sized to RLIMIT_NOFILE, raised to its hard limit first where allowed), so 2 000
+scrapers under `ulimit -n 1024` wait for a slot instead of failing with "Too many open
+files". A probe's clock starts when its connection is being opened, after any wait for a
+slot, and stops when the loop reads the last byte of the body, before any parsing: the
+latency is the scraper's, not monitor's queueing. One request head per URL is built
+from bytes, the TLS context is made once per run, DNS is asked once per host and port.
+
+Nothing here judges an answer; `monitor.http.get` is the interface (its doc says what a
+GET promises: bounded body, total deadline, redirects, headers dropped across origins).
+"""
+
+import asyncio
+import os
+import resource
+import socket
+import threading
+import time
+import zlib
+from collections.abc import Mapping
+
+RESERVE_FDS = 64    # files the rest of the run may open while probes hold sockets
+MIN_SLOTS = 8
+HEAD_LIMIT = 64 * 1024  # status line and headers; more is not an HTTP health answer
+_CHUNK = 64 * 1024
+_NO_BODY = (204, 304)
+REDIRECTS = (301, 302, 303, 307, 308)
+
+
+class Failure(Exception):
+    """A GET that got no usable answer: `reason` is final text, or `cause` an exception to describe."""
+
+    def __init__(self, reason: str | None = None, cause: BaseException | None = None, timed_out=False):
+        super().__init__(reason)
+        self.reason, self.cause, self.timed_out = reason, cause, timed_out
+
+
+class Answer:
+    __slots__ = ("status", "headers", "body", "truncated", "slotted", "connected", "latency")
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit where allowed; return the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 20) if soft != resource.RLIM_INFINITY else soft
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard if hard else soft))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def connection_budget(soft: int | None = None) -> int:
+    """How many sockets the probes may hold at once: the fd limit less what is open and a reserve."""
+    if soft is None:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    try:
+        in_use = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        in_use = 32
+    return max(MIN_SLOTS, soft - in_use - RESERVE_FDS)
+
+
+class Prober:
+    """One event loop serving every probe of a run; `get` may be called from any thread."""
+
+    def __init__(self, limit: int | None = None):
+        self.limit = limit if limit is not None else connection_budget(raise_fd_limit())
+        self.loop = asyncio.new_event_loop()
+        self._slots = None
+        self._dns: dict = {}
+        self._tls = None
+        self._thread = threading.Thread(target=self.loop.run_forever, name="probes", daemon=True)
+        self._thread.start()
+
+    def submit(self, coroutine):
+        """Run `coroutine` on the loop; return a concurrent Future of its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+    def close(self) -> None:
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(2)
+        if not self.loop.is_running():
+            self.loop.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # --- in the loop ------------------------------------------------------------------
+
+    async def fetch(self, scheme, host, port, head, max_bytes, timeout) -> Answer:
+        """Send `head` to host:port and read the answer within `timeout` s of getting a slot."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.limit)
+        async with self._slots:
+            writer = None
+            answer = Answer()
+            answer.slotted, answer.connected = time.monotonic(), None
+            try:
+                async with asyncio.timeout(timeout):
+                    reader, writer, handshake = await self._connect(scheme, host, port)
+                    answer.connected = True
+                    writer.write(head)  # a small write on a fresh socket: sent now, in this call
+                    sent = time.monotonic()
+                    await _read_answer(reader, answer, max_bytes)
+                    # The server's time: the handshake, then from the request sent to the
+                    # moment the loop took in the last byte (in data_received, before any
+                    # other probe's parsing); not the loop's own turns in between.
+                    answer.latency = handshake + max(0.0, (reader.last_data or time.monotonic()) - sent)
+            except TimeoutError:
+                raise Failure(cause=None, timed_out=True, reason="connection" if answer.connected is None
+                              else "read") from None
+            except (OSError, EOFError) as exc:  # first: a certificate error is a ValueError too
+                raise Failure(cause=exc) from None
+            except (asyncio.LimitOverrunError, ValueError):  # a chunk-size line without end, ...
+                raise Failure("connection broken while reading the answer") from None
+            finally:
+                if writer is not None:
+                    writer.transport.abort()  # one request per connection: no half-read reuse
+            return answer
+
+    async def _connect(self, scheme, host, port):
+        infos = await self._resolve(host, port)
+        last, sock = None, None
+        for family, address in infos:  # each address in turn, as create_connection does
+            started = time.monotonic()
+            try:
+                sock = socket.socket(family, socket.SOCK_STREAM)
+            except OSError as exc:
+                last = exc
+                continue
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                await self.loop.sock_connect(sock, address)
+                break
+            except BaseException as exc:
+                sock.close()
+                sock = None
+                if not isinstance(exc, OSError):
+                    raise
+                last = exc
+        if sock is None:
+            raise last or OSError("no address")
+        handshake = _tcp_rtt(sock)
+        if handshake is None:
+            handshake = time.monotonic() - started
+        tls = self._tls_context() if scheme == "https" else None
+        reader = _TimedReader(limit=HEAD_LIMIT, loop=self.loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=self.loop)
+        before_tls = time.monotonic()
+        try:
+            transport, _ = await self.loop.create_connection(
+                lambda: protocol, sock=sock, ssl=tls, server_hostname=host if tls else None)
+        except BaseException:
+            sock.close()
+            raise
+        if tls is not None:
+            handshake += time.monotonic() - before_tls
+        return reader, asyncio.StreamWriter(transport, protocol, reader, self.loop), handshake
+
+    async def _resolve(self, host, port):
+        key = (host, port)
+        found = self._dns.get(key)
+        if found is None:
+            found = self._dns[key] = asyncio.ensure_future(self._lookup(host, port))
+        try:
+            return await asyncio.shield(found)
+        except BaseException:
+            if found.done():
+                self._dns.pop(key, None)  # a failed lookup is asked again by the next probe
+            raise
+
+    async def _lookup(self, host, port):
+        try:
+            socket.inet_pton(socket.AF_INET, host)
+            return [(socket.AF_INET, (host, port))]
+        except OSError:
+            pass
+        infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return [(family, address) for family, _, _, _, address in infos]
+
+    def _tls_context(self):
+        if self._tls is None:
+            import ssl
+
+            try:  # the bundle requests used, so the same servers are trusted
+                import certifi
+
+                cafile = certifi.where()
+            except ImportError:
+                cafile = None
+            self._tls = ssl.create_default_context(cafile=cafile)
+        return self._tls
+
+
+class _TimedReader(asyncio.StreamReader):
+    """A StreamReader that notes when data last came in (called as the socket is read)."""
+
+    last_data = None
+
+    def feed_data(self, data):
+        self.last_data = time.monotonic()
+        super().feed_data(data)
+
+
+def _tcp_rtt(sock) -> float | None:
+    """The kernel's round-trip time of the TCP handshake just made (TCP_INFO tcpi_rtt), in s."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    except (OSError, AttributeError):  # not Linux: the connect's wall time stands in
+        return None
+    if len(info) < 104:
+        return None
+    rtt, retransmitted = int.from_bytes(info[68:72], "little"), int.from_bytes(info[100:104], "little")
+    # A retransmitted SYN gives no RTT sample (and took a second or more): then the wall time counts.
+    return rtt / 1e6 if rtt and not retransmitted else None
+
+
+async def _read_answer(reader: asyncio.StreamReader, answer: Answer, max_bytes: int) -> None:
+    while True:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial:
+                raise Failure("the server closed the connection without answering") from None
+            raise Failure("connection broken while reading the answer") from None
+        except asyncio.LimitOverrunError:
+            raise Failure(f"answer headers larger than {HEAD_LIMIT // 1024} KB") from None
+        status, headers = _parse_head(head)
+        if status >= 200 or status == 101:
+            break  # 1xx interim answers come before the real one
+    answer.status, answer.headers = status, headers
+    answer.body, answer.truncated = b"", False
+    if status in _NO_BODY or status in REDIRECTS and "location" in headers:
+        return  # a redirect's body is never read
+    decoder = _decoder(headers.get("content-encoding", ""))
+    parts, size = [], 0
+    async for raw in _body_chunks(reader, headers):
+        data = decoder(raw, max_bytes + 1 - size) if decoder else raw
+        while data:
+            if size + len(data) > max_bytes:  # one byte past the bound: there is more
+                parts.append(data[:max_bytes - size])
+                answer.body, answer.truncated = b"".join(parts), True
+                return
+            parts.append(data)
+            size += len(data)
+            data = decoder(b"", max_bytes + 1 - size) if decoder else b""
+    answer.body = b"".join(parts)
+
+
+def _parse_head(head: bytes):
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit() or len(parts[1]) != 3:
+        raise Failure("connection broken while reading the answer")
+    headers = Headers()
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            raise Failure("connection broken while reading the answer")
+        headers.add(name, value.strip())
+    return int(parts[1]), headers
+
+
+async def _body_chunks(reader, headers):
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        while True:
+            line = await reader.readuntil(b"\r\n")
+            size_text = line.split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                raise Failure("connection broken while reading the answer") from None
+            if size < 0:
+                raise Failure("connection broken while reading the answer")
+            if size == 0:
+                return  # trailers are not read: the connection is closed after each answer
+            while size:
+                data = await reader.read(min(size, _CHUNK))
+                if not data:
+                    raise EOFError
+                size -= len(data)
+                yield data
+            await reader.readexactly(2)
+    length = headers.get("content-length")
+    if length is not None:
+        try:
+            left = int(length.split(",")[0])
+        except ValueError:
+            raise Failure("connection broken while reading the answer") from None
+        while left > 0:
+            data = await reader.read(min(left, _CHUNK))
+            if not data:
+                raise EOFError
+            left -= len(data)
+            yield data
+        return
+    while data := await reader.read(_CHUNK):  # no length: the body ends with the connection
+        yield data
+
+
+def _decoder(encoding: str):
+    """A function (data, at_most) -> decoded bytes for a gzip or deflate body, else None."""
+    encoding = encoding.strip().lower()
+    if encoding in ("gzip", "x-gzip"):
+        state = [zlib.decompressobj(16 + zlib.MAX_WBITS)]
+    elif encoding == "deflate":
+        state = [zlib.decompressobj()]
+    else:
+        return None  # identity, or an encoding we did not ask for: passed on as sent
+    first = [True]
+
+    def decode(data: bytes, at_most: int) -> bytes:
+        obj = state[0]
+        data = obj.unconsumed_tail + data
+        try:
+            out = obj.decompress(data, max(at_most, 1))
+        except zlib.error:
+            if encoding == "deflate" and first[0]:  # raw deflate, as some servers send
+                state[0] = obj = zlib.decompressobj(-zlib.MAX_WBITS)
+                out = obj.decompress(data, max(at_most, 1))
+            else:
+                raise Failure("could not decode the body (bad Content-Encoding)") from None
+        first[0] = False
+        return out
+
+    return decode
+
+
+class Headers(Mapping):
+    """Case-insensitive answer headers; repeated ones joined by ", " (as requests showed them)."""
+
+    def __init__(self):
+        self._by_key: dict = {}
+
+    def add(self, name: str, value: str) -> None:
+        key = name.lower()
+        if key in self._by_key:
+            value = f"{self._by_key[key][1]}, {value}"
+            name = self._by_key[key][0]
+        self._by_key[key] = (name, value)
+
+    def __getitem__(self, name):
+        return self._by_key[name.lower()][1]
+
+    def __contains__(self, name):
+        return isinstance(name, str) and name.lower() in self._by_key
+
+    def __iter__(self):
+        return (name for name, _ in self._by_key.values())
+
+    def __len__(self):
+        return len(self._by_key)
+
+    def __repr__(self):
+        return f"Headers({dict(self.items())!r})"
