@@ -10,8 +10,12 @@ A ping never changes the exit code and never delays the run by more than its own
 deadline (5 s in total per ping, however slowly the peer trickles): `/start` goes out
 in a thread while the checks run and is joined before the end ping; a failure is a
 WARNING record (`event: heartbeat_failed`) with the URL masked. Two small requests do
-not need an HTTP stack: a raw HTTP/1.1 request over `socket` costs a few ms to import,
-where `http.client` pulls in the `email` package and `requests` far more.
+not need an HTTP stack: a raw HTTP/1.1 request over `_socket`, the C core of `socket`
+(~0.5 ms to import, where `socket` costs ~4 ms building its enums and `http.client`
+pulls in the `email` package). The import matters more than its size says: the /start
+thread imports while the checks run, and a thread busy in Python holds the GIL the
+checks need. An https URL loads `ssl` and the CA bundle (~25 ms) once per run, in the
+/start thread; the end ping, after stdout, reuses that context.
 """
 
 import logging
@@ -78,8 +82,6 @@ def send(method: str, url: str, body: bytes = b"", timeout: float = DEADLINE,
     operation gets what is left of it, so a peer sending one byte a second is cut.
     Raises OSError (TimeoutError included) or ValueError.
     """
-    import socket
-
     end = clock() + timeout
 
     def left() -> float:
@@ -95,13 +97,11 @@ def send(method: str, url: str, body: bytes = b"", timeout: float = DEADLINE,
         head += f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
     request = (head + "\r\n").encode("ascii") + (body if method == "POST" else b"")
 
-    sock = socket.create_connection((host, port), timeout=left())
+    sock = _connect(host, port, left)
     try:
         if scheme == "https":
-            import ssl
-
             sock.settimeout(left())
-            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+            sock = _tls_context().wrap_socket(sock, server_hostname=host)
         sock.settimeout(left())
         sock.sendall(request)
         answer = b""
@@ -119,6 +119,37 @@ def send(method: str, url: str, body: bytes = b"", timeout: float = DEADLINE,
     if len(fields) < 2 or not fields[0].startswith(b"HTTP/") or not (fields[1].isdigit() and len(fields[1]) == 3):
         raise ValueError("the answer is not HTTP")
     return int(fields[1])
+
+
+def _connect(host: str, port: int, left):
+    """A TCP connection to the first address of `host` that answers (socket.create_connection's
+    loop), each attempt bounded by what is left of the deadline. DNS is not: see `Ping.wait`."""
+    import _socket  # noqa: PLC2701 - the C core `socket` wraps; see the module docstring
+
+    error: OSError | None = None
+    for family, kind, proto, _, address in _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM):
+        sock = _socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(left())
+            sock.connect(address)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    raise error or OSError(f"no address for {host}")
+
+
+_tls: list = []  # the run's one TLS context: loading the CA bundle costs ~25 ms
+_tls_lock = threading.Lock()
+
+
+def _tls_context():
+    with _tls_lock:
+        if not _tls:
+            import ssl
+
+            _tls.append(ssl.create_default_context())
+        return _tls[0]
 
 
 def _describe(exc: Exception) -> str:
