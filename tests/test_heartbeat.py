@@ -6,6 +6,8 @@ request and answers per path (200, an error, never, or one byte at a time).
 
 import json
 import logging
+import shutil
+import ssl
 import subprocess
 import sys
 import threading
@@ -332,6 +334,32 @@ def test_when_the_start_lookup_hangs_the_end_ping_looks_up_again_in_a_thread_wit
     assert lookups == ["127.0.0.1", "127.0.0.1"]
     assert len(warnings) == 1 and warnings[0].endswith("start ping to http://127.0.0.1:"
                                                        f"{watcher.server_address[1]}/*** failed: no answer within 5s")
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="needs the openssl command")
+def test_an_https_watcher_gets_both_pings_and_the_ca_bundle_is_loaded_once(tmp_path, monkeypatch, warnings):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=30)
+    server = WatcherServer()
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the trust store of ssl.create_default_context
+    monkeypatch.setattr(heartbeat, "_tls", [])
+    made, create = [], ssl.create_default_context
+    monkeypatch.setattr(ssl, "create_default_context", lambda *a, **k: made.append(1) or create(*a, **k))
+    try:
+        beat = heartbeat.Heartbeat("health", server.url("/abc").replace("http:", "https:"))
+        beat.end(0, "health ok: all 8 checks ok")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert warnings == []
+    assert [p for _, p, _, _ in server.received] == ["/abc/start", "/abc/0"]
+    assert made == [1]  # ~25 ms of CA loading, in the /start thread, not again after stdout
 
 
 @pytest.mark.parametrize("url, parts", [
