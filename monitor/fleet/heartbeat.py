@@ -130,7 +130,7 @@ def send(method: str, url: str, body: bytes = b"", timeout: float = DEADLINE,
 
 def _resolve(host: str, port: int) -> list:
     """getaddrinfo's TCP answers for host:port: a DNS lookup, which no timeout bounds."""
-    import _socket  # noqa: PLC2701 - the C core `socket` wraps; see the module docstring
+    import _socket  # the C core `socket` wraps: see the module docstring
 
     found = _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM)
     if not found:
@@ -141,7 +141,7 @@ def _resolve(host: str, port: int) -> list:
 def _connect(found: list, left):
     """A TCP connection to the first address that answers (socket.create_connection's loop),
     each attempt bounded by what is left of the deadline."""
-    import _socket  # noqa: PLC2701
+    import _socket
 
     error: OSError | None = None
     for family, kind, proto, _, address in found:
