@@ -5,6 +5,9 @@ request and answers per path (200, an error, never, or one byte at a time).
 """
 
 import json
+import logging
+import shutil
+import ssl
 import subprocess
 import sys
 import threading
@@ -261,7 +264,10 @@ def test_a_host_only_run_with_a_heartbeat_imports_no_http_stack(tmp_path, watche
         "import json, sys\n"
         "from monitor.cli import main\n"
         "code = main(['health', '--format', 'json', '--quiet'])\n"
-        "heavy = ['requests', 'urllib3', 'http.client', 'email.parser', 'hvac', 'ssl', 'urllib.parse']\n"
+        # `socket` too: its ~4 ms of imports in the /start thread held the GIL the checks
+        # needed (issue 14: the heartbeat row of `make bench`); the C core `_socket` does.
+        "heavy = ['requests', 'urllib3', 'http.client', 'email.parser', 'hvac', 'ssl', 'urllib.parse',\n"
+        "         'socket', 'selectors']\n"
         "print(json.dumps({'code': code, 'loaded': [m for m in heavy if m in sys.modules]}))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=clean_env(), capture_output=True,
@@ -269,6 +275,91 @@ def test_a_host_only_run_with_a_heartbeat_imports_no_http_stack(tmp_path, watche
     result = json.loads(proc.stdout.splitlines()[-1])
     assert result == {"code": 0, "loaded": []}
     assert [p for _, p, _, _ in watcher.received] == ["/abc/start", "/abc/0"]
+
+
+class _Warnings(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def warnings():
+    handler, logger = _Warnings(), logging.getLogger("monitor")
+    logger.addHandler(handler)
+    yield handler.messages
+    logger.removeHandler(handler)
+
+
+def test_a_run_looks_the_watcher_up_once_and_sends_the_end_ping_without_a_thread(watcher, monkeypatch,
+                                                                                 warnings):
+    lookups, resolve = [], heartbeat._resolve
+    monkeypatch.setattr(heartbeat, "_resolve", lambda host, port: lookups.append(host) or resolve(host, port))
+    beat = heartbeat.Heartbeat("health", watcher.url("/abc"))
+    beat.start.wait()
+    started = threading.Thread.start
+    threads = []
+    monkeypatch.setattr(threading.Thread, "start", lambda self: threads.append(self.name) or started(self))
+    beat.end(0, "health ok: all 8 checks ok")
+    assert [p for _, p, _, _ in watcher.received] == ["/abc/start", "/abc/0"]
+    assert lookups == ["127.0.0.1"]  # /start's answer serves the end ping
+    # every step of the end ping has a timeout: no thread to start and join (the watcher's are its own)
+    assert [name for name in threads if name == "heartbeat"] == []
+    assert warnings == []
+
+
+def test_when_the_start_lookup_hangs_the_end_ping_looks_up_again_in_a_thread_within_its_deadline(
+        watcher, monkeypatch, warnings):
+    now = [1000.0]  # an injected clock: /start's deadline passes without waiting 5 s
+    hung, lookups, resolve = threading.Event(), [], heartbeat._resolve
+
+    def lookup(host, port):
+        lookups.append(host)
+        if len(lookups) == 1:  # /start: a DNS server that never answers
+            hung.wait(30)
+            raise OSError("given up")
+        return resolve(host, port)
+
+    monkeypatch.setattr(heartbeat, "_resolve", lookup)
+    try:
+        beat = heartbeat.Heartbeat("health", watcher.url("/abc"), clock=lambda: now[0])
+        now[0] += heartbeat.DEADLINE + 1
+        beat.end(2, "health critical")
+    finally:
+        hung.set()
+    assert [p for _, p, _, _ in watcher.received] == ["/abc/2"]
+    assert lookups == ["127.0.0.1", "127.0.0.1"]
+    assert len(warnings) == 1 and warnings[0].endswith("start ping to http://127.0.0.1:"
+                                                       f"{watcher.server_address[1]}/*** failed: no answer within 5s")
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="needs the openssl command")
+def test_an_https_watcher_gets_both_pings_and_the_ca_bundle_is_loaded_once(tmp_path, monkeypatch, warnings):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=30)
+    server = WatcherServer()
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the trust store of ssl.create_default_context
+    monkeypatch.setattr(heartbeat, "_tls", [])
+    made, create = [], ssl.create_default_context
+    monkeypatch.setattr(ssl, "create_default_context", lambda *a, **k: made.append(1) or create(*a, **k))
+    try:
+        beat = heartbeat.Heartbeat("health", server.url("/abc").replace("http:", "https:"))
+        beat.end(0, "health ok: all 8 checks ok")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert warnings == []
+    assert [p for _, p, _, _ in server.received] == ["/abc/start", "/abc/0"]
+    assert made == [1]  # ~25 ms of CA loading, in the /start thread, not again after stdout
 
 
 @pytest.mark.parametrize("url, parts", [

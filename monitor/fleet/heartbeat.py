@@ -10,8 +10,12 @@ A ping never changes the exit code and never delays the run by more than its own
 deadline (5 s in total per ping, however slowly the peer trickles): `/start` goes out
 in a thread while the checks run and is joined before the end ping; a failure is a
 WARNING record (`event: heartbeat_failed`) with the URL masked. Two small requests do
-not need an HTTP stack: a raw HTTP/1.1 request over `socket` costs a few ms to import,
-where `http.client` pulls in the `email` package and `requests` far more.
+not need an HTTP stack: a raw HTTP/1.1 request over `_socket`, the C core of `socket`
+(~0.5 ms to import, where `socket` costs ~4 ms building its enums and `http.client`
+pulls in the `email` package). The import matters more than its size says: the /start
+thread imports while the checks run, and a thread busy in Python holds the GIL the
+checks need. An https URL loads `ssl` and the CA bundle (~25 ms) once per run, in the
+/start thread; the end ping, after stdout, reuses that context.
 """
 
 import logging
@@ -71,15 +75,15 @@ def split_url(url: str) -> tuple[str, str, int, str, str]:
 
 
 def send(method: str, url: str, body: bytes = b"", timeout: float = DEADLINE,
-         clock=time.monotonic) -> int:
+         clock=time.monotonic, addresses: dict | None = None) -> int:
     """Send one request; return the answer's HTTP status.
 
     `timeout` bounds the whole exchange (connect, send, status line): each socket
     operation gets what is left of it, so a peer sending one byte a second is cut.
-    Raises OSError (TimeoutError included) or ValueError.
+    The name lookup is the one step no timeout reaches; `addresses`, when given, keeps
+    its answers by (host, port) for the next ping. Raises OSError (TimeoutError
+    included) or ValueError.
     """
-    import socket
-
     end = clock() + timeout
 
     def left() -> float:
@@ -95,13 +99,16 @@ def send(method: str, url: str, body: bytes = b"", timeout: float = DEADLINE,
         head += f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
     request = (head + "\r\n").encode("ascii") + (body if method == "POST" else b"")
 
-    sock = socket.create_connection((host, port), timeout=left())
+    if addresses is None or (host, port) not in addresses:
+        found = _resolve(host, port)
+        if addresses is None:
+            addresses = {}
+        addresses[host, port] = found
+    sock = _connect(addresses[host, port], left)
     try:
         if scheme == "https":
-            import ssl
-
             sock.settimeout(left())
-            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+            sock = _tls_context().wrap_socket(sock, server_hostname=host)
         sock.settimeout(left())
         sock.sendall(request)
         answer = b""
@@ -121,6 +128,47 @@ def send(method: str, url: str, body: bytes = b"", timeout: float = DEADLINE,
     return int(fields[1])
 
 
+def _resolve(host: str, port: int) -> list:
+    """getaddrinfo's TCP answers for host:port: a DNS lookup, which no timeout bounds."""
+    import _socket  # the C core `socket` wraps: see the module docstring
+
+    found = _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM)
+    if not found:
+        raise OSError(f"no address for {host}")
+    return found
+
+
+def _connect(found: list, left):
+    """A TCP connection to the first address that answers (socket.create_connection's loop),
+    each attempt bounded by what is left of the deadline."""
+    import _socket
+
+    error: OSError | None = None
+    for family, kind, proto, _, address in found:
+        sock = _socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(left())
+            sock.connect(address)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    raise error
+
+
+_tls: list = []  # the run's one TLS context: loading the CA bundle costs ~25 ms
+_tls_lock = threading.Lock()
+
+
+def _tls_context():
+    with _tls_lock:
+        if not _tls:
+            import ssl
+
+            _tls.append(ssl.create_default_context())
+        return _tls[0]
+
+
 def _describe(exc: Exception) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
@@ -128,19 +176,25 @@ def _describe(exc: Exception) -> str:
 
 
 class Ping:
-    """One ping sent in a daemon thread; `wait()` joins it within its deadline."""
+    """One ping, sent in a daemon thread (`wait()` joins it within its deadline), or, with
+    `inline`, right away in the caller's thread: only for a host whose addresses are in
+    `addresses` already, so that every step of it has a timeout."""
 
     def __init__(self, method: str, url: str, body: bytes = b"", timeout: float = DEADLINE,
-                 clock=time.monotonic):
-        self.url, self.timeout, self.clock = url, timeout, clock
+                 clock=time.monotonic, addresses: dict | None = None, inline: bool = False):
+        self.url, self.timeout, self.clock, self.addresses = url, timeout, clock, addresses
         self.end = clock() + timeout
         self.error: str | None = None
-        self._thread = threading.Thread(target=self._run, args=(method, body), name="heartbeat", daemon=True)
-        self._thread.start()
+        self._thread = None
+        if inline:
+            self._run(method, body)
+        else:
+            self._thread = threading.Thread(target=self._run, args=(method, body), name="heartbeat", daemon=True)
+            self._thread.start()
 
     def _run(self, method: str, body: bytes) -> None:
         try:
-            status = send(method, self.url, body, self.timeout, self.clock)
+            status = send(method, self.url, body, self.timeout, self.clock, self.addresses)
             if not 200 <= status < 300:
                 self.error = f"HTTP {status}"
         except TimeoutError:  # the deadline, whether a socket timeout or `left()` saw it pass
@@ -150,6 +204,8 @@ class Ping:
 
     def wait(self) -> str | None:
         """Wait for the answer until the deadline; return why the ping failed, or None."""
+        if self._thread is None:
+            return self.error
         self._thread.join(max(0.0, self.end - self.clock()))
         if self._thread.is_alive():  # stuck where no socket timeout reaches (DNS): left behind
             return f"no answer within {self.timeout:g}s"
@@ -163,7 +219,8 @@ class Heartbeat:
         redact.register_url(url)  # the URL is the credential: whatever prints it prints ***
         self.command, self.url, self.clock = command, url, clock
         self.ended = False
-        self.start = Ping("GET", ping_url(url, "start"), clock=clock)
+        self.addresses: dict = {}  # (host, port): what /start's name lookup found
+        self.start = Ping("GET", ping_url(url, "start"), clock=clock, addresses=self.addresses)
 
     def _failed(self, what: str, error: str | None) -> None:
         if error:
@@ -178,7 +235,11 @@ class Heartbeat:
 
         self._failed("start", self.start.wait())
         code = min(max(int(exit_code), 0), 255)
-        ping = Ping("POST", ping_url(self.url, str(code)), clip(scrub(summary)), clock=self.clock)
+        # With /start's addresses at hand nothing in the end ping can block past its
+        # deadline, so it goes out from here: no thread to start and join after stdout.
+        # Without them (the lookup failed or hung) a thread keeps DNS within the deadline.
+        ping = Ping("POST", ping_url(self.url, str(code)), clip(scrub(summary)), clock=self.clock,
+                    addresses=self.addresses, inline=bool(self.addresses))
         self._failed(str(code), ping.wait())
 
 
