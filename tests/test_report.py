@@ -385,6 +385,24 @@ def test_error_lines_across_read_chunks_are_each_found_once(tmp_path):
     assert (found["error"], found["critical"], found["unparseable_lines"]) == (errors, criticals, 0)
 
 
+def test_json_lines_count_by_their_level_field_in_every_spelling_not_by_words_in_messages(tmp_path):
+    (tmp_path / "logs").mkdir()
+    records = [
+        '{"levelname": "ERROR", "asctime": "%s"}' % at(DAY, "01:00:00"),
+        '{"level":"error","time":"%s"}' % at(DAY, "02:00:00", "Z"),                  # compact (zap, pino)
+        '{"level" : "CRITICAL", "timestamp": "%s"}' % at(DAY, "03:00:00"),           # spaced
+        '{"msg": "x", "level":\t"Critical", "time": "%s"}' % at(DAY, "04:00:00"),   # a tab, title case
+        '{"levelname": "INFO", "asctime": "%s", "message": "retried after an error: \\"ERROR\\""}'
+        % at(DAY, "05:00:00"),
+        '{"level": "warning", "time": "%s", "msg": "critical path slow, error rate 2%%"}' % at(DAY, "06:00:00"),
+        '{"levelname": "INFO", "asctime": "%s", "message": "error' % at(DAY, "07:00:00"),  # cut short, not an error
+        '{"levelname": "ERROR", "asctime": "%s", "message": "cut' % at(DAY, "08:00:00"),   # cut short, an error
+    ]
+    (tmp_path / "logs" / "app.log").write_text("\n".join(records) + "\n")
+    found = count(tmp_path)
+    assert (found["error"], found["critical"], found["unparseable_lines"]) == (2, 2, 1)
+
+
 # --- health -----------------------------------------------------------------------------------
 
 def run_record(when: datetime, status: str, checks: dict, tz=UTC) -> str:
