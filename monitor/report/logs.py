@@ -27,7 +27,7 @@ _LEVELS = (b"ERROR", b"CRITICAL", b"error", b"critical")
 # merely mentions "error" is no candidate, so only lines that can count are parsed. It
 # starts with the letters, not the quote: `re` tries the pattern at each occurrence of its
 # first byte, and JSON lines hold far more quotes than "l"s.
-_LEVEL_FIELD = re.compile(rb'level(?:name"|")\s*+:\s*+"(?:ERROR|CRITICAL|error|critical|Error|Critical)"')
+_LEVEL_FIELD = re.compile(rb'level(?:name"|")[ \t]*+:[ \t]*+"(?:ERROR|CRITICAL|error|critical|Error|Critical)"')
 # A corrupt .gz archive raises zlib.error, which is not an OSError.
 _READ_ERRORS = (OSError, EOFError, zlib.error)
 
@@ -108,7 +108,7 @@ def error_record(line: bytes, tz) -> tuple[str, datetime | None] | None:
 def _candidate_lines(handle, chunk_size: int = 1 << 20, max_line: int = 1 << 20):
     """Yield the lines of `handle` that may be ERROR or CRITICAL records, scanning big chunks.
 
-    A file whose first line is a JSON object is read as JSON lines: one regex pass per
+    A file that starts with "{" (after white space) is read as JSON lines: one regex pass per
     chunk finds the level fields that say ERROR or CRITICAL. Any other file (plain text,
     or garbage) keeps the plain prefilter: lines holding a level word. Either way only
     the lines around a hit are cut out of the chunk, never the whole chunk; a line
@@ -116,11 +116,11 @@ def _candidate_lines(handle, chunk_size: int = 1 << 20, max_line: int = 1 << 20)
     """
     has, hits = _has_level, _hits
     tail = b""  # the unfinished line carried over from the previous chunk
-    first_chunk = True
+    kind_known = False  # until the first byte that is not white space: "{" makes it JSON lines
     while True:
         chunk = handle.read(chunk_size)
-        if first_chunk:
-            first_chunk = False
+        if not kind_known and chunk.strip(b" \t\r\n"):
+            kind_known = True
             if chunk.lstrip(b" \t\r\n").startswith(b"{"):
                 has, hits = _has_level_field, _field_hits
         if not chunk:
