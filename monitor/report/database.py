@@ -196,19 +196,19 @@ def _time_filter(cfg: dict, db: Database, column: str, start: datetime, end: dat
             f"AND julianday({column}) < julianday(:end) END"), params
 
 
-def _all_utc_text(db: Database, source: str, column: str, around: list[tuple[datetime, datetime]]) -> bool:
-    """True if no row within the margin outside these text ranges has another shape than UTC text.
+def _all_utc_text(db: Database, source: str, column: str, start: datetime, end: datetime) -> bool:
+    """True if every row whose text lies within 14 h of [start, end) is UTC text.
 
-    `around` are consecutive windows already checked row by row; together with the
-    margin before the first and after the last they hold every row that can fall in one.
+    One pass over the index (the rows themselves are not read) that stops at the first
+    row of another shape. On the margin's first day, text with a space sorts before "T":
+    its own range is checked from the same time of day.
     """
-    lo, hi = around[0][0] - MARGIN, around[-1][1] + MARGIN
-    gaps = [(_text(lo, date_only=True), _text(around[0][0])), (_text(around[-1][1]), _text(hi))]
-    gaps += [(_text(a[1]), _text(b[0])) for a, b in zip(around, around[1:]) if a[1] != b[0]]
-    odd = " OR ".join(f"EXISTS (SELECT 1 FROM {source} WHERE {column} >= :a{i} AND {column} < :b{i} "
-                      f"AND NOT {_utc_text(column)})" for i in range(len(gaps)))
-    params = {f"{k}{i}": v for i, gap in enumerate(gaps) for k, v in zip("ab", gap)}
-    return not db.rows(f"SELECT {odd}", params)[0][0]
+    lo = _text(start - MARGIN)
+    odd = f"AND NOT {_utc_text(column)})"
+    found = db.rows(f"SELECT EXISTS (SELECT 1 FROM {source} WHERE {column} >= :lo AND {column} < :hi {odd} "
+                    f"OR EXISTS (SELECT 1 FROM {source} WHERE {column} >= :space AND {column} < :after {odd}",
+                    {"lo": lo, "hi": _text(end + MARGIN), "space": lo.replace("T", " "), "after": lo[:10] + "!"})
+    return not found[0][0]
 
 
 def _bounds(cfg: dict, db: Database, start: datetime, end: datetime) -> dict:
@@ -280,25 +280,21 @@ def business_figures(cfg: dict, window: Window, base_dir: str = ".") -> dict:
 
 
 def _utc_figures(db: Database, source: str, t: str, s: str, r: str, roi: str, windows: list):
-    """The three scans by plain text ranges over the index, if every row that counts is UTC text.
+    """The three scans by plain text ranges over the index, if every row that can count is UTC text.
 
-    The common case (one writer, UTC): each scan reads its day's rows and nothing else,
-    and counts the rows of another shape on the way; with none there, nor in the margins
-    around the two days, the figures are exact. Otherwise None: `_time_filter` then
-    judges those rows by their instants.
+    The common case (one writer, UTC): a first pass over the index makes sure of it, then
+    each scan reads its day's rows and nothing else. Otherwise None: `_time_filter` then
+    judges the other rows by their instants.
     """
-    odd = f"SUM(NOT {_utc_text(t)})"
-    (before, day) = ({"s": _text(w.start), "e": _text(w.end)} for w in windows)
-    groups = db.rows(f"SELECT {s}, COUNT(*), SUM({roi}), COUNT({r}), {odd} FROM {source} "
-                     f"WHERE {t} >= :s AND {t} < :e GROUP BY {s}", day)
-    totals = db.rows(f"SELECT COUNT(*), SUM({roi}), COUNT({r}), {odd} FROM {source} "
-                     f"WHERE {t} >= :s AND {t} < :e", before)[0]
-    if any(row[4] for row in groups) or totals[3] or not _all_utc_text(
-            db, source, t, [(w.start, w.end) for w in windows]):
+    if not _all_utc_text(db, source, t, windows[0].start, windows[-1].end):
         return None
-    top = db.rows(f"SELECT {t}, {s}, {roi} FROM {source} WHERE {t} >= :s AND {t} < :e AND {r} IS NOT NULL "
+    (before, day) = ({"s": _text(w.start), "e": _text(w.end)} for w in windows)
+    where = f"{t} >= :s AND {t} < :e"
+    groups = db.rows(f"SELECT {s}, COUNT(*), SUM({roi}), COUNT({r}) FROM {source} WHERE {where} GROUP BY {s}", day)
+    top = db.rows(f"SELECT {t}, {s}, {roi} FROM {source} WHERE {where} AND {r} IS NOT NULL "
                   f"ORDER BY {roi} DESC LIMIT 5", day)
-    return [row[:4] for row in groups], top, totals[:3]
+    totals = db.rows(f"SELECT COUNT(*), SUM({roi}), COUNT({r}) FROM {source} WHERE {where}", before)[0]
+    return groups, top, totals
 
 
 def _show_time(value, tz):
