@@ -177,6 +177,51 @@ def test_iso_times_with_t_space_z_and_offsets_near_midnight_fall_in_the_right_da
     assert found["previous"]["opportunities_found"] == len(before)
 
 
+@pytest.mark.parametrize("tz", [UTC, PARIS], ids=str)
+def test_mixed_offset_rows_near_midnight_among_utc_rows_are_counted_in_the_right_day(tmp_path, tz):
+    # Mostly UTC text (read by plain text ranges), with a few rows written in far zones
+    # whose text lies in another day than their instant, up to 14 h away.
+    start = datetime.combine(DAY, datetime.min.time(), tz).astimezone(timezone.utc)
+    end = datetime.combine(DAY + timedelta(days=1), datetime.min.time(), tz).astimezone(timezone.utc)
+    prev = datetime.combine(BEFORE, datetime.min.time(), tz).astimezone(timezone.utc)
+
+    def text(instant, zone_hours=0, shape="+00:00"):
+        local = instant.astimezone(timezone(timedelta(hours=zone_hours)))
+        if zone_hours:
+            return local.isoformat()
+        return local.replace(tzinfo=None).isoformat() + ("" if shape == "naive" else shape)
+
+    second = timedelta(seconds=1)
+    inside = [text(start), text(start, shape="Z"), text(end - second, shape="naive"),
+              text(end - timedelta(microseconds=1), shape="Z"), text(start + timedelta(hours=12)),
+              text(end - timedelta(minutes=30), 14),     # text in the next day, +14:00
+              text(start + timedelta(minutes=30), -12),  # text in the day before, -12:00
+              text(end - second, 13), text(start, -11)]
+    before = [text(start - second), text(prev, shape="Z"), text(prev + timedelta(hours=1), -12),  # text 2 days back
+              text(start - timedelta(minutes=1), 14)]    # text inside the day, instant before it
+    outside = [text(end), text(end, shape="naive"), text(end, -12),                              # text inside the day
+               text(prev - second), text(prev - timedelta(minutes=1), 14)]                       # text the day before
+    filler = [text(start + timedelta(hours=h)) for h in range(-60, 84, 3)]  # UTC rows two days around
+    counted_filler = [f for f in filler if start.isoformat()[:19] <= f[:19] < end.isoformat()[:19]]
+    before_filler = [f for f in filler if prev.isoformat()[:19] <= f[:19] < start.isoformat()[:19]]
+    rows = [(t, "s", 1.0) for t in inside + before + outside + filler]
+    make_db(tmp_path / "opp.db", rows)
+    sqlite3.connect(tmp_path / "opp.db").execute("CREATE INDEX at_time ON opportunities (found_at)").connection.commit()
+    found = figures_for(tmp_path, tz=tz, database="sqlite://opp.db", timezone=str(tz))
+    assert found["opportunities_found"] == len(inside) + len(counted_filler)
+    assert found["previous"]["opportunities_found"] == len(before) + len(before_filler)
+    # The same rows without the far zones: every figure from the plain text ranges.
+    make_db(tmp_path / "utc.db", [(t, "s", 1.0) for t in filler + inside[:5] + before[:2] + outside[:2]])
+    found = figures_for(tmp_path, tz=tz, database="sqlite://utc.db", timezone=str(tz))
+    assert found["opportunities_found"] == 5 + len(counted_filler)
+    assert found["previous"]["opportunities_found"] == 2 + len(before_filler)
+    # Far-zone rows only in the margins, none among the two days' text: still found.
+    make_db(tmp_path / "margins.db", [(t, "s", 1.0) for t in filler + [inside[5], before[2]]])
+    found = figures_for(tmp_path, tz=tz, database="sqlite://margins.db", timezone=str(tz))
+    assert found["opportunities_found"] == 1 + len(counted_filler)
+    assert found["previous"]["opportunities_found"] == 1 + len(before_filler)
+
+
 def test_the_day_is_cut_at_midnight_of_the_report_timezone(tmp_path):
     # Paris is UTC+1 in November: its day starts at 23:00Z the evening before.
     rows = [(at(BEFORE, "23:00:00", "Z"), "s", 1.0), (at(DAY, "00:30:00", "+01:00"), "s", 1.0),
@@ -383,6 +428,24 @@ def test_error_lines_across_read_chunks_are_each_found_once(tmp_path):
     errors = sum(1 for i in range(40_000) if i % 7 == 0)
     criticals = sum(1 for i in range(40_000) if i % 7 and i % 11 == 0)
     assert (found["error"], found["critical"], found["unparseable_lines"]) == (errors, criticals, 0)
+
+
+def test_json_lines_count_by_their_level_field_in_every_spelling_not_by_words_in_messages(tmp_path):
+    (tmp_path / "logs").mkdir()
+    records = [
+        '{"levelname": "ERROR", "asctime": "%s"}' % at(DAY, "01:00:00"),
+        '{"level":"error","time":"%s"}' % at(DAY, "02:00:00", "Z"),                  # compact (zap, pino)
+        '{"level" : "CRITICAL", "timestamp": "%s"}' % at(DAY, "03:00:00"),           # spaced
+        '{"msg": "x", "level":\t"Critical", "time": "%s"}' % at(DAY, "04:00:00"),   # a tab, title case
+        '{"levelname": "INFO", "asctime": "%s", "message": "retried after an error: \\"ERROR\\""}'
+        % at(DAY, "05:00:00"),
+        '{"level": "warning", "time": "%s", "msg": "critical path slow, error rate 2%%"}' % at(DAY, "06:00:00"),
+        '{"levelname": "INFO", "asctime": "%s", "message": "error' % at(DAY, "07:00:00"),  # cut short, not an error
+        '{"levelname": "ERROR", "asctime": "%s", "message": "cut' % at(DAY, "08:00:00"),   # cut short, an error
+    ]
+    (tmp_path / "logs" / "app.log").write_text("\n".join(records) + "\n")
+    found = count(tmp_path)
+    assert (found["error"], found["critical"], found["unparseable_lines"]) == (2, 2, 1)
 
 
 # --- health -----------------------------------------------------------------------------------

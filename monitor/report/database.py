@@ -156,20 +156,59 @@ def _source_sql(cfg: dict, db: Database) -> tuple[str, str, str, str]:
     return source, t, s, r
 
 
+# Stored ISO text is UTC by its shape: "T", whole seconds, a fraction or none, then "Z",
+# "+00:00" or nothing (naive text counts as UTC). Such text orders as its instant, so a
+# plain text range over the column's index selects it exactly. Any other row (an offset,
+# a space, no seconds) is judged by julianday(), and only where it can change a figure.
+_UTC_SHAPES = ("????-??-??T??:??:??+00:00", "????-??-??T??:??:??Z", "????-??-??T??:??:??",
+               "????-??-??T??:??:??.*+00:00", "????-??-??T??:??:??.*Z")
+# The widest UTC offsets in use are -12:00 and +14:00: a row written in any zone lies,
+# as text, within 14 h of its instant.
+MARGIN = timedelta(hours=14)
+
+
+def _utc_text(column: str) -> str:
+    return "(" + " OR ".join(f"{column} GLOB '{shape}'" for shape in _UTC_SHAPES) + ")"
+
+
+def _text(moment: datetime, date_only: bool = False) -> str:
+    """An instant as the UTC text it is compared with: whole seconds, "T", no suffix."""
+    moment = moment.astimezone(timezone.utc)
+    return moment.date().isoformat() if date_only else moment.strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def _time_filter(cfg: dict, db: Database, column: str, start: datetime, end: datetime) -> tuple[str, dict]:
-    """A WHERE clause selecting [start, end), and its parameters (`:start`, `:end`, ...)."""
+    """A WHERE clause selecting [start, end) whatever the rows' offsets, and its parameters.
+
+    ISO text in SQLite: the index range is the window widened by the 14 h margin (from
+    midnight of its first day: text with a space or a bare date sorts before "T"); UTC
+    text inside it is compared as text, julianday() judges the other rows only.
+    """
     if cfg["query"]:
         # The user's query takes :start and :end itself; pass them in the column's format.
         return "1=1", _bounds(cfg, db, start, end)
     if cfg["time_format"] == "epoch" or db.kind == "postgresql":
         return f"{column} >= :start AND {column} < :end", _bounds(cfg, db, start, end)
-    # ISO text: a date-granular range first so the index on the column is used, then
-    # the exact instant comparison (julianday understands "T", "Z" and offsets).
-    params = {"lo": (start - timedelta(days=1)).astimezone(timezone.utc).date().isoformat(),
-              "hi": (end + timedelta(days=1)).astimezone(timezone.utc).date().isoformat(),
-              **_bounds(cfg, db, start, end)}
-    return (f"{column} >= :lo AND {column} < :hi AND julianday({column}) >= julianday(:start) "
-            f"AND julianday({column}) < julianday(:end)"), params
+    params = {"lo": _text(start - MARGIN, date_only=True), "hi": _text(end + MARGIN),
+              "s": _text(start), "e": _text(end), **_bounds(cfg, db, start, end)}
+    return (f"{column} >= :lo AND {column} < :hi AND CASE WHEN {_utc_text(column)} "
+            f"THEN {column} >= :s AND {column} < :e ELSE julianday({column}) >= julianday(:start) "
+            f"AND julianday({column}) < julianday(:end) END"), params
+
+
+def _all_utc_text(db: Database, source: str, column: str, start: datetime, end: datetime) -> bool:
+    """True if every row whose text lies within 14 h of [start, end) is UTC text.
+
+    One pass over the index (the rows themselves are not read) that stops at the first
+    row of another shape. On the margin's first day, text with a space sorts before "T":
+    its own range is checked from the same time of day.
+    """
+    lo = _text(start - MARGIN)
+    odd = f"AND NOT {_utc_text(column)})"
+    found = db.rows(f"SELECT EXISTS (SELECT 1 FROM {source} WHERE {column} >= :lo AND {column} < :hi {odd} "
+                    f"OR EXISTS (SELECT 1 FROM {source} WHERE {column} >= :space AND {column} < :after {odd}",
+                    {"lo": lo, "hi": _text(end + MARGIN), "space": lo.replace("T", " "), "after": lo[:10] + "!"})
+    return not found[0][0]
 
 
 def _bounds(cfg: dict, db: Database, start: datetime, end: datetime) -> dict:
@@ -188,7 +227,9 @@ def business_figures(cfg: dict, window: Window, base_dir: str = ".") -> dict:
 
     Three scans, each over one day: GROUP BY source for the day (its totals too),
     ORDER BY ROI ... LIMIT 5 for the day, and COUNT/AVG for the day before. (One
-    GROUP BY over both days costs more: SQLite sorts twice as many rows.)
+    GROUP BY over both days costs more: SQLite sorts twice as many rows.) ISO text in
+    SQLite is read by plain text ranges while the rows that count are all UTC text
+    (`_utc_figures`), else each row is judged by its instant (`_time_filter`).
     """
     if not cfg.get("database"):
         raise ReportError("report.database is not configured")
@@ -196,14 +237,20 @@ def business_figures(cfg: dict, window: Window, base_dir: str = ".") -> dict:
     try:
         source, t, s, r = _source_sql(cfg, db)
         roi = f"CAST({r} AS {'REAL' if db.kind == 'sqlite' else 'double precision'})"
-        where, params = _time_filter(cfg, db, t, window.start, window.end)
-        groups = db.rows(f"SELECT {s}, COUNT(*), SUM({roi}), COUNT({r}) FROM {source} WHERE {where} "
-                         f"GROUP BY {s}", params)
-        top = db.rows(f"SELECT {t}, {s}, {roi} FROM {source} WHERE {where} AND {r} IS NOT NULL "
-                      f"ORDER BY {roi} DESC LIMIT 5", params)
         day_before = window_for(window.day - timedelta(days=1), window.start.tzinfo)
-        where, params = _time_filter(cfg, db, t, day_before.start, day_before.end)
-        before = db.rows(f"SELECT COUNT(*), SUM({roi}), COUNT({r}) FROM {source} WHERE {where}", params)[0]
+        found = None
+        if db.kind == "sqlite" and cfg["time_format"] == "iso" and not cfg["query"]:
+            found = _utc_figures(db, source, t, s, r, roi, [day_before, window])
+        if found is None:
+            where, params = _time_filter(cfg, db, t, window.start, window.end)
+            groups = db.rows(f"SELECT {s}, COUNT(*), SUM({roi}), COUNT({r}) FROM {source} WHERE {where} "
+                             f"GROUP BY {s}", params)
+            top = db.rows(f"SELECT {t}, {s}, {roi} FROM {source} WHERE {where} AND {r} IS NOT NULL "
+                          f"ORDER BY {roi} DESC LIMIT 5", params)
+            where, params = _time_filter(cfg, db, t, day_before.start, day_before.end)
+            before = db.rows(f"SELECT COUNT(*), SUM({roi}), COUNT({r}) FROM {source} WHERE {where}", params)[0]
+        else:
+            groups, top, before = found
     finally:
         db.close()
     damaged = len(db.damaged)
@@ -230,6 +277,24 @@ def business_figures(cfg: dict, window: Window, base_dir: str = ".") -> dict:
         "previous": {"opportunities_found": days[0][0], "avg_roi": average(days[0])},
         "damaged_values": damaged,
     }
+
+
+def _utc_figures(db: Database, source: str, t: str, s: str, r: str, roi: str, windows: list):
+    """The three scans by plain text ranges over the index, if every row that can count is UTC text.
+
+    The common case (one writer, UTC): a first pass over the index makes sure of it, then
+    each scan reads its day's rows and nothing else. Otherwise None: `_time_filter` then
+    judges the other rows by their instants.
+    """
+    if not _all_utc_text(db, source, t, windows[0].start, windows[-1].end):
+        return None
+    (before, day) = ({"s": _text(w.start), "e": _text(w.end)} for w in windows)
+    where = f"{t} >= :s AND {t} < :e"
+    groups = db.rows(f"SELECT {s}, COUNT(*), SUM({roi}), COUNT({r}) FROM {source} WHERE {where} GROUP BY {s}", day)
+    top = db.rows(f"SELECT {t}, {s}, {roi} FROM {source} WHERE {where} AND {r} IS NOT NULL "
+                  f"ORDER BY {roi} DESC LIMIT 5", day)
+    totals = db.rows(f"SELECT COUNT(*), SUM({roi}), COUNT({r}) FROM {source} WHERE {where}", before)[0]
+    return groups, top, totals
 
 
 def _show_time(value, tz):

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from monitor import config as config_mod
 from monitor.config import SCHEMA, ConfigError, ListOf, Table, TableList, ThresholdField
-from monitor.report.logs import _candidate_lines, error_record
+from monitor.report.logs import _LEVEL_FIELD, _candidate_lines, error_record
 from monitor.alerts.telegram import LIMIT, html_to_plain, split_message, units
 from monitor.units import parse_duration, parse_size
 from tests.conftest import MONITOR, clean_env
@@ -226,15 +226,27 @@ def test_the_log_line_parser_returns_none_or_a_level_and_time_and_never_raises(l
 
 _LEVELS = (b"ERROR", b"CRITICAL", b"error", b"critical")
 _LOG_WORDS = st.sampled_from([b"ERROR", b"CRITICAL", b"error", b"critical", b"ERR", b"OR", b"INFO", b" ", b"x",
-                              b"{", b"\r", b"\xff"])
-_LOG_LINES = st.lists(st.lists(_LOG_WORDS, max_size=6).map(b"".join), max_size=30)
+                              b"{", b"\r", b"\xff", b'"level', b"name", b'"', b': "', b":\t\"", b'ERROR"', b'Error"',
+                              b'INFO"', b'"levelname": "ERROR"', b'"level":"critical"'])
+_LOG_LINES = (st.lists(st.lists(_LOG_WORDS, max_size=6).map(b"".join), max_size=30)
+              | st.lists(st.lists(_LOG_WORDS, max_size=6).map(lambda words: b"{" + b"".join(words)), max_size=30))
 
 
 def _reference(data: bytes, max_line: int) -> tuple[list[bytes], list[bytes]]:
-    """(lines that must be yielded, lines that may be), each cut to `max_line`."""
+    """(lines that must be yielded, lines that may be), each cut to `max_line`.
+
+    A log that starts with "{" is JSON lines: a line holds a level when its level field
+    says so (issue 14: not a level word in its message); any other log, a level word.
+    """
+    if data.lstrip(b" \t\r\n").startswith(b"{"):
+        def holds(line):
+            return _LEVEL_FIELD.search(line) is not None
+    else:
+        def holds(line):
+            return any(level in line for level in _LEVELS)
     lines = data.split(b"\n")
-    must = [line[:max_line] for line in lines if any(level in line[:max_line] for level in _LEVELS)]
-    may = [line[:max_line] for line in lines if any(level in line for level in _LEVELS)]
+    must = [line[:max_line] for line in lines if holds(line[:max_line])]
+    may = [line[:max_line] for line in lines if holds(line)]
     return must, may
 
 
