@@ -14,6 +14,11 @@ import struct
 import time
 import zlib
 
+try:  # ISA-L's inflate: about twice zlib's speed on gzip (README: backup verification)
+    from isal import isal_zlib as inflating
+except ImportError:  # pragma: no cover - isal is a dependency; a distro build may lack it
+    inflating = zlib
+
 CHUNK = 1 << 20          # read size
 MAX_INFLATE = 4 << 20    # bound on decompressed bytes held at once (a zip bomb stays small)
 IN_PIECE = 16 << 10      # compressed bytes fed to a decompressor at once (gzip, tar)
@@ -59,9 +64,11 @@ def _gunzip(chunks, deadline: float, clock, members: list):
     mapped and unmapped per chunk: ~900k page faults per GB). members[0] counts members.
     Raise VerifyError when the data is damaged or ends before a member does.
     """
-    inflater, started = zlib.decompressobj(wbits=31), False
+    inflater, started = inflating.decompressobj(wbits=31), False
     members[0] = 1
     for chunk in chunks:
+        if not started:
+            _gzip_magic(chunk)
         started = True
         for start in range(0, len(chunk), IN_PIECE):
             data = chunk[start:start + IN_PIECE]
@@ -71,8 +78,9 @@ def _gunzip(chunks, deadline: float, clock, members: list):
                     # zero padding (tape blocks) is skipped here so memory stays bounded.
                     if not bytes(data).strip(b"\0"):
                         break
-                    inflater = zlib.decompressobj(wbits=31)  # another member follows (concatenated gzip)
+                    inflater = inflating.decompressobj(wbits=31)  # another member follows (concatenated gzip)
                     members[0] += 1
+                    _gzip_magic(data)
                 try:
                     out = inflater.decompress(data, OUT_PIECE)
                     while True:
@@ -83,7 +91,7 @@ def _gunzip(chunks, deadline: float, clock, members: list):
                         if clock() > deadline:
                             raise VerifyTimeout()
                         out = inflater.decompress(inflater.unconsumed_tail, OUT_PIECE)
-                except zlib.error as exc:
+                except (zlib.error, inflating.error) as exc:
                     raise VerifyError(f"corrupt gzip data ({_zlib_reason(exc)})") from None
                 data = inflater.unused_data if inflater.eof else b""
     if not started:
@@ -92,12 +100,22 @@ def _gunzip(chunks, deadline: float, clock, members: list):
         raise VerifyError("truncated gzip file (ends before the end of the stream)")
 
 
+def _gzip_magic(data) -> None:
+    """A gzip member starts with 1f 8b: said at once, not after waiting for more data."""
+    head = bytes(data[:2])
+    if head != b"\x1f\x8b"[:len(head)]:
+        raise VerifyError("corrupt gzip data (not gzip data)")
+
+
 def _zlib_reason(exc) -> str:
+    """zlib's and ISA-L's words for the same damage, said one way."""
     text = str(exc)
-    if "incorrect data check" in text or "incorrect length check" in text:
+    if "incorrect data check" in text or "incorrect length check" in text or "Incorrect checksum" in text:
         return "CRC error"
-    if "incorrect header check" in text:
+    if "incorrect header check" in text or "Invalid gzip/zlib wrapper" in text:
         return "not gzip data"
+    if "Invalid deflate block" in text:
+        return "invalid compressed data"
     return text.replace("Error -3 while decompressing data: ", "")
 
 
