@@ -287,6 +287,16 @@ def test_a_file_that_is_not_gzip_is_critical(tmp_path):
     assert "corrupt gzip data (not gzip data)" in result.message
 
 
+def judged_with_peak(cfg: dict):
+    """The backup check's Result and the peak of Python memory it allocated."""
+    tracemalloc.start()
+    try:
+        result = judge(cfg)
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_a_200_mb_gzip_of_zeros_verifies_in_bounded_memory(tmp_path):
     path = tmp_path / "b/bomb.gz"
     path.parent.mkdir()
@@ -295,12 +305,7 @@ def test_a_200_mb_gzip_of_zeros_verifies_in_bounded_memory(tmp_path):
         for _ in range(200):
             handle.write(packer.compress(zeros))
         handle.write(packer.flush())
-    tracemalloc.start()
-    try:
-        result = judge(backup_set(tmp_path, verify="gzip"))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    result, peak = judged_with_peak(backup_set(tmp_path, verify="gzip"))
     assert result.status == OK, result.message
     assert peak < 20 << 20, f"peak {peak / 2**20:.1f} MiB"
 
@@ -309,12 +314,7 @@ def test_zero_padding_after_the_last_gzip_member_is_ok_and_not_held_in_memory(tm
     path = put(tmp_path / "b/db.sql.gz", gzip.compress(b"dump"))
     with open(path, "r+b") as handle:
         handle.truncate(64 << 20)  # 64 MiB of zero blocks (sparse), as a tape writer pads
-    tracemalloc.start()
-    try:
-        result = judge(backup_set(tmp_path, verify="gzip"))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    result, peak = judged_with_peak(backup_set(tmp_path, verify="gzip"))
     assert result.status == OK, result.message
     assert peak < 20 << 20, f"peak {peak / 2**20:.1f} MiB"
 
@@ -394,12 +394,7 @@ def test_a_tar_with_a_100_mb_member_of_zeros_verifies_in_bounded_memory(tmp_path
         info.size = 100 << 20
         archive.addfile(info, io.BufferedReader(io.BytesIO(bytes(info.size))))
         archive.addfile(tarfile.TarInfo("empty"))
-    tracemalloc.start()
-    try:
-        result = judge(backup_set(tmp_path, verify="tar"))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    result, peak = judged_with_peak(backup_set(tmp_path, verify="tar"))
     assert result.status == OK, result.message
     assert result.details["verify"]["result"] == "tar ok (2 members read)"
     assert peak < 20 << 20, f"peak {peak / 2**20:.1f} MiB"
