@@ -219,7 +219,6 @@ def run_job(job: Job, opts: Options, config: dict) -> Outcome:
         raise
     finally:
         close_log()
-
         safety.hand_over()  # under the lock: root's files in a service user's folders go to it
         if lock:
             lock.release()

@@ -22,8 +22,7 @@ import logging
 import threading
 import time
 
-from monitor import redact
-from monitor.redact import mask_url, scrub
+from monitor.redact import mask_url, register_url, scrub
 from monitor.results import OK, SEVERITY
 
 DEADLINE = 5.0  # seconds, in total, per ping
@@ -216,7 +215,7 @@ class Heartbeat:
     """The pings of one run: `begin` sends /start, `end(code, summary)` the verdict."""
 
     def __init__(self, command: str, url: str, clock=time.monotonic):
-        redact.register_url(url)  # the URL is the credential: whatever prints it prints ***
+        register_url(url)  # the URL is the credential: whatever prints it prints ***
         self.command, self.url, self.clock = command, url, clock
         self.ended = False
         self.addresses: dict = {}  # (host, port): what /start's name lookup found
