@@ -292,6 +292,11 @@ def _print(data: dict, opts: Options) -> None:
     if fmt == "json":
         output.write_stdout(output.to_json(data))
         return
+    if fmt == "nagios":  # for NRPE and Icinga: the status line and perfdata, nothing else
+        from monitor.nagios import to_nagios
+
+        output.write_stdout(to_nagios(data))
+        return
     text = output.to_text(data, colour=output.use_colour())
     report = data.get("report") or {}
     if report.get("message"):
