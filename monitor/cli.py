@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from monitor import checks, config, safety
+from monitor import checks, config, output, safety
 from monitor.config import SEARCH_PATHS, ConfigError
 from monitor.jobs import JOBS, Options, run_job
 from monitor.state import LockHeld
@@ -209,6 +209,24 @@ def daily_report(**kwargs):
 
 def main(argv=None) -> int:
     """Entry point of the `monitor` script: run the CLI, map every failure to an exit code."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if "--format=nagios" not in args and ("--format", "nagios") not in zip(args, args[1:]):
+        return _main(argv)
+    # A Nagios plugin that fails must still say why on stdout (NRPE returns stdout
+    # alone): a usage, config or lock error becomes the UNKNOWN status line.
+    from monitor.nagios import Remembered
+
+    stderr = sys.stderr = Remembered(sys.stderr)
+    try:
+        code = _main(argv)
+    finally:
+        sys.stderr = stderr.stream
+    if code == EXIT_UNKNOWN and stderr.first and not output.written:
+        output.write_stdout(stderr.unknown_line())
+    return code
+
+
+def _main(argv=None) -> int:
     try:
         result = cli.main(args=argv, prog_name="monitor", standalone_mode=False)
     except click.exceptions.Exit as exc:  # --help, --version

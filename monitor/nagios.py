@@ -134,3 +134,21 @@ def to_nagios(data: dict) -> str:
         lines = lines[:LONG_LINES - 1] + [f"… and {len(lines) - LONG_LINES + 1} more"]
     # A `|` in a message would start performance data for the parser: show it as `¦`.
     return "\n".join([first] + [line.replace("|", "¦") for line in lines])
+
+
+class Remembered:
+    """stderr, remembering its first line: what a failed run says, for its status line."""
+
+    def __init__(self, stream):
+        self.stream, self.first = stream, ""
+
+    def write(self, text: str) -> int:
+        if not self.first and text.strip():
+            self.first = text.strip().split("\n")[0]
+        return self.stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+    def unknown_line(self) -> str:
+        return "MONITOR UNKNOWN - " + clip(self.first, LINE_CHARS).replace("|", "¦")

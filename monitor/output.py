@@ -13,6 +13,8 @@ from monitor.text import encode_guard, printable
 
 SCHEMA_VERSION = 1
 
+written = False  # whether this run printed its result (write_stdout)
+
 _COLOURS = {"ok": "32", "warning": "33", "critical": "31;1", "unknown": "35"}
 
 
@@ -91,6 +93,8 @@ def write_stdout(text: str) -> None:
 
     Any other failure (stdout on a full disk) is one line on stderr, not a traceback.
     """
+    global written
+    written = True
     try:
         sys.stdout.write(encode_guard(scrub(text)) + "\n")
         sys.stdout.flush()

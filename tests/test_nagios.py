@@ -172,3 +172,13 @@ def test_backup_check_and_daily_report_speak_nagios_too(tmp_path, run_monitor):
     assert proc.returncode == 1, proc.stderr
     assert out.status_line.startswith("MONITOR WARNING - 0 critical, 1 warning: opportunities")
     assert [d.label for d in out.perfdata][0] == "opportunities"
+
+
+def test_a_run_that_fails_before_checking_says_why_on_the_status_line(tmp_path, run_monitor):
+    bad = "[system]\ncpu_percent = { warning = 10 }\n"
+    proc = run_monitor(["health", "--format", "nagios"], tmp_path, config=bad)
+    assert (proc.returncode, proc.stdout) == (3, "MONITOR UNKNOWN - config error: system.cpu_percent.critical: required\n")
+    proc = run_monitor(["--format=nagios", "health", "--no-such-option"], tmp_path)
+    assert proc.returncode == 3 and proc.stdout.startswith("MONITOR UNKNOWN - monitor: No such option")
+    proc = run_monitor(["health", "--format", "json"], tmp_path, config=bad)  # other formats: stderr alone
+    assert (proc.returncode, proc.stdout) == (3, "")
