@@ -101,13 +101,34 @@ def run_monitor():
     return run
 
 
+_VALIDATORS: dict = {}
+
+
+def monitor_json(text: str, **loads) -> dict:
+    """The JSON envelope a `monitor` job printed, parsed (`loads`: json.loads' options)
+    and validated against the strict JSON Schema of `monitor schema` for its command:
+    every test that reads monitor's JSON checks the published contract too."""
+    import jsonschema
+
+    from monitor.commands.schema import COMMANDS, envelope_schema
+
+    data = json.loads(text, **loads)
+    command = data.get("command") if isinstance(data, dict) else None
+    if command not in _VALIDATORS:
+        schema = envelope_schema(command if command in COMMANDS else None, strict=True)
+        _VALIDATORS[command] = jsonschema.Draft202012Validator(
+            schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    _VALIDATORS[command].validate(data)
+    return data
+
+
 @pytest.fixture
 def envelope():
-    """envelope(completed_process) -> the one JSON object on its stdout."""
+    """envelope(completed_process) -> the one JSON object on its stdout (schema-checked)."""
     def parse(proc):
         lines = proc.stdout.splitlines()
         assert len(lines) == 1, proc.stdout
-        return json.loads(lines[0])
+        return monitor_json(lines[0])
     return parse
 
 

@@ -22,7 +22,7 @@ import pytest
 from monitor.alerts.bot_token import TOKEN_COPY
 from monitor.alerts.telegram import html_to_plain
 from tests import loopback
-from tests.conftest import MONITOR, clean_env, seed_cpu_baseline
+from tests.conftest import MONITOR, clean_env, monitor_json, seed_cpu_baseline
 from tests.telegram_standin import (HANG, TelegramStandIn, endless_body, forbidden, migrated, parse_error,
                                     server_error, too_many_requests, trickling_body, unauthorized)
 
@@ -67,7 +67,7 @@ class Run:
     def data(self) -> dict:
         lines = self.stdout.splitlines()
         assert len(lines) == 1, self.stdout + self.stderr
-        return json.loads(lines[0])
+        return monitor_json(lines[0])
 
     @property
     def notifications(self) -> dict:
@@ -436,7 +436,7 @@ def test_a_telegram_answering_gigabytes_is_read_no_further_than_64_kb(host, tele
     assert seconds < 8  # the 10 s deadline is not even needed (generous for a busy CI machine)
     peak_kb = int(rss_file.read_text())
     assert peak_kb < 150_000  # KB; a whole run is ~40 MB; reading on would take them all
-    data = json.loads(stdout)
+    data = monitor_json(stdout)
     assert data["notifications"]["queued"] == 1 and data["notifications"]["sent"] == 0
     assert "64 KB" in stderr and "api_url" in stderr  # a configuration error: said once on stderr
     (kept,) = host.outbox()

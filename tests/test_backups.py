@@ -25,6 +25,7 @@ from monitor.checks import archives, backup_checks, backups
 from monitor.state import Carried as Counters
 from monitor.results import CRITICAL, OK, UNKNOWN, WARNING
 from monitor.runner import run_checks
+from tests.conftest import monitor_json
 
 T0 = 1_800_000_000.0  # the newest dump's mtime in tests that fix the clock
 ROOMY = SimpleNamespace(f_bavail=50, f_blocks=100)  # 50% free: the disk never decides
@@ -509,7 +510,7 @@ def backup_check_peak(tmp_path, pattern: str, verify: str) -> tuple[dict, int]:
                            "--config", "test.toml"], cwd=tmp_path, env=clean_env(), capture_output=True,
                           text=True, timeout=60)
     report = json.loads(proc.stdout)
-    return json.loads(report["out"])["checks"]["backup:site"], report["peak_kb"]  # ru_maxrss: KB on Linux
+    return monitor_json(report["out"])["checks"]["backup:site"], report["peak_kb"]  # ru_maxrss: KB on Linux
 
 
 def test_a_zip_with_200k_entries_verifies_within_64_mb(tmp_path):
@@ -886,7 +887,7 @@ def test_a_backup_file_name_that_is_not_utf8_is_alerted_and_printed_escaped_unde
     assert stderr == ""  # no traceback, no "notify error"
     assert "\x1b" not in stdout and "\x9b" not in stdout  # no raw escape reaches the terminal
     if fmt == "json":
-        data = json.loads(stdout)
+        data = monitor_json(stdout)
         check = data["checks"]["backup:db"]
         assert check["details"]["newest"] == f"{folder}/{SHOWN_NAME}"
         assert f"({SHOWN_NAME}, " in check["message"]

@@ -5,7 +5,6 @@ every GET after 200 ms, so it is not the bottleneck.
 """
 
 import importlib.util
-import json
 import os
 import resource
 import subprocess
@@ -18,7 +17,7 @@ from monitor import http_loop
 from monitor.checks import Shared, scrapers
 from monitor.results import OK, Threshold
 from monitor.runner import run_checks
-from tests.conftest import MONITOR, clean_env
+from tests.conftest import MONITOR, clean_env, monitor_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,7 +63,7 @@ def test_2000_scrapers_under_an_fd_limit_of_1024_are_all_ok(tmp_path):
                               env=clean_env(None), capture_output=True, text=True, timeout=120,
                               stdin=subprocess.DEVNULL,
                               preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024)))
-    checks = json.loads(proc.stdout)["checks"]
+    checks = monitor_json(proc.stdout)["checks"]
     not_ok = {name: c["message"] for name, c in checks.items() if c["status"] != OK}
     assert len(checks) == 2000
     assert not_ok == {}, f"{len(not_ok)} not ok, e.g. {list(not_ok.items())[:3]}"

@@ -6,6 +6,7 @@ import pytest
 
 from monitor.checks.quotas import quota
 from monitor.results import CRITICAL, OK, UNKNOWN, WARNING, Threshold
+from tests.conftest import monitor_json
 from tests.loopback import closed_port, reply, server, session  # noqa: F401 (fixtures)
 
 SECRET = "sk-live-8f1e2d3c4b5a"
@@ -214,7 +215,7 @@ def test_an_overflowing_quota_is_unknown_and_strict_json_everywhere(tmp_path, ru
     prom = tmp_path / "prom"
     prom.mkdir()
     proc = run_monitor(["health", "--only", "quota", "--textfile-dir", str(prom)], tmp_path, config=toml)
-    out = json.loads(proc.stdout, parse_constant=refuse_constant)
+    out = monitor_json(proc.stdout, parse_constant=refuse_constant)
     check = out["checks"]["quota:etherscan"]
     assert check["status"] == "unknown" and check["value"] is None
     assert check["message"].startswith("remaining percent is not a finite number")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import VERDICT_CONFIGS
+from tests.conftest import VERDICT_CONFIGS, monitor_json
 from tests.loopback import reply, server  # noqa: F401 (fixture)
 
 ETHERSCAN_KEY = "QK7W9TZ3ETHERSCANKEY0123456789ABCD"  # 34 characters, as Etherscan's
@@ -76,7 +76,7 @@ pushgateway_url = "{gateway}"
     env = {"ETHERSCAN_API_KEY": ETHERSCAN_KEY, "SHORT_KEY": SHORT_KEY, "PUSH_PASSWORD": PUSH_PASSWORD}
     proc = run_monitor(["health", "--format", "json", "-vv"], tmp_path, env=env, config=config)
     assert proc.returncode == 0, proc.stderr
-    checks = json.loads(proc.stdout)["checks"]
+    checks = monitor_json(proc.stdout)["checks"]
     assert checks["quota:etherscan"]["status"] == checks["quota:short"]["status"] == "ok"
     # The keys were really used: the provider got them in the query string.
     paths = [path for path, _ in server.received if path.startswith("/api")]

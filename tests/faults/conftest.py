@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MONITOR, clean_env, seed_cpu_baseline
+from tests.conftest import MONITOR, clean_env, monitor_json, seed_cpu_baseline
 from tests.telegram_standin import TelegramStandIn
 
 # Recognisable secrets: any of these strings found anywhere is a leak.
@@ -62,7 +62,7 @@ class Run:
     def data(self) -> dict:
         lines = self.stdout.splitlines()
         assert len(lines) == 1, f"stdout: {self.stdout!r}\nstderr: {self.stderr}"
-        return json.loads(lines[0])
+        return monitor_json(lines[0])
 
     def __repr__(self):
         return f"Run({self.args}, exit {self.code}, stderr={self.stderr[-2000:]!r})"

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from tests import loopback
+from tests.conftest import monitor_json
 from tests.faults.conftest import CHAT, HOST_CHECKS, assert_state_readable, delivered_checks
 
 RUNS = 20
@@ -88,7 +89,7 @@ def test_twenty_simultaneous_runs_take_turns_log_whole_lines_and_alert_once(inst
     codes = [code for _, code, _, _ in finished]
     assert codes == [2] * RUNS, [(code, err[-300:]) for _, code, _, err in finished if code != 2]
     for _, _, stdout, stderr in finished:
-        data = json.loads(stdout)
+        data = monitor_json(stdout)
         assert set(data["checks"]) == HOST_CHECKS | {"scraper:feed", "scraper:api"}
         assert "Traceback" not in stderr and "state_write_error" not in data and "log_write_error" not in data
     assert overlap.count == RUNS and overlap.most == 1, "two runs of `health` probed at the same time"
@@ -154,7 +155,7 @@ def test_a_health_run_and_a_backup_check_run_proceed_in_parallel(install, telegr
 
     stdout, stderr = health.communicate(timeout=60)
     assert health.returncode != 3, stderr  # it never waited for, nor gave way to, the backup check
-    assert json.loads(stdout)["checks"]["scraper:api"]["status"] == "ok"
+    assert monitor_json(stdout)["checks"]["scraper:api"]["status"] == "ok"
 
 
 def test_starting_more_runs_never_rewrites_the_config_the_earlier_ones_are_reading(install):

@@ -19,6 +19,7 @@ import random
 import signal
 import time
 
+from tests.conftest import monitor_json
 from tests.faults.conftest import assert_state_readable, delivered_checks
 
 KILLS = 50
@@ -72,4 +73,4 @@ def test_kill_9_at_random_points_leaves_readable_state_and_loses_no_alert(instal
           f"{finished} finished; {len(telegram.delivered)} messages delivered; alerts lost: {len(lost)}")
     assert killed >= KILLS // 2 and mid_send >= 1, "the random delays no longer hit the runs"
     assert lost == [], f"seed {SEED}: never delivered: {lost}"
-    assert json.loads(final.stdout)["notifications"]["outbox"] == 0
+    assert monitor_json(final.stdout)["notifications"]["outbox"] == 0

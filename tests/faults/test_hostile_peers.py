@@ -7,7 +7,6 @@ all at once by one `monitor health` run (SPEC: Failure behaviour, "A run always 
 within its deadline").
 """
 
-import json
 
 import pytest
 
@@ -17,6 +16,7 @@ from monitor.results import CRITICAL, Threshold
 from monitor.alerts.telegram import TelegramClient
 from monitor.units import Duration
 from tests import loopback
+from tests.conftest import monitor_json
 from tests.faults.conftest import CHAT, HOST_CHECKS, no_traceback
 from tests.telegram_standin import invalid_json
 
@@ -108,4 +108,4 @@ def test_one_run_facing_every_hostile_peer_at_once_ends_in_time_with_a_verdict_f
     assert verdicts["scraper:loop"] == (CRITICAL, "HTTP: too many redirects (more than 10)")
     assert verdicts["vault"][0] == CRITICAL and "non-JSON answer" in verdicts["vault"][1]
     assert len(telegram.received) == 1 and run.data["notifications"]["failed"] == 1
-    assert json.loads(run.stdout)["notifications"]["outbox"] == 1  # kept for a Telegram that answers
+    assert monitor_json(run.stdout)["notifications"]["outbox"] == 1  # kept for a Telegram that answers

@@ -1,0 +1,82 @@
+"""`monitor schema`: the published JSON Schema of the envelope, and what it refuses."""
+
+import copy
+import json
+from datetime import datetime, timezone
+
+import jsonschema
+import pytest
+
+from monitor.cli import main
+from monitor.commands.schema import COMMANDS, envelope_schema
+from monitor.output import envelope
+from monitor.results import Result
+from tests.conftest import monitor_json
+
+
+def _validator(schema):
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+
+
+def _health() -> dict:
+    results = [Result("warning", "Disk / 91.2% used", 91.2, "%", 90, 95, {"path": "/"}, "disk:/", "system", 1.4),
+               Result("ok", "no value", id="cron", kind="system")]
+    data = envelope("health", datetime(2026, 11, 26, 9, tzinfo=timezone.utc), "vps-1", "prod", "warning", 8.4,
+                    results, {"notifications": {"sent": 1, "queued": 0, "silenced": 0, "failed": 0, "outbox": 0}})
+    return json.loads(json.dumps(data))
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_monitor_schema_prints_a_valid_2020_12_schema(capsys, command):
+    assert main(["schema", *([command] if command else [])]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    jsonschema.Draft202012Validator.check_schema(schema)
+    if command:
+        assert schema["properties"]["command"] == {"const": command}
+
+
+def test_a_health_envelope_validates_and_new_check_ids_and_details_are_welcome():
+    data = _health()
+    data["checks"]["tls:example.org:443"] = {**data["checks"]["cron"], "kind": "tls", "details": {"eta_seconds": 3}}
+    monitor_json(json.dumps(data))
+    _validator(envelope_schema("health")).validate(data)
+
+
+@pytest.mark.parametrize("break_it", [
+    lambda d: d.pop("overall_status"),
+    lambda d: d.update(healthy=True),                       # says healthy while warning
+    lambda d: d.update(schema_version=2),
+    lambda d: d["checks"]["disk:/"].update(status="bad"),
+    lambda d: d["checks"]["disk:/"].pop("details"),
+    lambda d: d["checks"]["disk:/"].update(value=[1]),
+    lambda d: d["notifications"].pop("outbox"),
+    lambda d: d.update(command="backup"),
+    lambda d: d.update(timestamp="yesterday"),
+])
+def test_the_schema_refuses_a_broken_envelope(break_it):
+    data = _health()
+    break_it(data)
+    with pytest.raises(jsonschema.ValidationError):
+        _validator(envelope_schema()).validate(data)
+
+
+def test_an_added_field_is_not_breaking_for_readers_but_the_tests_strict_schema_names_every_key():
+    data = _health()
+    data["new_field"] = 1
+    data["checks"]["disk:/"]["new_field"] = 2
+    _validator(envelope_schema()).validate(data)  # a reader of schema_version 1 accepts additions
+    with pytest.raises(jsonschema.ValidationError):
+        monitor_json(json.dumps(data))
+
+
+def test_daily_report_needs_its_report_object():
+    data = _health()
+    data["command"] = "daily-report"
+    with pytest.raises(jsonschema.ValidationError, match="'report' is a required property"):
+        _validator(envelope_schema("daily-report")).validate(data)
+    data["report"] = copy.deepcopy({"date": "2026-11-25", "timezone": "UTC", "window": {"start": "a", "end": "b", "hours": 24},
+                                    "opportunities_found": 3, "avg_roi": 2.5, "top_opportunities": [],
+                                    "sources_active": 1, "inactive_sources": [], "errors": {}, "health": {},
+                                    "change": None, "missing": [], "message": "..."})
+    _validator(envelope_schema("daily-report")).validate(data)
