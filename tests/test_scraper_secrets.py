@@ -317,3 +317,21 @@ def test_no_secret_value_reaches_stdout_stderr_logs_state_or_the_textfile(bao, t
     assert "vault-secrets" in (tmp_path / "logs" / "health.log").read_text()
     _assert_no_value(everything)
     assert secret not in everything and secret[4:] not in everything
+
+
+def test_config_check_says_where_the_scraper_token_comes_from_never_its_value(tmp_path):
+    from monitor.config import exposure_warnings, load, secret_sources
+
+    token_file = tmp_path / "scraper.token"
+    token_file.write_text("s.scraper-token-in-a-file")
+    path = tmp_path / "monitor.toml"
+    path.write_text('[vault]\nsecrets = ["secret/scraper#api_key"]\nscraper_token_env = "SCRAPER_VAULT_TOKEN"\n'
+                    'scraper_token_file = "scraper.token"\n')
+    path.chmod(0o644)
+    cfg = load(str(path), None)
+    sources = secret_sources(cfg, {"SCRAPER_VAULT_TOKEN": "s.scraper-token-in-the-env"})
+    assert sources["vault.scraper_token_env"] == "$SCRAPER_VAULT_TOKEN (set, ****)"
+    assert sources["vault.scraper_token_file"] == f"{token_file} (present)"
+    assert "s.scraper" not in repr(sources)
+    assert exposure_warnings(str(path), cfg) == [
+        f"{path} is readable by others (mode 0644) and names vault.scraper_token_file; run: chmod o-r {path}"]
