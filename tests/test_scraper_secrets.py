@@ -335,3 +335,16 @@ def test_config_check_says_where_the_scraper_token_comes_from_never_its_value(tm
     assert "s.scraper" not in repr(sources)
     assert exposure_warnings(str(path), cfg) == [
         f"{path} is readable by others (mode 0644) and names vault.scraper_token_file; run: chmod o-r {path}"]
+
+
+def test_monitor_cron_says_an_env_only_scraper_token_is_not_in_cron_without_printing_it(tmp_path, run_monitor):
+    secret = "s.scraper-token-only-in-the-shell"
+    config_text = '[vault]\ntoken_file = "vault.token"\nscraper_token_env = "SCRAPER_VAULT_TOKEN"\n'
+    proc = run_monitor(["cron"], tmp_path, config=config_text, env={"SCRAPER_VAULT_TOKEN": secret})
+    assert proc.returncode == 0, proc.stderr
+    assert ("# Vault: $SCRAPER_VAULT_TOKEN (the scraper's token) is not in cron's environment: set "
+            "vault.scraper_token_file (chmod 600)") in proc.stdout.splitlines()
+    assert "# or uncomment this line with it: SCRAPER_VAULT_TOKEN=replace-with-the-scraper-token" in proc.stdout
+    assert secret not in proc.stdout + proc.stderr
+    with_file = run_monitor(["cron"], tmp_path, config=config_text + 'scraper_token_file = "scraper.token"\n')
+    assert "SCRAPER_VAULT_TOKEN" not in with_file.stdout
