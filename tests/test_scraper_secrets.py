@@ -348,3 +348,16 @@ def test_monitor_cron_says_an_env_only_scraper_token_is_not_in_cron_without_prin
     assert secret not in proc.stdout + proc.stderr
     with_file = run_monitor(["cron"], tmp_path, config=config_text + 'scraper_token_file = "scraper.token"\n')
     assert "SCRAPER_VAULT_TOKEN" not in with_file.stdout
+
+
+def test_a_secret_with_hundreds_of_keys_gives_a_bounded_reason(bao):
+    root = hvac.Client(url=bao.addr, token=ROOT, timeout=5)
+    root.secrets.kv.v2.create_or_update_secret(path="crowded", mount_point="secret",
+                                               secret={f"key_{i:05d}": "v" for i in range(200)})
+    cfg = config(bao.addr, secrets=["secret/crowded#api_key"])["vault"]
+    result = scraper_secrets.secrets(cfg, ROOT, "monitor's")
+    assert result.status == CRITICAL
+    assert result.message == ('1 of 1 secret(s) not readable with monitor\'s token: secret/crowded#api_key '
+                              'has no key "api_key" (0 readable)')
+    why = result.details["unreadable"]["secret/crowded#api_key"]["why"]
+    assert len(why) == scraper_secrets.MAX_WHY and why.startswith('secret/crowded: no key "api_key" (keys there: ')

@@ -25,6 +25,7 @@ WORDING = {
     "empty": "is empty",
 }
 DECIDED = ("forbidden", "missing", "no key", "empty")  # a verdict on the secret itself: critical
+MAX_WHY = 300
 
 
 def _whose(cfg: dict) -> str:
@@ -62,6 +63,7 @@ def secrets(cfg: dict, token: str | None, token_note: str, *, environ=None, cloc
         if reason is None:
             details["readable"].append(ref)
             continue
+        why = why if len(why) <= MAX_WHY else why[:MAX_WHY - 1] + "…"  # the key names of a crowded path
         details["unreadable"][ref] = {"reason": reason, "why": why}
         if reason in DECIDED:
             mount, path, key = parse_ref(ref)
