@@ -9,6 +9,7 @@ hvac and requests are imported on first use, so a run without Vault never loads 
 import json
 import os
 import stat
+import time
 
 from monitor import redact as redaction
 from monitor.redact import clean_url
@@ -19,40 +20,50 @@ MAX_REDIRECTS = 3  # each hop may take the whole timeout: a loop ends soon
 
 
 class SecretError(Exception):
-    """A secret could not be read; the message says why, never what the secret is."""
+    """A secret could not be read; the message says why, never what the secret is.
+
+    `reason` sorts it for the `vault-secrets` check: "forbidden" (403), "missing" (404,
+    no such mount), "no key", "invalid" (a malformed reference), "no token", or "error"
+    (Vault unreachable, sealed, out of time: nothing was learnt about the secret).
+    """
+
+    def __init__(self, message: str, reason: str = "error"):
+        super().__init__(message)
+        self.reason = reason
 
 
 # --- the token -------------------------------------------------------------------------
 
-def read_token(cfg: dict, environ=os.environ) -> tuple[str | None, list[str]]:
+def read_token(cfg: dict, environ=os.environ, which: str = "token") -> tuple[str | None, list[str]]:
     """Given the `vault` config, return (token or None, warnings).
 
     The environment variable named by `token_env` wins when it is set and not empty;
-    otherwise `token_file` is read and stripped. Warnings name the variable or the
-    file, never their content.
+    otherwise `token_file` is read and stripped. `which="scraper_token"` reads the
+    scraper's token from `scraper_token_env` / `scraper_token_file` the same way.
+    Warnings name the variable or the file, never their content.
     """
-    name = cfg.get("token_env") or ""
+    name = cfg.get(f"{which}_env") or ""
     if name and environ.get(name, "").strip():
         return environ[name].strip(), []
-    path = cfg.get("token_file") or ""
+    path = cfg.get(f"{which}_file") or ""
     if not path:
         return None, []
-    warnings = []
+    key, warnings = f"vault.{which}_file", []
     try:
         mode = os.stat(path).st_mode
         if stat.S_ISREG(mode) and mode & 0o077:
-            warnings.append(f"vault.token_file {path} is accessible by group or others "
+            warnings.append(f"{key} {path} is accessible by group or others "
                             f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}")
         with open(path, encoding="utf-8") as handle:
             token = handle.read().strip()
     except FileNotFoundError:
-        return None, warnings + [f"vault.token_file {path}: no such file"]
+        return None, warnings + [f"{key} {path}: no such file"]
     except UnicodeDecodeError:
-        return None, warnings + [f"vault.token_file {path}: not a text file"]
+        return None, warnings + [f"{key} {path}: not a text file"]
     except OSError as exc:
-        return None, warnings + [f"vault.token_file {path}: cannot read: {exc.strerror or type(exc).__name__}"]
+        return None, warnings + [f"{key} {path}: cannot read: {exc.strerror or type(exc).__name__}"]
     if not token:
-        return None, warnings + [f"vault.token_file {path} is empty"]
+        return None, warnings + [f"{key} {path} is empty"]
     return token, warnings
 
 
@@ -217,25 +228,30 @@ def parse_ref(ref: str) -> tuple[str, str, str]:
     mount, slash, path = location.strip("/").partition("/")
     if not sep or not key or not slash or not mount or not path.strip("/"):
         raise SecretError(f'invalid secret reference "{ref}": expected "mount/path#key", '
-                          'like "secret/monitor#telegram_token"')
+                          'like "secret/monitor#telegram_token"', "invalid")
     return mount, path.strip("/"), key
 
 
 class SecretStore:
-    """Secrets read from Vault's KV v2 during one run; each (mount, path) is read once."""
+    """Secrets read from Vault's KV v2 during one run; each (mount, path) is read once.
 
-    def __init__(self, cfg: dict, token: str | None, environ=os.environ):
+    With `deadline` (a `clock()` time) every read gets only the time left before it, so
+    a check reading many paths ends within its own timeout, not one timeout per path.
+    """
+
+    def __init__(self, cfg: dict, token: str | None, environ=os.environ, deadline: float | None = None,
+                 clock=time.monotonic):
         self._cfg = cfg
         self._token = token
         self._url, self._url_from = vault_url(cfg, environ)
         self._client = None
         self._cache: dict[tuple[str, str], dict | SecretError] = {}
+        self._deadline, self._clock = deadline, clock
 
     def __repr__(self) -> str:  # never the token
         return f"SecretStore(url={shown_url(self._url)!r})"
 
-    def get(self, ref: str) -> str:
-        """Given "mount/path#key", return the value. Raise SecretError saying why not."""
+    def _data(self, ref: str) -> tuple[dict, str, str]:
         mount, path, key = parse_ref(ref)
         if (mount, path) not in self._cache:
             try:
@@ -244,18 +260,33 @@ class SecretStore:
                 self._cache[mount, path] = exc
         data = self._cache[mount, path]
         if isinstance(data, SecretError):
-            raise SecretError(str(data))
+            raise SecretError(str(data), data.reason)
         if key not in data:
             keys = ", ".join(sorted(map(str, data))) or "none"
-            raise SecretError(f'{mount}/{path}: no key "{key}" (keys there: {keys})')
+            raise SecretError(f'{mount}/{path}: no key "{key}" (keys there: {keys})', "no key")
+        return data, f"{mount}/{path}", key
+
+    def get(self, ref: str) -> str:
+        """Given "mount/path#key", return the value. Raise SecretError saying why not."""
+        data, _, key = self._data(ref)
         value = data[key]
         return value if isinstance(value, str) else json.dumps(value)
+
+    def readable(self, ref: str) -> bool:
+        """Given "mount/path#key", return True when its key holds a value, False when the
+        value is empty (blank, null, an empty list or table). Raise SecretError saying why
+        it cannot be read. The value itself never leaves the store."""
+        data, _, key = self._data(ref)
+        value = data[key]
+        if isinstance(value, str):
+            return bool(value.strip())
+        return value is not None and value != [] and value != {}
 
     def _read(self, mount: str, path: str) -> dict:
         where = f"{mount}/{path}"
         if not self._token:
             raise SecretError(f"{where}: no Vault token (set ${self._cfg.get('token_env') or 'VAULT_TOKEN'} "
-                              "or vault.token_file)")
+                              "or vault.token_file)", "no token")
         problem = url_problem(self._url)
         if problem:
             raise SecretError(f'{where}: invalid Vault URL "{shown_url(self._url)}" '
@@ -265,15 +296,26 @@ class SecretStore:
             raise SecretError(f"{where}: {problem}")
         from hvac import exceptions as hv
 
+        seconds = None
+        if self._deadline is not None:
+            seconds = self._deadline - self._clock()
+            if seconds <= 0:
+                raise SecretError(f"{where}: not read: vault.timeout ({timeout_of(self._cfg):g}s) was spent "
+                                  "on the paths before it")
+            seconds = max(seconds, 0.2)  # the runner's margin covers this much
+            self._client = None  # hvac fixes the timeout per client: each read gets the time left
         if self._client is None:
-            self._client = open_client(self._cfg, self._token, self._url)
+            self._client = open_client(self._cfg, self._token, self._url, seconds)
+        reason = "error"
         try:
             answer = self._client.secrets.kv.v2.read_secret_version(
                 mount_point=mount, path=path, raise_on_deleted_version=True)
         except hv.Forbidden:
+            reason = "forbidden"
             message = (f"{where}: permission denied (token revoked or expired, or its policy "
                        f"lacks read on {mount}/data/{path})")
         except hv.InvalidPath as exc:
+            reason = "missing"
             if "no handler for route" in vault_errors(exc):
                 message = f'{where}: no secrets engine is mounted at "{mount}"'
             else:
@@ -294,4 +336,4 @@ class SecretStore:
             if isinstance(data, dict):
                 return data
             message = f"{where}: unexpected answer from Vault (not a KV version 2 secret)"
-        raise SecretError(redact(message, self._token))
+        raise SecretError(redact(message, self._token), reason)

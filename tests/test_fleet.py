@@ -455,12 +455,19 @@ def fleet(tmp_path_factory):
                 headers={"X-Vault-Token": bao.root_token, "Content-Type": "application/json"})
             with urllib.request.urlopen(request, timeout=10) as resp:
                 token = json.load(resp)["auth"]["client_token"]
+            request = urllib.request.Request(  # what vault.secrets reads (issue 17, item 4)
+                f"{bao.addr}/v1/secret/data/scraper", method="POST",
+                data=json.dumps({"data": {"api_key": "fleet-api-key-value"}}).encode(),
+                headers={"X-Vault-Token": bao.root_token, "Content-Type": "application/json"})
+            urllib.request.urlopen(request, timeout=10).close()
 
             ok = _host(base / "ok", f"""
 [system]
 network_interfaces = ["lo"]
 [vault]
 url = "{bao.addr}"
+secrets = ["secret/scraper#api_key"]
+scraper_token_file = "scraper.token"
 [[scrapers]]
 name = "uniswap"
 url = "{api}/health"
@@ -481,6 +488,8 @@ expected_sources = ["uniswap", "sushiswap"]
 error_logs = ["scraper-logs/*.log"]
 """)
             (ok / "heartbeat").touch()
+            (ok / "scraper.token").write_text(bao.root_token)  # never expires: the TTL panel shows +Inf
+            (ok / "scraper.token").chmod(0o600)
             (ok / "backups" / "db.sql.gz").write_bytes(gzip.compress(b"-- dump\n" * 100))
             _opportunities(ok / "opportunities.db", yesterday, 60, ("uniswap", "sushiswap"))
             (ok / "scraper-logs" / "scraper.log").write_text(f"{yesterday} 10:00:00 INFO all good\n")

@@ -97,5 +97,10 @@ def _cron_secret_lines(config: dict) -> list[str]:
         name = vault["token_env"]
         lines += [f"# Vault: ${name} is not in cron's environment either: set vault.token_file (chmod 600)",
                   f"# or uncomment this line with the Vault token: {name}=replace-with-the-vault-token"]
+    if vault and not vault.get("scraper_token_file") and vault.get("scraper_token_env"):
+        name = vault["scraper_token_env"]
+        lines += [f"# Vault: ${name} (the scraper's token) is not in cron's environment: set "
+                  "vault.scraper_token_file (chmod 600)",
+                  f"# or uncomment this line with it: {name}=replace-with-the-scraper-token"]
     return lines
 

@@ -365,3 +365,20 @@ def _suggest(key, known):
 
     close = difflib.get_close_matches(key, list(known), n=1)
     return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+class SecretRef(Str):
+    """A Vault KV v2 reference "mount/path#key", shaped as `monitor.vault_secrets.parse_ref` reads it."""
+
+    def parse(self, value, path, ctx):
+        value = super().parse(value, path, ctx)
+        if value is None:
+            return None
+        from monitor.vault_secrets import SecretError, parse_ref
+
+        try:
+            parse_ref(value)
+        except SecretError:
+            return self.fail(path, ctx, f'expected "mount/path#key" (KV v2), like "secret/scraper#api_key", '
+                                        f'got "{printable(value)}"')
+        return value

@@ -6,8 +6,8 @@ there; tests/test_config.py fails when the committed monitor.example.toml drifts
 """
 
 from monitor.config.fields import (Bool, ChatId, DurationField, ListOf, MapOf, Number, PathField,
-                                   Regex, SizeField, Str, Table, TableList, ThresholdField, Url,
-                                   UserField)
+                                   Regex, SecretRef, SizeField, Str, Table, TableList, ThresholdField,
+                                   Url, UserField)
 
 DEFAULT_ENVIRONMENT = "prod"
 
@@ -102,6 +102,16 @@ SCHEMA = Table({
         "token_ttl": ThresholdField("7d", "1d", lower_is_worse=True, durations=True,
                                     help="The token's remaining TTL; lower is worse."),
         "latency_ms": ThresholdField(500, 2000, help="The health endpoint's answer time, in milliseconds."),
+        "secrets": ListOf(SecretRef(), help='KV v2 secrets the scraper needs, "mount/path#key": the '
+                                            'vault-secrets check says which are missing, forbidden or '
+                                            'empty (never a value).',
+                          example=["secret/scraper#api_key", "secret/scraper#rpc_url"]),
+        "scraper_token_env": Str("", help="The environment variable holding the scraper's own Vault "
+                                          "token: secrets are read with it, and vault-token:scraper "
+                                          "checks its TTL. Neither set: monitor's token reads them.",
+                                 example="SCRAPER_VAULT_TOKEN"),
+        "scraper_token_file": PathField("", help="Or the file the scraper's token is read from (mode "
+                                                 "0600)."),
     }, optional=True, help="Vault or OpenBao: seal status, answer time and the token's TTL. "
                            "Omitted: no Vault check."),
     "scrapers": TableList(Table({

@@ -89,6 +89,8 @@ def exposure_warnings(path: str | None, config: dict) -> list[str]:
     """
     named = [(f"{section}.token_file", config[section]["token_file"]) for section in ("vault", "telegram")
              if config.get(section) and config[section].get("token_file")]
+    if (config.get("vault") or {}).get("scraper_token_file"):  # read_token checks its mode when used
+        named.append(("vault.scraper_token_file", config["vault"]["scraper_token_file"]))
     warnings = []
     if path and named:
         try:
@@ -149,4 +151,11 @@ def secret_sources(config: dict, environ=os.environ) -> dict:
             out[f"{section}.token_file"] = f"{table['token_file']} ({'present' if exists else 'missing'})"
         if table.get("token_vault"):
             out[f"{section}.token_vault"] = table["token_vault"]
+    vault = config.get("vault") or {}
+    if vault.get("scraper_token_env"):
+        present = bool(environ.get(vault["scraper_token_env"]))
+        out["vault.scraper_token_env"] = f"${vault['scraper_token_env']} ({'set, ****' if present else 'not set'})"
+    if vault.get("scraper_token_file"):
+        exists = os.path.isfile(vault["scraper_token_file"])
+        out["vault.scraper_token_file"] = f"{vault['scraper_token_file']} ({'present' if exists else 'missing'})"
     return out
