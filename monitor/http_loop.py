@@ -112,8 +112,10 @@ class Prober:
                 async with asyncio.timeout(timeout):
                     reader, writer, handshake = await self._connect(scheme, host, port)
                     answer.connected = True
-                    writer.write(head)  # a small write on a fresh socket: sent now, in this call
+                    # Noted before the write: a thread preempted right after it would note
+                    # the time late and report less than the server took.
                     sent = time.monotonic()
+                    writer.write(head)  # a small write on a fresh socket: sent now, in this call
                     await _read_answer(reader, answer, max_bytes)
                     # The server's time: the handshake, then from the request sent to the
                     # moment the loop took in the last byte (in data_received, before any
