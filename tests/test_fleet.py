@@ -41,7 +41,7 @@ MONITOR = str(Path(sys.executable).with_name("monitor"))
 # The shell's settings that would change what the monitor runs see.
 _SCRUBBED = ("MONITOR_CONFIG", "MONITOR_ENV", "MONITOR_LOCK_WAIT", "TELEGRAM_BOT_TOKEN",
              "VAULT_ADDR", "VAULT_TOKEN", "NO_COLOR")
-ROW_TITLES = ["System Health", "Scraper Performance", "Business Metrics", "Security", "Monitor"]
+ROW_TITLES = ["System Health", "Scraper Performance", "Business Metrics", "Security", "Ahead", "Monitor"]
 
 
 def tool(*names: str) -> str:
