@@ -6,8 +6,6 @@ health carries (`state.Carried`), appends a point each run (`append`), and asks 
 when 100 % of `total` will be reached at the rate of the last `window`.
 """
 
-from typing import NamedTuple
-
 from monitor.results import is_number
 from monitor.units import format_duration
 
@@ -19,12 +17,13 @@ JUMP = 0.01
 MIN_SAMPLES = 4
 
 
-class Settings(NamedTuple):
+class Settings:
     """How much of a series the trend is read from (`system.eta_window`, `eta_min_span`)."""
 
-    window: float = 6 * 3600
-    min_span: float = 30 * 60
-    min_samples: int = MIN_SAMPLES
+    __slots__ = ("window", "min_span", "min_samples")
+
+    def __init__(self, window: float = 6 * 3600, min_span: float = 30 * 60, min_samples: int = MIN_SAMPLES):
+        self.window, self.min_span, self.min_samples = window, min_span, min_samples
 
 
 def settings_of(config: dict) -> Settings:
@@ -32,16 +31,19 @@ def settings_of(config: dict) -> Settings:
     return Settings(config["system"]["eta_window"], config["system"]["eta_min_span"])
 
 
-class Estimate(NamedTuple):
+class Estimate:
     """When the series reaches its total: `seconds` (None: not growing, or not enough data),
-    the fitted rate (units per second), the span and count of the points it was read from,
-    and `note`, a phrase saying how it was reached or why there is none."""
+    the fitted `rate` (units per second), the `span` and count of the `samples` it was read
+    from, and `note`, a phrase saying how it was reached or why there is none.
 
-    seconds: float | None
-    rate: float | None
-    span: float
-    samples: int
-    note: str
+    Plain classes, not NamedTuples: a cold health run imports this module, and building a
+    NamedTuple class costs a few hundred microseconds.
+    """
+
+    __slots__ = ("seconds", "rate", "span", "samples", "note")
+
+    def __init__(self, seconds: float | None, rate: float | None, span: float, samples: int, note: str):
+        self.seconds, self.rate, self.span, self.samples, self.note = seconds, rate, span, samples, note
 
 
 def points_of(saved) -> list[list[float]]:
