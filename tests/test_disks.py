@@ -12,8 +12,9 @@ import pytest
 
 from monitor import config as monitor_config
 from monitor import eta
+from monitor.alerts.messages import headline
 from monitor.checks import disks, system
-from monitor.results import Threshold
+from monitor.results import Threshold, with_identity
 from monitor.state import Carried
 
 MIB = 1024 * 1024
@@ -78,6 +79,8 @@ def test_a_filling_disk_says_when_it_will_be_full_and_a_deletion_restarts_the_se
     assert result.status == "critical"  # 2h10m is within fill_eta's critical 12h
     assert result.message == f"Disk {tmpfs} 18.8% used (3.2 MiB free of 4.0 MiB), full in ~2h10m " \
                              "(at 1.5 MiB/h over 30m)"
+    # The alert's first line shows no number (18.8 % is under 95 %): its message says why.
+    assert headline(with_identity(result, f"disk:{tmpfs}", "system", 1.0), "critical") == ""
 
     for i in range(3):
         os.unlink(tmpfs / f"chunk-{i}")

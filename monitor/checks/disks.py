@@ -142,7 +142,8 @@ class Trend:
 
     def __init__(self, check_id: str, carried: Carried, settings: eta.Settings, fill_eta: Threshold,
                  now=time.time):
-        self.key, self.carried, self.settings, self.fill_eta, self.now = f"eta:{check_id}", carried, settings, fill_eta, now
+        self.key, self.carried, self.now = f"eta:{check_id}", carried, now
+        self.settings, self.fill_eta = settings, fill_eta
 
     def judge(self, result: Result, used: float, total: float, show_rate) -> Result:
         now = round(self.now(), 1)
@@ -173,8 +174,9 @@ def path_checks(config: dict, carried: Carried | None) -> list:
     """A disk and an inodes check per `system.disk_paths` entry (for `system.checks`, in its order)."""
     cfg = config["system"]
     found, timeout, trend = [], cfg["timeout"], eta.settings_of(config)
+    kinds = (("disk", disk, cfg["disk_percent"]), ("inodes", inodes, cfg["inodes_percent"]))
     for path in cfg["disk_paths"]:
-        for what, measure, threshold in (("disk", disk, cfg["disk_percent"]), ("inodes", inodes, cfg["inodes_percent"])):
+        for what, measure, threshold in kinds:
             check_id = f"{what}:{path}"
             series = Trend(check_id, carried, trend, cfg["fill_eta"]) if carried is not None else None
             # statvfs on a dead NFS mount never returns: no answer means the disk is gone.
