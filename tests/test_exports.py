@@ -124,7 +124,8 @@ def test_a_new_check_module_adds_its_rules_in_a_group_before_monitors_own(tls, c
 def test_a_new_check_module_adds_its_row_before_monitors_own(tls, config):
     panels = dashboard.dashboard(config)["panels"]
     rows = [p["title"] for p in panels if p["type"] == "row"]
-    assert rows == ["System Health", "Scraper Performance", "Business Metrics", "Security", "Certificates", "Monitor"]
+    assert rows == ["System Health", "Scraper Performance", "Business Metrics", "Security", "Ahead", "Certificates",
+                    "Monitor"]
     titles = [p["title"] for p in panels]
     assert titles.index("Certificates") < titles.index("TLS expiry") < titles.index("Monitor")
 

@@ -41,7 +41,7 @@ MONITOR = str(Path(sys.executable).with_name("monitor"))
 # The shell's settings that would change what the monitor runs see.
 _SCRUBBED = ("MONITOR_CONFIG", "MONITOR_ENV", "MONITOR_LOCK_WAIT", "TELEGRAM_BOT_TOKEN",
              "VAULT_ADDR", "VAULT_TOKEN", "NO_COLOR")
-ROW_TITLES = ["System Health", "Scraper Performance", "Business Metrics", "Security", "Monitor"]
+ROW_TITLES = ["System Health", "Scraper Performance", "Business Metrics", "Security", "Ahead", "Monitor"]
 
 
 def tool(*names: str) -> str:
@@ -416,6 +416,19 @@ def _host(folder: Path, text: str) -> Path:
     return folder
 
 
+def _seed_eta_series(state: Path) -> None:
+    """Earlier health runs of the failing host (issue 17): its disk / filled 1.5 % of its size
+    every 10 minutes (full within 12 h however full it is now) and its quota went from 60
+    to 99 calls used of 100 in 40 minutes, with a daily reset: both ETAs are known."""
+    st, now = os.statvfs("/"), time.time()
+    used, total = (st.f_blocks - st.f_bfree) * st.f_frsize, (st.f_blocks - st.f_bfree + st.f_bavail) * st.f_frsize
+    state.mkdir(mode=0o700)
+    (state / "counters.json").write_text(json.dumps({
+        "eta:disk:/": [[now - 600 * k, used - k * total * 0.015, total] for k in (4, 3, 2, 1)],
+        "eta:quota:etherscan": [[now - 600 * k, 99 - 10 * k, 100] for k in (4, 3, 2, 1)],
+    }))
+
+
 class Fleet:
     """Everything the end-to-end tests look at."""
 
@@ -510,6 +523,7 @@ name = "etherscan"
 url = "{api}/quota/1"
 remaining_header = "X-RateLimit-Remaining"
 limit_header = "X-RateLimit-Limit"
+reset_every = "1d"
 [[backups]]
 name = "postgres"
 path = "backups/*.sql.gz"
@@ -527,6 +541,7 @@ api_url = "{unused_url()}"
             three_days_ago = time.time() - 3 * 86400
             os.utime(old, (three_days_ago, three_days_ago))
             _opportunities(bad / "opportunities.db", yesterday, 3)
+            _seed_eta_series(bad / "state")
             (bad / "scraper-logs" / "scraper.log").write_text(f"{yesterday} 10:00:00 ERROR uniswap: HTTP 429\n")
 
             hosts = {"host-ok:9100": ok, "host-bad:9100": bad}
@@ -675,6 +690,7 @@ EXPECTED_ON_THE_FAILING_HOST = {
     ("ApiQuotaLow", "warning"), ("ApiQuotaLow", "critical"), ("BackupStale", "critical"),
     ("BackupFailed", "critical"), ("LowOpportunityCount", "warning"), ("ScraperErrorsLogged", "warning"),
     ("ExpectedSourcesSilent", "warning"), ("MonitorOutboxGrowing", "warning"),
+    ("HostDiskFillingUp", "warning"), ("HostDiskFillingUp", "critical"), ("ApiQuotaExhaustedBeforeReset", "warning"),
 }
 
 

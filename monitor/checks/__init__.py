@@ -35,6 +35,7 @@ from monitor.runner import Check
 # dashboard list what they declare. A module is imported only when its section is set.
 MODULES = {
     "system": ("system", "health", None),
+    "disks": ("system", "health", None),  # built by system.py, between load and network
     "cron": ("system", "health", None),
     "vault": ("vault", "health", "vault"),
     "scrapers": ("scraper", "health", "scrapers"),

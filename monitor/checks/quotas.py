@@ -10,12 +10,14 @@ critical: the scraper may be fine. API keys come from the environment
 import math
 import os
 import re
+import time
 from functools import partial
 
-from monitor import redact
+from monitor import eta, redact
 from monitor.checks import MARGIN_SECONDS
-from monitor.results import CRITICAL, UNKNOWN, Result, is_number
+from monitor.results import CRITICAL, UNKNOWN, WARNING, Result, is_number, worst
 from monitor.runner import Check
+from monitor.units import format_duration
 
 _NUMBER = re.compile(r"\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*")
 
@@ -24,8 +26,11 @@ class QuotaUnknown(Exception):
     """The answer does not tell how much quota is left; the message says why."""
 
 
-def quota(cfg: dict, session=None, environ=os.environ) -> Result:
+def quota(cfg: dict, session=None, environ=os.environ, trend=None) -> Result:
     """Given a `[[quotas]]` entry, return the remaining percent judged with `remaining_percent`.
+
+    With a `trend` (carried state, `eta.Settings`, wall clock), the remaining value joins
+    the quota's series and the result says when it runs out (`exhaustion`).
 
     HTTP 429 from the provider means the quota is spent: critical. Anything that
     prevents computing the percent is unknown, with the reason.
@@ -80,9 +85,76 @@ def quota(cfg: dict, session=None, environ=os.environ) -> Result:
                        remaining=remaining, limit=limit)
     percent = round(exact, 2)
     # Judged unrounded: 2001 of 10000 is above a 20% warning, though it prints as 20.01.
-    return Result(threshold.judge(exact), f"{percent:g}% of quota left ({_plain(remaining)} of {_plain(limit)})",
-                  value=percent, unit="%", warning=threshold.warning, critical=threshold.critical,
-                  details={"remaining": remaining, "limit": limit, "percent": percent})
+    result = Result(threshold.judge(exact), f"{percent:g}% of quota left ({_plain(remaining)} of {_plain(limit)})",
+                    value=percent, unit="%", warning=threshold.warning, critical=threshold.critical,
+                    details={"remaining": remaining, "limit": limit, "percent": percent})
+    if trend is None or remaining < 0:
+        return result
+    return exhaustion(result, trend, resp.headers, cfg, remaining, limit)
+
+
+def exhaustion(result: Result, trend, headers, cfg: dict, remaining: float, limit: float) -> Result:
+    """The result with when the quota runs out at its recent rate and, when known, when it resets.
+
+    The series is of calls used (limit - remaining): a reset is a drop, which restarts it
+    (monitor/eta.py). Warning when the ETA comes before the reset; with no reset known the
+    ETA is reported and judged by nothing. Adds `details.eta_seconds`, `eta_note` and
+    `reset_in_seconds` (null when unknown).
+    """
+    carried, settings, clock = trend
+    now = clock()
+    key = f"eta:quota:{cfg['name']}"
+    points, restarted = eta.append(eta.points_of(carried.previous.get(key)), round(now, 1), limit - remaining, limit)
+    carried.save(key, points)
+    found = eta.estimate(points, now, settings, lambda rate: f"{_plain(round(rate * 3600, 1))} calls/h")
+    reset_in, reset_note = reset_time(headers, cfg, now)
+    note = f"series restarted: {restarted}; {found.note}" if restarted else found.note
+    details = {**result.details, "eta_seconds": None if found.seconds is None else round(found.seconds),
+               "eta_note": note, "reset_in_seconds": None if reset_in is None else round(reset_in)}
+    if reset_note:
+        details["reset_note"] = reset_note
+    if found.seconds is None:
+        return result.replace(details=details)
+    message = f"{result.message}, exhausted {eta.when(found.seconds)} ({found.note})"
+    status = result.status
+    if reset_in is not None:
+        first = found.seconds < reset_in
+        message += f", {'before' if first else 'after'} the reset in {format_duration(reset_in)}"
+        if first:
+            status = worst(status, WARNING)
+    return result.replace(status=status, message=message, details=details)
+
+
+# A reset header at least this big is a time since the epoch (2001-09-09 on), not seconds from now;
+# at least RESET_MILLIS, milliseconds since the epoch.
+RESET_EPOCH = 1e9
+RESET_MILLIS = 1e12
+
+
+def reset_time(headers, cfg: dict, now: float) -> tuple[float | None, str]:
+    """Seconds until the quota resets, from `reset_header` else `reset_every`, and why it is unknown.
+
+    A header value is epoch seconds (>= 1e9), epoch milliseconds (>= 1e12) or seconds from
+    now; one in the past or not a number is ignored (the note says so). `reset_every` counts
+    periods from 00:00 UTC.
+    """
+    header, note = cfg.get("reset_header"), ""
+    if header:
+        raw = headers.get(header)
+        number = _number(raw) if raw is not None else None
+        if raw is None:
+            note = f"header {header} (reset) is missing from the answer"
+        elif number is None:
+            note = f"header {header} (reset) is not a number"
+        else:
+            at = number / 1000 if number >= RESET_MILLIS else number if number >= RESET_EPOCH else now + number
+            if at > now:
+                return at - now, ""
+            note = f"header {header} (reset) is {format_duration(now - at)} in the past, ignored"
+    period = cfg.get("reset_every")
+    if period:
+        return period - now % period, note
+    return None, note
 
 
 def request_headers(configured: dict, environ) -> dict:
@@ -152,14 +224,22 @@ def _plain(number) -> str:
 
 # --- what these checks export (the contract: monitor/checks/__init__.py) ----------------------
 
-METRICS = {"monitor_api_quota_remaining_ratio": ("Remaining fraction of the provider's API quota.", ("api",))}
+METRICS = {
+    "monitor_api_quota_remaining_ratio": ("Remaining fraction of the provider's API quota.", ("api",)),
+    "monitor_quota_exhaustion_eta_seconds": ("Seconds until the API quota is spent at the rate of "
+                                             "system.eta_window (only while it is being used).", ("api",)),
+    "monitor_quota_reset_seconds": ("Seconds until the provider resets the API quota (reset_header or "
+                                    "reset_every; only when known).", ("api",)),
+}
 MEASURES = {"quota": ("remaining", True)}
 
 
 def checks(config: dict, carried=None, shared=None) -> list:
     """One check per [[quotas]] entry; its requests share the run's HTTP session."""
     session = shared.http_session() if shared else None
-    return [Check(f"quota:{cfg['name']}", "quota", partial(quota, cfg, session), cfg["timeout"] + MARGIN_SECONDS)
+    trend = (carried, eta.settings_of(config), time.time) if carried is not None else None
+    return [Check(f"quota:{cfg['name']}", "quota", partial(quota, cfg, session, trend=trend),
+                  cfg["timeout"] + MARGIN_SECONDS)
             for cfg in config["quotas"]]
 
 
@@ -170,7 +250,10 @@ def check_ids(config: dict) -> list[str]:
 def samples(result) -> list:
     if not isinstance(result.value, (int, float)) or isinstance(result.value, bool):
         return []
-    return [("monitor_api_quota_remaining_ratio", {"api": result.id.split(":", 1)[1]}, result.value / 100)]
+    api, details = {"api": result.id.split(":", 1)[1]}, result.details or {}
+    return [("monitor_api_quota_remaining_ratio", api, result.value / 100),
+            ("monitor_quota_exhaustion_eta_seconds", api, details.get("eta_seconds")),
+            ("monitor_quota_reset_seconds", api, details.get("reset_in_seconds"))]
 
 
 def levels(config: dict) -> dict:
@@ -190,7 +273,13 @@ def rules(t: dict) -> dict:
         f"API quota of {{{{ $labels.api }}}} running out ({severity})",
         "{{ $value | humanizePercentage }} of the {{ $labels.api }} API quota is left for "
         f"{{{{ $labels.instance }}}} ({severity} from {level_text(t[key], lambda r: percent(r * 100))}).",
-        health_runbook("quota")) for severity, key in (("warning", "quota_warning"), ("critical", "quota_critical"))]}
+        health_runbook("quota")) for severity, key in (("warning", "quota_warning"), ("critical", "quota_critical"))]
+        + [rule("ApiQuotaExhaustedBeforeReset",
+                "monitor_quota_exhaustion_eta_seconds < monitor_quota_reset_seconds", "10m", "warning",
+                "API quota of {{ $labels.api }} runs out before its reset (warning)",
+                "At its recent rate the {{ $labels.api }} API quota of {{ $labels.instance }} is spent in "
+                "{{ $value | humanizeDuration }}, before the provider resets it (reset_header or reset_every).",
+                health_runbook("quota"))]}
 
 
 def panels(t: dict) -> list:
@@ -203,4 +292,10 @@ def panels(t: dict) -> list:
                                lower_worse(quota), 0, 1,
                                options={"displayMode": "basic", "orientation": "horizontal",
                                         "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}}),
-             8, 8)]
+             8, 8),
+            ("Ahead", panel("timeseries", "API quota spent in",
+                            [target(f"monitor_quota_exhaustion_eta_seconds{{{I}}}", "{{instance}} {{api}} spent in"),
+                             target(f"monitor_quota_reset_seconds{{{I}}}", "{{instance}} {{api}} resets in", "B")],
+                            "Time until each API quota is spent at the rate of system.eta_window, and until its "
+                            "reset (reset_header or reset_every): spent before the reset warns.", "s",
+                            minimum=0), 12, 8)]

@@ -1,4 +1,4 @@
-"""Host checks (kind `system`): CPU, memory, swap, disk, inodes, load, network.
+"""Host checks (kind `system`): CPU, memory, swap, load, network; disk and inodes in `disks.py`.
 
 Each function measures, then judges with the shared `measured`. CPU and network
 are rates: they compare the kernel's counters with those saved by earlier runs
@@ -11,8 +11,10 @@ import os
 import time
 from functools import partial
 
-from monitor.checks.procfs import fstab_mount_points, host_source, mount_points, normal_mount_point
-from monitor.results import CRITICAL, OK, UNKNOWN, WARNING, Result, Threshold, is_number, measured
+from monitor.checks import disks
+from monitor.checks.disks import disk, inodes  # noqa: F401 (here before disks.py had them)
+from monitor.checks.procfs import fstab_mount_points, host_source, mount_points  # noqa: F401
+from monitor.results import OK, WARNING, Result, Threshold, is_number, measured
 from monitor.runner import Check
 from monitor.state import Carried
 from monitor.units import format_duration, format_size
@@ -143,103 +145,6 @@ def swap(threshold: Threshold, source=None) -> Result:
                     details={"total_bytes": sw.total, "used_bytes": sw.used})
 
 
-def _holds(mount: str, path: str) -> bool:
-    return mount == "/" or path == mount or path.startswith(mount + "/")
-
-
-def _user() -> str:
-    try:
-        import pwd
-
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except (ImportError, KeyError):
-        return f"uid {os.geteuid()}"
-
-
-def _denied(path: str) -> tuple[str, str]:
-    return UNKNOWN, f"{path}: permission denied (monitor runs as {_user()}), cannot measure it"
-
-
-def _mount_problem(path: str, fstab: str, mountinfo: str) -> tuple[str, str] | None:
-    """Say why `path` cannot be measured (status, message), or None.
-
-    Missing, unreachable (permission denied), or on a filesystem that `fstab` lists and
-    the kernel has not mounted: then `statvfs` would measure the parent filesystem.
-    Mounted means in the kernel's mount table (`mountinfo`), so bind mounts count,
-    and fstab's mount points are compared as `mount` reads them (octal escapes,
-    trailing slashes). A file is measured on the filesystem holding it, as `df FILE`.
-    """
-    try:
-        os.stat(path)
-    except PermissionError:
-        return _denied(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return CRITICAL, f"{path} does not exist (not mounted?)"
-    except OSError as exc:  # a stale NFS handle, an I/O error
-        return CRITICAL, f"{path}: {exc.strerror or exc}"
-    real = os.path.realpath(path)
-    listed = [p for p in fstab_mount_points(fstab) if _holds(p, real)]
-    if not listed:
-        return None
-    mounted = mount_points(mountinfo)
-    if mounted is None:  # no /proc: the kernel's word is not at hand, judge by the path
-        unmounted = [p for p in listed if p != "/" and not os.path.ismount(p)]
-    else:
-        holder = max((m for m in mounted if _holds(m, real)), key=len, default="/")
-        unmounted = [p for p in listed if len(p) > len(holder)]  # deeper than what holds it
-    if not unmounted:
-        return None
-    point = max(unmounted, key=len)
-    if point == real or point == normal_mount_point(path):
-        return CRITICAL, f"{path} is listed in {fstab} but not mounted"
-    return CRITICAL, f"{path} is under {point}, listed in {fstab} but not mounted"
-
-
-def _measure(path: str, threshold: Threshold, fstab: str, mountinfo: str, statvfs):
-    """statvfs(path), or a Result saying why the path cannot be measured."""
-    problem = _mount_problem(path, fstab, mountinfo)
-    if problem is None:
-        try:
-            return statvfs(path)
-        except PermissionError:
-            problem = _denied(path)
-        except (FileNotFoundError, NotADirectoryError):
-            problem = CRITICAL, f"{path} does not exist (not mounted?)"
-        except OSError as exc:
-            problem = CRITICAL, f"{path}: {exc.strerror or exc}"
-    status, message = problem
-    return Result(status, message, unit="%", warning=threshold.warning, critical=threshold.critical)
-
-
-def disk(path: str, threshold: Threshold, fstab: str = "/etc/fstab", statvfs=os.statvfs,
-         mountinfo: str = "/proc/self/mountinfo") -> Result:
-    """Percent of space used on the filesystem holding `path`, as `df` counts it."""
-    st = _measure(path, threshold, fstab, mountinfo, statvfs)
-    if isinstance(st, Result):
-        return st
-    total, free, avail = st.f_blocks * st.f_frsize, st.f_bfree * st.f_frsize, st.f_bavail * st.f_frsize
-    used = total - free
-    # Like df: reserved root blocks count as neither used nor available.
-    percent = round(100.0 * used / (used + avail), 1) if used + avail else 0.0
-    return measured(percent, threshold,
-                    f"Disk {path} {percent:.1f}% used ({format_size(avail)} free of {format_size(total)})",
-                    details={"path": path, "total_bytes": total, "free_bytes": avail, "used_bytes": used})
-
-
-def inodes(path: str, threshold: Threshold, fstab: str = "/etc/fstab", statvfs=os.statvfs,
-           mountinfo: str = "/proc/self/mountinfo") -> Result:
-    st = _measure(path, threshold, fstab, mountinfo, statvfs)
-    if isinstance(st, Result):
-        return st
-    if not st.f_files:
-        return Result(OK, f"{path}: the filesystem does not count inodes", unit="%",
-                      warning=threshold.warning, critical=threshold.critical)
-    used = st.f_files - st.f_ffree
-    percent = round(100.0 * used / st.f_files, 1)  # as `df -i` counts IUse%
-    return measured(percent, threshold, f"Inodes {path} {percent:.1f}% used ({st.f_favail} free)",
-                    details={"path": path, "total": st.f_files, "free": st.f_favail})
-
-
 def load(threshold: Threshold, getloadavg=os.getloadavg, cpu_count=os.cpu_count) -> Result:
     """The 5-minute load average divided by the number of CPUs."""
     cpus = cpu_count() or 1
@@ -304,14 +209,13 @@ def network(interfaces: list[str], counters: Carried, source=None) -> Result:
 METRICS = {
     "monitor_cpu_usage_percent": ("CPU busy percent since the previous health run.", ()),
     "monitor_memory_usage_percent": ("Memory used percent.", ()),
-    "monitor_disk_usage_percent": ("Disk space used percent, as df counts it.", ("path",)),
 }
 MEASURES = {"cpu": ("CPU", False), "memory": ("memory", False), "swap": ("swap", False),
-            "load": ("load", False), "disk": ("disk", False), "inodes": ("inodes", False)}
+            "load": ("load", False)}
 
 
 def checks(config: dict, carried: Carried, shared=None) -> list:
-    """The host checks of `monitor health`: one each, and a disk and an inodes check per path."""
+    """The host checks of `monitor health`: one each, and a disk and an inodes check per path (`disks.py`)."""
     cfg = config["system"]
     timeout, source = cfg["timeout"], host_source()
     found = [
@@ -320,20 +224,13 @@ def checks(config: dict, carried: Carried, shared=None) -> list:
         Check("swap", "system", partial(swap, cfg["swap_percent"], source), timeout),
         Check("load", "system", partial(load, cfg["load_per_cpu"]), timeout),
     ]
-    for path in cfg["disk_paths"]:
-        # statvfs on a dead NFS mount never returns: no answer means the disk is gone.
-        found.append(Check(f"disk:{path}", "system", partial(disk, path, cfg["disk_percent"]),
-                           timeout, on_timeout=CRITICAL))
-        found.append(Check(f"inodes:{path}", "system", partial(inodes, path, cfg["inodes_percent"]),
-                           timeout, on_timeout=CRITICAL))
+    found += disks.path_checks(config, carried)
     found.append(Check("network", "system", partial(network, cfg["network_interfaces"], carried, source), timeout))
     return found
 
 
 def check_ids(config: dict) -> list[str]:
-    paths = config["system"]["disk_paths"]
-    return ["cpu", "memory", "swap", "load", *(f"{what}:{p}" for p in paths for what in ("disk", "inodes")),
-            "network"]
+    return ["cpu", "memory", "swap", "load", "network"]
 
 
 def samples(result) -> list:
@@ -341,8 +238,6 @@ def samples(result) -> list:
         return [("monitor_cpu_usage_percent", {}, result.value)]
     if result.id == "memory":
         return [("monitor_memory_usage_percent", {}, result.value)]
-    if result.id.startswith("disk:"):
-        return [("monitor_disk_usage_percent", {"path": result.id[5:]}, result.value)]
     return []
 
 
@@ -351,8 +246,7 @@ def levels(config: dict) -> dict:
 
     system = config["system"]
     return {"cpu": levels_of(system["cpu_percent"]), "memory": levels_of(system["memory_percent"]),
-            "swap": levels_of(system["swap_percent"]), "disk": levels_of(system["disk_percent"]),
-            "inodes": levels_of(system["inodes_percent"]), "load": levels_of(system["load_per_cpu"])}
+            "swap": levels_of(system["swap_percent"]), "load": levels_of(system["load_per_cpu"])}
 
 
 def rules(t: dict) -> dict:
@@ -369,11 +263,7 @@ def rules(t: dict) -> dict:
          '{{ $value | printf "%.0f" }}%', "Swap"),
         ("HostLoadHigh", "load", 'monitor_check_value{kind="system",check="load"}', ("15m", "10m"),
          '{{ $value | printf "%.2f" }}', "Load per CPU"),
-        ("HostDiskUsageHigh", "disk", "monitor_disk_usage_percent", ("5m", "5m"),
-         '{{ $value | printf "%.1f" }}%', "Disk {{ $labels.path }}"),
-        ("HostInodesHigh", "inodes", 'monitor_check_value{kind="system",check=~"inodes:.*"}', ("5m", "5m"),
-         '{{ $value | printf "%.1f" }}%', 'Inodes of {{ reReplaceAll "^inodes:" "" $labels.check }}'),
-    ):
+    ):  # the disk and inode rules follow in this group (disks.py)
         levels = t[name]
         unit = "" if name == "load" else "%"
         rules += pair(

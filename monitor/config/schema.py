@@ -88,6 +88,13 @@ SCHEMA = Table({
                                                  "empty: all but loopback."),
         "timeout": DurationField("5s", help="Each host check ends within this; a hung statvfs "
                                             "(a dead NFS mount) is critical."),
+        "eta_window": DurationField("6h", help="Fill and quota ETAs follow the trend of this last "
+                                               "stretch of runs (a least-squares line)."),
+        "eta_min_span": DurationField("30m", help="No ETA until the runs in eta_window span this "
+                                                  "(and number at least 4)."),
+        "fill_eta": ThresholdField("3d", "12h", lower_is_worse=True, durations=True,
+                                   help="Time until a disk (or its inodes) is full at that trend; lower "
+                                        "is worse. The worse of this and disk_percent wins."),
     }, help="The host checks, always run. Thresholds are { warning = W, critical = C }; higher "
             "is worse here, and W must not exceed C."),
     "vault": Table({
@@ -148,6 +155,11 @@ SCHEMA = Table({
         "remaining_percent": _percent(20, 5, lower_is_worse=True,
                                       help="The calls remaining, percent of the limit; lower is worse."),
         "timeout": DurationField("5s", help="The request ends within this."),
+        "reset_header": Str(help="The response header saying when the quota resets: epoch seconds "
+                                 "(>= 1e9; >= 1e12: milliseconds) or seconds from now. Warns when the "
+                                 "ETA comes first.", example="X-RateLimit-Reset"),
+        "reset_every": DurationField(help="Or a fixed reset period, counted from 00:00 UTC "
+                                          "(\"1d\": at midnight UTC).", example="1d"),
     }, check=_quota_rules),
         help="API quotas of the scraper's data providers, from response headers or the JSON answer.",
         example=[("", {"name": "provider", "url": "https://api.example.org/v1/quota",
