@@ -155,3 +155,23 @@ def error_record(line, tz) -> tuple[str, datetime | None] | None:
     if not match:
         return None
     return match.group(2).decode().upper(), parse_time(match.group(1).decode(), tz)
+
+
+# A time at the start of a plain-text line ("2026-11-25 10:00:00,123", "[2026-11-25T10:00:00Z]").
+_PLAIN_TIME = re.compile(rb"\s*\[?(\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?)")
+
+
+def record_time(line, tz) -> datetime | None:
+    """The time of any record, error or not: a JSON record's time field, or the time a plain
+    line starts with; None when it has none that can be read."""
+    if line.lstrip().startswith(b"{"):
+        try:
+            record = json.loads(line.decode("utf-8", "surrogatepass"))
+        except (ValueError, RecursionError):
+            return None
+        stamp = (record.get("asctime") or record.get("timestamp") or record.get("time")
+                 if isinstance(record, dict) else None)
+        return parse_time(stamp, tz) if stamp is not None else None
+    match = _PLAIN_TIME.match(line)
+    return parse_time(match.group(1).decode(), tz) if match else None
+

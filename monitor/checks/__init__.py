@@ -41,6 +41,7 @@ MODULES = {
     "quotas": ("quota", "health", "quotas"),
     "backups": ("backup", "backup-check", "backups"),
     "business": ("business", "daily-report", "report"),  # built by report/daily.py
+    "logfiles": ("logs", "health", "logfiles"),
 }
 # A network check's own (connect, read) timeouts and deadline fire first and say
 # what happened; the runner's timeout is the backstop a little later.
