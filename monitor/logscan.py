@@ -112,7 +112,41 @@ def candidates(data, lo: int, hi: int, json_lines: bool, max_line: int, pattern=
         match = search(data, end + 1, hi)
 
 
+def count_block(data, lo: int, hi: int, json_lines: bool, pattern=None) -> tuple[int, int, tuple | None]:
+    """(records, errors, (start, end) of the last error line) of the whole lines data[lo:hi].
+
+    Every line is a record. Without a time to read, a line is an error by its level field
+    alone (JSON lines, no JSON parse: the check's appended gigabyte must not cost one per
+    error), by its time followed by a level word (plain text), or by `pattern`.
+    """
+    records = data.count(b"\n", lo, hi) + (hi > lo and data[hi - 1] != 10)
+    errors, last = 0, None
+    if pattern is None and not json_lines:
+        for start, end in _word_spans(data, lo, hi):
+            if PLAIN.match(data[start:min(end, start + (1 << 16))]):
+                errors += 1
+                last = (start, end)
+        return records, errors, last
+    search = (pattern or LEVEL_FIELD).search
+    match = search(data, lo, hi)
+    while match:
+        pos = match.start()
+        start = data.rfind(b"\n", lo, pos) + 1 or lo
+        end = data.find(b"\n", pos, hi)
+        end = hi if end == -1 else end
+        errors += 1
+        last = (start, end)
+        match = search(data, end + 1, hi) if end < hi else None
+    return records, errors, last
+
+
 def _word_hits(data, lo: int, hi: int, max_line: int):
+    for start, end in _word_spans(data, lo, hi):
+        yield data[start:min(end, start + max_line)]
+
+
+def _word_spans(data, lo: int, hi: int):
+    """(start, end) of the lines of data[lo:hi] holding a level word, each once, in order."""
     ends = {}  # line start -> line end
     for level in LEVELS:
         pos = data.find(level, lo, hi)
@@ -122,7 +156,7 @@ def _word_hits(data, lo: int, hi: int, max_line: int):
             ends[start] = end = hi if end == -1 else end
             pos = data.find(level, end, hi)
     for start in sorted(ends):
-        yield data[start:min(ends[start], start + max_line)]
+        yield start, ends[start]
 
 
 def error_record(line, tz) -> tuple[str, datetime | None] | None:

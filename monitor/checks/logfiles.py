@@ -37,14 +37,12 @@ class Tally:
         self.tz, self.records, self.errors, self.bytes_read, self.last_error = tz, 0, 0, 0, None
 
     def block(self, data, lo: int, hi: int, json_lines: bool) -> None:
-        """Count the whole lines data[lo:hi]: every line that is not blank is a record."""
-        self.records += data.count(b"\n", lo, hi) - data.count(b"\n\n", lo, hi) + (data[hi - 1] != 10)
-        if data[lo] == 10:
-            self.records -= 1
-        for line in logscan.candidates(data, lo, hi, json_lines, 1 << 16, self.pattern):
-            if self.is_error(line):
-                self.errors += 1
-                self.last_error = line
+        """Count the whole lines data[lo:hi]: every line is a record."""
+        records, errors, last = logscan.count_block(data, lo, hi, json_lines, self.pattern)
+        self.records += records
+        self.errors += errors
+        if last:
+            self.last_error = data[last[0]:min(last[1], last[0] + 4 * LAST_LINE_CHARS)]
 
     def is_error(self, line) -> bool:
         if self.pattern is not None:
