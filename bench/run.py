@@ -386,9 +386,31 @@ def _make_db(path):
     conn.close()
 
 
+def bench_logfiles():
+    """1 GB appended to a log between two `health` runs, read incrementally, vs grep -c over it (issue 15)."""
+    source = _data_file("app-1M-mixed.log", 0, _make_log)
+    with tempfile.TemporaryDirectory() as tmp:
+        log = os.path.join(tmp, "app.log")
+        _write(log, '{"levelname": "INFO", "asctime": "2026-11-25T00:00:00+00:00", "message": "start"}\n')
+        _write(os.path.join(tmp, "monitor.toml"), f'[[logfiles]]\nname = "app"\npath = "{log}"\nmax_bytes = "2GB"\n'
+                                                  'errors_per_minute = { warning = 1, critical = 10 }\n')
+        command = [MONITOR, "health", "--only", "logs", "--no-notify", "--format", "json"]
+        subprocess.run(command, cwd=tmp, stdout=subprocess.DEVNULL, check=False)  # the first run: offset saved
+        counters = os.path.join(tmp, "state", "counters.json")
+        with open(counters, "rb") as handle:
+            before = handle.read()
+        _write(os.path.join(tmp, "before.json"), before.decode())
+        subprocess.run(f"for i in 1 2 3 4 5; do cat {source}; done | head -c 1G >> {log}", shell=True, check=True)
+        # Each repetition starts from the state the first run left: the same 1 GB is new to it.
+        again = ["sh", "-c", f'cp before.json state/counters.json && exec "$@"', "sh", *command]
+        cmd, base, rss, _ = paired(again, ["grep", "-c", '"ERROR"', log], reps=5, cwd=tmp, warmup=1)
+        return report("1 GB appended log vs grep -c", cmd, base, rss, target_ratio=3, target_rss=40)
+
+
 BENCHMARKS = {"health": bench_health, "heartbeat": bench_heartbeat, "scrapers": bench_scrapers,
               "vault-hang": bench_vault_hang, "backups": bench_backups, "report": bench_report,
               "textfile": bench_textfile, "lock": bench_lock}
+BENCHMARKS["logfiles"] = bench_logfiles
 
 
 def main(names):

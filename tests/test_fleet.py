@@ -499,6 +499,10 @@ verify = "gzip"
 database = "sqlite://{base / 'ok' / 'opportunities.db'}"
 expected_sources = ["uniswap", "sushiswap"]
 error_logs = ["scraper-logs/*.log"]
+[[logfiles]]
+name = "scraper"
+path = "scraper-logs/*.log"
+errors_per_minute = {{ warning = 1, critical = 10 }}
 """)
             (ok / "heartbeat").touch()
             (ok / "scraper.token").write_text(bao.root_token)  # never expires: the TTL panel shows +Inf

@@ -43,6 +43,7 @@ MODULES = {
     "backups": ("backup", "backup-check", "backups"),
     "business": ("business", "daily-report", "report"),  # built by report/daily.py
     "scraper_secrets": ("vault", "health", "vault"),
+    "logfiles": ("logs", "health", "logfiles"),
 }
 # A network check's own (connect, read) timeouts and deadline fire first and say
 # what happened; the runner's timeout is the backstop a little later.

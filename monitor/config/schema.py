@@ -49,6 +49,12 @@ def _percent(warning, critical, lower_is_worse=False, **doc):
     return ThresholdField(warning, critical, lower_is_worse, maximum=100, **doc)
 
 
+def _optional(field):
+    """A threshold with no default: judged only when set."""
+    field.default = None
+    return field
+
+
 def _name(kind):
     return Str(required=True, pattern=r"[A-Za-z0-9_.-]+", hint="letters, digits, _ . -",
                help=f"Names the check {kind}:NAME (letters, digits, _ . -).")
@@ -261,4 +267,27 @@ SCHEMA = Table({
         "retention_days": Number(30, minimum=1, integer=True,
                                  help="Archives in logs/archive older than this are removed."),
     }, help="The log archive."),
+    "logfiles": TableList(Table({
+        "name": _name("log"),
+        "path": PathField(required=True, allow_empty=False,
+                          help="A glob of the application's log files (app.log; a renamed app.log.1 is "
+                               "finished from where the last run stopped)."),
+        "pattern": Regex("", help="A regular expression that marks an error line, instead of the default: "
+                                  "JSON records with level ERROR/CRITICAL, or plain lines whose time is "
+                                  "followed by ERROR or CRITICAL.", example="Traceback|FATAL"),
+        "errors_per_minute": _optional(ThresholdField(1, 10, help="Error records per minute since the "
+                                                                   "previous run.")),
+        "error_ratio": _optional(ThresholdField(0.05, 0.2, maximum=1, help="Error records / all records "
+                                                                           "since the previous run.")),
+        "initial_window": DurationField("5m", help="The first run counts only the records of this last "
+                                                   "span (of at most the last 1 MB), so an old log does "
+                                                   "not page."),
+        "max_bytes": SizeField("50MB", help="At most this much is read per run; the rest is read by the "
+                                            "next run (the message says so)."),
+    }, check=_need_one("errors_per_minute", "error_ratio", what="no threshold")),
+        help="Application logs whose error rate `monitor health` checks, reading only what was appended "
+             "since the previous run (check log:NAME).",
+        example=[("", {"name": "scraper", "path": "/var/log/scraper/app.log",
+                       "errors_per_minute": {"warning": 1, "critical": 10},
+                       "error_ratio": {"warning": 0.05, "critical": 0.2}})]),
 })

@@ -1,7 +1,7 @@
 """The report's figures from logs: ERROR and CRITICAL records, and the day's health runs.
 
-Measuring only; `checks/business.py` judges. Logs are streamed in big chunks with a
-prefilter (one regex pass per chunk for JSON lines) before any JSON parsing.
+Measuring only; `checks/business.py` judges. Which lines are error records is
+`monitor/logscan.py`'s to say (one regex pass per block, then only the candidates).
 """
 
 import contextlib
@@ -11,23 +11,16 @@ import json
 import os
 import re
 import zlib
-from datetime import date, datetime
+from datetime import date
 
+from monitor import logscan
 from monitor.report.window import Window, parse_time
 from monitor.state import open_regular
 
 
-_PLAIN = re.compile(rb"^\s*\[?(\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?)\]?"
-                    rb"[\s\-|\[]*(ERROR|CRITICAL)\b", re.IGNORECASE)
-# The prefilter of plain-text logs: both spellings of the two levels (structlog, pino and
-# Go loggers write "error"). Whole words: a longer needle skips further.
-_LEVELS = (b"ERROR", b"CRITICAL", b"error", b"critical")
-# The prefilter of JSON-lines logs, one pass per chunk: a "levelname" or "level" field whose
-# value is ERROR or CRITICAL as loggers spell them (compact or spaced JSON). A message that
-# merely mentions "error" is no candidate, so only lines that can count are parsed. It
-# starts with the letters, not the quote: `re` tries the pattern at each occurrence of its
-# first byte, and JSON lines hold far more quotes than "l"s.
-_LEVEL_FIELD = re.compile(rb'level(?:name"|")[ \t]*+:[ \t]*+"(?:ERROR|CRITICAL|error|critical|Error|Critical)"')
+# The classifier is shared with the `log:<name>` checks; the names stay for the fuzz tests.
+_LEVEL_FIELD = logscan.LEVEL_FIELD
+error_record = logscan.error_record
 # A corrupt .gz archive raises zlib.error, which is not an OSError.
 _READ_ERRORS = (OSError, EOFError, zlib.error)
 
@@ -77,101 +70,20 @@ def _open_own(path: str):
             yield handle
 
 
-def error_record(line: bytes, tz) -> tuple[str, datetime | None] | None:
-    """Given a candidate line, return (level, time) if it is an ERROR/CRITICAL record.
-
-    Returns None for a line that is not an error record, and ("?", None) for one
-    that looks like one but cannot be parsed.
-    """
-    stripped = line.lstrip()
-    if stripped.startswith(b"{"):
-        try:
-            # Decoded first: json.loads would guess the encoding of bytes on every line.
-            record = json.loads(line.decode("utf-8", "surrogatepass"))
-        except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the stack
-            return "?", None
-        if not isinstance(record, dict):
-            return None
-        level = str(record.get("levelname") or record.get("level") or "").upper()
-        if level not in ("ERROR", "CRITICAL"):
-            return None
-        stamp = record.get("asctime") or record.get("timestamp") or record.get("time")
-        when = parse_time(stamp, tz) if stamp is not None else None
-        return (level, when) if when else ("?", None)
-    match = _PLAIN.match(line)
-    if not match:
-        return None
-    when = parse_time(match.group(1).decode(), tz)
-    return (match.group(2).decode().upper(), when) if when else ("?", None)
-
-
 def _candidate_lines(handle, chunk_size: int = 1 << 20, max_line: int = 1 << 20):
-    """Yield the lines of `handle` that may be ERROR or CRITICAL records, scanning big chunks.
+    """Yield the lines of `handle` that may be ERROR or CRITICAL records (`logscan.candidates`).
 
-    A file that starts with "{" (after white space) is read as JSON lines: one regex pass per
-    chunk finds the level fields that say ERROR or CRITICAL. Any other file (plain text,
-    or garbage) keeps the plain prefilter: lines holding a level word. Either way only
-    the lines around a hit are cut out of the chunk, never the whole chunk; a line
-    longer than `max_line` is cut to its first `max_line` bytes.
+    A file that starts with "{" (after white space) is read as JSON lines; any other file
+    (plain text, or garbage) by level words. A line longer than `max_line` is cut to its
+    first `max_line` bytes.
     """
-    has, hits = _has_level, _hits
-    tail = b""  # the unfinished line carried over from the previous chunk
-    kind_known = False  # until the first byte that is not white space: "{" makes it JSON lines
-    while True:
-        chunk = handle.read(chunk_size)
-        if not kind_known and chunk.strip(b" \t\r\n"):
-            kind_known = True
-            if chunk.lstrip(b" \t\r\n").startswith(b"{"):
-                has, hits = _has_level_field, _field_hits
-        if not chunk:
-            if has(tail):
-                yield tail
-            return
-        first = chunk.find(b"\n")
-        if first == -1:
-            tail = (tail + chunk)[:max_line]
-            continue
-        head = (tail + chunk[:first])[:max_line]
-        if has(head):
-            yield head
-        last = chunk.rfind(b"\n")
-        yield from hits(chunk, first + 1, last, max_line)
-        tail = chunk[last + 1:][:max_line]
-
-
-def _has_level(line: bytes) -> bool:
-    return any(level in line for level in _LEVELS)
-
-
-def _has_level_field(line: bytes) -> bool:
-    return _LEVEL_FIELD.search(line) is not None
-
-
-def _hits(data: bytes, lo: int, hi: int, max_line: int):
-    """Lines of data[lo:hi] (whole lines) holding a level word, each once, in order."""
-    ends = {}  # line start -> line end
-    for level in _LEVELS:
-        pos = data.find(level, lo, hi)
-        while pos != -1:
-            start = data.rfind(b"\n", lo, pos) + 1 or lo
-            end = data.find(b"\n", pos, hi)
-            ends[start] = end = hi if end == -1 else end
-            pos = data.find(level, end, hi)
-    for start in sorted(ends):
-        yield data[start:min(ends[start], start + max_line)]
-
-
-def _field_hits(data: bytes, lo: int, hi: int, max_line: int):
-    """Lines of data[lo:hi] (whole lines) with an ERROR/CRITICAL level field, each once, in order."""
-    search = _LEVEL_FIELD.search
-    match = search(data, lo, hi)
-    while match:
-        pos = match.start()
-        start = data.rfind(b"\n", lo, pos) + 1 or lo
-        end = data.find(b"\n", pos, hi)
-        end = hi if end == -1 else end
-        yield data[start:min(end, start + max_line)]
-        match = search(data, end, hi)
+    json_lines = None  # until the first byte that is not white space: "{" makes it JSON lines
+    for data, lo, hi in logscan.Blocks(handle, max(chunk_size, max_line)):
+        if json_lines is None:
+            if not data[lo:hi].strip(b" \t\r\n"):
+                continue
+            json_lines = logscan.is_json_lines(data[lo:hi])
+        yield from logscan.candidates(data, lo, hi, json_lines, max_line)
 
 
 OWN_LOGS = ("health", "backup", "report")
