@@ -64,7 +64,18 @@ def _launcher(folder: Path, user: str | None) -> str:
     script.write_text(f'#!/bin/sh\nPYTHONPATH="{path}" exec {system} -m monitor "$@"\n')
     script.chmod(0o755)
     if not _runs_as(user, [str(script), "--version"]):
-        pytest.skip(f"the nagios user cannot read monitor's source and packages ({path})")
+        # A clone in a folder `nagios` cannot enter (a CI checkout under /root): the same
+        # source and packages, copied where it can. Not a skip: the consumer test must run.
+        import shutil
+
+        copy = folder / "lib"
+        for tree in dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]):
+            shutil.copytree(tree, copy, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(REPO / "monitor", copy / "monitor", dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        script.write_text(f'#!/bin/sh\nPYTHONPATH="{copy}" exec {system} -m monitor "$@"\n')
+        subprocess.run(["chmod", "-R", "a+rX", str(copy)], check=True)
+        assert _runs_as(user, [str(script), "--version"]), f"the nagios user cannot run monitor from {copy}"
     return str(script)
 
 
