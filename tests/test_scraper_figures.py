@@ -10,7 +10,7 @@ import pytest
 
 from monitor import config as monitor_config
 from monitor.checks import exported
-from monitor.checks.scraper_figures import KEEP, OUTCOMES_KEY, Outcomes
+from monitor.checks.scraper_figures import KEEP, OUTCOMES_KEY, Outcomes, judge_success_rate
 from monitor.checks.scrapers import scraper
 from monitor.config import ConfigError
 from monitor.fleet import dashboard as render_dashboard, rules as render_rules
@@ -168,13 +168,17 @@ def test_a_failed_answer_is_critical_and_its_figures_are_not_judged(server, sess
 # --- success rate --------------------------------------------------------------------------
 
 def run_outcomes(carried_value, name, ok_flags, clock, step=300.0):
-    """Run `scraper`-like bookkeeping for each flag, one state file round trip per run."""
+    """What each health run does with the outcomes, one state file round trip per run."""
     for ok in ok_flags:
         carried = Carried(carried_value)
-        Outcomes(carried, [name], clock()).record(name, ok, clock())
+        Outcomes(carried, [name], clock()).record(name, ok)
         carried_value = json.loads(json.dumps(carried.to_write(True)))
         clock.now += step
     return carried_value
+
+
+def flags(saved, name="a") -> str:
+    return saved[OUTCOMES_KEY]["runs"][name]
 
 
 def test_a_scraper_that_flaps_between_runs_is_critical_even_when_this_probe_is_ok(server, session):
@@ -201,54 +205,55 @@ def test_a_scraper_that_flaps_between_runs_is_critical_even_when_this_probe_is_o
 
 
 def test_one_failure_in_twelve_runs_is_fine_and_two_are_a_warning():
-    clock = Clock()
+    clock, rate = Clock(), Threshold(0.9, 0.5, True)
     saved = run_outcomes({}, "a", [True] * 11 + [False], clock)
-    assert [flag for _, flag in saved[OUTCOMES_KEY]["a"]] == [1] * 11 + [0]
-    from monitor.checks.scraper_figures import judge_success_rate
-
-    rate = Threshold(0.9, 0.5, True)
-    assert judge_success_rate(saved[OUTCOMES_KEY]["a"], rate)[0] == OK  # 11/12 = 92%
+    assert flags(saved) == "1" * 11 + "0"
+    assert judge_success_rate(flags(saved), rate)[0] == OK  # 11 of 12: 92%
     saved = run_outcomes(saved, "a", [False], clock)
-    status, message, details = judge_success_rate(saved[OUTCOMES_KEY]["a"], rate)
+    status, message, details = judge_success_rate(flags(saved), rate)
     assert status == WARNING and message == "success rate 83% (10 of the last 12 runs) ≤ 90%"
-    assert details["success_rate"]["runs"] == KEEP
+    assert details["success_rate"] == {"ok": 10, "runs": KEEP, "judged": True}
 
 
-def test_outcomes_are_bounded_to_12_and_to_the_last_hour():
+def test_outcomes_are_bounded_to_12_runs_and_to_the_last_hour():
     clock = Clock()
     saved = run_outcomes({}, "a", [False] * 30, clock)
-    assert len(saved[OUTCOMES_KEY]["a"]) == KEEP
-    clock.now += 3600  # monitor stopped for an hour: yesterday's failures no longer count
+    assert flags(saved) == "0" * KEEP and len(saved[OUTCOMES_KEY]["times"]) == KEEP
+    clock.now += 3600  # monitor stopped for an hour: the failures before no longer count
     saved = run_outcomes(saved, "a", [True], clock)
-    assert [flag for _, flag in saved[OUTCOMES_KEY]["a"]] == [1]
+    assert flags(saved) == "1"
 
 
-def test_outcomes_from_the_future_or_hand_edited_are_dropped():
+def test_a_state_file_hand_edited_or_from_a_clock_set_back_starts_afresh():
     clock = Clock()
-    now = clock()
-    hostile = {OUTCOMES_KEY: {"a": [[now + 7200, 1], "x", [now - 60, True], [now - 60, 2], [now - 60], None,
-                                    [float("nan"), 0], [now - 120, 0]]}}
-    saved = run_outcomes(hostile, "a", [True], clock)
-    assert [flag for _, flag in saved[OUTCOMES_KEY]["a"]] == [0, 1]
-    saved = run_outcomes({OUTCOMES_KEY: "garbage"}, "a", [True], clock)
-    assert [flag for _, flag in saved[OUTCOMES_KEY]["a"]] == [1]
+    saved = run_outcomes({}, "a", [False] * 3, clock)
+    good = saved[OUTCOMES_KEY]
+    for hostile in ("garbage", {"times": "x", "runs": good["runs"]}, {"times": [1, "x"], "runs": good["runs"]},
+                    {"times": good["times"][::-1], "runs": good["runs"]},  # not ascending
+                    {"times": [t + 7200 for t in good["times"]], "runs": good["runs"]},  # from the future
+                    ):
+        assert flags(run_outcomes({OUTCOMES_KEY: hostile}, "a", [True], Clock(clock.now))) == "1", hostile
+    for runs in ({"a": "01x"}, {"a": 7}, {"a": "0" * 50}, "garbage"):
+        assert flags(run_outcomes({OUTCOMES_KEY: {**good, "runs": runs}}, "a", [True], Clock(clock.now))) == "1"
+    assert flags(run_outcomes(saved, "a", [True], clock)) == "0001"  # while the real one carries on
 
 
 def test_a_probe_that_never_finishes_counts_as_a_failed_run():
     carried = Carried({})
-    Outcomes(carried, ["a", "b"], 1000.0).record("a", True, 1000.0)  # b's check timed out
-    assert carried.to_write(True)[OUTCOMES_KEY] == {"a": [[1000.0, 1]], "b": [[1000.0, 0]]}
+    Outcomes(carried, ["a", "b"], 1000.0).record("a", True)  # b's check timed out
+    assert carried.to_write(True)[OUTCOMES_KEY] == {"times": [1000.0], "runs": {"a": "1", "b": "0"}}
 
 
-def test_a_scraper_removed_from_the_config_loses_its_history_and_others_keep_theirs():
+def test_a_scraper_added_later_has_fewer_runs_and_a_removed_one_loses_its_history():
     clock = Clock()
-    saved = run_outcomes({}, "a", [True], clock)
+    saved = run_outcomes({}, "a", [False, False], clock)
     carried = Carried(saved)
-    Outcomes(carried, ["a", "b"], clock())
-    saved = carried.to_write(True)
-    carried = Carried(saved)
-    Outcomes(carried, ["b"], clock()).record("b", True, clock())
-    assert list(carried.to_write(True)[OUTCOMES_KEY]) == ["b"]
+    outcomes = Outcomes(carried, ["a", "b"], clock())
+    assert (outcomes.record("a", True), outcomes.record("b", True)) == ("001", "1")
+    clock.now += 300
+    carried = Carried(json.loads(json.dumps(carried.to_write(True))))
+    Outcomes(carried, ["b"], clock()).record("b", True)
+    assert carried.to_write(True)[OUTCOMES_KEY]["runs"] == {"b": "11"}
 
 
 # --- end to end: the real state file, the textfile, config errors --------------------------------
@@ -295,8 +300,8 @@ def test_health_runs_carry_outcomes_in_the_state_file_and_a_flapping_scraper_goe
     assert last["details"]["metrics"] == {"stats.error_rate": 0.07, "stats.success_rate": 0.99}
 
     state = json.loads((tmp_path / "state" / "counters.json").read_text())
-    assert list(state[OUTCOMES_KEY]) == ["uniswap"]  # the retired scraper's history is gone
-    assert [flag for _, flag in state[OUTCOMES_KEY]["uniswap"]] == [0, 1, 0, 1]
+    # the retired scraper's history is gone
+    assert state[OUTCOMES_KEY]["runs"] == {"uniswap": "0101"}
     prom = (textfiles / "monitor_health.prom").read_text()
     assert 'monitor_scraper_up{scraper="uniswap"} 1.0' in prom  # this run's probe passed
     assert 'monitor_scraper_success_rate{scraper="uniswap"} 0.5' in prom

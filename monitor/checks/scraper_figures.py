@@ -10,7 +10,7 @@ import threading
 
 from monitor.results import CRITICAL, OK, SEVERITY, UNKNOWN, Threshold, is_number
 
-# The carried entry: {scraper name: [[unix time, 1 ok | 0 failed], ...]}, oldest first.
+# The carried entry: {"times": [unix time of each kept run], "runs": {scraper: "0110..."}}.
 OUTCOMES_KEY = "scraper_outcomes"
 KEEP = 12                 # one hour of runs at cron's one per 5 minutes
 WINDOW_SECONDS = 3600     # older outcomes (monitor stopped for a while) no longer count
@@ -102,48 +102,58 @@ def judge_metrics(document, why_not: str | None, metrics: dict) -> tuple[str, st
 
 # --- success rate ---------------------------------------------------------------------------
 
-def _kept(saved, now: float) -> list:
-    """The usable outcomes of a saved list: well-formed, within the window, the newest KEEP - 1."""
-    if not isinstance(saved, list):
-        return []
-    kept = [[item[0], item[1]] for item in saved[-KEEP:]
-            if isinstance(item, list) and len(item) == 2 and is_number(item[0]) and item[1] in (0, 1)
-            and not isinstance(item[1], bool)
-            and now - WINDOW_SECONDS < item[0] <= now + FUTURE_SLACK_SECONDS]
-    return kept[-(KEEP - 1):]
+def _usable(previous, now: float) -> tuple[list, dict]:
+    """The saved run times still in the window (the newest KEEP - 1) and how many of them that is.
+
+    Anything hand-edited or odd (not ascending numbers, a time in the future: the clock
+    was set back) starts the history afresh rather than failing every run.
+    """
+    times = previous.get("times") if isinstance(previous, dict) else None
+    if not isinstance(times, list) or not all(is_number(t) for t in times) or times != sorted(times) \
+            or (times and times[-1] > now + FUTURE_SLACK_SECONDS):
+        return [], {}
+    keep = min(KEEP - 1, sum(1 for t in times if t > now - WINDOW_SECONDS))
+    runs = previous.get("runs") if isinstance(previous.get("runs"), dict) else {}
+    return times[len(times) - keep:], {"count": len(times), "keep": keep, "runs": runs}
 
 
 class Outcomes:
     """Each configured scraper's last probe outcomes, read from and saved to the carried state.
 
-    Saved at once with this run's outcome counted as failed, so a probe that never
+    Saved as the times of the last runs (one list: every scraper runs in each health
+    run) and, per scraper, a string of "1" (passed) and "0", its last character this
+    run: 500 scrapers cost 500 short strings, not 6 000 small lists to parse and write.
+    The entry is saved at once with this run counted as failed, so a probe that never
     ends (its check timed out, the run went on without it) counts as what it was;
-    `record` puts the real outcome in its place. Scrapers no longer configured are
-    not saved again: their history goes.
+    `record` puts the real outcome in its place. Scrapers no longer configured are not
+    saved again: their history goes.
     """
 
     def __init__(self, carried, names, now: float):
         previous = carried.previous.get(OUTCOMES_KEY) if carried is not None else None
-        previous = previous if isinstance(previous, dict) else {}
-        stamp = round(now, 1)
-        self._kept = {name: _kept(previous.get(name), now) for name in names}
-        self._saved = {name: kept + [[stamp, 0]] for name, kept in self._kept.items()}
+        times, old = _usable(previous, now)
+        self._kept = {}
+        for name in names:
+            flags = old["runs"].get(name) if old else None
+            usable = isinstance(flags, str) and len(flags) <= old["count"] and not flags.strip("01")
+            self._kept[name] = flags[len(flags) - old["keep"]:] if usable and old["keep"] else ""
+        self._saved = {name: kept + "0" for name, kept in self._kept.items()}
         self._lock = threading.Lock()
         if carried is not None:
-            carried.save(OUTCOMES_KEY, self._saved)
+            carried.save(OUTCOMES_KEY, {"times": times + [round(now, 1)], "runs": self._saved})
 
-    def record(self, name: str, ok: bool, now: float) -> list:
-        """Count this run's outcome for `name`; return the outcomes now kept, oldest first."""
-        outcomes = self._kept.get(name, []) + [[round(now, 1), 1 if ok else 0]]
+    def record(self, name: str, ok: bool) -> str:
+        """Count this run's outcome for `name`; return its outcomes now kept, oldest first ("0110")."""
+        outcomes = self._kept.get(name, "") + ("1" if ok else "0")
         with self._lock:
             if name in self._saved:  # replaced, never added: the dict may be being written
                 self._saved[name] = outcomes
         return outcomes
 
 
-def judge_success_rate(outcomes: list, threshold: Threshold) -> tuple[str, str, dict]:
-    """The share of ok outcomes, judged once there are MIN_JUDGED of them."""
-    runs, ok = len(outcomes), sum(flag for _, flag in outcomes)
+def judge_success_rate(outcomes: str, threshold: Threshold) -> tuple[str, str, dict]:
+    """The share of passed runs ("1" in `outcomes`), judged once there are MIN_JUDGED runs."""
+    runs, ok = len(outcomes), outcomes.count("1")
     rate = ok / runs
     details = {"success_rate_1h": round(rate, 4),
                "success_rate": {"ok": ok, "runs": runs, "judged": runs >= MIN_JUDGED}}

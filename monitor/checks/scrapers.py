@@ -60,10 +60,10 @@ def scraper(cfg: dict, session=None, process_iter=None, now=time.time, outcomes:
                                                          cfg.get("timeout") or DEFAULT_TIMEOUT, session,
                                                          cfg.get("json_metrics"))
     probes.update(local)
-    return _verdict(cfg, probes, latency_ms, threshold, figures, outcomes, now)
+    return _verdict(cfg, probes, latency_ms, threshold, figures, outcomes)
 
 
-def _verdict(cfg: dict, probes: dict, latency_ms, threshold, figures=None, outcomes=None, now=time.time) -> Result:
+def _verdict(cfg: dict, probes: dict, latency_ms, threshold, figures=None, outcomes=None) -> Result:
     """The worst of the probes, the figures and the success rate; `up` is the probes' alone."""
     if not probes:  # the config refuses this; a hand-made entry might not
         return Result(UNKNOWN, "no probe configured (url, process or heartbeat_file)")
@@ -74,7 +74,7 @@ def _verdict(cfg: dict, probes: dict, latency_ms, threshold, figures=None, outco
                for name, p in probes.items()}
     extra = [figures] if figures else []
     if outcomes is not None:
-        extra.append(judge_success_rate(outcomes.record(cfg["name"], up, now()),
+        extra.append(judge_success_rate(outcomes.record(cfg["name"], up),
                                         cfg.get("success_rate") or DEFAULT_SUCCESS_RATE))
     for verdict in extra:
         verdicts.append(Probe(*verdict))
