@@ -99,6 +99,7 @@ class Host:
                 f"disk_percent = {LEVELS[disk]}\ninodes_percent = {LEVELS[inodes]}\n"
                 f"disk_paths = [{paths}]\nnetwork_interfaces = [\"lo\"]\n"
                 f"[[scrapers]]\nname = \"uniswap\"\nurl = \"{self.web.url('/health')}\"\nlatency_ms = {latency}\n"
+                f"success_rate = {{ warning = 0, critical = 0 }}\n"  # this run's probe decides
                 f"[telegram]\nchat_ids = [{chats}]\napi_url = \"{self.telegram.api_url}\"\n{self.telegram_extra}\n"
                 f"[alerts]\n{self.alerts}\n{self.extra}")
 

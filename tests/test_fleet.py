@@ -367,7 +367,7 @@ class _Provider(BaseHTTPRequestHandler):
 
     def do_GET(self):
         if self.path == "/health":
-            self._send(200, {}, b'{"status": "ok"}')
+            self._send(200, {}, b'{"status": "ok", "stats": {"error_rate": 0.01}}')
         elif self.path.startswith("/quota/"):
             remaining = self.path.rsplit("/", 1)[1]
             self._send(200, {"X-RateLimit-Remaining": remaining, "X-RateLimit-Limit": "100"}, b"{}")
@@ -485,6 +485,7 @@ scraper_token_file = "scraper.token"
 name = "uniswap"
 url = "{api}/health"
 expect_json = {{ status = "ok" }}
+json_metrics = {{ "stats.error_rate" = {{ warning = 0.05, critical = 0.2 }} }}
 heartbeat_file = "heartbeat"
 [[quotas]]
 name = "etherscan"
@@ -691,6 +692,7 @@ def _levels(tmp_path) -> dict:
 
 EXPECTED_ON_THE_FAILING_HOST = {
     ("VaultDown", "critical"), ("ScraperUnhealthy", "critical"), ("ScraperSuccessRateLow", "warning"),
+    ("ScraperSuccessRateLow", "critical"),  # monitor's own success rate: 0 of its runs passed
     ("ApiQuotaLow", "warning"), ("ApiQuotaLow", "critical"), ("BackupStale", "critical"),
     ("BackupFailed", "critical"), ("LowOpportunityCount", "warning"), ("ScraperErrorsLogged", "warning"),
     ("ExpectedSourcesSilent", "warning"), ("MonitorOutboxGrowing", "warning"),

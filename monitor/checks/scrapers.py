@@ -2,7 +2,9 @@
 
 `scraper` runs every probe its config names (`url`, `process`, `heartbeat_file`);
 each probe measures and judges itself into a `Probe`, and the worst one decides
-the Result. Network, the process table and the clock come in as arguments.
+the Result, with the scraper's own figures (`json_metrics` in the health answer) and
+its success rate over the last runs (`scraper_figures.py`). Network, the process
+table, the clock and the outcomes carried between runs come in as arguments.
 """
 
 import json
@@ -14,6 +16,8 @@ from functools import partial
 from typing import NamedTuple
 
 from monitor.checks import MARGIN_SECONDS
+from monitor.checks.scraper_figures import (DEFAULT_SUCCESS_RATE, Outcomes, judge_metrics, judge_success_rate,
+                                            parse_body)
 from monitor.checks.processes import MATCH_SECONDS, PROCESS_TABLE, proc_uid, search_all
 from monitor.results import CRITICAL, OK, SEVERITY, UNKNOWN, WARNING, Result, Threshold, is_number, worst
 from monitor.runner import Check
@@ -35,10 +39,11 @@ class Probe(NamedTuple):
     details: dict
 
 
-def scraper(cfg: dict, session=None, process_iter=None, now=time.time) -> Result:
+def scraper(cfg: dict, session=None, process_iter=None, now=time.time, outcomes: Outcomes | None = None) -> Result:
     """Given a `[[scrapers]]` entry, run each configured probe and return the worst verdict.
 
     The value is the HTTP latency in ms when there is a `url` probe that got an answer.
+    With `outcomes` (the runs before this one), the success rate joins the verdict.
     """
     # The quick local probes go first: the HTTP probe may use all of the timeout.
     local: dict[str, Probe] = {}
@@ -48,31 +53,42 @@ def scraper(cfg: dict, session=None, process_iter=None, now=time.time) -> Result
         local["heartbeat"] = heartbeat_probe(cfg["heartbeat_file"],
                                              cfg.get("heartbeat_max_age") or DEFAULT_MAX_AGE, now)
     probes: dict[str, Probe] = {}
-    latency_ms, threshold = None, None
+    latency_ms, threshold, figures = None, None, None
     if cfg.get("url"):
         threshold = cfg.get("latency_ms") or DEFAULT_LATENCY_MS
-        probes["http"], latency_ms = http_probe(cfg["url"], threshold, cfg.get("expect_json") or {},
-                                                cfg.get("timeout") or DEFAULT_TIMEOUT, session)
+        probes["http"], latency_ms, figures = http_probe(cfg["url"], threshold, cfg.get("expect_json") or {},
+                                                         cfg.get("timeout") or DEFAULT_TIMEOUT, session,
+                                                         cfg.get("json_metrics"))
     probes.update(local)
-    return _verdict(probes, latency_ms, threshold)
+    return _verdict(cfg, probes, latency_ms, threshold, figures, outcomes)
 
 
-def _verdict(probes: dict, latency_ms, threshold) -> Result:
+def _verdict(cfg: dict, probes: dict, latency_ms, threshold, figures=None, outcomes=None) -> Result:
+    """The worst of the probes, the figures and the success rate; `up` is the probes' alone."""
     if not probes:  # the config refuses this; a hand-made entry might not
         return Result(UNKNOWN, "no probe configured (url, process or heartbeat_file)")
 
-    status = worst(*(p.status for p in probes.values()))
-    failed = sorted((p for p in probes.values() if p.status != OK),
-                    key=lambda p: -SEVERITY[p.status])  # critical lines first
-    message = "; ".join(p.message for p in (failed or probes.values()))
+    up = worst(*(p.status for p in probes.values())) in (OK, WARNING)
+    verdicts = list(probes.values())
     details = {name: {"status": p.status, "message": p.message, **p.details}
                for name, p in probes.items()}
+    extra = [figures] if figures else []
+    if outcomes is not None:
+        extra.append(judge_success_rate(outcomes.record(cfg["name"], up),
+                                        cfg.get("success_rate") or DEFAULT_SUCCESS_RATE))
+    for verdict in extra:
+        verdicts.append(Probe(*verdict))
+        details.update(verdict[2])
+    status = worst(*(p.status for p in verdicts))
+    failed = sorted((p for p in verdicts if p.status != OK),
+                    key=lambda p: -SEVERITY[p.status])  # critical lines first
+    message = "; ".join(p.message for p in (failed or probes.values()))
     return Result(status, message, value=latency_ms, unit="ms" if threshold else None,
                   warning=threshold.warning if threshold else None,
                   critical=threshold.critical if threshold else None, details=details)
 
 
-def start(cfg: dict, session):
+def start(cfg: dict, session, outcomes: Outcomes | None = None):
     """For the runner: a scraper probed by URL alone starts on the probes' loop, no thread of its own.
 
     Return (Future, finish) as `runner.Check.start` wants, or None (a process or
@@ -82,66 +98,78 @@ def start(cfg: dict, session):
         return None
     from monitor import http
 
-    return http.start(session, cfg["url"], cfg.get("timeout") or DEFAULT_TIMEOUT), partial(_finish, cfg)
+    return http.start(session, cfg["url"], cfg.get("timeout") or DEFAULT_TIMEOUT), partial(_finish, cfg, outcomes)
 
 
-def _finish(cfg: dict, future) -> Result:
+def _finish(cfg: dict, outcomes, future) -> Result:
     threshold = cfg.get("latency_ms") or DEFAULT_LATENCY_MS
-    probe, latency_ms = _judge_http(future.result, threshold, cfg.get("expect_json") or {})
-    return _verdict({"http": probe}, latency_ms, threshold)
+    probe, latency_ms, figures = _judge_http(future.result, threshold, cfg.get("expect_json") or {},
+                                             cfg.get("json_metrics"))
+    return _verdict(cfg, {"http": probe}, latency_ms, threshold, figures, outcomes)
 
 
 # --- HTTP ---------------------------------------------------------------------------
 
 def http_probe(url: str, threshold: Threshold, expect_json: dict, timeout: float,
-               session=None) -> tuple[Probe, float | None]:
+               session=None, json_metrics: dict | None = None) -> tuple[Probe, float | None, tuple | None]:
     """GET `url`: a 2xx within the latency threshold, with the expected JSON fields.
 
-    Return the Probe and the latency in ms (None when there was no answer).
+    Return the Probe, the latency in ms (None when there was no answer) and the
+    verdict on the `json_metrics` figures (None when none are configured or read).
     """
     from monitor import http  # loaded only when a scraper has a URL
 
-    return _judge_http(lambda: http.get(session, url, timeout), threshold, expect_json)
+    return _judge_http(lambda: http.get(session, url, timeout), threshold, expect_json, json_metrics)
 
 
-def _judge_http(get, threshold: Threshold, expect_json: dict) -> tuple[Probe, float | None]:
-    """Judge the answer `get()` returns (or the ProbeError it raises)."""
+def _judge_http(get, threshold: Threshold, expect_json: dict,
+                json_metrics: dict | None = None) -> tuple[Probe, float | None, tuple | None]:
+    """Judge the answer `get()` returns (or the ProbeError it raises).
+
+    Return the Probe, the latency in ms and, for a 2xx answer when `json_metrics` are
+    configured, the figures' verdict (`scraper_figures.judge_metrics`); the body is
+    parsed once, and only when JSON is asked for.
+    """
     from monitor import http
 
     try:
         resp = get()
     except http.ProbeError as exc:
-        return Probe(CRITICAL, f"HTTP: {exc.reason}", {"error": exc.reason}), None
+        return Probe(CRITICAL, f"HTTP: {exc.reason}", {"error": exc.reason}), None, None
     ms = round(resp.elapsed * 1000, 1)
     details = {"status_code": resp.status, "latency_ms": ms, "redirects": resp.redirects,
                "body_bytes": len(resp.body), "truncated": resp.truncated}
     line = f"HTTP {resp.status} in {ms:.0f} ms"
     if not 200 <= resp.status < 300:
-        return Probe(CRITICAL, line, details), ms
+        return Probe(CRITICAL, line, details), ms, None
 
+    parsed = parse_body(resp) if expect_json or json_metrics else (None, None)
     status = threshold.judge(ms)
     if status != OK:
         level = threshold.critical if status == CRITICAL else threshold.warning
         line += f" (slower than {level:g} ms)"
     if expect_json:
-        problems = json_mismatches(resp, expect_json)
+        problems = json_mismatches(resp, expect_json, parsed)
         if problems:
             status = CRITICAL
             details["json"] = problems
             line += "; " + problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
-    return Probe(status, line, details), ms
+    figures = judge_metrics(*parsed, json_metrics) if json_metrics else None
+    return Probe(status, line, details), ms, figures
 
 
-def json_mismatches(resp, expect_json: dict) -> list[str]:
-    """Return one line per expected field that the body does not have (empty: all match)."""
+def json_mismatches(resp, expect_json: dict, parsed: tuple | None = None) -> list[str]:
+    """Return one line per expected field that the body does not have (empty: all match).
+
+    `parsed`: the body as `scraper_figures.parse_body` gave it, when already parsed.
+    """
     from monitor.http import json_field
 
     wanted = ", ".join(f"{path} = {_show(value)}" for path, value in expect_json.items())
     if resp.truncated:
         return [f"body is over {len(resp.body):,} bytes, not parsed (expected {wanted})"]
-    try:
-        body = resp.json()
-    except ValueError:
+    body, why_not = parsed or parse_body(resp)
+    if why_not is not None:
         return [f"body is not JSON (expected {wanted})"]
     problems = []
     for path, expected in expect_json.items():
@@ -248,10 +276,13 @@ METRICS = {
     "monitor_scraper_up": ("1 if every probe of the scraper is ok or warning.", ("scraper",)),
     "monitor_scraper_response_seconds": ("Response time of the scraper's health endpoint.", ("scraper",)),
     "monitor_scraper_heartbeat_age_seconds": ("Age of the file the scraper touches on success.", ("scraper",)),
+    "monitor_scraper_success_rate": ("Share of the scraper's last runs (up to 12, within 1 h) whose probes "
+                                     "passed.", ("scraper",)),
+    "monitor_scraper_metric": ("A number from the scraper's health JSON (json_metrics), by dotted path.",
+                               ("scraper", "field")),
 }
+PROBES = ("http", "process", "heartbeat")
 MEASURES = {"scraper": ("latency", False)}
-# Below this share of passed probes over an hour, a scraper is flapping.
-SUCCESS_RATE_MIN = 0.9
 # The seed's scraper job (day 12 plan): kept exactly as written there.
 SEED_SCRAPER_JOB = "web3_scraper"
 
@@ -259,8 +290,9 @@ SEED_SCRAPER_JOB = "web3_scraper"
 def checks(config: dict, carried=None, shared=None) -> list:
     """One check per [[scrapers]] entry; its probes share the run's HTTP session."""
     session = shared.http_session() if shared else None
-    return [Check(f"scraper:{cfg['name']}", "scraper", partial(scraper, cfg, session),
-                  cfg["timeout"] + MARGIN_SECONDS, on_timeout=CRITICAL, start=partial(start, cfg, session))
+    outcomes = Outcomes(carried, [cfg["name"] for cfg in config["scrapers"]], time.time())
+    return [Check(f"scraper:{cfg['name']}", "scraper", partial(scraper, cfg, session, outcomes=outcomes),
+                  cfg["timeout"] + MARGIN_SECONDS, on_timeout=CRITICAL, start=partial(start, cfg, session, outcomes))
             for cfg in config["scrapers"]]
 
 
@@ -270,13 +302,19 @@ def check_ids(config: dict) -> list[str]:
 
 def samples(result) -> list:
     name, details = result.id.split(":", 1)[1], result.details or {}
-    out = [("monitor_scraper_up", {"scraper": name}, 1 if result.status in (OK, WARNING) else 0)]
+    # Up is the probes' verdict: the figures and the success rate have their own series.
+    probes = [d.get("status") for key, d in details.items() if key in PROBES and isinstance(d, dict)]
+    up = worst(*probes) if probes and all(s in SEVERITY for s in probes) else result.status
+    out = [("monitor_scraper_up", {"scraper": name}, 1 if up in (OK, WARNING) else 0)]
     http = details.get("http") if isinstance(details.get("http"), dict) else {}
     latency = http.get("latency_ms")
     if is_number(latency):
         out.append(("monitor_scraper_response_seconds", {"scraper": name}, latency / 1000))
     heartbeat = details.get("heartbeat") if isinstance(details.get("heartbeat"), dict) else {}
     out.append(("monitor_scraper_heartbeat_age_seconds", {"scraper": name}, heartbeat.get("age_seconds")))
+    out.append(("monitor_scraper_success_rate", {"scraper": name}, details.get("success_rate_1h")))
+    metrics = details.get("metrics") if isinstance(details.get("metrics"), dict) else {}
+    out += [("monitor_scraper_metric", {"scraper": name, "field": field}, value) for field, value in metrics.items()]
     return out
 
 
@@ -284,15 +322,21 @@ def levels(config: dict) -> dict:
     from monitor.fleet.kit import per_name, schema_default
 
     scrapers = config["scrapers"]
-    latency = schema_default("scrapers", "latency_ms")
+    latency, rate = schema_default("scrapers", "latency_ms"), schema_default("scrapers", "success_rate")
     # Seconds: the unit of the Prometheus metric, not of the config.
     return {"latency_warning": per_name(scrapers, "latency_ms", "scraper", latency, lambda t: t.warning / 1000),
             "latency_critical": per_name(scrapers, "latency_ms", "scraper", latency, lambda t: t.critical / 1000),
             "heartbeat_max_age": per_name(scrapers, "heartbeat_max_age", "scraper",
-                                          schema_default("scrapers", "heartbeat_max_age"))}
+                                          schema_default("scrapers", "heartbeat_max_age")),
+            "success_rate_warning": per_name(scrapers, "success_rate", "scraper", rate, lambda t: t.warning),
+            "success_rate_critical": per_name(scrapers, "success_rate", "scraper", rate, lambda t: t.critical),
+            # (scraper, dotted path, Threshold) of every json_metrics field: no default to share.
+            "scraper_metrics": [(s["name"], path, level) for s in scrapers
+                                for path, level in (s.get("json_metrics") or {}).items()]}
 
 
 def rules(t: dict) -> dict:
+    from monitor.checks.scraper_figures import figure_rules
     from monitor.fleet.kit import compare, duration_text, health_runbook, level_text, num, rule
 
     runbook = health_runbook("scraper")
@@ -313,12 +357,16 @@ def rules(t: dict) -> dict:
             "Scraper {{ $labels.scraper }} on {{ $labels.instance }} answered its health check in "
             f"{{{{ $value | humanizeDuration }}}} ({severity} from {level_text(t[key], duration_text)}).",
             runbook))
-    rules.append(rule(
-        "ScraperSuccessRateLow", f"avg_over_time(monitor_scraper_up[1h]) < {num(SUCCESS_RATE_MIN)}", "5m", "warning",
-        "Scraper {{ $labels.scraper }} fails intermittently",
-        "Scraper {{ $labels.scraper }} on {{ $labels.instance }} passed its probes in "
-        f"{{{{ $value | humanizePercentage }}}} of the last hour (expected at least {num(SUCCESS_RATE_MIN * 100)}%).",
-        runbook))
+    # 15m: three more runs at one per 5 minutes, so the check itself judges by then (4 runs).
+    for severity in ("warning", "critical"):
+        level = t[f"success_rate_{severity}"]
+        rules.append(rule(
+            "ScraperSuccessRateLow", compare("monitor_scraper_success_rate", "<=", level), "15m", severity,
+            "Scraper {{ $labels.scraper }} fails intermittently",
+            "Scraper {{ $labels.scraper }} on {{ $labels.instance }} passed its probes in "
+            f"{{{{ $value | humanizePercentage }}}} of its runs in the last hour ({severity} at "
+            f"{level_text(level, lambda v: num(v * 100) + '%')} or less).", runbook))
+    rules += figure_rules(t["scraper_metrics"], runbook)
     return {"web3_scraper_alerts": [seed], "monitor_services": rules}
 
 
@@ -327,6 +375,7 @@ def panels(t: dict) -> list:
 
     row, legend = "Scraper Performance", "{{instance}} {{scraper}}"
     latency = t["latency_warning"], t["latency_critical"]
+    rate = t["success_rate_warning"], t["success_rate_critical"]
     return [
         (row, panel("stat", "Scraper up", [target(f"monitor_scraper_up{{{I}}}", legend)],
                     "Every probe (HTTP, process, heartbeat) ok or warning.", "none",
@@ -336,11 +385,15 @@ def panels(t: dict) -> list:
                     "scrapers latency_ms, here in seconds.", "s",
                     steps("green", (latency[0].default, "yellow"), (latency[1].default, "red")), 0), 6, 8),
         (row, panel("timeseries", "Success rate (1 h)",
-                    [target(f"avg_over_time(monitor_scraper_up{{{I}}}[1h])", legend)],
-                    "Share of health runs whose probes passed over the last hour.", "percentunit",
-                    steps("red", (SUCCESS_RATE_MIN, "green")), 0, 1), 6, 8),
+                    [target(f"monitor_scraper_success_rate{{{I}}}", legend)],
+                    "Share of the last 12 health runs (within 1 h) whose probes passed (scrapers success_rate).",
+                    "percentunit", steps("red", (rate[1].default, "yellow"), (rate[0].default, "green")), 0, 1), 6, 8),
         (row, panel("timeseries", "Heartbeat age",
                     [target(f"monitor_scraper_heartbeat_age_seconds{{{I}}}", legend)],
                     "Age of the file each scraper touches on success (scrapers heartbeat_max_age).", "s",
                     steps("green", (t["heartbeat_max_age"].default, "red")), 0), 6, 8),
+        (row, panel("timeseries", "Scraper figures (json_metrics)",
+                    [target(f"monitor_scraper_metric{{{I}}}", "{{instance}} {{scraper}} {{field}}")],
+                    "The numbers each scraper reports in its health JSON, by dotted path (scrapers json_metrics).",
+                    "none"), 24, 8),
     ]

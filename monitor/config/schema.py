@@ -5,9 +5,12 @@ comments, `example=` values as sample entries), so a key added here is documente
 there; tests/test_config.py fails when the committed monitor.example.toml drifts.
 """
 
-from monitor.config.fields import (Bool, ChatId, DurationField, ListOf, MapOf, Number, PathField,
+import re
+
+from monitor.config.fields import (Bool, ChatId, DurationField, Field, ListOf, MapOf, Number, PathField,
                                    Regex, SecretRef, SizeField, Str, Table, TableList, ThresholdField,
                                    Url, UserField)
+from monitor.text import clip
 
 DEFAULT_ENVIRONMENT = "prod"
 
@@ -41,6 +44,50 @@ def check_timezone(config, errors):
         zoneinfo.ZoneInfo(report["timezone"])
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # "America" is a folder
         errors.append(f'report.timezone: unknown time zone "{report["timezone"]}"')
+
+
+class JsonMetrics(Field):
+    """`{ "dotted.path" = { warning = W, critical = C, lower_is_worse = false } }` -> {path: Threshold}.
+
+    Paths are letters, digits, _ and - between dots: they become Prometheus label values
+    and rule selectors with nothing to escape.
+    """
+
+    PATH = r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*"  # compiled when a config has json_metrics
+    MAX_FIELDS, MAX_PATH = 50, 200
+
+    def __init__(self, **doc):
+        super().__init__({}, **doc)
+
+    def parse(self, value, path, ctx):
+        if not isinstance(value, dict):
+            return self.fail(path, ctx, f"expected a table of dotted paths, got {type(value).__name__}")
+        if len(value) > self.MAX_FIELDS:
+            return self.fail(path, ctx, f"at most {self.MAX_FIELDS} fields, got {len(value)}")
+        out, bad = {}, False
+        for key, item in value.items():
+            where = f'{path}."{clip(key, self.MAX_PATH)}"'
+            if len(key) > self.MAX_PATH or not re.fullmatch(self.PATH, key):
+                self.fail(where, ctx, 'expected a dotted path of letters, digits, _ and - (like "stats.error_rate")')
+                bad = True
+                continue
+            if not isinstance(item, dict):
+                self.fail(where, ctx, "expected a table like { warning = ..., critical = ... }")
+                bad = True
+                continue
+            lower = item.get("lower_is_worse", False)
+            if not isinstance(lower, bool):
+                self.fail(f"{where}.lower_is_worse", ctx, "expected true or false")
+                bad = True
+                continue
+            levels = {k: v for k, v in item.items() if k != "lower_is_worse"}
+            unknown = sorted(set(levels) - {"warning", "critical"})
+            for name in unknown:
+                self.fail(f"{where}.{clip(name)}", ctx, "unknown key (expected warning, critical or lower_is_worse)")
+            threshold = None if unknown else ThresholdField(0, 0, lower, minimum=None).parse(levels, where, ctx)
+            bad = bad or threshold is None
+            out[key] = threshold
+        return None if bad else out
 
 
 # --- the schema ---------------------------------------------------------------------
@@ -141,11 +188,21 @@ SCHEMA = Table({
         "heartbeat_file": PathField(help="A file the scraper touches after each successful pass."),
         "heartbeat_max_age": DurationField("15m", help="The heartbeat file is stale when older than this."),
         "timeout": DurationField("5s", help="Each probe of this scraper ends within this."),
+        "json_metrics": JsonMetrics(help="Thresholds on numbers in the url's JSON answer, by dotted path: "
+                                         "{ warning, critical, lower_is_worse = false }. A field missing or "
+                                         "not a number is unknown."),
+        "success_rate": ThresholdField(0.9, 0.5, lower_is_worse=True, maximum=1,
+                                       help="Share of the last 12 runs (within 1 h) whose probes passed; "
+                                            "judged from 4 runs; lower is worse."),
     }, check=_need_one("url", "process", "heartbeat_file", what="no probe configured")),
         help="One table per scraper; every probe given (url, process, heartbeat_file) is run, "
              "and at least one is needed.",
         example=[("", {"name": "uniswap", "url": "http://127.0.0.1:9101/health",
-                       "expect_json": {"status": "ok"}, "process": "scraper.py .*--source uniswap",
+                       "expect_json": {"status": "ok"},
+                       "json_metrics": {"stats.error_rate": {"warning": 0.05, "critical": 0.2},
+                                        "stats.success_rate": {"warning": 0.95, "critical": 0.8,
+                                                               "lower_is_worse": True}},
+                       "process": "scraper.py .*--source uniswap",
                        "heartbeat_file": "/var/lib/scraper/uniswap.heartbeat"})]),
     "quotas": TableList(Table({
         "name": _name("quota"),
