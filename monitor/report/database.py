@@ -273,10 +273,13 @@ def business_figures(cfg: dict, window: Window, base_dir: str = ".") -> dict:
 
 
 # Up to this many distinct sources, SQLite counts them by one FILTER each in a single
-# scan; beyond it GROUP BY, whose sort costs the same whatever the number of sources.
-# Measured on the bench's 333k rows a day (bench/run.py report): DISTINCT plus one
-# scan with N filters against GROUP BY, the crossover at N = ... .
-FILTERED_SOURCES = 8
+# scan; beyond it GROUP BY, whose sort costs the same whatever their number. Measured
+# on the bench's 333k rows a day (2-CPU machine under load, ms): GROUP BY 198, with
+# the shape count 382 (the sort then carries the time text); DISTINCT 89 plus a scan
+# with 5 / 8 / 12 / 16 / 24 filters 160 / 163 / 183 / 216 / 294, the shape count +62.
+# With the shape count (the table's own SQL) the filters win up to ~16 sources; for a
+# user query (no shape count) they tie at 5 here (155 vs 385 on a quieter run).
+FILTERED_SOURCES = 12
 
 
 def _day_scan(db: Database, source: str, s: str, r: str, roi: str, where: str, params: dict,
