@@ -21,7 +21,7 @@ import pytest
 from freezegun import freeze_time
 
 from monitor import config as config_mod
-from monitor.report import figures
+from monitor.report import database, figures
 from monitor.checks import business
 from monitor.report.daily import choose_day
 from monitor.config import ConfigError
@@ -220,6 +220,59 @@ def test_mixed_offset_rows_near_midnight_among_utc_rows_are_counted_in_the_right
     found = figures_for(tmp_path, tz=tz, database="sqlite://margins.db", timezone=str(tz))
     assert found["opportunities_found"] == 1 + len(counted_filler)
     assert found["previous"]["opportunities_found"] == 1 + len(before_filler)
+
+
+MANY = database.FILTERED_SOURCES + 3  # sources counted by GROUP BY rather than one FILTER each
+
+
+@pytest.mark.parametrize("sources", [2, MANY], ids=["few-sources", "many-sources"])
+@pytest.mark.parametrize("day", ["day", "before"])
+def test_rows_of_another_shape_only_inside_a_days_text_are_judged_by_their_instant(tmp_path, sources, day):
+    # UTC text everywhere else: the margins hold nothing odd. Inside the day's (or the
+    # day before's) text range, rows whose instant lies in another day.
+    names = [f"src-{i}" for i in range(sources)]
+    filler = [(at(d, f"{h:02d}:00:00", "+00:00"), names[h % sources], 1.0)
+              for d in (BEFORE - timedelta(days=1), BEFORE, DAY, DAY + timedelta(days=1)) for h in range(24)]
+    inside = DAY if day == "day" else BEFORE
+    odd = [(at(inside, "23:30:00", "-01:00"), "odd", 50.0),        # 00:30Z the next day
+           (at(inside + timedelta(days=1), "05:00:00", sep=" "), "odd", 60.0),  # sorts inside, the next day
+           (at(inside, "00:30:00", "+02:00"), "odd", 70.0)]         # 22:30Z the day before
+    make_db(tmp_path / "opp.db", filler + odd)
+    sqlite3.connect(tmp_path / "opp.db").execute("CREATE INDEX at_time ON opportunities (found_at)").connection.commit()
+    found = figures_for(tmp_path, database="sqlite://opp.db")
+    if day == "day":  # 22:30Z the day before counts there; the other two in no day
+        expected = {"opportunities_found": 24, "before": 25, "best": 1.0, "odd": None}
+    else:             # 00:30Z and 05:00 of DAY count in DAY; 22:30Z two days back in none
+        expected = {"opportunities_found": 26, "before": 24, "best": 60.0, "odd": 2}
+    assert found["opportunities_found"] == expected["opportunities_found"]
+    assert found["previous"]["opportunities_found"] == expected["before"]
+    assert found["top_opportunities"][0]["roi"] == expected["best"]
+    assert found["sources"].get("odd") == expected["odd"]
+    assert sum(found["sources"].values()) == found["opportunities_found"]
+
+
+@pytest.mark.parametrize("count", [1, database.FILTERED_SOURCES, MANY])
+def test_every_source_is_counted_whatever_their_number(tmp_path, count):
+    rows = [(at(DAY, f"{i % 24:02d}:{i % 60:02d}:00", "+00:00"), f"scraper-{i % count}", float(i))
+            for i in range(10 * count)]
+    rows += [(at(DAY, "12:00:00", "+00:00"), None, 1.0), (at(BEFORE, "12:00:00", "+00:00"), "yesterday-only", 1.0)]
+    make_db(tmp_path / "opp.db", rows)
+    found = figures_for(tmp_path, database="sqlite://opp.db")
+    assert found["sources"] == {f"scraper-{i}": 10 for i in range(count)}
+    assert found["opportunities_found"] == 10 * count + 1  # the row without a source counts, as no source
+    plain = "SELECT found_at AS time, source, roi FROM opportunities WHERE found_at >= :start AND found_at < :end"
+    assert figures_for(tmp_path, database="sqlite://opp.db", query=plain) == found
+
+
+def test_a_user_query_that_returns_other_rows_each_time_still_adds_up(tmp_path):
+    # Sources listed by one statement and counted by the next: a query that picks other
+    # rows each time must not lose the ones it did not list.
+    make_db(tmp_path / "opp.db", [(at(DAY, f"{h:02d}:00:00"), f"src-{h}", float(h)) for h in range(8)])
+    query = ("SELECT * FROM (SELECT found_at AS time, source, roi FROM opportunities "
+             "WHERE found_at >= :start AND found_at < :end ORDER BY random() LIMIT 4)")
+    for _ in range(5):
+        found = figures_for(tmp_path, database="sqlite://opp.db", query=query)
+        assert sum(found["sources"].values()) == found["opportunities_found"] == 4
 
 
 def test_the_day_is_cut_at_midnight_of_the_report_timezone(tmp_path):
