@@ -11,6 +11,8 @@ import textwrap
 from datetime import date, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from freezegun import freeze_time
 
 from monitor.logs import LOG_MODE, archive_if_stale, close_log, open_log
@@ -257,3 +259,23 @@ def test_two_processes_appending_at_once_never_break_a_line(tmp_path):
     records = [json.loads(line) for line in lines]  # raises on any interleaved line
     for tag in ("a", "b"):
         assert sorted(r["i"] for r in records if r["message"].startswith(tag + " ")) == list(range(200))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=40), st.sampled_from(['{"a": 1}', ' {"a":1} \n', '{"a":1} x', '', ' ',
+                                                        '[1,2]', '{"a": NaN}', '{"a"', '"x"', '1 2',
+                                                        '{"a": 1}\t\r\n', '\x0c{"a": 1}', '{"a": 1}\x0b'])))
+def test_the_candidate_parser_answers_as_json_loads(text):
+    # logscan calls json's C scanner straight; a line must be a record, or unparseable,
+    # exactly when json.loads says so.
+    from monitor.logscan import _json_value
+
+    try:
+        expected = ("value", json.loads(text))
+    except ValueError:
+        expected = ("error",)
+    try:
+        got = ("value", _json_value(text))
+    except (ValueError, StopIteration):
+        got = ("error",)
+    assert repr(got) == repr(expected)
