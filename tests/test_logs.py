@@ -11,9 +11,9 @@ import textwrap
 from datetime import date, timedelta
 
 import pytest
+from freezegun import freeze_time
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from freezegun import freeze_time
 
 from monitor.logs import LOG_MODE, archive_if_stale, close_log, open_log
 from tests.conftest import HOST_CHECKS, clean_env
