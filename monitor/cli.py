@@ -122,6 +122,7 @@ COMMANDS = {
     "notify": "monitor.commands.notify:notify_group",
     "render": "monitor.commands.render:render_group",
     "silence": "monitor.commands.silence:silence_group",
+    "telegram": "monitor.commands.telegram:telegram_group",
 }
 
 

@@ -355,3 +355,13 @@ def test_handling_again_after_a_crash_adds_no_second_silence_nor_reply(install, 
 def _resend(telegram):
     return {"message": {"message_id": 1, "date": 1, "text": "/mute disk:* 2h",
                         "from": {"id": ANNA, "username": "anna"}, "chat": {"id": int(CHAT), "type": "supergroup"}}}
+
+
+def test_the_crontab_example_offers_the_every_minute_poll_commented_out():
+    from pathlib import Path
+
+    from monitor.commands.cron import poll_line
+
+    example = (Path(__file__).parent.parent / "crontab.example").read_text()
+    assert poll_line("/opt/monitor/.venv/bin/monitor", " --config /opt/monitor/monitor.toml") in example
+    assert all(line.startswith("#") for line in example.splitlines() if "telegram poll" in line)

@@ -106,7 +106,9 @@ def _exchange(match, token, method, body, deadline, max_bytes, monotonic, box) -
             raise _Deadline()
         return remaining
 
-    sock = box["sock"] = socket.create_connection((name, port), timeout=left())
+    # A str host is encoded with the idna codec (three more modules to import); ASCII needs none.
+    sock = box["sock"] = socket.create_connection((name.encode() if name.isascii() else name, port),
+                                                  timeout=left())
     try:
         if scheme == "https":
             import ssl

@@ -10,7 +10,6 @@ The bot's other calls (getUpdates, answerCallbackQuery, editMessageReplyMarkup,
 setMyCommands) go through `call` (monitor/alerts/bot_api.py), on a plain socket.
 """
 
-import html
 import json
 import re
 import threading
@@ -281,6 +280,8 @@ _TAG = re.compile(r"<[^>]*>")
 
 def html_to_plain(text: str) -> str:
     """The visible text of a message: tags removed, entities decoded."""
+    import html
+
     return html.unescape(_TAG.sub("", text))
 
 
