@@ -38,13 +38,15 @@ class Install:
     def __init__(self, folder, telegram, allowed=(ANNA, BOB)):
         self.folder, self.telegram = folder, telegram
         self.allowed = list(allowed)
+        self.extra_chat = None  # another entry of chat_ids
         self.now = T0
 
     def config(self) -> dict:
         users = ", ".join(f'"{u}"' for u in self.allowed)
+        chats = ", ".join(f'"{c}"' for c in (CHAT, self.extra_chat) if c)
         raw = tomllib.loads(
             f'[paths]\nstate = "{self.folder}/state"\nlogs = "{self.folder}/logs"\n'
-            f'[telegram]\nchat_ids = ["{CHAT}"]\napi_url = "{self.telegram.api_url}"\ntimeout = "5s"\n'
+            f'[telegram]\nchat_ids = [{chats}]\napi_url = "{self.telegram.api_url}"\ntimeout = "5s"\n'
             f'allowed_users = [{users}]\n')
         return config_mod.build(raw, None, str(self.folder))
 
@@ -365,3 +367,21 @@ def test_the_crontab_example_offers_the_every_minute_poll_commented_out():
     example = (Path(__file__).parent.parent / "crontab.example").read_text()
     assert poll_line("/opt/monitor/.venv/bin/monitor", " --config /opt/monitor/monitor.toml") in example
     assert all(line.startswith("#") for line in example.splitlines() if "telegram poll" in line)
+
+
+def test_acking_a_check_that_is_ok_again_leaves_the_buttons_as_they_are(install, telegram):
+    install.run(("disk:/", CRITICAL))
+    (alert,) = telegram.delivered
+    install.run(("disk:/", OK))
+    telegram.press("ack disk:/", alert)
+    install.run(("disk:/", OK))
+    assert telegram.calls_of("answerCallbackQuery")[0]["text"] == "disk:/: it is ok: nothing to acknowledge"
+    assert telegram.calls_of("editMessageReplyMarkup") == []
+
+
+def test_a_public_group_named_by_its_username_in_chat_ids_may_speak(install, telegram):
+    telegram.post({"message": {"message_id": 1, "date": 1, "text": "/help", "from": {"id": ANNA, "username": "anna"},
+                               "chat": {"id": -100777, "type": "supergroup", "username": "OpsRoom"}}})
+    install.extra_chat = "@opsroom"
+    install.run(("disk:/", OK))
+    assert [r.chat_id for r in telegram.delivered] == ["-100777"]

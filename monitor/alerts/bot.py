@@ -38,7 +38,7 @@ TEXT_CHARS = 1024            # of a command's text; a command is a line
 class Incoming:
     """One update, as far as the bot reads it: printable, bounded, typed. Raise ValueError if malformed."""
 
-    __slots__ = ("update_id", "chat_id", "chat_type", "chat_name", "user_id", "username", "who", "text",
+    __slots__ = ("update_id", "chat_id", "chat_type", "chat_name", "chat_username", "user_id", "username", "who", "text",
                  "callback_id", "data", "message_id", "keyboard")
 
     def __init__(self, raw):
@@ -57,6 +57,7 @@ class Incoming:
         self.chat_id = _id(chat.get("id"))
         self.chat_type = clip(chat.get("type") or "", 20)
         self.chat_name = clip(chat.get("title") or chat.get("username") or chat.get("first_name") or "", 64)
+        self.chat_username = clip(chat["username"], 64) if isinstance(chat.get("username"), str) else ""
         sender = sender if isinstance(sender, dict) else {}
         self.user_id = _id(sender.get("id")) if sender.get("id") is not None else ""
         self.username = clip(sender.get("username") or "", 64) if isinstance(sender.get("username"), str) else ""
@@ -150,8 +151,9 @@ class Inbox:
     # --- handling -------------------------------------------------------------------------------
 
     def allowed(self, update: Incoming) -> bool:
-        in_chat = update.chat_id in self.chats or (update.chat_type == "channel" and
-                                                   f"@{update.chat_name}".lower() in self.chats)
+        # chat_ids may name a public group or channel by its @username
+        in_chat = update.chat_id in self.chats or bool(update.chat_username) and \
+            f"@{update.chat_username}".lower() in self.chats
         if not in_chat:
             return False
         if update.chat_type in ("group", "supergroup") and self.users:
@@ -285,10 +287,12 @@ class Inbox:
             return
         if action == "ack":
             why = alert_state.acknowledge(entries, check, update.who, self.now)
-            said = f"{check}: {why}" if why else f"acked by {update.who}"
-            if not why:
-                log.info("%s acked by %s", check, update.who,
-                         extra={"event": "alert_acked", "check": check, "user": update.user_id})
+            if why:  # e.g. ok again since the alert: the keyboard stays as it is
+                self.presses.append((update.callback_id, clip(f"{check}: {why}", 190), None, None, None))
+                return
+            said = f"acked by {update.who}"
+            log.info("%s acked by %s", check, update.who,
+                     extra={"event": "alert_acked", "check": check, "user": update.user_id})
         elif action in bot_text.MUTES:
             pattern = "".join(f"[{c}]" if c in "*?[" else c for c in check)  # this check alone
             self._mute(pattern, update, active, bot_text.MUTES[action], f"tg{update.update_id}")
@@ -328,6 +332,8 @@ class Inbox:
             if not answer.ok:  # a press answered minutes later is "query is too old": harmless
                 log.info("telegram: could not answer a button press: %s", answer.describe(),
                          extra={"event": "telegram_press_unanswered"})
+            if answer.status == 0:
+                break  # Telegram does not answer: the other presses would each wait out the timeout
 
 
 REPORT_FILE = "last-report.json"
