@@ -189,7 +189,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             payload = None
         if match and isinstance(payload, dict) and match["method"] in standin.METHODS:
-            return self._send(standin._bot_call(match["method"], payload))
+            return self._answer(standin._bot_call(match["method"], payload))
         if not match or match["method"] != "sendMessage" or not isinstance(payload, dict):
             return self._send(_error(404, "Not Found"))
         answer = standin._next_answer(str(payload.get("chat_id")))
@@ -199,6 +199,10 @@ class _Handler(BaseHTTPRequestHandler):
                           payload.get("parse_mode"), bool(payload.get("disable_notification", False)),
                           answer.status, payload.get("reply_markup"))
         standin._record(record)
+        return self._answer(answer)
+
+    def _answer(self, answer: Answer):
+        standin: TelegramStandIn = self.server.standin
         if answer.hang:
             standin.closing.wait(60)
             self.close_connection = True

@@ -9,6 +9,7 @@ in a temporary folder and the clock passed in.
 import json
 import logging
 import os
+import time
 import tomllib
 
 import pytest
@@ -385,3 +386,28 @@ def test_a_public_group_named_by_its_username_in_chat_ids_may_speak(install, tel
     install.extra_chat = "@opsroom"
     install.run(("disk:/", OK))
     assert [r.chat_id for r in telegram.delivered] == ["-100777"]
+
+
+# --- the getUpdates call itself: bounded in time and size -----------------------------------------
+
+@pytest.mark.parametrize("hostile", ["trickling_headers", "trickling_body", "endless_body", "hang"])
+def test_a_hostile_bot_api_answer_ends_the_call_within_its_timeout_never_raising(telegram, hostile):
+    from tests import telegram_standin
+
+    answer = telegram_standin.HANG if hostile == "hang" else getattr(telegram_standin, hostile)()
+    telegram.method("getUpdates", answer)
+    client = TelegramClient(TOKEN, telegram.api_url, 0.5)
+    started = time.monotonic()
+    got = client.call("getUpdates", {"timeout": 0}, max_bytes=bot.UPDATES_BYTES)
+    assert not got.ok and TOKEN.split(":")[1] not in got.describe()
+    assert time.monotonic() - started < 10  # generous for a busy CI machine: the timeout is 0.5 s
+    if hostile == "endless_body":
+        assert got.too_big  # cut at the cap, not read on
+
+
+def test_a_chunked_answer_through_a_proxy_is_read():
+    from monitor.alerts import bot_api
+
+    raw = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"b\r\n{\"ok\":true,\r\nc\r\n\"result\":[]}\r\n0\r\n\r\n")
+    assert bot_api._parse(raw, 1024) == bot_api.Answer(200, {"ok": True, "result": []})
