@@ -171,6 +171,73 @@ def bench_lock():
     return report("20 health runs at once vs in a row", cmd, base, rss, target_ratio=0.8)
 
 
+def _importtimes(argv, cwd, env) -> dict:
+    """{module: self microseconds} of one run under -X importtime."""
+    proc = subprocess.run([PYTHON, "-X", "importtime", "-m", "monitor", *argv[1:]], cwd=cwd, env=env,
+                          capture_output=True, text=True, check=False)
+    times = {}
+    for line in proc.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            own, _, name = line[len("import time:"):].split("|")
+            if own.strip().isdigit():
+                times[name.strip()] = int(own)
+    return times
+
+
+def bench_telegram():
+    """Cold health with Telegram configured, nothing to send or read, vs without (issue 16)."""
+    import asyncio
+    import threading
+
+    calls = []
+
+    # Telegram's answer to getUpdates with nothing waiting, from one asyncio loop (as for the heartbeat).
+    async def answer(reader, writer):
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = [int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")]
+            await reader.readexactly(length[0] if length else 0)
+            calls.append(head.split(b" ", 2)[1].rsplit(b"/", 1)[-1])
+            body = b'{"ok":true,"result":[]}'
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                         + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+            await writer.drain()
+        except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(asyncio.start_server(answer, "127.0.0.1", 0))
+    threading.Thread(target=loop.run_forever, name="telegram", daemon=True).start()
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    env = {**os.environ, "TELEGRAM_BOT_TOKEN": "123456789:AAbenchBENCHbenchBENCHbenchBENCH12"}
+    with tempfile.TemporaryDirectory() as tmp:
+        # Nothing to send: no check alerts, even on a busy machine whose CPU is over its threshold.
+        plain = "[logs]\nretention_days = 30\n[alerts]\nalert_after = 1000000\n"
+        _write(os.path.join(tmp, "plain.toml"), plain)
+        _write(os.path.join(tmp, "tg.toml"), f'{plain}[telegram]\nchat_ids = ["-100123"]\napi_url = "{url}"\n')
+        command = [MONITOR, "health", "--format", "json", "--config"]
+        timed(command + ["plain.toml"], cwd=tmp, env=env)  # counters saved: no first-run sample
+        cmd, base, rss, codes = paired(command + ["tg.toml"], command + ["plain.toml"], cwd=tmp, env=env)
+        imports = []
+        for _ in range(7):
+            with_tg = _importtimes(command + ["tg.toml"], tmp, env)
+            without = _importtimes(command + ["plain.toml"], tmp, env)
+            imports.append(sum(us for name, us in with_tg.items() if name not in without) / 1000)
+        new = sorted(set(with_tg) - set(without))
+        sends = sum(1 for c in calls if c != b"getUpdates")
+    loop.call_soon_threadsafe(server.close)
+    loop.call_soon_threadsafe(loop.stop)
+    extra_ms, import_ms = (cmd - base) * 1000, statistics.median(imports)
+    ok = extra_ms <= 35 and import_ms <= 15 and sends == 0
+    print(f"  extra {extra_ms:.1f} ms (target <= 20 ms round trip + 15 ms imports), new imports {import_ms:.1f} ms "
+          f"(target <= 15): {', '.join(new)}; {len(calls)} getUpdates, {sends} other calls")
+    return report("health with Telegram, nothing to say", cmd, base, rss,
+                  extra=f"exit codes {sorted(codes)}") and ok
+
+
 def _write(path, text):
     with open(path, "w") as handle:
         handle.write(text)
@@ -409,8 +476,8 @@ def bench_logfiles():
 
 BENCHMARKS = {"health": bench_health, "heartbeat": bench_heartbeat, "scrapers": bench_scrapers,
               "vault-hang": bench_vault_hang, "backups": bench_backups, "report": bench_report,
-              "textfile": bench_textfile, "lock": bench_lock}
-BENCHMARKS["logfiles"] = bench_logfiles
+              "textfile": bench_textfile, "lock": bench_lock, "telegram": bench_telegram,
+              "logfiles": bench_logfiles}
 
 
 def main(names):

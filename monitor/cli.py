@@ -123,6 +123,7 @@ COMMANDS = {
     "render": "monitor.commands.render:render_group",
     "silence": "monitor.commands.silence:silence_group",
     "schema": "monitor.commands.schema:schema_command",
+    "telegram": "monitor.commands.telegram:telegram_group",
 }
 
 

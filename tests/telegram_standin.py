@@ -17,6 +17,17 @@ Failures are scripted: `fail(answer, ...)` queues answers for the next requests;
 the socket (connection refused), `start()` reopens it on the same port. Every request
 is kept in `received` (thread-safe); `delivered` is what was answered 200.
 
+The bot's other calls (monitor/alerts/bot.py) are answered as documented at
+https://core.telegram.org/bots/api: `getUpdates` returns the queued updates from
+`offset` on (at most `limit`, default 100); an update counts as confirmed, and is
+forgotten, once getUpdates is called with an offset above its update_id; a negative
+offset keeps only the last -offset updates; `allowed_updates` filters the kinds; with
+`webhook` set it answers 409 Conflict, as Telegram does while a webhook is set.
+`answerCallbackQuery`, `editMessageReplyMarkup`, `setMyCommands` and `getMe` answer ok.
+Tests queue updates with `command(text, ...)` and `press(data, ...)`, or any dict with
+`post(update)`; every such call is kept in `calls` as (method, payload); `method(name,
+answer)` scripts the answers of one method.
+
 Usable without pytest: `with TelegramStandIn() as bot: ...`.
 """
 
@@ -43,6 +54,7 @@ class Received(NamedTuple):
     parse_mode: str | None
     disable_notification: bool
     status: int              # what the stand-in answered (0: it never answered)
+    reply_markup: dict | None = None
 
 
 # --- scripted answers -----------------------------------------------------------------------
@@ -176,6 +188,8 @@ class _Handler(BaseHTTPRequestHandler):
             payload = json.loads(raw or b"{}")
         except ValueError:
             payload = None
+        if match and isinstance(payload, dict) and match["method"] in standin.METHODS:
+            return self._answer(standin._bot_call(match["method"], payload))
         if not match or match["method"] != "sendMessage" or not isinstance(payload, dict):
             return self._send(_error(404, "Not Found"))
         answer = standin._next_answer(str(payload.get("chat_id")))
@@ -183,8 +197,12 @@ class _Handler(BaseHTTPRequestHandler):
             answer = standin._judge(payload)
         record = Received(self.path, match["token"], str(payload.get("chat_id")), payload.get("text", ""),
                           payload.get("parse_mode"), bool(payload.get("disable_notification", False)),
-                          answer.status)
+                          answer.status, payload.get("reply_markup"))
         standin._record(record)
+        return self._answer(answer)
+
+    def _answer(self, answer: Answer):
+        standin: TelegramStandIn = self.server.standin
         if answer.hang:
             standin.closing.wait(60)
             self.close_connection = True
@@ -221,7 +239,16 @@ class _Server(ThreadingHTTPServer):
 class TelegramStandIn:
     """The Bot API on a loopback port; see the module docstring."""
 
+    METHODS = ("getUpdates", "answerCallbackQuery", "editMessageReplyMarkup", "setMyCommands", "getMe")
+    BOT = {"id": 4242, "is_bot": True, "first_name": "monitor", "username": "monitor_test_bot"}
+
     def __init__(self):
+        self.updates: list[dict] = []       # not yet confirmed
+        self.calls: list[tuple[str, dict]] = []
+        self.webhook = False
+        self.commands = None
+        self._next_update = 1000
+        self._method_answers: dict[str, list[Answer]] = {}
         self._lock = threading.Lock()
         self._received: list[Received] = []
         self._script: list[Answer] = []
@@ -282,6 +309,47 @@ class TelegramStandIn:
             else:
                 self._refused[chat_id] = answer
 
+    def method(self, name: str, *answers: Answer) -> None:
+        """Answer the next calls of the Bot API method `name` with these, in order."""
+        with self._lock:
+            self._method_answers.setdefault(name, []).extend(answers)
+
+    # updates, as Telegram would queue them for getUpdates
+    def post(self, update: dict) -> dict:
+        """Queue `update`, numbered with the next update_id unless it has one."""
+        with self._lock:
+            if "update_id" not in update:
+                update = {"update_id": self._next_update, **update}
+                self._next_update += 1
+            self.updates.append(update)
+        return update
+
+    def command(self, text: str, chat_id="-100123", user_id=111, username="anna", chat_type="supergroup") -> dict:
+        """A message as a user types it in a chat."""
+        sender = {"id": user_id, "is_bot": False, "first_name": (username or "someone").title()}
+        if username:
+            sender["username"] = username
+        return self.post({"message": {"message_id": self._next_update, "date": 1795700000, "text": text,
+                                      "from": sender, "chat": {"id": int(chat_id), "type": chat_type,
+                                                               "title": "ops"}}})
+
+    def press(self, data: str, message: Received | None = None, chat_id="-100123", user_id=111,
+              username="anna") -> dict:
+        """A press on an inline button of `message` (one the stand-in delivered)."""
+        sender = {"id": user_id, "is_bot": False, "first_name": (username or "someone").title()}
+        if username:
+            sender["username"] = username
+        shown = {"message_id": 1, "date": 1795700000, "text": message.text if message else "",
+                 "chat": {"id": int(message.chat_id if message else chat_id), "type": "supergroup"}}
+        if message is not None and message.reply_markup:
+            shown["reply_markup"] = message.reply_markup
+        return self.post({"callback_query": {"id": f"cb{self._next_update}", "from": sender, "data": data,
+                                             "chat_instance": "1", "message": shown}})
+
+    def calls_of(self, method: str) -> list[dict]:
+        with self._lock:
+            return [payload for name, payload in self.calls if name == method]
+
     # what arrived
     @property
     def received(self) -> list[Received]:
@@ -323,6 +391,31 @@ class TelegramStandIn:
         result = {"message_id": message_id, "date": 1795700000, "text": text,
                   "chat": {"id": int(chat_id) if str(chat_id).lstrip("-").isdigit() else chat_id,
                            "type": "supergroup"}}
+        return Answer(200, json.dumps({"ok": True, "result": result}).encode())
+
+    def _bot_call(self, method: str, payload: dict) -> Answer:
+        with self._lock:
+            self.calls.append((method, payload))
+            scripted = self._method_answers.get(method)
+            if scripted:
+                return scripted.pop(0)
+            if method == "getUpdates":
+                if self.webhook:
+                    return _error(409, "Conflict: can't use getUpdates method while webhook is active; "
+                                       "use deleteWebhook to delete the webhook first")
+                offset, limit = payload.get("offset"), payload.get("limit", 100)
+                if isinstance(offset, int) and offset < 0:
+                    self.updates = self.updates[offset:]
+                elif isinstance(offset, int):
+                    self.updates = [u for u in self.updates if u["update_id"] >= offset]
+                kinds = payload.get("allowed_updates")
+                result = [u for u in self.updates if not kinds or any(k in u for k in kinds)][:max(1, min(limit, 100))]
+            elif method == "setMyCommands":
+                self.commands, result = payload.get("commands"), True
+            elif method == "getMe":
+                result = self.BOT
+            else:
+                result = True
         return Answer(200, json.dumps({"ok": True, "result": result}).encode())
 
     def _record(self, record: Received) -> None:

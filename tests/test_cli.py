@@ -348,7 +348,8 @@ def test_a_job_run_imports_none_of_the_other_commands_which_help_and_typos_still
     assert json.loads(proc.stdout.splitlines()[-1]) == []
     listed = CliRunner().invoke(cli, ["--help"]).output.split("Commands:")[1]
     assert [line.split()[0] for line in listed.strip().splitlines()] == [
-        "backup-check", "config", "cron", "daily-report", "health", "notify", "render", "schema", "silence"]
+        "backup-check", "config", "cron", "daily-report", "health", "notify", "render", "schema", "silence",
+        "telegram"]
     assert main(["silense"]) == 3
     assert "No such command 'silense'. Did you mean 'silence'?" in capsys.readouterr().err
 

@@ -11,6 +11,11 @@ run says so on stderr (cron mails it, even under --quiet) and in an ERROR record
 
 What to tell, queue and save is decided in `plan.py` from plain data; this module
 reads the state files, talks to Telegram and saves, and is the only one that does.
+
+With chats to talk to, it first reads what the operators said since the last run
+(`bot.Inbox`: /ack and /mute count for this run's alerts); their replies are queued
+behind this run's alerts, the button presses answered after the alerts went out, and
+the offset of the updates handled is saved with the alert state, in one write.
 """
 
 import logging
@@ -80,13 +85,22 @@ def _notify(config, command, results, kinds_run, host, no_notify, dry_run, now, 
         active = []
         summary.setdefault("state_error", f"cannot read silences: {getattr(exc, 'filename', None) or folder}: "
                                           f"{getattr(exc, 'strerror', None) or exc}")
+    tg = config.get("telegram")
+    inbox = client_source = None
+    if tg and tg["chat_ids"] and not (dry_run or no_notify):
+        client, client_source = _client(config, client, environ, folder)
+        if client is not None and hasattr(client, "call"):
+            from monitor.alerts import bot
+
+            inbox = bot.Inbox(config, folder, stored.get("telegram"), now, command, stored.get("chat_migrations"))
+            inbox.read(client)
+            inbox.handle(stored.setdefault("checks", {}), active)
     told = plan.tell(config, command, results, kinds_run, host, stored.get("checks", {}), active, now, message)
     for alert, silence in told.silenced:
         summary["silenced"] += 1
         log.info("%s %s silenced by %s (%s)", alert.check_id, alert.status, silence["pattern"],
                  silence.get("reason") or "no reason",
                  extra={"event": "silenced", "check": alert.check_id, "silence": silence["id"]})
-    tg = config.get("telegram")
     if dry_run:
         summary["dry_run"] = told.previews
         if tg:
@@ -109,21 +123,21 @@ def _notify(config, command, results, kinds_run, host, no_notify, dry_run, now, 
         log.info("notifications are off: %s", held.off, extra={"event": "notifications_off"})
     queue = held.outbox
     if held.deliver:
-        if client is None:
-            from monitor.alerts.bot_token import resolve_token
+        _buttons(queue, held.fresh)
+    if inbox is not None:
+        from monitor.alerts import outbox as outbox_module
 
-            token, source = resolve_token(config, environ, folder)
-        else:
-            token, source = "-", "client"
+        queue = queue + inbox.reply_messages(held.entries, host, bot.last_runs(folder, command, now),
+                                             outbox_module.new_message, {m.get("id") for m in queue})
+    if held.deliver:
+        if client is None and client_source is None:  # not resolved above (nothing to read)
+            client, client_source = _client(config, None, environ, folder)
+        token, source = ("-", "client") if client is not None else (None, client_source)
         for dropped in held.dropped:
             log.error("dropped undelivered %s: older than telegram.outbox_max_age (last error: %s)",
                       outbox.describe(dropped), dropped.get("last_error") or "none",
                       extra={"event": "outbox_dropped", "message_id": dropped.get("id")})
         if token:
-            if client is None:
-                from monitor.alerts.telegram import TelegramClient
-
-                client = TelegramClient(token, tg["api_url"], tg["timeout"])
             queue = _deliver(queue, client, now, migrations, summary, command)
         else:
             # Cron mails stderr, even under --quiet: the one place an operator hears of it.
@@ -132,11 +146,20 @@ def _notify(config, command, results, kinds_run, host, no_notify, dry_run, now, 
             print(f"monitor {command}: {problem}", file=sys.stderr)
             log.error("%s", problem, extra={"event": "telegram_no_token", "outbox": len(queue)})
         summary["queued"] = sum(m["id"] in held.fresh for m in queue)
+    if inbox is not None and client is not None:
+        inbox.answer_presses(client)  # after the alerts: a press never delays one
     summary["outbox"] = len(queue)
     try:
         if held.save_outbox:
             outbox.save(folder, queue)
+        if message and command == "daily-report" and tg and held.deliver:
+            from monitor.alerts.bot import report_path
+
+            state.write_json(report_path(folder), {"text": message[0], "at": now})  # for /report
         updated = {"version": alert_state.STATE_VERSION, "checks": held.entries, "chat_migrations": migrations}
+        bot_state = inbox.state if inbox is not None else stored.get("telegram")
+        if bot_state:
+            updated["telegram"] = bot_state  # the offset, saved with the acks it led to
         if updated != stored:  # steady state: nothing changed, nothing to fsync
             state.write_json(entries_path, updated)
     except OSError as exc:
@@ -146,6 +169,37 @@ def _notify(config, command, results, kinds_run, host, no_notify, dry_run, now, 
                       exc.strerror, len(queue), "; ".join(outbox.describe(m) for m in queue),
                       extra={"event": "outbox_write_error"})
     return summary
+
+
+def _client(config: dict, client, environ, folder: str):
+    """(the Telegram client, or None when there is no bot token; where the token came from)."""
+    if client is not None:
+        return client, "client"
+    from monitor.alerts.bot_token import resolve_token
+
+    token, source = resolve_token(config, environ, folder)
+    if not token:
+        return None, source
+    from monitor.alerts.telegram import TelegramClient
+
+    tg = config["telegram"]
+    return TelegramClient(token, tg["api_url"], tg["timeout"]), source
+
+
+def _buttons(queue: list[dict], fresh: set) -> None:
+    """Ack / Mute buttons under this run's last alert message to each chat that tells a problem."""
+    last = {}
+    for message in queue:
+        if message["id"] in fresh and message.get("alerts"):
+            last[message["chat_id"]] = message
+    if not last:
+        return
+    from monitor.alerts.bot_text import keyboard
+
+    for message in last.values():
+        markup = keyboard(message["alerts"])
+        if markup:
+            message["reply_markup"] = markup
 
 
 def _deliver(queue: list[dict], client, now: float, migrations: dict, summary: Summary, command: str) -> list[dict]:
@@ -162,7 +216,8 @@ def _deliver(queue: list[dict], client, now: float, migrations: dict, summary: S
             blocked.add(chat)  # Telegram asked us to wait: newer messages wait too, in order
             left.append(message)
             continue
-        delivery = client.send(chat, message["text"], message.get("disable_notification", False))
+        markup = {"reply_markup": message["reply_markup"]} if message.get("reply_markup") else {}
+        delivery = client.send(chat, message["text"], message.get("disable_notification", False), **markup)
         if delivery.ok:
             summary["sent"] += 1
             if delivery.migrated_from:

@@ -1,7 +1,9 @@
 """Silences: glob patterns on check ids whose alerts are evaluated and logged, not sent.
 
-Kept in `state/silences.json` as a list of {id, pattern, until, reason, created}.
-Expired silences are removed whenever the file is read for a run.
+Kept in `state/silences.json` as a list of {id, pattern, until, reason, created[, author]}.
+Expired silences are removed whenever the file is read for a run. A silence made from
+Telegram (`/mute`, the Mute buttons) names its author (the Telegram user) and has an
+id made from the update that asked for it, so handling that update again adds nothing.
 """
 
 import fnmatch
@@ -29,10 +31,17 @@ def save(folder: str, silences: list[dict]) -> None:
     state.write_json(_path(folder), {"silences": silences})
 
 
-def add(folder: str, pattern: str, seconds: float, reason: str, now: float) -> dict:
+def add(folder: str, pattern: str, seconds: float, reason: str, now: float, author: str | None = None,
+        silence_id: str | None = None) -> dict:
+    """Add a silence and save; with `silence_id` already active, return that one unchanged."""
     silences = load(folder, now)
-    silence = {"id": os.urandom(4).hex(), "pattern": pattern, "until": now + seconds,
+    same = [s for s in silences if silence_id and s.get("id") == silence_id]
+    if same:
+        return same[0]
+    silence = {"id": silence_id or os.urandom(4).hex(), "pattern": pattern, "until": now + seconds,
                "reason": reason, "created": now}
+    if author:
+        silence["author"] = author
     silences.append(silence)
     save(folder, silences)
     return silence

@@ -18,16 +18,23 @@ for the check (no alert, reminder, severity change nor RESOLVED) until it has st
 ok, or stayed non-ok, for a whole window. Then, ok: one RESOLVED for the whole
 episode; non-ok: the usual alert at its current severity, "was flapping" (so a
 critical is told at most one window late, never lost).
+
+Acknowledged (`/ack` or the Ack button in Telegram, `acknowledge`): an entry's `ack`
+({by, at, status}) stops the reminders while the check keeps the acked severity; a
+severity change or ok ends it, and the alert or RESOLVED is told as usual. Non-ok
+entries keep the check's message (`message`, clipped) for `/status`.
 """
 
 from typing import NamedTuple
 
 from monitor.results import OK, UNKNOWN, WARNING, is_number
+from monitor.text import clip
 
 RESOLVED = "resolved"
 FLAPPING = "flapping"
 FLAP_REFIRES = 3  # resolve→fire cycles in one chain that make a check flapping
 STATE_VERSION = 1  # the flapping fields are optional: older alerts.json files load as they are
+MESSAGE_CHARS = 200  # a non-ok check's message kept for /status
 
 
 class Alert(NamedTuple):
@@ -69,7 +76,11 @@ def evaluate(entries: dict, results, command: str, kinds_run: set[str] | None, n
         else:
             problem_began = prev_status == OK or "since" not in prev
             entry.update(since=now if problem_began else _num(prev.get("since"), now),
-                         count=1 if problem_began else int(_num(prev.get("count"), 0)) + 1)
+                         count=1 if problem_began else int(_num(prev.get("count"), 0)) + 1,
+                         message=clip(r.message or "", MESSAGE_CHARS))
+            ack = prev.get("ack")
+            if isinstance(ack, dict) and ack.get("status") == r.status == prev_status:
+                entry["ack"] = ack  # acked at this severity: it holds until the severity changes
         was_flapping = _flap(prev, entry, r.status, now, alert_after, flap_window)
         if entry.get("flapping") is not None:
             # Flapping: one FLAPPING alert (offered again until told), then nothing.
@@ -96,7 +107,7 @@ def evaluate(entries: dict, results, command: str, kinds_run: set[str] | None, n
                 if notified in (None, RESOLVED) or notified != r.status:
                     alerts.append(Alert(r.id, r.status, r, since, now,
                                         previous=notified if notified not in (None, RESOLVED) else None))
-                elif now - _num(prev.get("notified_at"), 0) >= every:  # unreadable time: remind
+                elif now - _num(prev.get("notified_at"), 0) >= every and "ack" not in entry:  # unreadable time: remind
                     alerts.append(Alert(r.id, r.status, r, since, now, reminder=True))
         new[r.id] = entry
     for check_id, entry in entries.items():
@@ -150,6 +161,22 @@ def mark_notified(entries: dict, alerts, now: float) -> None:
             continue
         entry["notified_status"] = None if alert.status == RESOLVED else alert.status
         entry["notified_at"] = now
+
+
+def acknowledge(entries: dict, check_id: str, who: str, now: float) -> str | None:
+    """Mark the alert of `check_id` acknowledged by `who`; return why not, or None when done.
+
+    Acking twice keeps the first ack (who acked first, and when).
+    """
+    entry = entries.get(check_id)
+    if not isinstance(entry, dict):
+        return "no such check"
+    status = entry.get("status")
+    if status in (None, OK):
+        return "it is ok: nothing to acknowledge"
+    if not (isinstance(entry.get("ack"), dict) and entry["ack"].get("status") == status):
+        entry["ack"] = {"by": who, "at": now, "status": status}
+    return None
 
 
 def _num(value, default: float) -> float:

@@ -1,13 +1,15 @@
 """Telegram Bot API client: send one HTML message, and say exactly what happened.
 
-Plain requests, no bot framework. `send` never raises and never sleeps longer than a
+Plain requests for sending, no bot framework. `send` never raises and never sleeps longer than a
 few seconds: a 429 whose `retry_after` does not fit the run, a 5xx or a network
 error after bounded retries, and a rejected token all come back as an undelivered
 `Delivery` for the outbox. The token sits inside the request URL, so every error
 text passes through `redact.scrub`, and the token is registered there on creation.
+
+The bot's other calls (getUpdates, answerCallbackQuery, editMessageReplyMarkup,
+setMyCommands) go through `call` (monitor/alerts/bot_api.py), on a plain socket.
 """
 
-import html
 import json
 import re
 import threading
@@ -44,18 +46,38 @@ class TelegramClient:
     def __init__(self, token: str, api_url: str = "https://api.telegram.org", timeout: float = 10.0,
                  session=None, sleep=time.sleep, clock=time.time, max_wait: float = 3.0,
                  retries: int = 2, monotonic=time.monotonic):
-        import requests
-
         redact.register(token)
+        self._token = token
         self._url = f"{api_url.rstrip('/')}/bot{token}/sendMessage"
         self._api_url = api_url
         self.timeout, self.sleep, self.clock, self.monotonic = timeout, sleep, clock, monotonic
         self.max_wait, self.retries = max_wait, retries
-        self.session = session or requests.Session()
-        self._requests = requests
+        self._session = session
+
+    @property
+    def session(self):
+        """requests, imported on the first message: a run with nothing to send never needs it."""
+        if self._session is None:
+            import requests
+
+            self._session = requests.Session()
+        return self._session
+
+    @property
+    def _requests(self):
+        import requests
+
+        return requests
+
+    def call(self, method: str, payload: dict, max_bytes: int = 64 * 1024, timeout: float | None = None):
+        """Call the Bot API `method` with `payload` within `timeout` (default: the client's); never raises."""
+        from monitor.alerts.bot_api import call
+
+        return call(self._api_url, self._token, method, payload, self.timeout if timeout is None else timeout,
+                    max_bytes, self.monotonic)
 
     def send(self, chat_id: str, text: str, disable_notification: bool = False,
-             parse_mode: str | None = "HTML") -> Delivery:
+             parse_mode: str | None = "HTML", reply_markup: dict | None = None) -> Delivery:
         """Deliver `text` (already split under LIMIT) to `chat_id` within `timeout`; never raises."""
         plain_retry_done, migrated_from = False, None
         failures, waited = 0, 0.0
@@ -65,6 +87,8 @@ class TelegramClient:
                        "disable_web_page_preview": True}
             if parse_mode:
                 payload["parse_mode"] = parse_mode
+            if reply_markup:
+                payload["reply_markup"] = reply_markup
             remaining = deadline - self.monotonic()
             try:
                 if remaining <= 0:
@@ -256,6 +280,8 @@ _TAG = re.compile(r"<[^>]*>")
 
 def html_to_plain(text: str) -> str:
     """The visible text of a message: tags removed, entities decoded."""
+    import html
+
     return html.unescape(_TAG.sub("", text))
 
 
@@ -311,3 +337,4 @@ def _cut_line(line: str, limit: int) -> tuple[str, str]:
     head = "".join(out) + "".join(f"</{t}>" for t in reversed(open_tags))
     rest = "".join(f"<{t}>" for t in open_tags) + line[pos:]
     return head, rest
+

@@ -39,7 +39,15 @@ def cron_lines(**kwargs):
         click.echo(printable(line))  # a line break in a path would start a crontab line of its own
     for line in job_lines(f"{prefix}{script}", args):
         click.echo(line)
+    if (config.get("telegram") or {}).get("chat_ids"):
+        click.echo(poll_line(f"{prefix}{script}", args))
     return 0
+
+
+def poll_line(command: str, args: str = "") -> str:
+    """The optional `monitor telegram poll` line, commented out: replies within a minute, not five."""
+    return ("# Optional: answer /status, /ack, /mute within a minute instead of five:\n"
+            f"# * * * * * {command} telegram poll{args}")
 
 
 def job_lines(command: str, args: str = "") -> list[str]:
