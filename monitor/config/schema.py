@@ -118,7 +118,7 @@ SCHEMA = Table({
                        help="The profile used when neither --env nor MONITOR_ENV names one."),
     "host": Str("", pattern=r"[A-Za-z0-9_.:@-]{1,64}", hint="letters, digits, _ . : @ - (at most 64)",
                 help="This instance's name in alerts, Alertmanager's instance label and the "
-                     "Pushgateway grouping; empty: the hostname.", example="vps-1"),
+                     "Pushgateway grouping; empty: the hostname."),
     "paths": Table({
         "logs": PathField("logs", allow_empty=False,
                           help="JSON logs: health.log, backup.log, report.log, and archive/ for older days."),
