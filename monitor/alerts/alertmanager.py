@@ -89,7 +89,8 @@ def plan(stored: dict, results, entries: dict, silences: list, command: str, kin
     `entries` is the alert state after this run (`plan.tell`); `silences` the active
     silences. A silenced check is neither posted nor resolved while silenced; an alert
     whose labels changed is resolved under its old labels. Firing alerts of other
-    commands are kept as they are: their own runs post them.
+    commands, and of checks this run did not judge (`--only`), are kept as they are:
+    the runs that judge them post them.
     """
     from monitor.alerts.silences import matching
 
@@ -129,8 +130,8 @@ def plan(stored: dict, results, entries: dict, silences: list, command: str, kin
     dropped = pending[:-MAX_PENDING] if len(pending) > MAX_PENDING else []
     pending = pending[len(dropped):]
     ends = iso(now + LIFETIME_PERIODS * period)
-    posts = [_payload(record, ends) for check_id, record in firing.items()
-             if record["labels"].get("command") == command and not matching(silences, check_id)]
+    posts = [_payload(record, ends) for check_id, record in firing.items()  # what this run judged
+             if check_id in seen and not matching(silences, check_id)]
     return posts + pending, {"firing": firing, "resolved": pending}, dropped
 
 
