@@ -37,7 +37,7 @@ DEADLINE = 90.0  # generous: a busy 2-CPU CI machine; every wait polls for an ev
 # x its position in the cluster): a replica decides on the alerts it saw when its flush
 # began, so a change landing inside that wait is sent again by it (Alertmanager's HA is
 # "at least once"). The test posts each change just after the waiting replica decided.
-GROUP_INTERVAL, PEER_TIMEOUT = 6, "500ms"
+GROUP_INTERVAL, PEER_TIMEOUT = 5, "500ms"
 
 
 def free_port() -> int:
@@ -123,9 +123,12 @@ def cluster(tmp_path_factory):
     config = folder / "alertmanager.yml"
     config.write_text(example_config(bot.api_url))
     first = Replica(folder, config, None)
-    second = Replica(folder, config, f"127.0.0.1:{first.cluster}")
-    replicas = [first, second]
+    replicas = [first]
     try:
+        # The second joins a listening first (a failed join is retried only after 10 s).
+        wait_for(lambda: first.process.poll() is None and get(f"{first.url}/-/ready"), "the first replica",
+                 logs=[first.log])
+        replicas.append(Replica(folder, config, f"127.0.0.1:{first.cluster}"))
         for replica in replicas:
             wait_for(lambda r=replica: r.process.poll() is None and len(r.status()["cluster"]["peers"]) == 2
                      and r.status()["cluster"]["status"] == "ready",
