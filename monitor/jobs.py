@@ -104,6 +104,16 @@ class Job(NamedTuple):
             return tuple(range(0, 24, int(hour[2:])))
         return tuple(sorted(int(h) for h in hour.split(",")))
 
+    @property
+    def period(self) -> float:
+        """Seconds between two scheduled runs, from `cron` (the longest gap in a day):
+        how long an alert it posted to Alertmanager stays firing without news."""
+        minute, hour, *_ = self.cron.split()
+        if minute.startswith("*/") and hour == "*":
+            return 60.0 * int(minute[2:])
+        hours = self.hours
+        return 3600.0 * max((b - a) % 24 or 24 for a, b in zip(hours, hours[1:] + hours[:1]))
+
 
 def _health_steps(config: dict, opts: Options) -> Steps:
     return Steps(lambda carried: health_checks(config, carried, opts.only))
@@ -198,7 +208,7 @@ def run_job(job: Job, opts: Options, config: dict) -> Outcome:
         if handler.error:  # a write failed after the log was opened
             problems.setdefault("log_write_error", handler.error)
 
-        data = output.envelope(command, started_wall, host_name(), config["environment"], status,
+        data = output.envelope(command, started_wall, host_name(config), config["environment"], status,
                                duration_ms, run.results,
                                {**({"report": extra["report"]} if "report" in extra else {}),
                                 "notifications": notifications, **problems},
@@ -231,7 +241,7 @@ def _notify(command: str, opts: Options, config: dict, results, problems: dict, 
         return notify_without_state(lambda cfg: _notify(command, opts, cfg, results, problems, message),
                                     config)
     try:
-        summary = notify(config, command, results, opts.only, host_name(),
+        summary = notify(config, command, results, opts.only, host_name(config),
                          no_notify=opts.no_notify, dry_run=opts.dry_run, message=message)
     except state.LockHeld as exc:
         log.error("notifications skipped: %s", exc, extra={"event": "notify_lock"})
@@ -264,7 +274,7 @@ def _export(command: str, opts: Options, config: dict, results, duration_ms: flo
             problems["textfile_write_error"] = f"cannot write monitor_{command}.prom in {folder}: {exc.strerror or exc}"
     if gateway:
         try:
-            prometheus.push(gateway, command, host_name(), registry)
+            prometheus.push(gateway, command, host_name(config), registry)
         except Exception as exc:  # noqa: BLE001 - a Pushgateway outage must not fail the run
             log.warning("could not push to the Pushgateway %s: %s", clean_url(gateway), scrub(exc),
                         extra={"event": "pushgateway_failed"})
@@ -282,7 +292,7 @@ def _log_results(command, config, results, status, duration_ms) -> None:
     log.info("%s run: %s (%d of %d checks not ok)", command, status, non_ok, len(results),
              extra={"event": "run", "command": command, "overall_status": status,
                     "checks": {r.id: r.status for r in results}, "duration_ms": round(duration_ms, 1),
-                    "host": host_name(), "environment": config["environment"]})
+                    "host": host_name(config), "environment": config["environment"]})
 
 
 def _print(data: dict, opts: Options) -> None:
@@ -309,6 +319,7 @@ def _print(data: dict, opts: Options) -> None:
     output.write_stdout(text)
 
 
-def host_name() -> str:
-    return os.uname().nodename
+def host_name(config: dict | None = None) -> str:
+    """This instance's name: the config's top-level `host`, else the hostname."""
+    return (config or {}).get("host") or os.uname().nodename
 

@@ -253,7 +253,7 @@ def test_alertmanager_example_passes_amtool_check_config(tmp_path):
 
 def test_alertmanager_example_routes_by_severity_to_telegram_and_inhibits_stopped_hosts():
     text = ALERTMANAGER.read_text()
-    for needed in ("group_by: [alertname, instance]", "repeat_interval:", "telegram_configs:",
+    for needed in ("group_by: [alertname, environment]", "repeat_interval:", "telegram_configs:",
                    "bot_token_file:", "chat_id: -100", "parse_mode: HTML", "send_resolved: true",
                    "matchers: ['severity=\"critical\"']", "matchers: ['severity=\"warning\"']"):
         assert needed in text, needed

@@ -108,6 +108,13 @@ def _notify(config, command, results, kinds_run, host, no_notify, dry_run, now, 
 
             summary["outbox"] = outbox.count(folder)
         return summary  # a dry run changes nothing
+    if config.get("alertmanager") and not no_notify:  # a sink of its own, with or without Telegram
+        from monitor.alerts import alertmanager
+
+        summary["alertmanager"] = alertmanager.post(config, command, results, kinds_run, told.entries, active,
+                                                    host, now, environ=environ)
+        if "state_error" in summary["alertmanager"]:
+            summary.setdefault("state_error", summary["alertmanager"].pop("state_error"))
 
     waiting = []
     if tg:  # loaded under --no-notify too: what waits is reported, not sent nor rewritten
@@ -119,7 +126,7 @@ def _notify(config, command, results, kinds_run, host, no_notify, dry_run, now, 
             summary.setdefault("state_error", f"cannot read the outbox {outbox.path(folder)}: {exc.strerror}")
     migrations = dict(stored.get("chat_migrations", {}))  # a copy: compared with `stored` below
     held = plan.hold(told, config, waiting, migrations, now, no_notify)
-    if held.off:
+    if held.off and not config.get("alertmanager"):
         log.info("notifications are off: %s", held.off, extra={"event": "notifications_off"})
     queue = held.outbox
     if held.deliver:

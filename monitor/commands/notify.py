@@ -29,7 +29,7 @@ def notify_test(**kwargs):
     client = TelegramClient(token, tg["api_url"], tg["timeout"], max_wait=10.0)
     import html
 
-    text = f"ℹ️ test from <b>{html.escape(host_name())}</b> ({html.escape(config['environment'])})"
+    text = f"ℹ️ test from <b>{html.escape(host_name(config))}</b> ({html.escape(config['environment'])})"
     failures = 0
     for chat in tg["chat_ids"]:
         delivery = client.send(chat, text, disable_notification=True)

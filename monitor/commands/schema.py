@@ -56,6 +56,12 @@ def _notifications() -> dict:
                         "items": {"type": "object", "required": ["chat_id", "text"],
                                   "properties": {"chat_id": {"type": ["string", "integer", "null"]},
                                                  "text": {"type": "string"}}}},
+            "alertmanager": {"type": "object", "description": "[alertmanager]: alerts posted firing and resolved, "
+                                                              "replicas that accepted them, of how many; RESOLVED "
+                                                              "alerts kept for the next run.",
+                             "required": ["firing", "resolved", "accepted", "urls", "pending"],
+                             "properties": {k: _COUNT for k in ("firing", "resolved", "accepted", "urls", "pending")},
+                             "additionalProperties": False},
         },
         "additionalProperties": True,  # each sink may add its own counts
     }

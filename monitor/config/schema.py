@@ -116,6 +116,9 @@ _ETHERSCAN_NOTE = (
 SCHEMA = Table({
     "environment": Str(DEFAULT_ENVIRONMENT, pattern=PROFILE_NAME, hint="a profile name",
                        help="The profile used when neither --env nor MONITOR_ENV names one."),
+    "host": Str("", pattern=r"[A-Za-z0-9_.:@-]{1,64}", hint="letters, digits, _ . : @ - (at most 64)",
+                help="This instance's name in alerts, Alertmanager's instance label and the "
+                     "Pushgateway grouping; empty: the hostname."),
     "paths": Table({
         "logs": PathField("logs", allow_empty=False,
                           help="JSON logs: health.log, backup.log, report.log, and archive/ for older days."),
@@ -351,4 +354,19 @@ SCHEMA = Table({
         example=[("", {"name": "scraper", "path": "/var/log/scraper/app.log",
                        "errors_per_minute": {"warning": 1, "critical": 10},
                        "error_ratio": {"warning": 0.05, "critical": 0.2}})]),
+    "alertmanager": Table({
+        "urls": ListOf(Url(), help="Every replica of the Alertmanager cluster: each run POSTs its active "
+                                   "alerts to /api/v2/alerts of each (the cluster de-duplicates).",
+                       example=["http://alertmanager-1:9093", "http://alertmanager-2:9093"]),
+        "token_env": Str("", help="The environment variable holding a bearer token, if the Alertmanagers "
+                                  "sit behind an authenticating proxy.", example="ALERTMANAGER_TOKEN"),
+        "token_file": PathField("", help="Or the file it is read from (mode 0600)."),
+        "timeout": DurationField("5s", help="All replicas are posted to at once; the whole step ends "
+                                            "within this."),
+    }, optional=True, check=lambda table, path, ctx: table.get("urls") or ctx.errors.append(
+        f"{path}.urls: name at least one Alertmanager (or remove [{path}])"),
+        help="Alertmanager as an alert sink, with or without [telegram]: labels alertname, "
+                           "check, instance, environment, severity, command; silenced checks are not "
+                           "posted; a RESOLVED is kept in state/alertmanager.json until a replica took it. "
+                           "Omitted: off."),
 })

@@ -76,7 +76,7 @@ def daily_steps(config: dict, day_text: str | None, force: bool, opts):
         # Database values and log file names are the outside world's: printable from here on.
         report, missing = printable_tree(probe.report())
         warning = any(r.status != OK for r in results)
-        text = render(report, missing, host=host_name(), environment=config["environment"], warning=warning,
+        text = render(report, missing, host=host_name(config), environment=config["environment"], warning=warning,
                       min_opportunities=cfg["min_opportunities"] if cfg.get("database") else None,
                       template_path=cfg["template"])
         report["missing"], report["message"] = missing, text
