@@ -78,8 +78,7 @@ class Prober:
         self._slots = None
         self._dns: dict = {}
         self._tls: dict = {}
-        # A peer_certs.PeerCertificates: each handshake's leaf certificate, or why none was seen.
-        self.certificates = certificates
+        self.certificates = certificates  # peer_certs.PeerCertificates: what each handshake showed
         self._thread = threading.Thread(target=self.loop.run_forever, name="probes", daemon=True)
         self._thread.start()
 
@@ -104,9 +103,7 @@ class Prober:
 
     async def fetch(self, scheme, host, port, head, max_bytes, timeout, tls=(True, "")) -> Answer:
         """Send `head` to host:port and read the answer within `timeout` s of getting a slot.
-
-        `tls` is (verify, CA bundle path or "" for certifi's) for an https URL.
-        """
+        `tls`: (verify, CA bundle path or "" for certifi's) for an https URL."""
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.limit)
         async with self._slots:

@@ -313,3 +313,11 @@ verify = false
     assert 9 * 86400 < float(line.split()[-1]) <= 10 * 86400
     nagios = run_monitor(["health", "--format", "nagios", "--no-notify"], tmp_path, config=config)
     assert f"WARNING tls:{target}: certificate of {target} expires in 9d23h" in nagios.stdout
+
+
+def test_a_bad_tls_expiry_or_verify_is_a_config_error_naming_the_key(tmp_path):
+    with pytest.raises(monitor_config.ConfigError) as bad:
+        monitor_config.build({"scrapers": [{"name": "a", "url": "https://x.example/", "verify": "no",
+                                            "tls_expiry": {"warning": "1d", "critical": "3d"}}]}, None, str(tmp_path))
+    assert "scrapers[0].verify: expected true or false" in str(bad.value)
+    assert 'scrapers[0].tls_expiry: warning ("1d") is below critical ("3d")' in str(bad.value)

@@ -107,9 +107,9 @@ def _name(kind):
                help=f"Names the check {kind}:NAME (letters, digits, _ . -).")
 
 
-def _tls_expiry():
+def _tls_expiry(what="the https url"):
     return ThresholdField("14d", "3d", lower_is_worse=True, durations=True,
-                          help="Time left on the https url's certificate (check tls:HOST:PORT); lower is "
+                          help=f"Time left on the certificate of {what} (check tls:HOST:PORT); lower is "
                                "worse. A certificate several entries use is judged by the strictest.")
 
 
@@ -178,7 +178,7 @@ SCHEMA = Table({
                                  example="SCRAPER_VAULT_TOKEN"),
         "scraper_token_file": PathField("", help="Or the file the scraper's token is read from (mode "
                                                  "0600)."),
-        "tls_expiry": _tls_expiry(),
+        "tls_expiry": _tls_expiry("an https Vault address"),
     }, optional=True, help="Vault or OpenBao: seal status, answer time and the token's TTL. "
                            "Omitted: no Vault check."),
     "scrapers": TableList(Table({
