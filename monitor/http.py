@@ -72,44 +72,51 @@ def json_field(document: Any, path: str) -> Any:
     return current
 
 
-def new_session(limit: int | None = None) -> http_loop.Prober:
+def new_session(limit: int | None = None, certificates=None) -> http_loop.Prober:
     """Return the probes' client for a run: one loop, at most `limit` sockets (default: the fd budget).
 
     One serves a whole run, shared by every check's thread (`with` closes it). Cookies
     are not kept, so one probe's Set-Cookie never reaches another. Probes go direct: no
     HTTP(S)_PROXY (a proxy would sit between monitor and a scraper on 127.0.0.1) and no
-    ~/.netrc.
+    ~/.netrc. With `certificates` (a `peer_certs.PeerCertificates`), each TLS handshake's
+    leaf certificate is recorded there, for the `tls:<host:port>` checks.
     """
-    return http_loop.Prober(limit)
+    return http_loop.Prober(limit, certificates)
 
 
 def get(session: http_loop.Prober | None, url: str, timeout: float, headers: dict | None = None,
-        max_bytes: int = MAX_BYTES) -> Response:
+        max_bytes: int = MAX_BYTES, tls: tuple | None = None) -> Response:
     """Given a URL, return the server's Response within `timeout` seconds.
 
     `session` comes from `new_session`; None makes a one-off one. Redirects are followed
     (at most 10); the configured `headers` are dropped when a redirect leaves the original
     scheme, host and port, as they may carry API keys. `elapsed` runs from the first
     connect to the last body byte as the loop read it (a wait for a free socket slot is
-    not the server's, nor is the deadline's). Raise ProbeError with a short reason if
-    there is no answer.
+    not the server's, nor is the deadline's). `tls`: (verify, CA bundle path or "") for
+    https, as `tls_settings` gives it from a config entry. Raise ProbeError with a short
+    reason if there is no answer.
     """
     if session is None:
         with new_session(limit=4) as own:
-            return get(own, url, timeout, headers, max_bytes)
-    return start(session, url, timeout, headers, max_bytes).result()
+            return get(own, url, timeout, headers, max_bytes, tls)
+    return start(session, url, timeout, headers, max_bytes, tls).result()
+
+
+def tls_settings(cfg: dict) -> tuple:
+    """(verify, CA bundle path or "") of a [[scrapers]] or [[quotas]] entry."""
+    return bool(cfg.get("verify", True)), cfg.get("ca_cert") or ""
 
 
 def start(session: http_loop.Prober, url: str, timeout: float, headers: dict | None = None,
-          max_bytes: int = MAX_BYTES):
+          max_bytes: int = MAX_BYTES, tls: tuple | None = None):
     """Start `get` on the session's loop without waiting: a concurrent Future of the Response.
 
     Its `result()` raises ProbeError as `get` does. The caller's thread is free meanwhile.
     """
-    return session.submit(_get(session, url, timeout, headers, max_bytes))
+    return session.submit(_get(session, url, timeout, headers, max_bytes, tls or (True, "")))
 
 
-async def _get(session, url, timeout, headers, max_bytes) -> Response:
+async def _get(session, url, timeout, headers, max_bytes, tls) -> Response:
     origin = _origin(url)
     current, hop_headers = url, _checked_headers(headers)
     deadline, elapsed = None, 0.0
@@ -117,7 +124,7 @@ async def _get(session, url, timeout, headers, max_bytes) -> Response:
         scheme, host, port, head = _request(current, hop_headers)
         remaining = timeout if deadline is None else _remaining(deadline, timeout)
         try:
-            answer = await session.fetch(scheme, host, port, head, max_bytes, remaining)
+            answer = await session.fetch(scheme, host, port, head, max_bytes, remaining, tls)
         except http_loop.Failure as exc:
             raise ProbeError(_reason(exc, timeout, host), exc.timed_out) from None
         if deadline is None:

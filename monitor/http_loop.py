@@ -72,12 +72,13 @@ def connection_budget(soft: int | None = None) -> int:
 class Prober:
     """One event loop serving every probe of a run; `get` may be called from any thread."""
 
-    def __init__(self, limit: int | None = None):
+    def __init__(self, limit: int | None = None, certificates=None):
         self.limit = limit if limit is not None else connection_budget(raise_fd_limit())
         self.loop = asyncio.new_event_loop()
         self._slots = None
         self._dns: dict = {}
-        self._tls = None
+        self._tls: dict = {}
+        self.certificates = certificates  # peer_certs.PeerCertificates: what each handshake showed
         self._thread = threading.Thread(target=self.loop.run_forever, name="probes", daemon=True)
         self._thread.start()
 
@@ -100,8 +101,9 @@ class Prober:
 
     # --- in the loop ------------------------------------------------------------------
 
-    async def fetch(self, scheme, host, port, head, max_bytes, timeout) -> Answer:
-        """Send `head` to host:port and read the answer within `timeout` s of getting a slot."""
+    async def fetch(self, scheme, host, port, head, max_bytes, timeout, tls=(True, "")) -> Answer:
+        """Send `head` to host:port and read the answer within `timeout` s of getting a slot.
+        `tls`: (verify, CA bundle path or "" for certifi's) for an https URL."""
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.limit)
         async with self._slots:
@@ -110,7 +112,7 @@ class Prober:
             answer.slotted, answer.connected = time.monotonic(), None
             try:
                 async with asyncio.timeout(timeout):
-                    reader, writer, handshake = await self._connect(scheme, host, port)
+                    reader, writer, handshake = await self._connect(scheme, host, port, tls)
                     answer.connected = True
                     # Noted before the write: a thread preempted right after it would note
                     # the time late and report less than the server took.
@@ -133,8 +135,12 @@ class Prober:
                     writer.transport.abort()  # one request per connection: no half-read reuse
             return answer
 
-    async def _connect(self, scheme, host, port):
-        infos = await self._resolve(host, port)
+    async def _connect(self, scheme, host, port, tls_settings=(True, "")):
+        try:
+            infos = await self._resolve(host, port)
+        except BaseException as exc:
+            self._no_certificate(scheme, host, port, exc, at_tls=False)
+            raise
         last, sock = None, None
         for family, address in infos:  # each address in turn, as create_connection does
             started = time.monotonic()
@@ -152,25 +158,31 @@ class Prober:
                 sock.close()
                 sock = None
                 if not isinstance(exc, OSError):
+                    self._no_certificate(scheme, host, port, exc, at_tls=False)
                     raise
                 last = exc
         if sock is None:
+            self._no_certificate(scheme, host, port, last, at_tls=False)
             raise last or OSError("no address")
         handshake = _tcp_rtt(sock)
         if handshake is None:
             handshake = time.monotonic() - started
-        tls = self._tls_context() if scheme == "https" else None
+        tls = self._tls_context(*tls_settings) if scheme == "https" else None
         reader = _TimedReader(limit=HEAD_LIMIT, loop=self.loop)
         protocol = asyncio.StreamReaderProtocol(reader, loop=self.loop)
         before_tls = time.monotonic()
         try:
             transport, _ = await self.loop.create_connection(
                 lambda: protocol, sock=sock, ssl=tls, server_hostname=host if tls else None)
-        except BaseException:
+        except BaseException as exc:
             sock.close()
+            self._no_certificate(scheme, host, port, exc, at_tls=True)
             raise
         if tls is not None:
             handshake += time.monotonic() - before_tls
+            if self.certificates is not None:
+                peer = transport.get_extra_info("ssl_object")
+                self.certificates.saw(host, port, peer.getpeercert(binary_form=True) if peer else None)
         return reader, asyncio.StreamWriter(transport, protocol, reader, self.loop), handshake
 
     async def _resolve(self, host, port):
@@ -194,18 +206,32 @@ class Prober:
         infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         return [(family, address) for family, _, _, _, address in infos]
 
-    def _tls_context(self):
-        if self._tls is None:
+    def _no_certificate(self, scheme, host, port, exc, at_tls: bool) -> None:
+        if self.certificates is not None and scheme == "https":
+            from monitor.peer_certs import no_certificate
+
+            reason, code, _ = no_certificate(exc)
+            self.certificates.failed(host, port, reason, at_tls, code)
+
+    def _tls_context(self, verify: bool = True, cafile: str = ""):
+        """One context per (verify, CA bundle) in a run: certifi's bundle unless `cafile` is given."""
+        key = (bool(verify), cafile or "")
+        if key not in self._tls:
             import ssl
 
-            try:  # the bundle requests used, so the same servers are trusted
-                import certifi
+            if not cafile:
+                try:  # the bundle requests used, so the same servers are trusted
+                    import certifi
 
-                cafile = certifi.where()
-            except ImportError:
-                cafile = None
-            self._tls = ssl.create_default_context(cafile=cafile)
-        return self._tls
+                    cafile = certifi.where()
+                except ImportError:
+                    cafile = None
+            context = ssl.create_default_context(cafile=cafile)
+            if not verify:  # the operator's choice for a lab: the certificate is still read
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            self._tls[key] = context
+        return self._tls[key]
 
 
 class _TimedReader(asyncio.StreamReader):

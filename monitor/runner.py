@@ -32,6 +32,8 @@ class Check(NamedTuple):
     on_timeout: str = UNKNOWN
     # Optional: () -> (Future, finish(Future) -> Result), or None to run `probe` in a thread.
     start: Callable | None = None
+    # True: runs once every other check has its result (reads what their connections saw).
+    after: bool = False
 
 
 class Run(NamedTuple):
@@ -41,7 +43,15 @@ class Run(NamedTuple):
 
 
 def run_checks(checks: list[Check], clock=time.monotonic) -> Run:
-    """Run `checks` concurrently; return their results in the given order."""
+    """Run `checks` concurrently; return their results in the given order.
+
+    Checks marked `after` run, concurrently too, once all the others have a result.
+    """
+    if any(c.after for c in checks):
+        first = run_checks([c for c in checks if not c.after], clock).results
+        then = run_checks([c._replace(after=False) for c in checks if c.after], clock).results
+        by_id = {r.id: r for r in first + then}
+        return Run([by_id[c.id] for c in checks])
     done: dict[str, Result] = {}
     finished = threading.Condition()
     # Threads wait at the gate until all are started: Thread.start() waits for the new

@@ -109,12 +109,14 @@ def ca_cert_problem(cfg: dict) -> str | None:
     return None
 
 
-def open_client(cfg: dict, token: str | None, url: str, seconds: float | None = None):
+def open_client(cfg: dict, token: str | None, url: str, seconds: float | None = None, certificates=None):
     """Return an hvac client for `url` that gives up after `vault.timeout`.
 
     hvac waits 30 s by default and requests' (connect, read) pair can add up to twice
     the timeout, so the request gets urllib3's `total` budget instead. A token of ""
     keeps hvac from picking one up from $VAULT_TOKEN or ~/.vault-token on its own.
+    With `certificates` (a `peer_certs.PeerCertificates`), each answer's TLS connection
+    records the certificate Vault showed, for the `tls:<host:port>` check.
     """
     import hvac
     from urllib3.util import Timeout
@@ -126,8 +128,35 @@ def open_client(cfg: dict, token: str | None, url: str, seconds: float | None = 
         import urllib3
 
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-    return hvac.Client(url=url, token=token or "", verify=verify, session=_same_origin_session(verify),
+    session = _same_origin_session(verify)
+    if certificates is not None:
+        session.hooks["response"].append(lambda resp, **_: _record_certificate(certificates, resp))
+    return hvac.Client(url=url, token=token or "", verify=verify, session=session,
                        timeout=Timeout(connect=seconds, read=seconds, total=seconds))
+
+
+def _record_certificate(certificates, resp) -> None:
+    """Note the leaf certificate of the connection `resp` came on (still open: the body is unread)."""
+    sock = getattr(getattr(resp.raw, "connection", None), "sock", None)
+    if not hasattr(sock, "getpeercert"):
+        return  # plain http
+    try:
+        der = sock.getpeercert(binary_form=True)
+    except (ValueError, OSError):
+        return
+    _, host, port = _origin(resp.url)
+    certificates.saw(host, port, der)
+
+
+def record_failure(certificates, url: str, exc: BaseException) -> None:
+    """Note that a request to an https `url` got no certificate, and why."""
+    origin = _origin(url)
+    if certificates is None or len(origin) != 3 or origin[0] != "https":
+        return
+    from monitor.peer_certs import no_certificate
+
+    reason, code, at_tls = no_certificate(exc)
+    certificates.failed(origin[1], origin[2], reason, at_tls, code)
 
 
 class RedirectRefused(Exception):

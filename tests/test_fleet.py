@@ -14,6 +14,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import ssl
 import threading
 import time
 import gzip
@@ -460,6 +461,18 @@ def fleet(tmp_path_factory):
     provider.daemon_threads = True
     threading.Thread(target=provider.serve_forever, daemon=True).start()
     api = f"http://127.0.0.1:{provider.server_address[1]}"
+    # The same provider over HTTPS, for the ok host's quota: its certificate is the tls: check's.
+    from tests.tls_certs import DAY, Authority
+
+    authority = Authority(base / "tls")
+    cert, key, _ = authority.leaf("provider", datetime.now(timezone.utc) - DAY, datetime.now(timezone.utc) + 20 * DAY)
+    tls_provider = ThreadingHTTPServer(("127.0.0.1", 0), _Provider)
+    tls_provider.daemon_threads = True
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    tls_provider.socket = context.wrap_socket(tls_provider.socket, server_side=True)
+    threading.Thread(target=tls_provider.serve_forever, daemon=True).start()
+    tls_api = f"https://127.0.0.1:{tls_provider.server_address[1]}"
     yesterday = (datetime.now(timezone.utc) - timedelta(days=1)).date()
     try:
         with dev_server() as bao:
@@ -489,7 +502,8 @@ json_metrics = {{ "stats.error_rate" = {{ warning = 0.05, critical = 0.2 }} }}
 heartbeat_file = "heartbeat"
 [[quotas]]
 name = "etherscan"
-url = "{api}/quota/90"
+url = "{tls_api}/quota/90"
+ca_cert = "{authority.path}"
 remaining_header = "X-RateLimit-Remaining"
 limit_header = "X-RateLimit-Limit"
 [[backups]]
@@ -636,6 +650,8 @@ scrape_configs:
                 process.wait()
         provider.shutdown()
         provider.server_close()
+        tls_provider.shutdown()
+        tls_provider.server_close()
 
 
 def test_monitor_runs_gave_the_expected_verdicts(fleet):

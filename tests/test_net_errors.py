@@ -108,7 +108,7 @@ DNS_FAILURE = FAILURES["DNS"][0]
 def test_a_probe_vault_and_telegram_word_the_same_dns_failure_the_same_way(monkeypatch):
     from monitor import http_loop
 
-    async def connect(self, scheme, host, port):  # the probes' own client: what its resolver raises
+    async def connect(self, scheme, host, port, *tls_settings):  # the probes' own client: what its resolver raises
         raise socket.gaierror(-2, "Name or service not known")
 
     monkeypatch.setattr(http_loop.Prober, "_connect", connect)

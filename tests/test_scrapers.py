@@ -246,7 +246,7 @@ def test_errors_a_loopback_server_cannot_produce_read_as_short_reasons(monkeypat
     cert.verify_message, cert.reason = "self-signed certificate", "CERTIFICATE_VERIFY_FAILED"
     failures = {"tls.example": cert, "scraper.internal": socket.gaierror(-2, "Name or service not known")}
 
-    async def connect(self, scheme, host, port):  # what the TLS handshake / the resolver raise
+    async def connect(self, scheme, host, port, *tls_settings):  # what the TLS handshake / the resolver raise
         raise failures[host]
 
     monkeypatch.setattr(http_loop.Prober, "_connect", connect)

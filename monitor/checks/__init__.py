@@ -44,6 +44,7 @@ MODULES = {
     "business": ("business", "daily-report", "report"),  # built by report/daily.py
     "scraper_secrets": ("vault", "health", "vault"),
     "logfiles": ("logs", "health", "logfiles"),
+    "tls": ("tls", "health", ("scrapers", "quotas", "vault")),  # any of them; after the probes
 }
 # A network check's own (connect, read) timeouts and deadline fire first and say
 # what happened; the runner's timeout is the backstop a little later.
@@ -64,13 +65,24 @@ class Shared:
 
     def __init__(self):
         self._session = None
+        self._certificates = None
+        self.built: list[str] = []  # the modules whose checks this run has, in MODULES order
 
     def http_session(self):
         if self._session is None:
             from monitor.http import new_session
 
-            self._session = new_session()  # every probe of the run goes through it
+            # every probe of the run goes through it
+            self._session = new_session(certificates=self.peer_certificates())
         return self._session
+
+    def peer_certificates(self):
+        """The certificates this run's connections were shown (`peer_certs.PeerCertificates`)."""
+        if self._certificates is None:
+            from monitor.peer_certs import PeerCertificates
+
+            self._certificates = PeerCertificates()
+        return self._certificates
 
 
 def build(command: str, config: dict, carried, only: set[str] | None = None) -> list[Check]:
@@ -80,12 +92,18 @@ def build(command: str, config: dict, carried, only: set[str] | None = None) -> 
     """
     shared, checks = Shared(), []
     for name, (kind, of, section) in MODULES.items():
-        if of != command or (only and kind not in only) or (section and not config.get(section)):
+        if of != command or (only and kind not in only) or not _turned_on(config, section):
             continue
         module = importlib.import_module(f"{__name__}.{name}")
         if hasattr(module, "checks"):
             checks += module.checks(config, carried, shared)
+            shared.built.append(name)
     return checks
+
+
+def _turned_on(config: dict, section) -> bool:
+    """A module's section (None: always; a tuple: any of those) is in the config."""
+    return section is None or any(config.get(s) for s in ((section,) if isinstance(section, str) else section))
 
 
 def health_checks(config: dict, carried, only: set[str] | None = None) -> list[Check]:

@@ -48,7 +48,7 @@ def quota(cfg: dict, session=None, environ=os.environ, trend=None) -> Result:
     except QuotaUnknown as exc:
         return unknown(str(exc))
     try:
-        resp = http.get(session, cfg["url"], cfg["timeout"], headers=headers)
+        resp = http.get(session, cfg["url"], cfg["timeout"], headers=headers, tls=http.tls_settings(cfg))
     except http.ProbeError as exc:
         return unknown(f"quota provider: {exc.reason}")
 

@@ -58,7 +58,7 @@ def scraper(cfg: dict, session=None, process_iter=None, now=time.time, outcomes:
         threshold = cfg.get("latency_ms") or DEFAULT_LATENCY_MS
         probes["http"], latency_ms, figures = http_probe(cfg["url"], threshold, cfg.get("expect_json") or {},
                                                          cfg.get("timeout") or DEFAULT_TIMEOUT, session,
-                                                         cfg.get("json_metrics"))
+                                                         cfg.get("json_metrics"), cfg)
     probes.update(local)
     return _verdict(cfg, probes, latency_ms, threshold, figures, outcomes)
 
@@ -98,7 +98,8 @@ def start(cfg: dict, session, outcomes: Outcomes | None = None):
         return None
     from monitor import http
 
-    return http.start(session, cfg["url"], cfg.get("timeout") or DEFAULT_TIMEOUT), partial(_finish, cfg, outcomes)
+    return (http.start(session, cfg["url"], cfg.get("timeout") or DEFAULT_TIMEOUT, tls=http.tls_settings(cfg)),
+            partial(_finish, cfg, outcomes))
 
 
 def _finish(cfg: dict, outcomes, future) -> Result:
@@ -111,7 +112,7 @@ def _finish(cfg: dict, outcomes, future) -> Result:
 # --- HTTP ---------------------------------------------------------------------------
 
 def http_probe(url: str, threshold: Threshold, expect_json: dict, timeout: float,
-               session=None, json_metrics: dict | None = None) -> tuple[Probe, float | None, tuple | None]:
+               session=None, json_metrics: dict | None = None, cfg=None) -> tuple[Probe, float | None, tuple | None]:
     """GET `url`: a 2xx within the latency threshold, with the expected JSON fields.
 
     Return the Probe, the latency in ms (None when there was no answer) and the
@@ -119,7 +120,8 @@ def http_probe(url: str, threshold: Threshold, expect_json: dict, timeout: float
     """
     from monitor import http  # loaded only when a scraper has a URL
 
-    return _judge_http(lambda: http.get(session, url, timeout), threshold, expect_json, json_metrics)
+    tls = http.tls_settings(cfg or {})  # the entry's ca_cert and verify
+    return _judge_http(lambda: http.get(session, url, timeout, tls=tls), threshold, expect_json, json_metrics)
 
 
 def _judge_http(get, threshold: Threshold, expect_json: dict,

@@ -17,7 +17,8 @@ from monitor.results import CRITICAL, OK, UNKNOWN, WARNING, Result, Threshold, m
 from monitor.runner import Check
 from monitor.units import format_duration
 from monitor.vault_secrets import (RedirectRefused, ca_cert_problem, describe_failure, network_errors, open_client,
-                                   redact, shown_url, timeout_of, url_problem, vault_errors, vault_url)
+                                   record_failure, redact, shown_url, timeout_of, url_problem, vault_errors,
+                                   vault_url)
 
 DEFAULT_LATENCY_MS = Threshold(500, 2000)
 DEFAULT_TOKEN_TTL = Threshold(7 * 86400, 86400, lower_is_worse=True)
@@ -73,13 +74,15 @@ def _health_verdict(code: int, body: dict | None, url: str) -> tuple[str, str, s
     return status, f"Vault {version} {summary}" if version else f"Vault {summary}", role
 
 
-def health(cfg: dict, token_note: str | None = None, *, environ=None, clock=time.perf_counter) -> Result:
+def health(cfg: dict, token_note: str | None = None, *, environ=None, clock=time.perf_counter,
+           certificates=None) -> Result:
     """Given the `vault` config, return the `vault` check's Result.
 
     GET /v1/sys/health; the status code says active/standby/sealed/...; the latency
     in ms is the value, judged with `vault.latency_ms`; the worse verdict wins.
     `$VAULT_ADDR` wins over `vault.url`. `token_note` (why the token check is
-    skipped, say) is passed on in details["token"].
+    skipped, say) is passed on in details["token"]. `certificates`: where the TLS
+    certificate Vault shows is recorded (`peer_certs.PeerCertificates`).
     """
     entered = clock()  # vault.timeout bounds the whole check, importing hvac included
     url, url_from = vault_url(cfg, _environ(environ))
@@ -98,7 +101,7 @@ def health(cfg: dict, token_note: str | None = None, *, environ=None, clock=time
     from hvac import exceptions as hv
 
     left = max(0.2, timeout_of(cfg) - (clock() - entered))
-    client = open_client(cfg, "", url, seconds=left)
+    client = open_client(cfg, "", url, seconds=left, certificates=certificates)
     started = clock()
     try:
         # GET, not hvac's default HEAD: HEAD has no body to tell the version and role.
@@ -108,6 +111,7 @@ def health(cfg: dict, token_note: str | None = None, *, environ=None, clock=time
     except RedirectRefused as exc:
         return failed(CRITICAL, str(exc))
     except network_errors() as exc:
+        record_failure(certificates, url, exc)
         return failed(CRITICAL, f"unreachable: {describe_failure(exc, url, timeout_of(cfg))} "
                                 f"({shown_url(url)})")
     except hv.VaultError as exc:
@@ -229,7 +233,10 @@ def checks(config: dict, carried=None, shared=None) -> list:
     redaction.register(secret)
     timeout = cfg["timeout"] + MARGIN_SECONDS
     note = None if secret else "no token: vault-token check skipped"
-    found = [Check("vault", "vault", partial(health, cfg, note), timeout, on_timeout=CRITICAL)]
+    https = shared is not None and vault_url(cfg)[0].lower().startswith("https:")
+    certificates = shared.peer_certificates() if https else None  # for the tls check
+    found = [Check("vault", "vault", partial(health, cfg, note, certificates=certificates), timeout,
+                   on_timeout=CRITICAL)]
     if secret:
         found.append(Check("vault-token", "vault", partial(token, cfg, secret), timeout, on_timeout=CRITICAL))
     return found

@@ -107,6 +107,12 @@ def _name(kind):
                help=f"Names the check {kind}:NAME (letters, digits, _ . -).")
 
 
+def _tls_expiry(what="the https url"):
+    return ThresholdField("14d", "3d", lower_is_worse=True, durations=True,
+                          help=f"Time left on the certificate of {what} (check tls:HOST:PORT); lower is "
+                               "worse. A certificate several entries use is judged by the strictest.")
+
+
 _ETHERSCAN_NOTE = (
     "A key in the query string: Etherscan's \"Get API Usage\". ${NAME} is filled from the "
     "environment at run time and masked in every output; a literal value for apikey, api_key, "
@@ -175,6 +181,7 @@ SCHEMA = Table({
                                  example="SCRAPER_VAULT_TOKEN"),
         "scraper_token_file": PathField("", help="Or the file the scraper's token is read from (mode "
                                                  "0600)."),
+        "tls_expiry": _tls_expiry("an https Vault address"),
     }, optional=True, help="Vault or OpenBao: seal status, answer time and the token's TTL. "
                            "Omitted: no Vault check."),
     "scrapers": TableList(Table({
@@ -197,6 +204,11 @@ SCHEMA = Table({
         "success_rate": ThresholdField(0.9, 0.5, lower_is_worse=True, maximum=1,
                                        help="Share of the last 12 runs (within 1 h) whose probes passed; "
                                             "judged from 4 runs; lower is worse."),
+        "ca_cert": PathField("", help="A CA bundle for an https url with a private certificate "
+                                      "(default: certifi's bundle)."),
+        "verify": Bool(True, help="Verify the url's TLS certificate; false only for a lab (its expiry "
+                                  "is still checked)."),
+        "tls_expiry": _tls_expiry(),
     }, check=_need_one("url", "process", "heartbeat_file", what="no probe configured")),
         help="One table per scraper; every probe given (url, process, heartbeat_file) is run, "
              "and at least one is needed.",
@@ -226,6 +238,11 @@ SCHEMA = Table({
                                  "ETA comes first.", example="X-RateLimit-Reset"),
         "reset_every": DurationField(help="Or a fixed reset period, counted from 00:00 UTC "
                                           "(\"1d\": at midnight UTC).", example="1d"),
+        "ca_cert": PathField("", help="A CA bundle for an https url with a private certificate "
+                                      "(default: certifi's bundle)."),
+        "verify": Bool(True, help="Verify the url's TLS certificate; false only for a lab (its expiry "
+                                  "is still checked)."),
+        "tls_expiry": _tls_expiry(),
     }, check=_quota_rules),
         help="API quotas of the scraper's data providers, from response headers or the JSON answer.",
         example=[("", {"name": "provider", "url": "https://api.example.org/v1/quota",
