@@ -19,7 +19,7 @@ APT_PACKAGES := prometheus prometheus-alertmanager prometheus-node-exporter post
                 nagios-nrpe-server nagios-nrpe-plugin prometheus-pushgateway
 
 test: $(VENV)/.installed-test tools
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 tools:
 	@if command -v promtool >/dev/null && command -v amtool >/dev/null \
