@@ -1,25 +1,23 @@
 """One small HTTP/1.1 exchange over a plain socket, for a cron run's calls that need no HTTP stack.
 
-The heartbeat pings (monitor/fleet/heartbeat.py) and the Bot API calls but sendMessage
-(monitor/alerts/bot_api.py) carry a few hundred bytes each way, where requests or
-http.client would cost a run 30-100 ms of imports (email, ssl, urllib3) and `socket` ~4 ms
-of enums: this writes over `_socket`, the C core (~0.5 ms), and reads the answer to its
-Content-Length, last chunk or close. ssl and the CA bundle (~25 ms) load for https only,
-once per process. One deadline bounds every step but the name lookup, each socket call
-getting what is left of it, so a trickling peer is cut. The URL may hold a secret (a
-ping key, the bot token): no error text made here contains it.
+The heartbeat pings and the Bot API calls but sendMessage carry a few hundred bytes each
+way, where requests or http.client would cost a run 30-100 ms of imports (email, ssl,
+urllib3) and `socket` ~4 ms of enums: this writes over `_socket`, the C core (~0.5 ms).
+ssl and the CA bundle (~25 ms) load for https only, once per process. One deadline bounds
+every step but the name lookup, each socket call getting what is left of it, so a
+trickling peer is cut. No error text made here holds the URL (a ping key, the bot token).
 """
 
 import threading
 import time
 
 HEAD_ROOM = 16 * 1024  # bytes read while looking for the end of the status line and headers
+_CHUNKED = -1  # the body's length when it comes in chunks
 
 
 class Reply:
-    """An answer: its status (0: the status line is not HTTP's), lower-cased headers and body
-    (de-chunked; empty when too_big: larger than max_bytes, not read further). Not a
-    NamedTuple: making one costs ~0.2 ms, in the heartbeat's thread while the checks run."""
+    """An answer: status (0: the status line is not HTTP's), lower-cased headers, body (de-chunked;
+    empty when too_big: over max_bytes, not read further). A NamedTuple would cost ~0.2 ms to make."""
     __slots__ = ("status", "headers", "body", "too_big")
 
     def __init__(self, status: int, headers: dict, body: bytes, too_big: bool = False):
@@ -31,9 +29,8 @@ class Incomplete(ConnectionError):
 
 
 def split_url(url: str) -> tuple[str, str, int, str, str]:
-    """(scheme, host, port, host[:port] for the Host header, path?query) of an http(s) URL.
-
-    By hand: urllib.parse costs ~4 ms of imports (ipaddress). ValueError never holds the URL."""
+    """(scheme, host, port, host[:port] for the Host header, path?query) of an http(s) URL, split
+    by hand (urllib.parse costs ~4 ms of imports). Raises ValueError, whose text never holds the URL."""
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
     if not sep or scheme not in ("http", "https"):
@@ -59,10 +56,7 @@ def resolve(host: str, port: int) -> list:
     import _socket
 
     # A str host is encoded with the idna codec (three more modules to import); ASCII needs none.
-    found = _socket.getaddrinfo(host.encode() if host.isascii() else host, port, 0, _socket.SOCK_STREAM)
-    if not found:
-        raise OSError(f"no address for {host}")
-    return found
+    return _socket.getaddrinfo(host.encode() if host.isascii() else host, port, 0, _socket.SOCK_STREAM)
 
 
 _tls: list = []  # the process's TLS context, made on first use
@@ -74,10 +68,9 @@ def request(method: str, url: str, body: bytes = b"", headers: dict | None = Non
             addresses: dict | None = None, resolve=resolve, tls: list | None = None, hold: dict | None = None) -> Reply:
     """Send one request; return its Reply (with `status_only`, the status alone) within `timeout`.
 
-    `addresses` keeps the lookup's answers by (host, port) for the next call; `tls` holds
-    the TLS context (default: the process's); `hold["sock"]` is the socket, for a thread giving up on this one
-    to shut. Raises TimeoutError, Incomplete and other OSErrors, or ValueError.
-    """
+    `addresses` keeps the lookup's answers by (host, port) for the next call; `tls` the TLS
+    context (default: the process's); `hold["sock"]` is the socket, for a thread giving up on
+    this one to shut. Raises TimeoutError, Incomplete and other OSErrors, or ValueError."""
     end = clock() + timeout
 
     def left() -> float:
@@ -101,7 +94,6 @@ def request(method: str, url: str, body: bytes = b"", headers: dict | None = Non
             with _tls_lock:
                 if not (cache := _tls if tls is None else tls):
                     import ssl
-
                     cache.append(ssl.create_default_context())
             sock = hold["sock"] = cache[0].wrap_socket(sock, server_hostname=host)
         sock.settimeout(left())
@@ -115,7 +107,7 @@ def _connect(found: list, left):
     """A TCP connection to the first address that answers (socket.create_connection's loop)."""
     import _socket
 
-    error: OSError | None = None
+    error = OSError("no address to connect to")
     for family, kind, proto, _, address in found:
         sock = _socket.socket(family, kind, proto)
         try:
@@ -129,8 +121,7 @@ def _connect(found: list, left):
 
 
 def read(sock, left, max_bytes: int, status_only: bool = False) -> Reply:
-    """The answer on `sock`, read to its end or until its body passes `max_bytes`, each
-    read waiting at most `left()`."""
+    """The answer on `sock`, read to its end or past `max_bytes` of body, each read within `left()`."""
     raw, head = bytearray(), None
     while head is None or not _ended(raw, head, max_bytes):
         sock.settimeout(left())
@@ -153,12 +144,8 @@ def parse(raw: bytes, max_bytes: int) -> Reply:
     """The Reply in an answer's bytes. Raises Incomplete when its head never ended."""
     if (end := raw.find(b"\r\n\r\n")) < 0:
         raise Incomplete("the connection closed")
-    status, headers, start = _head(raw, end)
-    body, length = raw[start:], _number(headers.get("content-length", ""))
-    if _chunked(headers):
-        body = _unchunk(body)[0]
-    elif length is not None:
-        body = body[:length]
+    status, headers, start, length = _head(raw, end)
+    body = _unchunk(raw[start:])[0] if length == _CHUNKED else raw[start:None if length is None else start + length]
     if len(body) > max_bytes or (length or 0) > max_bytes:
         return Reply(status, headers, b"", too_big=True)
     return Reply(status, headers, body)
@@ -166,18 +153,20 @@ def parse(raw: bytes, max_bytes: int) -> Reply:
 
 def _ended(raw, head, max_bytes: int) -> bool:
     """Whether `raw` holds the whole answer, or more of its body than is read."""
-    _, headers, start = head
-    size, length = len(raw) - start, _number(headers.get("content-length", ""))
-    if _chunked(headers):  # the chunks' framing may take up to HEAD_ROOM on top of the cap
-        return size > max_bytes + HEAD_ROOM or raw.endswith(b"\r\n\r\n") and _unchunk(raw[start:])[1]
-    return size >= length or length > max_bytes if length is not None else size > max_bytes
+    size, length = len(raw) - head[2], head[3]
+    if length == _CHUNKED:  # the chunks' framing may take up to HEAD_ROOM on top of the cap
+        return size > max_bytes + HEAD_ROOM or raw.endswith(b"\r\n\r\n") and _unchunk(raw[head[2]:])[1]
+    return size > max_bytes if length is None else size >= length or length > max_bytes
 
 
-def _head(raw, end: int) -> tuple[int, dict, int]:
-    """(status, lower-cased headers, where the body starts) of an answer whose head ends at `end`."""
+def _head(raw, end: int) -> tuple[int, dict, int, int | None]:
+    """(status, lower-cased headers, where the body starts, its length or _CHUNKED or None: to the close)."""
     lines = bytes(raw[:end]).decode("latin-1").split("\r\n")
     headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
-    return _status(lines[0]), headers, end + 4
+    length = _number(headers.get("content-length", ""))
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        length = _CHUNKED
+    return _status(lines[0]), headers, end + 4, length
 
 
 def _status(line: str) -> int:
@@ -188,10 +177,6 @@ def _status(line: str) -> int:
 
 def _number(text: str) -> int | None:
     return int(text) if text.isascii() and text.isdigit() else None
-
-
-def _chunked(headers: dict) -> bool:
-    return "chunked" in headers.get("transfer-encoding", "").lower()
 
 
 def _unchunk(data: bytes) -> tuple[bytes, bool]:

@@ -1,11 +1,9 @@
 """The Bot API calls other than sendMessage: one small JSON exchange within a deadline.
 
 getUpdates, answerCallbackQuery, editMessageReplyMarkup and setMyCommands carry a few
-hundred bytes of JSON each way. Every run with Telegram makes one getUpdates call,
-and requests would cost such a run 30-100 ms of imports for it, so the exchange goes
-over monitor/rawhttp.py's plain socket. The token sits in the request path; no error
-text built here or there contains the path, and every error text passes through
-`redact.scrub` anyway.
+hundred bytes of JSON each way, and every run with Telegram makes one getUpdates call:
+requests would cost it 30-100 ms of imports, so they go over monitor/rawhttp.py. The
+token sits in the request path, which no error text holds; all pass `redact.scrub` too.
 """
 
 import json
@@ -42,10 +40,8 @@ def call(api_url: str, token: str, method: str, payload: dict, timeout: float, m
          monotonic=time.monotonic) -> Answer:
     """POST `payload` to `{api_url}/bot{token}/{method}`; return the answer within `timeout`. Never raises.
 
-    The exchange runs in a helper thread abandoned at the deadline (a DNS lookup is
-    not cut by a socket timeout); each read waits only for what is left of it, and
-    at most `max_bytes` of the body are read.
-    """
+    The exchange runs in a helper thread abandoned at the deadline (a DNS lookup is not
+    cut by a socket timeout); at most `max_bytes` of the body are read."""
     try:
         rawhttp.split_url(api_url)
     except ValueError:
@@ -53,8 +49,7 @@ def call(api_url: str, token: str, method: str, payload: dict, timeout: float, m
     if "?" in api_url or "#" in api_url:
         return Answer(0, {}, "telegram.api_url is not an http(s) URL")
     url, body = f"{api_url.rstrip('/')}/bot{token}/{method}", json.dumps(payload).encode()
-    box: dict = {}
-    done = threading.Event()
+    box, done = {}, threading.Event()
 
     def exchange():
         try:
@@ -79,13 +74,11 @@ def call(api_url: str, token: str, method: str, payload: dict, timeout: float, m
 
 
 def _shut(sock) -> None:
-    if sock is None:
-        return
-    try:
-        import _socket
+    import _socket
 
-        sock.shutdown(_socket.SHUT_RDWR)
-    except OSError:
+    try:
+        sock.shutdown(_socket.SHUT_RDWR)  # not close: the thread may still be using its fd
+    except (AttributeError, OSError):  # no socket yet (None), or it is gone already
         pass
 
 

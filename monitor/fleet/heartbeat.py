@@ -9,12 +9,9 @@ and Cronitor speak it.
 A ping never changes the exit code and never delays the run by more than its own
 deadline (5 s in total per ping, however slowly the peer trickles): `/start` goes out
 in a thread while the checks run and is joined before the end ping; a failure is a
-WARNING record (`event: heartbeat_failed`) with the URL masked. Two small requests do
-not need an HTTP stack: monitor/rawhttp.py speaks HTTP/1.1 over `_socket`, imported by
-the /start thread, not by every run. The import matters more than its size says: the
-/start thread imports while the checks run, and a thread busy in Python holds the GIL
-the checks need. An https URL loads `ssl` and the CA bundle (~25 ms) once per process,
-in the /start thread; the end ping, after stdout, reuses that context.
+WARNING record (`event: heartbeat_failed`) with the URL masked. The requests go over
+monitor/rawhttp.py, imported by the /start thread, not by every run (a thread busy
+importing holds the GIL the checks need); an https URL's TLS context serves both pings.
 """
 
 import logging
@@ -26,6 +23,7 @@ from monitor.results import OK, SEVERITY
 
 DEADLINE = 5.0  # seconds, in total, per ping
 BODY_LIMIT = 10_000  # bytes of summary sent with the end ping
+_tls: list | None = None  # where the TLS context is kept; None: the process's one (monitor/rawhttp.py)
 
 log = logging.getLogger("monitor")
 
@@ -68,9 +66,6 @@ def send(method: str, url: str, body: bytes = b"", timeout: float = DEADLINE,
 def _resolve(host: str, port: int) -> list:
     from monitor import rawhttp
     return rawhttp.resolve(host, port)
-
-
-_tls: list | None = None  # the TLS context's cache; None: the process's one (rawhttp's)
 
 
 def _describe(exc: Exception) -> str:
