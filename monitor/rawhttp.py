@@ -66,7 +66,8 @@ _tls_lock = threading.Lock()
 def request(method: str, url: str, body: bytes = b"", headers: dict | None = None, timeout: float = 5.0,
             max_bytes: int = 64 * 1024, clock=time.monotonic, status_only: bool = False,
             addresses: dict | None = None, resolve=resolve, tls: list | None = None, hold: dict | None = None) -> Reply:
-    """Send one request; return its Reply (with `status_only`, the status alone) within `timeout`.
+    """Send one request; return its Reply within `timeout` (with `status_only`, the status alone,
+    and a ValueError when the answer is not HTTP).
 
     `addresses` keeps the lookup's answers by (host, port) for the next call; `tls` the TLS
     context (default: the process's); `hold["sock"]` is the socket, for a thread giving up on
@@ -132,7 +133,9 @@ def read(sock, left, max_bytes: int, status_only: bool = False) -> Reply:
         if head is None:
             end = raw.find(b"\r\n" if status_only else b"\r\n\r\n", max(0, len(raw) - len(piece) - 3))
             if end >= 0 and status_only:
-                return Reply(_status(raw[:end].decode("latin-1")), {}, b"")
+                if not (status := _status(raw[:end].decode("latin-1"))):
+                    raise ValueError("the answer is not HTTP")
+                return Reply(status, {}, b"")
             if end >= 0:
                 head = _head(raw, end)
             elif len(raw) > HEAD_ROOM:

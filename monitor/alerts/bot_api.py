@@ -43,10 +43,10 @@ def call(api_url: str, token: str, method: str, payload: dict, timeout: float, m
     The exchange runs in a helper thread abandoned at the deadline (a DNS lookup is not
     cut by a socket timeout); at most `max_bytes` of the body are read."""
     try:
+        if "?" in api_url or "#" in api_url:
+            raise ValueError("a query or fragment")
         rawhttp.split_url(api_url)
     except ValueError:
-        api_url = "?"
-    if "?" in api_url or "#" in api_url:
         return Answer(0, {}, "telegram.api_url is not an http(s) URL")
     url, body = f"{api_url.rstrip('/')}/bot{token}/{method}", json.dumps(payload).encode()
     box, done = {}, threading.Event()

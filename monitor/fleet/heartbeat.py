@@ -56,11 +56,8 @@ def send(method: str, url: str, body: bytes = b"", timeout: float = DEADLINE,
     lookup, whose answers `addresses` keeps for the next ping. Raises OSError or ValueError."""
     from monitor import rawhttp
     kind = {"Content-Type": "text/plain; charset=utf-8"} if method == "POST" else {}
-    status = rawhttp.request(method, url, body, {"User-Agent": "monitor-heartbeat", **kind}, timeout, clock=clock,
-                             status_only=True, addresses=addresses, resolve=_resolve, tls=_tls).status
-    if not status:
-        raise ValueError("the answer is not HTTP")
-    return status
+    return rawhttp.request(method, url, body, {"User-Agent": "monitor-heartbeat", **kind}, timeout, clock=clock,
+                           status_only=True, addresses=addresses, resolve=_resolve, tls=_tls).status
 
 
 def _resolve(host: str, port: int) -> list:
