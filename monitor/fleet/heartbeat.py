@@ -9,13 +9,9 @@ and Cronitor speak it.
 A ping never changes the exit code and never delays the run by more than its own
 deadline (5 s in total per ping, however slowly the peer trickles): `/start` goes out
 in a thread while the checks run and is joined before the end ping; a failure is a
-WARNING record (`event: heartbeat_failed`) with the URL masked. Two small requests do
-not need an HTTP stack: a raw HTTP/1.1 request over `_socket`, the C core of `socket`
-(~0.5 ms to import, where `socket` costs ~4 ms building its enums and `http.client`
-pulls in the `email` package). The import matters more than its size says: the /start
-thread imports while the checks run, and a thread busy in Python holds the GIL the
-checks need. An https URL loads `ssl` and the CA bundle (~25 ms) once per run, in the
-/start thread; the end ping, after stdout, reuses that context.
+WARNING record (`event: heartbeat_failed`) with the URL masked. The requests go over
+monitor/rawhttp.py, imported by the /start thread, not by every run (a thread busy
+importing holds the GIL the checks need); an https URL's TLS context serves both pings.
 """
 
 import logging
@@ -27,7 +23,7 @@ from monitor.results import OK, SEVERITY
 
 DEADLINE = 5.0  # seconds, in total, per ping
 BODY_LIMIT = 10_000  # bytes of summary sent with the end ping
-_ANSWER_LIMIT = 8192  # bytes read while looking for the status line
+_tls: list | None = None  # where the TLS context is kept; None: the process's one (monitor/rawhttp.py)
 
 log = logging.getLogger("monitor")
 
@@ -49,123 +45,24 @@ def clip(text: str, limit: int = BODY_LIMIT) -> bytes:
 
 
 def split_url(url: str) -> tuple[str, str, int, str, str]:
-    """(scheme, host, port, host[:port] for the Host header, path?query) of an http(s) URL.
-
-    By hand: urllib.parse costs a cron run ~4 ms of imports (ipaddress) for two pings.
-    """
-    scheme, sep, rest = url.partition("://")
-    scheme = scheme.lower()
-    if not sep or scheme not in ("http", "https"):
-        raise ValueError("not an http(s) URL")
-    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    authority, target = rest[:cut].rsplit("@", 1)[-1], rest[cut:].split("#", 1)[0]
-    target = target if target.startswith("/") else "/" + target
-    if authority.startswith("["):  # [IPv6]:port
-        host, _, after = authority[1:].partition("]")
-        port_text = after[1:] if after.startswith(":") else ""
-    else:
-        host, _, port_text = authority.partition(":")
-    if not host:
-        raise ValueError("no host in the URL")
-    if port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536):
-        raise ValueError("bad port in the URL")
-    port = int(port_text) if port_text else (443 if scheme == "https" else 80)
-    return scheme, host, port, authority, target
+    """monitor/rawhttp.py's, imported when a ping goes out, not with this module on every run."""
+    from monitor import rawhttp
+    return rawhttp.split_url(url)
 
 
 def send(method: str, url: str, body: bytes = b"", timeout: float = DEADLINE,
          clock=time.monotonic, addresses: dict | None = None) -> int:
-    """Send one request; return the answer's HTTP status.
-
-    `timeout` bounds the whole exchange (connect, send, status line): each socket
-    operation gets what is left of it, so a peer sending one byte a second is cut.
-    The name lookup is the one step no timeout reaches; `addresses`, when given, keeps
-    its answers by (host, port) for the next ping. Raises OSError (TimeoutError
-    included) or ValueError.
-    """
-    end = clock() + timeout
-
-    def left() -> float:
-        remaining = end - clock()
-        if remaining <= 0:
-            raise TimeoutError(f"no answer within {timeout:g}s")
-        return remaining
-
-    scheme, host, port, authority, target = split_url(url)
-    head = (f"{method} {target} HTTP/1.1\r\nHost: {authority}\r\n"
-            "User-Agent: monitor-heartbeat\r\nConnection: close\r\n")
-    if method == "POST":
-        head += f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
-    request = (head + "\r\n").encode("ascii") + (body if method == "POST" else b"")
-
-    if addresses is None or (host, port) not in addresses:
-        found = _resolve(host, port)
-        if addresses is None:
-            addresses = {}
-        addresses[host, port] = found
-    sock = _connect(addresses[host, port], left)
-    try:
-        if scheme == "https":
-            sock.settimeout(left())
-            sock = _tls_context().wrap_socket(sock, server_hostname=host)
-        sock.settimeout(left())
-        sock.sendall(request)
-        answer = b""
-        while b"\r\n" not in answer:
-            sock.settimeout(left())
-            chunk = sock.recv(1024)
-            if not chunk:
-                raise ConnectionError("the connection closed before an answer")
-            answer += chunk
-            if len(answer) > _ANSWER_LIMIT:
-                raise ValueError(f"no HTTP status line in the first {_ANSWER_LIMIT} bytes")
-    finally:
-        sock.close()
-    fields = answer.split(b"\r\n", 1)[0].split(None, 2)
-    if len(fields) < 2 or not fields[0].startswith(b"HTTP/") or not (fields[1].isdigit() and len(fields[1]) == 3):
-        raise ValueError("the answer is not HTTP")
-    return int(fields[1])
+    """Send one request; return the answer's HTTP status, all within `timeout` but the name
+    lookup, whose answers `addresses` keeps for the next ping. Raises OSError or ValueError."""
+    from monitor import rawhttp
+    kind = {"Content-Type": "text/plain; charset=utf-8"} if method == "POST" else {}
+    return rawhttp.request(method, url, body, {"User-Agent": "monitor-heartbeat", **kind}, timeout, clock=clock,
+                           status_only=True, addresses=addresses, resolve=_resolve, tls=_tls).status
 
 
 def _resolve(host: str, port: int) -> list:
-    """getaddrinfo's TCP answers for host:port: a DNS lookup, which no timeout bounds."""
-    import _socket  # the C core `socket` wraps: see the module docstring
-
-    found = _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM)
-    if not found:
-        raise OSError(f"no address for {host}")
-    return found
-
-
-def _connect(found: list, left):
-    """A TCP connection to the first address that answers (socket.create_connection's loop),
-    each attempt bounded by what is left of the deadline."""
-    import _socket
-
-    error: OSError | None = None
-    for family, kind, proto, _, address in found:
-        sock = _socket.socket(family, kind, proto)
-        try:
-            sock.settimeout(left())
-            sock.connect(address)
-            return sock
-        except OSError as exc:
-            sock.close()
-            error = exc
-    raise error
-
-
-_tls: list = []  # the run's one TLS context: loading the CA bundle costs ~25 ms
-_tls_lock = threading.Lock()
-
-
-def _tls_context():
-    with _tls_lock:
-        if not _tls:
-            import ssl
-
-            _tls.append(ssl.create_default_context())
-        return _tls[0]
+    from monitor import rawhttp
+    return rawhttp.resolve(host, port)
 
 
 def _describe(exc: Exception) -> str:
