@@ -162,7 +162,12 @@ def _deliver(queue: list[dict], client, now: float, migrations: dict, summary: S
             blocked.add(chat)  # Telegram asked us to wait: newer messages wait too, in order
             left.append(message)
             continue
-        delivery = client.send(chat, message["text"], message.get("disable_notification", False))
+        if "png" in message:  # the report's chart: a photo, its caption the headline
+            from monitor.alerts.telegram import send_photo
+
+            delivery = send_photo(client, chat, message["png"], message["text"], message.get("disable_notification", False))
+        else:
+            delivery = client.send(chat, message["text"], message.get("disable_notification", False))
         if delivery.ok:
             summary["sent"] += 1
             if delivery.migrated_from:
