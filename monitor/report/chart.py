@@ -69,7 +69,7 @@ def _days_panel(ax, days: list, usual, minimum) -> None:
     ax.grid(axis="y", color=GRID, linewidth=1)
     ax.set_axisbelow(True)
     if usual is not None or minimum:
-        ax.legend(loc="upper left", facecolor=BACKGROUND, edgecolor=GRID, labelcolor=TEXT)
+        ax.legend(loc="lower left", facecolor=BACKGROUND, edgecolor=GRID, labelcolor=TEXT, framealpha=0.9)
 
 
 def _hours_panel(ax, report: dict, hourly: list) -> None:
