@@ -146,21 +146,27 @@ def _union(db, ranges, where, source, figures, key, by_source) -> dict:
 
 
 def _query_ranges(db, cfg, parts, ranges, figures, key) -> dict:
-    """The user's query over the whole span, its rows given to the ranges by instant."""
+    """The user's query once over the whole span, each row given to its range by one CASE.
+
+    The row's instant (julianday() of ISO text in SQLite) is computed once, in a subquery
+    kept apart by `LIMIT -1` (SQLite would otherwise inline it into every WHEN).
+    """
     source, t, s, r, roi = parts
-    rows, params = [], _bounds(cfg, db, min(a for a, _ in ranges), max(b for _, b in ranges))
+    params = _bounds(cfg, db, min(a for a, _ in ranges), max(b for _, b in ranges))
+    julian = db.kind == "sqlite" and cfg["time_format"] == "iso"
+    whens = []
     for i, (a, b) in enumerate(ranges):
         for name, value in _bounds(cfg, db, a, b).items():
             params[f"{name}_{i}"] = value
-        rows.append(f"({i}, :start_{i}, :end_{i})")
-    if db.kind == "sqlite" and cfg["time_format"] == "iso":
-        on = f"julianday({t}) >= julianday(d.lo) AND julianday({t}) < julianday(d.hi)"
-    else:
-        on = f"{t} >= d.lo AND {t} < d.hi"
-    group = "d.i" + (f", {key}" if key != "NULL" else "")
+        lo, hi = (f"julianday(:start_{i})", f"julianday(:end_{i})") if julian else (f":start_{i}", f":end_{i}")
+        whens.append(f"WHEN v >= {lo} AND v < {hi} THEN {i}")
+    instant = f"julianday({t})" if julian else t
+    keep = " LIMIT -1" if db.kind == "sqlite" else ""
+    inner = f"SELECT {instant} AS v, {key} AS k, {roi} AS roi, {r} AS r FROM {source}{keep}"
+    figures = figures(0).replace(roi, "roi").replace(f"COUNT({r})", "COUNT(r)")
     out: dict = {}
-    for row in db.rows(f"WITH d(i, lo, hi) AS (VALUES {', '.join(rows)}) SELECT d.i, {key}, {figures(-1)} "
-                       f"FROM {source} JOIN d ON {on} GROUP BY {group}", params):
+    for row in db.rows(f"SELECT i, k, {figures} FROM (SELECT CASE {' '.join(whens)} END AS i, k, roi, r "
+                       f"FROM ({inner}) AS q_rows{keep}) AS ranged WHERE i IS NOT NULL GROUP BY i, k", params):
         if row[2]:
             out.setdefault(row[0], {})[row[1]] = tuple(row[2:])
     return out
