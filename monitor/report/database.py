@@ -196,19 +196,21 @@ def _time_filter(cfg: dict, db: Database, column: str, start: datetime, end: dat
             f"AND julianday({column}) < julianday(:end) END"), params
 
 
-def _odd_in_margins(db: Database, source: str, column: str, start: datetime, end: datetime) -> bool:
+def _odd_in_margins(db: Database, source: str, column: str, start: datetime, end: datetime,
+                    lower: bool = True) -> bool:
     """True if a row of another shape than UTC text lies in the 14 h margins around [start, end).
 
     The margins are those `_time_filter` reads: from midnight of the day 14 h before
     `start` (text with a space or a bare date sorts before "T") up to `start`, and from
     `end` to 14 h after it. One pass over the index (the rows themselves are not read)
-    that stops at the first such row.
+    that stops at the first such row. Without `lower`, the upper margin only (the days
+    below were proven by `history`).
     """
     odd = f"AND NOT {_utc_text(column)})"
-    found = db.rows(f"SELECT EXISTS (SELECT 1 FROM {source} WHERE {column} >= :lo AND {column} < :s {odd} "
-                    f"OR EXISTS (SELECT 1 FROM {source} WHERE {column} >= :e AND {column} < :hi {odd}",
-                    {"lo": _text(start - MARGIN, date_only=True), "s": _text(start), "e": _text(end),
-                     "hi": _text(end + MARGIN)})
+    low = f"EXISTS (SELECT 1 FROM {source} WHERE {column} >= :lo AND {column} < :s {odd} OR " if lower else ""
+    found = db.rows(f"SELECT {low}EXISTS (SELECT 1 FROM {source} WHERE {column} >= :e AND {column} < :hi {odd}",
+                    {"e": _text(end), "hi": _text(end + MARGIN),
+                     **({"lo": _text(start - MARGIN, date_only=True), "s": _text(start)} if lower else {})})
     return bool(found[0][0])
 
 
@@ -335,7 +337,7 @@ def _utc_figures(db: Database, source: str, t: str, s: str, r: str, roi: str, da
     found, None: `_time_filter` then judges them by their instants. `below`: the days
     before were proven UTC text (`history`), so only the upper margin is checked.
     """
-    if _odd_in_margins(db, source, t, day.end if below else day.start, day.end):
+    if _odd_in_margins(db, source, t, day.start, day.end, lower=not below):
         return None
     odd, where = f"NOT {_utc_text(t)}", f"{t} >= :s AND {t} < :e"
     params = {"s": _text(day.start), "e": _text(day.end)}

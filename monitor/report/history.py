@@ -89,8 +89,8 @@ def per_range(db: Database, cfg: dict, parts: tuple, ranges: list[tuple], by_sou
     """{range index: {source or None: (rows, ROI sum, rows with ROI)}} for [start, end) `ranges`.
 
     One statement, one aggregate per range (UNION ALL: each an index range on the time
-    column, no sort across them); a user query runs once over the whole span and its
-    rows are given to their range by instant. Without `by_source` each range has one
+    column, no sort across them); a user query runs once per range, given its bounds as
+    :start and :end (it selects the rows, as it does for the day). Without `by_source` each range has one
     entry, under None; a range `count_only(i)` is counted on the index alone (ROI 0).
     `fast` (ISO text in SQLite): plain text ranges while the rows read and the span's
     lower 14 h margin prove to be UTC text (or `utc_proven` says so); the upper
@@ -105,8 +105,15 @@ def per_range(db: Database, cfg: dict, parts: tuple, ranges: list[tuple], by_sou
 
     key = s if by_source else "NULL"
     if cfg["query"]:
-        every = range(len(ranges))  # one aggregate for all: the ROI sums if any range needs them
-        return Ranges(_query_ranges(db, cfg, parts, ranges, lambda i: figures(min(every, key=count_only)), key))
+        # The user's query takes :start and :end itself (as for the day): once per range, its own bounds.
+        def bounded(i, a, b):
+            return "1=1", {f"{k}_{i}": v for k, v in _bounds(cfg, db, a, b).items()}
+
+        def query(i):
+            text = re.sub(r"(?<!:):(start|end)\b", lambda m: f":{m[1]}_{i}", cfg["query"])
+            return f"({text}) AS q"
+
+        return Ranges(_union(db, ranges, bounded, query, figures, key, by_source))
 
     def plain(i, a, b):
         return f"{t} >= :s_{i} AND {t} < :e_{i}", {f"s_{i}": _text(a), f"e_{i}": _text(b)}
@@ -136,37 +143,11 @@ def _union(db, ranges, where, source, figures, key, by_source) -> dict:
     for i, (a, b) in enumerate(ranges):
         clause, values = where(i, a, b)
         params.update(values)
-        branches.append(f"SELECT {i}, {key}, {figures(i)} FROM {source} WHERE {clause}"
+        branches.append(f"SELECT {i}, {key}, {figures(i)} FROM {source(i) if callable(source) else source} "
+                        f"WHERE {clause}"
                         + (f" GROUP BY {key}" if by_source else ""))
     out: dict = {}
     for row in db.rows(" UNION ALL ".join(branches), params):
-        if row[2]:
-            out.setdefault(row[0], {})[row[1]] = tuple(row[2:])
-    return out
-
-
-def _query_ranges(db, cfg, parts, ranges, figures, key) -> dict:
-    """The user's query once over the whole span, each row given to its range by one CASE.
-
-    The row's instant (julianday() of ISO text in SQLite) is computed once, in a subquery
-    kept apart by `LIMIT -1` (SQLite would otherwise inline it into every WHEN).
-    """
-    source, t, s, r, roi = parts
-    params = _bounds(cfg, db, min(a for a, _ in ranges), max(b for _, b in ranges))
-    julian = db.kind == "sqlite" and cfg["time_format"] == "iso"
-    whens = []
-    for i, (a, b) in enumerate(ranges):
-        for name, value in _bounds(cfg, db, a, b).items():
-            params[f"{name}_{i}"] = value
-        lo, hi = (f"julianday(:start_{i})", f"julianday(:end_{i})") if julian else (f":start_{i}", f":end_{i}")
-        whens.append(f"WHEN v >= {lo} AND v < {hi} THEN {i}")
-    instant = f"julianday({t})" if julian else t
-    keep = " LIMIT -1" if db.kind == "sqlite" else ""
-    inner = f"SELECT {instant} AS v, {key} AS k, {roi} AS roi, {r} AS r FROM {source}{keep}"
-    figures = figures(0).replace(roi, "roi").replace(f"COUNT({r})", "COUNT(r)")
-    out: dict = {}
-    for row in db.rows(f"SELECT i, k, {figures} FROM (SELECT CASE {' '.join(whens)} END AS i, k, roi, r "
-                       f"FROM ({inner}) AS q_rows{keep}) AS ranged WHERE i IS NOT NULL GROUP BY i, k", params):
         if row[2]:
             out.setdefault(row[0], {})[row[1]] = tuple(row[2:])
     return out
