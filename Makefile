@@ -52,7 +52,7 @@ $(VENV)/.installed: pyproject.toml $(VENV)/bin/python
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/bin/python
-	$(BIN)/python -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+	$(BIN)/python -m pip install -q -e '.[test,chart]' --config-settings editable_mode=compat
 	$(BIN)/python -m compileall -q monitor
 	@touch $(VENV)/.installed $@
 

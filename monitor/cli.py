@@ -78,10 +78,11 @@ def parsed_options(**kwargs) -> Options:
     """The `Options` of a command from what click parsed, with those typed before it."""
     kwargs = _with_group_options(kwargs)
     return Options(config=kwargs.get("config"), env=kwargs.get("env"), format=kwargs.get("fmt"),
-                   quiet=kwargs.get("quiet", False), no_notify=kwargs.get("no_notify", False),
+                   quiet=kwargs.get("quiet", False),
+                   no_notify=kwargs.get("no_notify", False) or bool(kwargs.get("chart")),  # --chart sends nothing
                    dry_run=kwargs.get("dry_run", False), verbose=kwargs.get("verbose", 0),
                    only=kwargs.get("only"), textfile_dir=kwargs.get("textfile_dir"),
-                   day=kwargs.get("day"), force=kwargs.get("force", False))
+                   day=kwargs.get("day"), force=kwargs.get("force", False), chart=kwargs.get("chart"))
 
 
 def load_config(opts: Options) -> dict:
@@ -204,6 +205,7 @@ def backup_check(**kwargs):
 @click.option("--force", is_flag=True, help="Send again even if this day was already reported.")
 @click.option("--textfile-dir", metavar="DIR",
               help="Write monitor_daily-report.prom here for node_exporter's textfile collector.")
+@click.option("--chart", metavar="FILE", help="Write the report's chart (PNG) to FILE and send nothing.")
 def daily_report(**kwargs):
     """Yesterday's business figures, errors and health in one message (cron: 09:00)."""
     return _run("daily-report", kwargs)

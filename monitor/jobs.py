@@ -49,6 +49,7 @@ class Options(NamedTuple):
     textfile_dir: str | None = None
     day: str | None = None  # daily-report --date
     force: bool = False  # daily-report --force
+    chart: str | None = None  # daily-report --chart FILE: write the chart there, send nothing
 
 
 class Outcome(NamedTuple):

@@ -184,6 +184,8 @@ class _Handler(BaseHTTPRequestHandler):
         standin: TelegramStandIn = self.server.standin
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         match = _PATH.match(self.path)
+        if match and match["method"] == "sendPhoto":
+            return _send_photo(self, standin, match, raw)
         try:
             payload = json.loads(raw or b"{}")
         except ValueError:
@@ -421,3 +423,51 @@ class TelegramStandIn:
     def _record(self, record: Received) -> None:
         with self._lock:
             self._received.append(record)
+
+
+# --- sendPhoto (multipart/form-data), the daily report's chart ---------------------------------
+
+CAPTION_LIMIT = 1024
+
+
+class Photo(NamedTuple):
+    chat_id: str
+    caption: str
+    png: bytes
+    content_type: str          # the whole request's Content-Type header
+    disable_notification: bool
+    status: int
+
+
+def multipart_fields(content_type: str, raw: bytes) -> dict:
+    """{field name: bytes} of a multipart/form-data body, parsed as a server would."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + raw)
+    if not message.is_multipart():
+        return {}
+    return {part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
+            for part in message.iter_parts()}
+
+
+def _send_photo(handler, standin, match, raw: bytes):
+    content_type = handler.headers.get("Content-Type", "")
+    fields = multipart_fields(content_type, raw) if content_type.startswith("multipart/form-data") else {}
+    chat_id = (fields.get("chat_id") or b"").decode("utf-8", "replace")
+    caption = (fields.get("caption") or b"").decode("utf-8", "replace")
+    png = fields.get("photo") or b""
+    answer = standin._next_answer(chat_id)
+    if answer is None:
+        if not png.startswith(b"\x89PNG\r\n\x1a\n"):
+            answer = _error(400, "Bad Request: IMAGE_PROCESS_FAILED")
+        elif len(caption.encode("utf-16-le")) // 2 > CAPTION_LIMIT:
+            answer = _error(400, "Bad Request: message caption is too long")
+        else:
+            answer = Answer(200, json.dumps({"ok": True, "result": {"message_id": 1, "chat": {"id": chat_id}}}).encode())
+    silent = (fields.get("disable_notification") or b"") == b"true"
+    with standin._lock:  # kept apart from `received`: the texts' counts stay what they were
+        if not hasattr(standin, "photos"):
+            standin.photos = []
+        standin.photos.append(Photo(chat_id, caption, png, content_type, silent, answer.status))
+    return handler._send(answer)

@@ -402,7 +402,7 @@ def _wait_http(url: str, process: subprocess.Popen, log: Path, timeout: float = 
 
 def _opportunities(path: Path, day, count: int, sources=("uniswap",)) -> None:
     with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE opportunities (found_at TEXT, source TEXT, roi REAL)")
+        db.execute("CREATE TABLE IF NOT EXISTS opportunities (found_at TEXT, source TEXT, roi REAL)")
         db.executemany("INSERT INTO opportunities VALUES (?, ?, ?)",
                        [(f"{day}T{10 + i // 60:02d}:{i % 60:02d}:00+00:00", sources[i % len(sources)], 1.0 + i / 100)
                         for i in range(count)])
@@ -524,6 +524,8 @@ errors_per_minute = {{ warning = 1, critical = 10 }}
             (ok / "scraper.token").chmod(0o600)
             (ok / "backups" / "db.sql.gz").write_bytes(gzip.compress(b"-- dump\n" * 100))
             _opportunities(ok / "opportunities.db", yesterday, 60, ("uniswap", "sushiswap"))
+            for back in (1, 2, 3):  # three days before: a 7-day median for the baseline panel
+                _opportunities(ok / "opportunities.db", yesterday - timedelta(days=back), 60, ("uniswap", "sushiswap"))
             (ok / "scraper-logs" / "scraper.log").write_text(f"{yesterday} 10:00:00 INFO all good\n")
 
             # The failing host: Vault refuses connections, the scraper answers 503, 1% of

@@ -582,6 +582,7 @@ database = "sqlite://opp.db"
 min_opportunities = {minimum}
 expected_sources = ["uniswap", "<b>&evil"]
 timezone = "UTC"
+chart = false
 {extra}
 """
 

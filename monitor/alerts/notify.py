@@ -223,8 +223,13 @@ def _deliver(queue: list[dict], client, now: float, migrations: dict, summary: S
             blocked.add(chat)  # Telegram asked us to wait: newer messages wait too, in order
             left.append(message)
             continue
-        markup = {"reply_markup": message["reply_markup"]} if message.get("reply_markup") else {}
-        delivery = client.send(chat, message["text"], message.get("disable_notification", False), **markup)
+        if "png" in message:  # the report's chart: a photo, its caption the headline
+            from monitor.alerts.telegram import send_photo
+
+            delivery = send_photo(client, chat, message["png"], message["text"], message.get("disable_notification", False))
+        else:
+            markup = {"reply_markup": message["reply_markup"]} if message.get("reply_markup") else {}
+            delivery = client.send(chat, message["text"], message.get("disable_notification", False), **markup)
         if delivery.ok:
             summary["sent"] += 1
             if delivery.migrated_from:

@@ -35,6 +35,8 @@ def load(folder: str) -> list[dict]:
             item = json.loads(line)
             if not _is_message(item):
                 raise ValueError("not a message")
+            if item.get("photo") is not None:
+                item = _load_photo(folder, item)
             messages.append(item)
         except ValueError:
             bad.append(line)
@@ -63,6 +65,7 @@ def count(folder: str) -> int:
 
 
 def save(folder: str, messages: list[dict]) -> None:
+    messages = _keep_photos(folder, messages)
     data = "".join(json.dumps(m, ensure_ascii=False, separators=(",", ":")) + "\n" for m in messages)
     if not messages and not os.path.lexists(path(folder)):
         return
@@ -80,3 +83,56 @@ def describe(message: dict) -> str:
     first = message["text"].split("\n", 1)[0]
     about = ", ".join(a if isinstance(a, str) else "/".join(map(str, a)) for a in message.get("alerts", []))
     return f"message {message.get('id')} to chat {message['chat_id']}: {first[:80]}" + (f" [{about}]" if about else "")
+
+
+# --- photos (the daily report's chart) -----------------------------------------------------
+# A photo waits as its own file beside the outbox, `outbox-photo-<id>.png`, written
+# atomically with the line that names it; in memory the message holds its bytes
+# ("png"). At most MAX_PHOTO bytes are kept or read back.
+PHOTO_PREFIX = "outbox-photo-"
+MAX_PHOTO = 1024 * 1024
+
+
+def _photo_name(message: dict) -> str:
+    return f"{PHOTO_PREFIX}{''.join(c for c in str(message.get('id')) if c.isalnum())[:32]}.png"
+
+
+def _load_photo(folder: str, item: dict) -> dict:
+    """The message with its photo's bytes; a photo file gone or over the cap: ValueError (kept aside)."""
+    name = item["photo"]
+    if not isinstance(name, str) or name != os.path.basename(name) or not name.startswith(PHOTO_PREFIX):
+        raise ValueError("not a photo of the outbox")
+    try:
+        png = state.read_file(os.path.join(folder, name), MAX_PHOTO + 1)
+    except OSError:
+        raise ValueError(f"photo {name} is missing") from None
+    if len(png) > MAX_PHOTO:
+        raise ValueError(f"photo {name} is over the cap")
+    return {**item, "png": png}
+
+
+def _keep_photos(folder: str, messages: list[dict]) -> list[dict]:
+    """Write each waiting photo's file (once), drop the files no message names; return the lines to save."""
+    out, named = [], set()
+    for message in messages:
+        if "png" not in message:
+            out.append(message)
+            continue
+        png, line = message["png"], {k: v for k, v in message.items() if k != "png"}
+        if len(png) > MAX_PHOTO:
+            log.error("not kept: %s: its photo is over %d KB", describe(message), MAX_PHOTO // 1024,
+                      extra={"event": "outbox_dropped", "message_id": message.get("id")})
+            continue
+        line["photo"] = _photo_name(message)
+        photo_path = os.path.join(folder, line["photo"])
+        if not os.path.isfile(photo_path):
+            state.atomic_write(photo_path, png)
+        named.add(line["photo"])
+        out.append(line)
+    try:
+        for name in os.listdir(folder):
+            if name.startswith(PHOTO_PREFIX) and name.endswith(".png") and name not in named:
+                os.unlink(os.path.join(folder, name))
+    except OSError:
+        pass
+    return out

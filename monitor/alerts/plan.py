@@ -111,7 +111,14 @@ def hold(told: Told, config: dict, waiting: list, migrations: dict, now: float, 
 
     queue, fresh = list(waiting), set()
     pieces = _pieces(told)
+    photo = told.own[3] if told.own and len(told.own) > 3 else None  # (png, caption): the report's chart
     for chat in tg["chat_ids"]:
+        if photo and pieces:  # ahead of the report's text, silent like it and in its class of delivery order
+            item = outbox.new_message(migrations.get(chat, chat), photo[1], told.own[1], now, pieces[-1][2],
+                                      message_id=new_id() if new_id else None)
+            item["png"] = photo[0]
+            fresh.add(item["id"])
+            queue.append(item)
         for chunk, chunk_silent, chunk_about in pieces:
             item = outbox.new_message(migrations.get(chat, chat), chunk, chunk_silent, now, chunk_about,
                                        message_id=new_id() if new_id else None)

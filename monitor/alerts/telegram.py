@@ -338,3 +338,41 @@ def _cut_line(line: str, limit: int) -> tuple[str, str]:
     rest = "".join(f"<{t}>" for t in open_tags) + line[pos:]
     return head, rest
 
+
+# --- photos: the daily report's chart ----------------------------------------------------------
+
+CAPTION_LIMIT = 1024  # Telegram's caption limit, in characters (UTF-16 units)
+MAX_PHOTO = 1024 * 1024  # the report's chart is < 200 KB; more is refused here, never uploaded
+
+
+class _PhotoSession:
+    """The client's session, turning `send`'s one JSON POST into sendPhoto's multipart/form-data."""
+
+    def __init__(self, session, url: str, photo: bytes):
+        self.session, self.url, self.photo = session, url, photo
+
+    def post(self, url, json=None, **kwargs):
+        fields = {"chat_id": str(json["chat_id"]), "caption": json["text"],
+                  "disable_notification": "true" if json.get("disable_notification") else "false"}
+        return self.session.post(self.url, data=fields, files={"photo": ("chart.png", self.photo, "image/png")},
+                                 **kwargs)
+
+
+def send_photo(client: TelegramClient, chat_id: str, photo: bytes, caption: str,
+               disable_notification: bool = False) -> Delivery:
+    """Deliver `photo` (PNG bytes) with a plain-text `caption` through `sendPhoto`; never raises.
+
+    The same machinery as `send`, on a view of `client`: one deadline for the whole
+    exchange, bounded retries, 429 and migrations, the answer read in capped pieces,
+    and every error text scrubbed of the token.
+    """
+    import copy
+
+    if len(photo) > MAX_PHOTO:
+        return Delivery(False, f"photo of {len(photo)} bytes is over {MAX_PHOTO // 1024} KB", config_error=True,
+                        chat_id=chat_id)
+    if units(caption) > CAPTION_LIMIT:
+        caption = caption.encode("utf-16-le")[:2 * (CAPTION_LIMIT - 1)].decode("utf-16-le", "ignore") + "…"
+    view = copy.copy(client)
+    view._session = _PhotoSession(client.session, client._url.rsplit("/", 1)[0] + "/sendPhoto", photo)
+    return view.send(chat_id, caption, disable_notification, parse_mode=None)

@@ -8,8 +8,8 @@ message from exactly the numbers that were judged.
 
 import threading
 
-from monitor.report import figures
-from monitor.results import OK, UNKNOWN, WARNING, Result, Threshold, measured, worst
+from monitor.report import baseline, figures
+from monitor.results import CRITICAL, OK, UNKNOWN, WARNING, Result, Threshold, measured, worst
 
 
 class ReportProbe:
@@ -62,7 +62,18 @@ class ReportProbe:
                        roi_missing=business["roi_missing"],
                        damaged_values=business.get("damaged_values", 0),  # values that were not UTF-8
                        change=figures.change(business, business["previous"]))
+            learned, dropped = baseline.learned_sources(business["history"], business["sources"])
+            days = business["history"]["days"][:13]
+            out.update(baseline=business_baseline(business), learned_silent=learned, dropped_sources=dropped,
+                       last_days=[{"day": d["day"], "count": d["count"]} for d in reversed(days)]
+                       + [{"day": out["date"], "count": business["opportunities_found"]}])
+            if business.get("hourly") is not None:
+                out["hourly"] = business["hourly"]
         return out, missing
+
+
+def business_baseline(business: dict) -> dict:
+    return baseline.baselines(business["history"], business["opportunities_found"], business["avg_roi"])
 
 
 def inactive(cfg: dict, business: dict) -> list[str]:
@@ -75,9 +86,21 @@ def opportunities(probe: ReportProbe) -> Result:
         return Result(UNKNOWN, f"cannot count opportunities: {error}")
     minimum = probe.cfg["min_opportunities"]
     count = business["opportunities_found"]
+    base = business_baseline(business)
+    usual = base["opportunities"]
+    # Unusual: further below the 7-day median (and the same weekday's) than baseline_drop.
+    status = OK
+    if baseline.below(count, usual, probe.cfg["baseline_critical"]):
+        status = CRITICAL
+    elif baseline.below(count, usual, probe.cfg["baseline_drop"]):
+        status = WARNING
+    said = f" (7-day median {usual['median_7d']:g}, {usual['percent']:+g} %)" if usual["median_7d"] else ""
     return measured(count, Threshold(minimum - 1, -1, lower_is_worse=True) if minimum else Threshold(-1, -1, True),
-                    f"{count} opportunities on {probe.window.day}" + (f" (fewer than {minimum})" if count < minimum else ""),
-                    unit="", details={"minimum": minimum, "avg_roi": business["avg_roi"]})
+                    f"{count} opportunities on {probe.window.day}" + (f" (fewer than {minimum})" if count < minimum else "")
+                    + said, unit="", worst_of=status,
+                    details={"minimum": minimum, "avg_roi": business["avg_roi"],
+                             "baseline": usual["median_7d"], "avg_roi_baseline": base["avg_roi"]["median_7d"],
+                             "same_weekday": usual["same_weekday"], "percent": usual["percent"]})
 
 
 def sources(probe: ReportProbe) -> Result:
@@ -85,10 +108,16 @@ def sources(probe: ReportProbe) -> Result:
     if error:
         return Result(UNKNOWN, f"cannot list sources: {error}")
     silent = inactive(probe.cfg, business)
+    learned, dropped = baseline.learned_sources(business["history"], business["sources"])
+    quiet = silent + [name for name in learned if name not in silent]
     active = len(business["sources"])
-    message = f"{active} source(s) active" + (f"; silent: {', '.join(silent)}" if silent else "")
-    return Result(WARNING if silent else OK, message, value=active, unit="",
-                  details={"active": sorted(business["sources"]), "inactive": silent})
+    message = f"{active} source(s) active" + (f"; silent: {', '.join(quiet)}" if quiet else "")
+    if dropped:
+        message += "; far below their 7-day median: " + ", ".join(
+            f"{d['source']} ({d['count']} vs {d['median_7d']:g})" for d in dropped)
+    return Result(WARNING if quiet or dropped else OK, message, value=active, unit="",
+                  details={"active": sorted(business["sources"]), "inactive": silent, "learned_silent": learned,
+                           "dropped": dropped})
 
 
 def errors(probe: ReportProbe) -> Result:
@@ -114,6 +143,10 @@ METRICS = {
     "daily_avg_roi": ("Average ROI of the opportunities of the reported day.", ()),
     "daily_sources_active": ("Distinct sources with opportunities during the reported day.", ()),
     "daily_errors_count": ("ERROR and CRITICAL log records during the reported day.", ()),
+    "daily_opportunities_baseline": ("Median opportunities per day over the 7 days before the reported one "
+                                     "(days with data; absent with fewer than 3).", ()),
+    "daily_avg_roi_baseline": ("Median average ROI over the 7 days before the reported one "
+                               "(days with data; absent with fewer than 3).", ()),
 }
 # Judged as "at most minimum - 1": the headline says "below the minimum" (3 < 5).
 MEASURES = {"opportunities": ("opportunities", True, "minimum")}
@@ -125,8 +158,11 @@ def check_ids(config: dict) -> list[str]:
 
 def samples(result) -> list:
     if result.id == "opportunities":
+        details = result.details or {}
         return [("daily_opportunities_count", {}, result.value),
-                ("daily_avg_roi", {}, (result.details or {}).get("avg_roi"))]
+                ("daily_avg_roi", {}, details.get("avg_roi")),
+                ("daily_opportunities_baseline", {}, details.get("baseline")),
+                ("daily_avg_roi_baseline", {}, details.get("avg_roi_baseline"))]
     if result.id == "sources":
         return [("daily_sources_active", {}, result.value)]
     if result.id == "errors":
@@ -138,7 +174,8 @@ def levels(config: dict) -> dict:
     from monitor.fleet.kit import schema_default
 
     report = config.get("report") or {}
-    return {"min_opportunities": report.get("min_opportunities", schema_default("report", "min_opportunities"))}
+    return {key: report.get(key, schema_default("report", key))
+            for key in ("min_opportunities", "baseline_drop", "baseline_critical")}
 
 
 def rules(t: dict) -> dict:
@@ -156,6 +193,13 @@ def rules(t: dict) -> dict:
              "The scraper logged errors yesterday",
              "{{ $value }} ERROR/CRITICAL log record(s) on {{ $labels.instance }} during the reported day.",
              runbook),
+        # The check itself also asks the same weekday's median to agree; the rule sees the 7-day one.
+        rule("OpportunitiesBelowBaseline",
+             f"daily_opportunities_count < {num(round(1 - t['baseline_drop'], 4))} * daily_opportunities_baseline",
+             "10m", "warning", "Fewer opportunities than usual",
+             "{{ $labels.instance }} found {{ $value }} opportunities during the reported day, more than "
+             f"{num(round(100 * t['baseline_drop'], 2))} % below the median of the 7 days before "
+             "(report.baseline_drop).", runbook),
         rule("ExpectedSourcesSilent", 'monitor_check_status{kind="business",check="sources"} == 1', "10m", "warning",
              "Expected sources found nothing yesterday",
              "Some of report.expected_sources had no opportunity during the reported day on "
@@ -164,7 +208,7 @@ def rules(t: dict) -> dict:
 
 
 def panels(t: dict) -> list:
-    from monitor.fleet.kit import INSTANCE as I, panel, steps, target
+    from monitor.fleet.kit import INSTANCE as I, num, panel, steps, target
 
     row, minimum = "Business Metrics", t["min_opportunities"]
     return [
@@ -174,6 +218,11 @@ def panels(t: dict) -> list:
         (row, panel("timeseries", "Opportunities per day", [target(f"daily_opportunities_count{{{I}}}")],
                     "", "none", steps("yellow", (minimum, "green")), 0,
                     custom={"drawStyle": "bars", "fillOpacity": 60}), 6, 8),
+        (row, panel("timeseries", "Opportunities vs 7-day median",
+                    [target(f"daily_opportunities_count{{{I}}}", "{{instance}} count"),
+                     target(f"daily_opportunities_baseline{{{I}}}", "{{instance}} 7-day median", "B")],
+                    "The reported day's count against the median of the 7 days before it; "
+                    f"{num(round(100 * t['baseline_drop'], 2))} % below it is a warning.", "none"), 6, 8),
         (row, panel("timeseries", "Average ROI", [target(f"daily_avg_roi{{{I}}}")],
                     "Average ROI of the reported day's opportunities.", "none"), 4, 8),
         (row, panel("stat", "Active sources", [target(f"daily_sources_active{{{I}}}")],

@@ -297,6 +297,12 @@ SCHEMA = Table({
                              help="Globs of JSON-lines or plain-text logs whose errors are counted."),
         "template": PathField("", help="Optional Jinja2 template replacing the built-in one."),
         "expected_sources": ListOf(Str(), help="Sources that should report every day."),
+        "baseline_drop": Number(0.4, minimum=0, maximum=1,
+                                help="A day this far below the 7-day median (0.4: 40 %; and below the same "
+                                     "weekday's, when known) is a warning."),
+        "baseline_critical": Number(0.7, minimum=0, maximum=1,
+                                    help="This far below the 7-day median is critical."),
+        "chart": Bool(True, help="Send a chart (PNG, needs the chart extra: matplotlib) with the report."),
     }, optional=True, help="The daily report's business figures. Omitted: the daily report has "
                            "none."),
     "telegram": Table({

@@ -5,7 +5,9 @@ checks over one `ReportProbe`, and after the run turns what was measured into th
 `report` object and the Telegram message, once per day unless `--force`.
 """
 
+import logging
 import os
+import sys
 import time
 from datetime import date, datetime
 from functools import partial
@@ -17,6 +19,7 @@ from monitor.runner import Check
 from monitor.text import printable_tree
 
 DB_TIMEOUT = 60.0
+log = logging.getLogger("monitor")
 
 
 def _report_config(config: dict) -> dict:
@@ -62,6 +65,9 @@ def daily_steps(config: dict, day_text: str | None, force: bool, opts):
     from monitor.report.figures import window_for
 
     window = window_for(day, tz)
+    sending = _can_send(config) and not (opts.dry_run or opts.no_notify)
+    want_chart = bool(opts.chart) or (cfg.get("chart", True) and sending and bool(cfg.get("database")))
+    cfg = {**cfg, "hourly": want_chart}  # the day hour by hour: read only for a chart
     base_dir = os.path.dirname(config["source"]) if config["source"] else os.getcwd()
     probe = business.ReportProbe(cfg, config["paths"]["logs"], window, base_dir)
 
@@ -80,6 +86,10 @@ def daily_steps(config: dict, day_text: str | None, force: bool, opts):
                       min_opportunities=cfg["min_opportunities"] if cfg.get("database") else None,
                       template_path=cfg["template"])
         report["missing"], report["message"] = missing, text
+        photo = _chart(report, cfg, text, opts.chart) if want_chart else None
+        if opts.chart:  # written, not sent
+            report["chart"] = opts.chart if photo else None
+            return {"report": report, "message": None}
         sent = carried.previous.get("sent") if isinstance(carried.previous.get("sent"), dict) else {}
         key = day.isoformat()
         if key in sent and not force:
@@ -91,6 +101,31 @@ def daily_steps(config: dict, day_text: str | None, force: bool, opts):
             carried.save("sent", recent)
         # The report shows its own checks' verdicts (below the minimum, silent sources,
         # errors, what is not available): their alerts are not repeated under it.
-        return {"report": report, "message": (text, not warning, [r.id for r in results])}
+        return {"report": report, "message": (text, not warning, [r.id for r in results], photo)}
 
     return Steps(build, finish)
+
+
+def _chart(report: dict, cfg: dict, text: str, path: str | None):
+    """The chart as (PNG bytes, caption), written to `path` if given; None without matplotlib.
+
+    A report without its chart is still the report: matplotlib missing or failing is
+    one WARNING record (and a line on stderr for --chart), never a lost message.
+    """
+    from monitor.report import chart
+
+    try:
+        png = chart.render_png(report, cfg["min_opportunities"] if cfg.get("database") else None)
+    except Exception as exc:  # noqa: BLE001 - the text goes without the picture
+        reason = str(exc) if isinstance(exc, chart.ChartUnavailable) else f"{type(exc).__name__}: {exc}"
+        log.warning("report chart not drawn: %s; the text goes alone", reason, extra={"event": "chart_failed"})
+        if path:
+            print(f"monitor daily-report: chart not drawn: {reason}", file=sys.stderr)
+        return None
+    if path:
+        try:
+            with open(path, "wb") as handle:
+                handle.write(png)
+        except OSError as exc:
+            raise ConfigError(f"--chart: cannot write {path}: {exc.strerror or exc}") from None
+    return png, chart.caption(text)

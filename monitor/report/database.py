@@ -9,7 +9,7 @@ import os
 import re
 from datetime import datetime, timedelta, timezone
 
-from monitor.report.window import ReportError, Window, parse_time, window_for
+from monitor.report.window import ReportError, Window, parse_time
 
 
 def quote_ident(name: str, kind: str = "postgresql") -> str:
@@ -196,19 +196,21 @@ def _time_filter(cfg: dict, db: Database, column: str, start: datetime, end: dat
             f"AND julianday({column}) < julianday(:end) END"), params
 
 
-def _odd_in_margins(db: Database, source: str, column: str, start: datetime, end: datetime) -> bool:
+def _odd_in_margins(db: Database, source: str, column: str, start: datetime, end: datetime,
+                    lower: bool = True) -> bool:
     """True if a row of another shape than UTC text lies in the 14 h margins around [start, end).
 
     The margins are those `_time_filter` reads: from midnight of the day 14 h before
     `start` (text with a space or a bare date sorts before "T") up to `start`, and from
     `end` to 14 h after it. One pass over the index (the rows themselves are not read)
-    that stops at the first such row.
+    that stops at the first such row. Without `lower`, the upper margin only (the days
+    below were proven by `history`).
     """
     odd = f"AND NOT {_utc_text(column)})"
-    found = db.rows(f"SELECT EXISTS (SELECT 1 FROM {source} WHERE {column} >= :lo AND {column} < :s {odd} "
-                    f"OR EXISTS (SELECT 1 FROM {source} WHERE {column} >= :e AND {column} < :hi {odd}",
-                    {"lo": _text(start - MARGIN, date_only=True), "s": _text(start), "e": _text(end),
-                     "hi": _text(end + MARGIN)})
+    low = f"EXISTS (SELECT 1 FROM {source} WHERE {column} >= :lo AND {column} < :s {odd} OR " if lower else ""
+    found = db.rows(f"SELECT {low}EXISTS (SELECT 1 FROM {source} WHERE {column} >= :e AND {column} < :hi {odd}",
+                    {"e": _text(end), "hi": _text(end + MARGIN),
+                     **({"lo": _text(start - MARGIN, date_only=True), "s": _text(start)} if lower else {})})
     return bool(found[0][0])
 
 
@@ -224,13 +226,13 @@ def _bounds(cfg: dict, db: Database, start: datetime, end: datetime) -> dict:
 
 
 def business_figures(cfg: dict, window: Window, base_dir: str = ".") -> dict:
-    """Opportunities, average ROI, the best five, active sources; and the day before's totals.
+    """Opportunities, average ROI, the best five, active sources; and the 28 days before.
 
-    Three scans, each over one day: the day's counts per source and totals
-    (`_day_scan`), ORDER BY ROI ... LIMIT 5 for the day, and COUNT/SUM for the day
-    before. ISO text in SQLite is read by plain text ranges while the rows that count
-    are all UTC text (`_utc_figures`), else each row is judged by its instant
-    (`_time_filter`).
+    Two scans over the day: its counts per source and totals (`_day_scan`), and
+    ORDER BY ROI ... LIMIT 5; then the days before, grouped by day in the database
+    (`history.history`: day -1 gives the day before's totals). ISO text in SQLite is
+    read by plain text ranges while the rows that count are all UTC text
+    (`_utc_figures`), else each row is judged by its instant (`_time_filter`).
     """
     if not cfg.get("database"):
         raise ReportError("report.database is not configured")
@@ -238,19 +240,23 @@ def business_figures(cfg: dict, window: Window, base_dir: str = ".") -> dict:
     try:
         source, t, s, r = _source_sql(cfg, db)
         roi = f"CAST({r} AS {'REAL' if db.kind == 'sqlite' else 'double precision'})"
-        day_before = window_for(window.day - timedelta(days=1), window.start.tzinfo)
-        found = None
-        if db.kind == "sqlite" and cfg["time_format"] == "iso" and not cfg["query"]:
-            found = _utc_figures(db, source, t, s, r, roi, day_before, window)
+        fast = db.kind == "sqlite" and cfg["time_format"] == "iso" and not cfg["query"]
+        from monitor.report import history
+
+        # The days before first: their scan proves all below the day UTC text (or not).
+        past = history.history(db, cfg, (source, t, s, r, roi), window, fast)
+        found = _utc_figures(db, source, t, s, r, roi, window, past.utc) if fast else None
         if found is None:
             where, params = _time_filter(cfg, db, t, window.start, window.end)
             sources, totals = _day_scan(db, source, s, r, roi, where, params)
             top = db.rows(f"SELECT {t}, {s}, {roi} FROM {source} WHERE {where} AND {r} IS NOT NULL "
                           f"ORDER BY {roi} DESC LIMIT 5", params)
-            where, params = _time_filter(cfg, db, t, day_before.start, day_before.end)
-            before = db.rows(f"SELECT COUNT(*), SUM({roi}), COUNT({r}) FROM {source} WHERE {where}", params)[0]
+            if past.utc:  # a row of another shape in the day's first 14 h may be day -1's
+                past = history.history(db, cfg, (source, t, s, r, roi), window)
         else:
-            sources, totals, top, before = found
+            sources, totals, top = found
+        hours = history.hourly(db, cfg, (source, t, s, r, roi), window) if cfg.get("hourly") else None
+        before = (past["days"][0]["count"], past["days"][0]["roi_sum"], past["days"][0]["with_roi"])
     finally:
         db.close()
 
@@ -268,6 +274,7 @@ def business_figures(cfg: dict, window: Window, base_dir: str = ".") -> dict:
                                "roi": round(float(v), 4)} for tm, src, v in top],
         "sources": dict(sorted(shown.items(), key=lambda kv: -kv[1])),
         "previous": {"opportunities_found": before[0], "avg_roi": average(*before)},
+        "history": past, "hourly": hours,
         "damaged_values": len(db.damaged),
     }
 
@@ -320,29 +327,26 @@ def _bindable(value) -> bool:
     return True
 
 
-def _utc_figures(db: Database, source: str, t: str, s: str, r: str, roi: str, before: Window, day: Window):
-    """The three scans by plain text ranges over the index, if every row that can count is UTC text.
+def _utc_figures(db: Database, source: str, t: str, s: str, r: str, roi: str, day: Window, below: bool = False):
+    """The day's two scans by plain text ranges over the index, if every row that can count is UTC text.
 
-    The common case (one writer, UTC). The rows `_time_filter` would read for either day
-    lie in the two days' text ranges or in the 14 h margins around them: the margins
-    are checked on the index alone, and each day's scan counts the rows of another
-    shape among those it reads anyway (the best five read the same rows as the day's
-    counts). If any is found, None: `_time_filter` then judges them by their instants.
+    The common case (one writer, UTC). The rows `_time_filter` would read lie in the
+    day's text range or in the 14 h margins around it: the margins are checked on the
+    index alone, and the day's scan counts the rows of another shape among those it
+    reads anyway (the best five read the same rows as the day's counts). If any is
+    found, None: `_time_filter` then judges them by their instants. `below`: the days
+    before were proven UTC text (`history`), so only the upper margin is checked.
     """
-    if _odd_in_margins(db, source, t, before.start, day.end):
+    if _odd_in_margins(db, source, t, day.start, day.end, lower=not below):
         return None
     odd, where = f"NOT {_utc_text(t)}", f"{t} >= :s AND {t} < :e"
-    totals = db.rows(f"SELECT COUNT(*), SUM({roi}), COUNT({r}), COUNT(*) FILTER (WHERE {odd}) FROM {source} "
-                     f"WHERE {where}", {"s": _text(before.start), "e": _text(before.end)})[0]
-    if totals[3]:
-        return None
     params = {"s": _text(day.start), "e": _text(day.end)}
     sources, day_totals = _day_scan(db, source, s, r, roi, where, params, odd)
     if day_totals[3]:
         return None
     top = db.rows(f"SELECT {t}, {s}, {roi} FROM {source} WHERE {where} AND {r} IS NOT NULL "
                   f"ORDER BY {roi} DESC LIMIT 5", params)
-    return sources, day_totals[:3], top, totals[:3]
+    return sources, day_totals[:3], top
 
 
 def _show_time(value, tz):

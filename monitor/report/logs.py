@@ -11,7 +11,7 @@ import json
 import os
 import re
 import zlib
-from datetime import date
+from datetime import date, timedelta
 
 from monitor import logscan
 from monitor.report.window import Window, parse_time
@@ -161,9 +161,16 @@ def health_summary(logs_folder: str, window: Window, every_minutes: int = 5) -> 
     ok = sum(1 for _, status, _ in runs if status == "ok")
     incidents: dict[str, dict] = {}
     previous: dict[str, str] = {}
+    spans: list[list] = []  # [start, end] of each stretch with a check not ok (the chart shades them)
     for i, (when, _, checks) in enumerate(runs):
         step = ((runs[i + 1][0] - when).total_seconds() if i + 1 < len(runs) else every_minutes * 60)
         step = min(step, every_minutes * 60 * 2)  # a gap in the runs is not downtime of a check
+        if any(status != "ok" for status in checks.values()):
+            end = when + timedelta(seconds=step)
+            if spans and spans[-1][1] >= when:
+                spans[-1][1] = end
+            elif len(spans) < 50:
+                spans.append([when, end])
         for check, status in checks.items():
             if status != "ok":
                 entry = incidents.setdefault(check, {"incidents": 0, "downtime_seconds": 0})
@@ -173,4 +180,5 @@ def health_summary(logs_folder: str, window: Window, every_minutes: int = 5) -> 
             previous[check] = status
     return {"runs_seen": len(runs), "runs_expected": expected,
             "percent_ok": round(100.0 * ok / len(runs), 1) if runs else None,
-            "incidents": incidents}
+            "incidents": incidents,
+            "down_spans": [[a.isoformat(), min(b, window.end).isoformat()] for a, b in spans]}

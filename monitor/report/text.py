@@ -174,7 +174,17 @@ def render(report: dict, missing: list[str], *, host: str, environment: str, war
         percent = f", {sign}{entry['percent']}%" if entry.get("percent") is not None else ""
         return f" ({sign}{entry['delta']:g} vs the day before{percent})"
 
-    context = {"report": report, "missing": missing, "host": host, "environment": environment,
+    def usual(key):
+        entry = (report.get("baseline") or {}).get(key) or {}
+        if entry.get("median_7d") is None:
+            return ""
+        shown = f"{entry['median_7d']:g}" if key == "opportunities" else f"{entry['median_7d']:.2f}"
+        percent = f", {entry['percent']:+g} %".replace("-", "−") if entry.get("percent") is not None else ""
+        return f" (7-day median {shown}{percent})"
+
+    learned = [name for name in report.get("learned_silent") or () if name not in report["inactive_sources"]]
+    context = {"usual": usual, "silent": list(report["inactive_sources"]) + learned,
+               "report": report, "missing": missing, "host": host, "environment": environment,
                "header": "⚠️ WARNING" if warning else "ℹ️ INFO", "day": report["date"],
                "timezone": report["timezone"], "hours": round(report["window"]["hours"], 2),
                "min_opportunities": min_opportunities, "change": show_change,

@@ -1,0 +1,297 @@
+"""The daily report's "normal" and its chart (issue 18): baselines from the 28 days before,
+learned sources, the PNG, sendPhoto through the Bot API stand-in, and the outbox.
+
+Per-day figures are checked against counts made here in Python, by instant, on SQLite
+and a real PostgreSQL (tests/postgres.py), over the Paris DST weeks with gaps and rows
+written in several offsets. The month of realistic data is the issue's "Done when".
+"""
+
+import json
+import random
+import sqlite3
+import struct
+from datetime import date, datetime, time as dtime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from monitor.report import baseline, figures
+from tests.postgres import PostgresServer
+from tests.test_report import CHAT, TOKEN, report_cfg
+from tests.telegram_standin import TelegramStandIn, server_error
+
+PARIS = ZoneInfo("Europe/Paris")
+SPRING = date(2026, 4, 2)   # reported day: the week before holds 29 March, a 23 h day
+AUTUMN = date(2026, 10, 29)  # 25 October, a 25 h day, in its week
+
+
+def dst_rows(report_day: date, seed: int = 3) -> list[tuple[str, str, float]]:
+    """Rows over the 30 days before `report_day` (gaps on two days), near local midnights, in
+    UTC text, "+02:00"/"+01:00" offsets, a space and "Z", so each spelling meets the day cut."""
+    rng = random.Random(seed)
+    rows = []
+    for back in range(0, 31):
+        day = report_day - timedelta(days=back)
+        if back in (4, 11):  # gaps: no data at all
+            continue
+        for i in range(20 + back % 5):
+            local = datetime.combine(day, dtime(0), PARIS) + timedelta(minutes=rng.choice([i, 30, 700, 1439 - i]))
+            when = local.astimezone(timezone.utc)
+            shape = i % 4
+            text = (when.strftime("%Y-%m-%dT%H:%M:%SZ") if shape == 0 else local.isoformat() if shape == 1
+                    else when.strftime("%Y-%m-%d %H:%M:%S") if shape == 2 else when.strftime("%Y-%m-%dT%H:%M:%S"))
+            rows.append((text, ["uniswap", "curve", "balancer"][i % 3], round(rng.uniform(0.5, 9), 3)))
+    return rows
+
+
+def truth(rows, report_day: date) -> dict:
+    """Rows and ROI sums per local day, by instant (naive text is UTC)."""
+    out = {}
+    for text, source, roi in rows:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+        day = when.astimezone(PARIS).date()
+        count, total = out.get(day, (0, 0.0))
+        out[day] = (count + 1, total + roi)
+    return out
+
+
+def make_sqlite(path, rows):
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE opportunities (found_at TEXT, source TEXT, roi REAL)")
+    conn.execute("CREATE INDEX opportunities_found_at ON opportunities (found_at)")
+    conn.executemany("INSERT INTO opportunities VALUES (?, ?, ?)", rows)
+    conn.commit()
+    conn.close()
+
+
+def assert_history_is_exact(found, rows, report_day):
+    expected = truth(rows, report_day)
+    days = found["history"]["days"]
+    assert len(days) == 28
+    for back, entry in enumerate(days, start=1):
+        day = report_day - timedelta(days=back)
+        assert entry["day"] == day.isoformat()
+        assert entry["count"] == expected.get(day, (0, 0))[0], day
+        if entry["roi_read"]:
+            assert entry["roi_sum"] == pytest.approx(expected.get(day, (0, 0.0))[1]), day
+    assert found["opportunities_found"] == expected[report_day][0]
+    assert found["previous"]["opportunities_found"] == expected.get(report_day - timedelta(days=1), (0,))[0]
+
+
+@pytest.mark.parametrize("report_day", [SPRING, AUTUMN], ids=str)
+def test_days_before_are_cut_at_local_midnight_across_dst_and_offsets_in_sqlite(tmp_path, report_day):
+    rows = dst_rows(report_day)
+    make_sqlite(tmp_path / "opp.db", rows)
+    cfg = report_cfg(tmp_path, database="sqlite://opp.db", timezone="Europe/Paris")
+    found = figures.business_figures(cfg, figures.window_for(report_day, PARIS), str(tmp_path))
+    assert_history_is_exact(found, rows, report_day)
+    assert found["history"]["days"][3]["count"] == 0  # the gap
+    # UTC text only: the same days through the plain text ranges.
+    make_sqlite(tmp_path / "utc.db", [(utc_text(t), s, r) for t, s, r in rows])
+    cfg = report_cfg(tmp_path, database="sqlite://utc.db", timezone="Europe/Paris")
+    assert rounded(figures.business_figures(cfg, figures.window_for(report_day, PARIS), str(tmp_path))["history"]) \
+        == rounded(found["history"])
+
+
+def rounded(history: dict) -> dict:
+    """The history with ROI sums rounded: sums of the same floats in another order differ in the last bits."""
+    return {**history, "days": [{**d, "roi_sum": round(d["roi_sum"], 6)} for d in history["days"]]}
+
+
+def utc_text(text: str) -> str:
+    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).astimezone(timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.fixture(scope="module")
+def pg():
+    with PostgresServer() as server:
+        server.execute(server.database,
+                       "CREATE TABLE opportunities (found_at timestamptz NOT NULL, source text, roi numeric(12, 4))",
+                       "CREATE INDEX ON opportunities (found_at)",
+                       "CREATE TABLE texts (found_at text, source text, roi double precision)")
+        with server.connect() as conn:
+            rows = [(utc_text(t), s, r) for day in (SPRING, AUTUMN) for t, s, r in dst_rows(day)]
+            conn.cursor().executemany("INSERT INTO opportunities VALUES (%s, %s, %s)", rows)
+            conn.cursor().executemany("INSERT INTO texts VALUES (%s, %s, %s)", rows)
+        yield server
+
+
+@pytest.mark.parametrize("table", ["opportunities", "texts"])
+@pytest.mark.parametrize("report_day", [SPRING, AUTUMN], ids=str)
+def test_days_before_are_cut_at_local_midnight_across_dst_in_postgres(pg, tmp_path, report_day, table):
+    rows = [(utc_text(t), s, r) for day in (SPRING, AUTUMN) for t, s, r in dst_rows(day)]
+    cfg = report_cfg(tmp_path, database=pg.url, table=table, timezone="Europe/Paris")
+    found = figures.business_figures(cfg, figures.window_for(report_day, PARIS), str(tmp_path))
+    assert_history_is_exact(found, rows, report_day)
+    make_sqlite(tmp_path / "same.db", rows)
+    cfg = report_cfg(tmp_path, database="sqlite://same.db", timezone="Europe/Paris")
+    assert rounded(figures.business_figures(cfg, figures.window_for(report_day, PARIS), str(tmp_path))["history"]) \
+        == rounded(found["history"])
+
+
+# --- the medians and the learned sources (plain data) --------------------------------------------
+
+def history_of(counts, sources=None):
+    days = [{"day": f"d{i}", "count": c, "roi_sum": 2.0 * c, "with_roi": c, "roi_read": True} for i, c in
+            enumerate(counts)]
+    return {"days": days + [{"day": "x", "count": 0, "roi_sum": 0, "with_roi": 0, "roi_read": False}] * (28 - len(days)),
+            "sources": sources or []}
+
+
+def test_the_7_day_median_counts_only_days_with_data_and_needs_three():
+    assert baseline.baselines(history_of([100, 0, 0, 0, 0, 0, 300]), 90, 2.0)["enough"] is False
+    found = baseline.baselines(history_of([100, 0, 180, 0, 200, 0, 0]), 90, 2.0)
+    assert found["opportunities"] == {"median_7d": 180, "same_weekday": None, "percent": -50.0}
+    assert found["avg_roi"]["median_7d"] == 2.0
+
+
+def test_a_quiet_weekday_that_is_usual_for_that_weekday_is_not_below_the_baseline():
+    usual = {"median_7d": 300, "same_weekday": 150}
+    assert not baseline.below(140, usual, 0.4)  # a Sunday like the Sundays before
+    assert baseline.below(70, usual, 0.4)       # below both
+
+
+def test_a_source_silent_after_5_of_7_days_is_learned_and_a_sharp_drop_is_named():
+    recent = [{"a": 10, "b": 50, "c": 5}] * 4 + [{"a": 10, "b": 50}] + [{}] * 2
+    silent, dropped = baseline.learned_sources({"sources": recent}, {"b": 12, "c": 2})
+    assert silent == ["a"]  # c: 2 is not under 30 % of its median 5
+    assert dropped == [{"source": "b", "count": 12, "median_7d": 50}]
+
+
+# --- the chart ------------------------------------------------------------------------------------
+
+def png_size(png: bytes) -> tuple[int, int]:
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
+    return struct.unpack(">II", png[16:24])
+
+
+def realistic_month(path, report_day: date, seed: int = 7):
+    """A month: weekdays ~300 a day, weekends ~160, five sources; "pancake" dies two days
+    before the reported day, and the reported day (a Wednesday) is at half its usual volume."""
+    rng = random.Random(seed)
+    rows = []
+    for back in range(0, 32):
+        day = report_day - timedelta(days=back)
+        usual = 300 if day.weekday() < 5 else 160
+        n = int(usual * (0.5 if back == 0 else 1) * rng.uniform(0.94, 1.06))
+        names = ["uniswap", "sushiswap", "curve", "balancer"] + (["pancake"] if back >= 2 else [])
+        for i in range(n):
+            second = rng.randrange(86400)
+            rows.append((f"{day}T{second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}Z",
+                         names[i % len(names)], round(rng.uniform(0.5, 8), 3)))
+    make_sqlite(path, rows)
+
+
+MONTH_DAY = date(2026, 3, 18)  # a Wednesday
+
+
+def month_config(tmp_path, telegram=None, extra="") -> str:
+    realistic_month(tmp_path / "opp.db", MONTH_DAY)
+    text = (f'[report]\ndatabase = "sqlite://opp.db"\nerror_logs = []\nmin_opportunities = 50\n'
+            f'expected_sources = ["uniswap"]\n{extra}')
+    if telegram:
+        text += f'\n[telegram]\nchat_ids = ["{CHAT}"]\napi_url = "{telegram.api_url}"\ntimeout = "10s"\n'
+    return text
+
+
+def month_run(run_monitor, tmp_path, config, *args, env=None):
+    return run_monitor(["daily-report", "--date", MONTH_DAY.isoformat(), *args], tmp_path, config=config,
+                       env={"TELEGRAM_BOT_TOKEN": TOKEN, **(env or {})}, steady_cpu=False, timeout=90)
+
+
+def test_a_month_of_data_calls_out_the_dead_source_and_the_half_day_and_nothing_else(tmp_path, run_monitor,
+                                                                                     envelope):
+    with TelegramStandIn() as telegram:
+        proc = month_run(run_monitor, tmp_path, month_config(tmp_path, telegram), "--format", "json")
+        assert proc.returncode == 1, proc.stderr
+        data = envelope(proc)
+        photos, texts = getattr(telegram, "photos", []), telegram.delivered
+    assert {k: v["status"] for k, v in data["checks"].items()} == {
+        "opportunities": "warning", "sources": "warning", "errors": "ok"}
+    report = data["report"]
+    assert report["learned_silent"] == ["pancake"] and report["dropped_sources"] == []
+    assert report["inactive_sources"] == []
+    usual = report["baseline"]["opportunities"]
+    assert -60 < usual["percent"] < -40
+    # The text: the drop against the median, and the silent source; nothing else is flagged.
+    [text] = [r.text for r in texts]
+    assert f"(7-day median {usual['median_7d']:g}, −" in text and "silent: pancake" in text
+    assert "Far below usual" not in text and "No baseline" not in text and "below 50" not in text
+    assert "Errors logged:</b> 0" in text
+    # The photo: one PNG, before the text, silent like it, its caption the headline.
+    [photo] = photos
+    width, height = png_size(photo.png)
+    assert width >= 1000 and len(photo.png) < 200 * 1024
+    assert photo.content_type.startswith("multipart/form-data; boundary=")
+    assert photo.status == 200 and photo.chat_id == CHAT
+    assert photo.caption.startswith("⚠️ WARNING Daily report") and len(photo.caption) <= 1024
+    assert photo.disable_notification is False  # a warning report rings, its photo too
+
+
+def test_chart_writes_the_png_and_sends_nothing(tmp_path, run_monitor, envelope):
+    with TelegramStandIn() as telegram:
+        proc = month_run(run_monitor, tmp_path, month_config(tmp_path, telegram), "--chart", "out.png",
+                         "--format", "json")
+        assert proc.returncode == 1, proc.stderr
+        assert telegram.received == [] and getattr(telegram, "photos", []) == []
+    png = (tmp_path / "out.png").read_bytes()
+    assert png_size(png)[0] >= 1000 and len(png) < 200 * 1024
+    from matplotlib import image  # decoded back by matplotlib's own reader
+
+    pixels = image.imread(str(tmp_path / "out.png"))
+    assert pixels.shape[1] == png_size(png)[0] and pixels.shape[0] == png_size(png)[1]
+    assert envelope(proc)["report"]["chart"] == "out.png"
+
+
+def test_a_photo_waits_in_the_outbox_while_telegram_is_down_and_goes_later(tmp_path, run_monitor, envelope):
+    with TelegramStandIn() as telegram:
+        telegram.always(server_error())
+        config = month_config(tmp_path, telegram)
+        proc = month_run(run_monitor, tmp_path, config, "--format", "json")
+        assert envelope(proc)["notifications"]["outbox"] == 2, proc.stderr  # the photo and the text
+        kept = sorted(p.name for p in (tmp_path / "state").glob("outbox-photo-*.png"))
+        assert len(kept) == 1
+        lines = [json.loads(line) for line in (tmp_path / "state" / "outbox.jsonl").read_text().splitlines()]
+        assert [line.get("photo") for line in lines] == [kept[0], None]
+        telegram.always(None)
+        telegram.clear()
+        proc = run_monitor(["health", "--only", "system", "--format", "json"], tmp_path,
+                           config=config, env={"TELEGRAM_BOT_TOKEN": TOKEN})
+        assert envelope(proc)["notifications"]["outbox"] == 0, proc.stderr
+        ok = [p for p in telegram.photos if p.status == 200]
+    assert len(ok) == 1 and png_size(ok[0].png)[0] >= 1000
+    assert not list((tmp_path / "state").glob("outbox-photo-*.png"))
+
+
+BLOCK_MATPLOTLIB = """
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ImportError("matplotlib blocked by the test")
+sys.meta_path.insert(0, _Block())
+"""
+
+
+def test_without_matplotlib_the_text_goes_and_one_warning_says_why(tmp_path, run_monitor, envelope, log_records):
+    (tmp_path / "block").mkdir()
+    (tmp_path / "block" / "sitecustomize.py").write_text(BLOCK_MATPLOTLIB)
+    with TelegramStandIn() as telegram:
+        proc = month_run(run_monitor, tmp_path, month_config(tmp_path, telegram), "--format", "json",
+                         env={"PYTHONPATH": str(tmp_path / "block")})
+        assert proc.returncode == 1, proc.stderr
+        assert len(telegram.delivered) == 1 and getattr(telegram, "photos", []) == []
+    warnings = [r for r in log_records(tmp_path / "logs" / "report.log") if r.get("event") == "chart_failed"]
+    assert len(warnings) == 1 and warnings[0]["levelname"] == "WARNING"
+    assert "matplotlib is not installed" in warnings[0]["message"]
+
+
+def test_chart_false_sends_the_text_alone(tmp_path, run_monitor, envelope):
+    with TelegramStandIn() as telegram:
+        proc = month_run(run_monitor, tmp_path, month_config(tmp_path, telegram, "chart = false\n"),
+                         "--format", "json")
+        assert proc.returncode == 1, proc.stderr
+        assert len(telegram.delivered) == 1 and getattr(telegram, "photos", []) == []
