@@ -127,17 +127,22 @@ def count_block(data, lo: int, hi: int, json_lines: bool, pattern=None) -> tuple
                 errors += 1
                 last = (start, end)
         return records, errors, last
-    search = (pattern or LEVEL_FIELD).search
-    match = search(data, lo, hi)
-    while match:
-        pos = match.start()
-        start = data.rfind(b"\n", lo, pos) + 1 or lo
-        end = data.find(b"\n", pos, hi)
-        end = hi if end == -1 else end
+    match = None
+    for match in _to_line_end(pattern or LEVEL_FIELD).finditer(data, lo, hi):
         errors += 1
-        last = (start, end)
-        match = search(data, end + 1, hi) if end < hi else None
+    if match is not None:  # a pattern that matched a newline ends its line there
+        last = (data.rfind(b"\n", lo, match.start()) + 1 or lo, match.end() - data.endswith(b"\n", 0, match.end()))
     return records, errors, last
+
+
+def _to_line_end(pattern):
+    """`pattern` then the rest of its line: one match per line, found by one finditer in C
+    (a search call per error from Python cost ~8 % of an appended gigabyte)."""
+    flags = _GLOBAL_FLAGS.match(pattern.pattern).group()  # "(?i)" must stay at the very start
+    return re.compile(flags + b"(?:" + pattern.pattern[len(flags):] + rb")[^\n]*", pattern.flags)
+
+
+_GLOBAL_FLAGS = re.compile(rb"(?:\(\?[aiLmsux]+\))*")
 
 
 def _word_hits(data, lo: int, hi: int, max_line: int):

@@ -170,6 +170,16 @@ def test_a_glob_counts_every_file_and_a_pattern_replaces_the_level_detection(tmp
     assert result.details["files"] == [str(tmp_path / "a.log"), str(tmp_path / "b.log")]
 
 
+def test_a_pattern_with_global_flags_counts_each_line_once_and_names_the_last(tmp_path):
+    (tmp_path / "app.log").write_text("")
+    runs = Runs(entry(tmp_path, path="app.log", pattern="(?i)fatal"))
+    runs.run(T0)
+    append(tmp_path / "app.log", "Fatal: disk, FATAL again on this line\nfine\nfatal: the last one\nok\n")
+    result = runs.run(T0 + 300)
+    assert (result.details["errors"], result.details["records"]) == (2, 4)
+    assert result.details["last_error"] == "fatal: the last one"
+
+
 def test_no_file_matching_is_unknown(tmp_path):
     result = Runs(entry(tmp_path, path="missing-*.log")).run(T0)
     assert result.status == UNKNOWN and "missing-*.log" in result.message
