@@ -99,17 +99,10 @@ def candidates(data, lo: int, hi: int, json_lines: bool, max_line: int, pattern=
     if pattern is None and not json_lines:
         yield from _word_hits(data, lo, hi, max_line)
         return
-    search = (pattern or LEVEL_FIELD).search
-    match = search(data, lo, hi)
-    while match:
-        pos = match.start()
-        start = data.rfind(b"\n", lo, pos) + 1 or lo
-        end = data.find(b"\n", pos, hi)
-        end = hi if end == -1 else end
+    for match in _to_line_end(pattern or LEVEL_FIELD).finditer(data, lo, hi):
+        start = data.rfind(b"\n", lo, match.start()) + 1 or lo
+        end = match.end() - data.endswith(b"\n", 0, match.end())
         yield data[start:min(end, start + max_line)]
-        if end >= hi:
-            return
-        match = search(data, end + 1, hi)
 
 
 def count_block(data, lo: int, hi: int, json_lines: bool, pattern=None) -> tuple[int, int, tuple | None]:
