@@ -226,7 +226,8 @@ def _deliver(queue: list[dict], client, now: float, migrations: dict, summary: S
         if "png" in message:  # the report's chart: a photo, its caption the headline
             from monitor.alerts.telegram import send_photo
 
-            delivery = send_photo(client, chat, message["png"], message["text"], message.get("disable_notification", False))
+            delivery = send_photo(client, chat, message["png"], message["text"],
+                                  message.get("disable_notification", False))
         else:
             markup = {"reply_markup": message["reply_markup"]} if message.get("reply_markup") else {}
             delivery = client.send(chat, message["text"], message.get("disable_notification", False), **markup)
