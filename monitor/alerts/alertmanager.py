@@ -249,7 +249,7 @@ def send(urls, body: bytes, token: str | None, timeout: float, monotonic=time.mo
     is abandoned (its socket shut) and counted as failed.
     """
     deadline = monotonic() + timeout
-    boxes = [{"url": url, "done": threading.Event()} for url in urls]
+    boxes = [{"url": url, "done": threading.Event(), "timeout": timeout} for url in urls]
     for box in boxes:
         threading.Thread(target=_exchange, args=(box, body, token, deadline, monotonic),
                          name="alertmanager-post", daemon=True).start()
@@ -289,6 +289,8 @@ def _exchange(box: dict, body: bytes, token: str | None, deadline: float, monoto
         if not 200 <= response.status < 300:
             text = printable(redact.scrub(answer[:200].decode("utf-8", "replace"))).strip()
             box["error"] = f"HTTP {response.status}" + (f": {text}" if text else "")
+    except TimeoutError:  # the socket's own timeout is the deadline: one wording for both
+        box["error"] = f"no whole answer within {box['timeout']:g}s"
     except Exception as exc:  # noqa: BLE001 - any failure is this replica's alone
         from monitor.net_errors import describe
 
