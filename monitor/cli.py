@@ -182,7 +182,7 @@ def _run(name: str, kwargs: dict):
 @cli.command()
 @common_options
 @click.option("--only", callback=_kinds, metavar="KIND[,KIND]",
-              help="Run only these kinds of checks (system, vault, scraper, quota).")
+              help=f"Run only these kinds of checks ({', '.join(checks.HEALTH_KINDS)}).")
 @click.option("--textfile-dir", metavar="DIR",
               help="Write monitor_health.prom here for node_exporter's textfile collector.")
 def health(**kwargs):
