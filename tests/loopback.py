@@ -74,9 +74,10 @@ class Server(ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def serve():
-    """Run a Server in a background thread for the duration of the `with` block."""
-    server = Server()
+def serve(server=None):
+    """Run a Server (a new one, or `server` prepared by the caller) in a background thread
+    for the duration of the `with` block."""
+    server = Server() if server is None else server
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:

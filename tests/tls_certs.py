@@ -5,7 +5,6 @@ import contextlib
 import datetime as dt
 import ipaddress
 import ssl
-import threading
 from pathlib import Path
 
 from cryptography import x509
@@ -13,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.loopback import Server
+from tests.loopback import Server, serve
 
 DAY = dt.timedelta(days=1)
 
@@ -67,14 +66,8 @@ def https_server(cert_path, key_path):
     # The handshake happens in accept(); a client that refuses the certificate makes it
     # raise an OSError there, which the server shrugs off.
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serve(server):
         yield server
-    finally:
-        server.closing.set()
-        server.shutdown()
-        server.server_close()
 
 
 def https_url(server, path: str = "/health", host: str = "127.0.0.1") -> str:
