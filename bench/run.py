@@ -107,21 +107,25 @@ def bench_health():
                       extra=f"exit codes {sorted(codes)}")
 
 
-def bench_heartbeat():
-    """Cold health with a [heartbeat] URL on a local watcher vs the same config without (issue 11)."""
+def _loopback_http(name: str, reply):
+    """A loopback HTTP/1.1 server on its own asyncio loop in a thread; return (port, stop).
+
+    `reply(request head)` gives (content type, body). One loop: a remote peer costs the host
+    no CPU, and http.server's thread per request and email-package header parsing (~0.3 ms
+    more per request, on the 2 CPUs the run is timed on) would be timed as monitor's.
+    """
     import asyncio
     import threading
 
-    # healthchecks.io's answer, 200 "OK", from one asyncio loop: a remote watcher costs the
-    # host no CPU, and http.server's thread per request and email-package header parsing
-    # (~0.3 ms more per ping, on the 2 CPUs the run is timed on) would be timed as monitor's.
     async def answer(reader, writer):
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             length = [int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
                       if line.lower().startswith(b"content-length:")]
             await reader.readexactly(length[0] if length else 0)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK")
+            kind, body = reply(head)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: " + kind + b"\r\nContent-Length: "
+                         + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
             await writer.drain()
         except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
@@ -130,8 +134,20 @@ def bench_heartbeat():
 
     loop = asyncio.new_event_loop()
     server = loop.run_until_complete(asyncio.start_server(answer, "127.0.0.1", 0))
-    threading.Thread(target=loop.run_forever, name="watcher", daemon=True).start()
-    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/ping/0f9e8d7c-6b5a-4321-9876-abcdef012345"
+    threading.Thread(target=loop.run_forever, name=name, daemon=True).start()
+
+    def stop():
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+
+    return server.sockets[0].getsockname()[1], stop
+
+
+def bench_heartbeat():
+    """Cold health with a [heartbeat] URL on a local watcher vs the same config without (issue 11)."""
+    # healthchecks.io's answer, 200 "OK": see _loopback_http.
+    port, stop = _loopback_http("watcher", lambda head: (b"text/plain", b"OK"))
+    url = f"http://127.0.0.1:{port}/ping/0f9e8d7c-6b5a-4321-9876-abcdef012345"
     with tempfile.TemporaryDirectory() as tmp:
         _write(os.path.join(tmp, "plain.toml"), "[logs]\nretention_days = 30\n")
         _write(os.path.join(tmp, "beat.toml"), f'[logs]\nretention_days = 30\n[heartbeat]\nhealth = "{url}"\n')
@@ -139,8 +155,7 @@ def bench_heartbeat():
         timed(command + ["plain.toml"], cwd=tmp)  # counters saved: no first-run sample
         cmd, base, rss, codes = paired(command + ["beat.toml"], command + ["plain.toml"], cwd=tmp)
         failed = open(os.path.join(tmp, "logs", "health.log")).read().count("heartbeat_failed")
-    loop.call_soon_threadsafe(server.close)
-    loop.call_soon_threadsafe(loop.stop)
+    stop()
     return report("health with a heartbeat vs without", cmd, base, rss, target_ratio=1.15,
                   extra=f"exit codes {sorted(codes)}, failed pings {failed}") and failed == 0
 
@@ -186,32 +201,14 @@ def _importtimes(argv, cwd, env) -> dict:
 
 def bench_telegram():
     """Cold health with Telegram configured, nothing to send or read, vs without (issue 16)."""
-    import asyncio
-    import threading
-
     calls = []
 
-    # Telegram's answer to getUpdates with nothing waiting, from one asyncio loop (as for the heartbeat).
-    async def answer(reader, writer):
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = [int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length:")]
-            await reader.readexactly(length[0] if length else 0)
-            calls.append(head.split(b" ", 2)[1].rsplit(b"/", 1)[-1])
-            body = b'{"ok":true,"result":[]}'
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-                         + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
-            await writer.drain()
-        except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass
-        finally:
-            writer.close()
+    def updates(head):  # Telegram's answer to getUpdates with nothing waiting
+        calls.append(head.split(b" ", 2)[1].rsplit(b"/", 1)[-1])
+        return b"application/json", b'{"ok":true,"result":[]}'
 
-    loop = asyncio.new_event_loop()
-    server = loop.run_until_complete(asyncio.start_server(answer, "127.0.0.1", 0))
-    threading.Thread(target=loop.run_forever, name="telegram", daemon=True).start()
-    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    port, stop = _loopback_http("telegram", updates)
+    url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "TELEGRAM_BOT_TOKEN": "123456789:AAbenchBENCHbenchBENCHbenchBENCH12"}
     with tempfile.TemporaryDirectory() as tmp:
         # Nothing to send: no check alerts, even on a busy machine whose CPU is over its threshold.
@@ -228,8 +225,7 @@ def bench_telegram():
             imports.append(sum(us for name, us in with_tg.items() if name not in without) / 1000)
         new = sorted(set(with_tg) - set(without))
         sends = sum(1 for c in calls if c != b"getUpdates")
-    loop.call_soon_threadsafe(server.close)
-    loop.call_soon_threadsafe(loop.stop)
+    stop()
     extra_ms, import_ms = (cmd - base) * 1000, statistics.median(imports)
     ok = extra_ms <= 35 and import_ms <= 15 and sends == 0
     print(f"  extra {extra_ms:.1f} ms (target <= 20 ms round trip + 15 ms imports), new imports {import_ms:.1f} ms "
@@ -469,7 +465,7 @@ def bench_logfiles():
         _write(os.path.join(tmp, "before.json"), before.decode())
         subprocess.run(f"for i in 1 2 3 4 5; do cat {source}; done | head -c 1G >> {log}", shell=True, check=True)
         # Each repetition starts from the state the first run left: the same 1 GB is new to it.
-        again = ["sh", "-c", f'cp before.json state/counters.json && exec "$@"', "sh", *command]
+        again = ["sh", "-c", 'cp before.json state/counters.json && exec "$@"', "sh", *command]
         cmd, base, rss, _ = paired(again, ["grep", "-c", '"ERROR"', log], reps=5, cwd=tmp, warmup=1)
         return report("1 GB appended log vs grep -c", cmd, base, rss, target_ratio=3, target_rss=40)
 
