@@ -34,8 +34,9 @@ class SecretError(Exception):
 
 # --- the token -------------------------------------------------------------------------
 
-def read_token(cfg: dict, environ=os.environ, which: str = "token") -> tuple[str | None, list[str]]:
-    """Given the `vault` config, return (token or None, warnings).
+def read_token(cfg: dict, environ=os.environ, which: str = "token", section: str = "vault") -> tuple[str | None, list[str]]:
+    """Given the `vault` config (or another `section` with `token_env`/`token_file`, such as
+    `alertmanager`), return (token or None, warnings).
 
     The environment variable named by `token_env` wins when it is set and not empty;
     otherwise `token_file` is read and stripped. `which="scraper_token"` reads the
@@ -48,7 +49,7 @@ def read_token(cfg: dict, environ=os.environ, which: str = "token") -> tuple[str
     path = cfg.get(f"{which}_file") or ""
     if not path:
         return None, []
-    key, warnings = f"vault.{which}_file", []
+    key, warnings = f"{section}.{which}_file", []
     try:
         mode = os.stat(path).st_mode
         if stat.S_ISREG(mode) and mode & 0o077:

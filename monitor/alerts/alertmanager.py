@@ -19,7 +19,6 @@ once, the whole step within `alertmanager.timeout`, at most 64 KB of each answer
 import json
 import logging
 import os
-import stat
 import threading
 import time
 from datetime import datetime, timezone
@@ -215,31 +214,21 @@ def shown(url) -> str:
 
 
 def read_token(cfg: dict, environ=os.environ) -> str | None:
-    """The bearer token from `token_env`, else `token_file` (warned about unless 0600)."""
+    """The bearer token from `token_env`, else `token_file` (read as Vault's token files are)."""
+    from monitor.vault_secrets import read_token as read_secret
+
+    token, warnings = read_secret(cfg, environ, section="alertmanager")
+    for warning in warnings:  # exposure (chmod 600), or no token: posted without one
+        log.log(logging.WARNING if token else logging.ERROR, "%s%s", warning,
+                "" if token else "; posting without a token",
+                extra={"event": "config_exposure" if token else "alertmanager_token"})
     name = cfg.get("token_env") or ""
-    if name and environ.get(name, "").strip():
-        token = environ[name].strip()
-    elif cfg.get("token_file"):
-        path = cfg["token_file"]
-        try:
-            mode = os.stat(path).st_mode
-            if stat.S_ISREG(mode) and mode & 0o077:
-                log.warning("alertmanager.token_file %s is accessible by group or others (mode %04o); "
-                            "run: chmod 600 %s", path, stat.S_IMODE(mode), path,
-                            extra={"event": "config_exposure"})
-            with open(path, encoding="utf-8") as handle:
-                token = handle.read(4096).strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            log.error("alertmanager.token_file %s: cannot read: %s; posting without a token", path,
-                      getattr(exc, "strerror", None) or type(exc).__name__, extra={"event": "alertmanager_token"})
-            return None
-    else:
-        if name:
-            log.error("alertmanager.token_env: $%s is not set; posting without a token", name,
-                      extra={"event": "alertmanager_token"})
-        return None
-    redact.register(token)
-    return token or None
+    if not token and name and not cfg.get("token_file"):
+        log.error("alertmanager.token_env: $%s is not set; posting without a token", name,
+                  extra={"event": "alertmanager_token"})
+    if token:
+        redact.register(token)
+    return token
 
 
 def send(urls, body: bytes, token: str | None, timeout: float, monotonic=time.monotonic) -> list[tuple]:
