@@ -208,6 +208,25 @@ def test_every_replica_gets_the_alerts_with_the_bearer_token_and_the_token_is_ne
     assert failed and "HTTP 500" in failed[0] and all(token not in m for m in failed)
 
 
+def test_a_token_file_others_can_read_is_used_with_a_warning_and_a_missing_one_is_an_error(
+        tmp_path, replicas, monitor_records):
+    replica = replicas()
+    path = tmp_path / "am-token"
+    path.write_text("am-file-token-0123456789\n")
+    path.chmod(0o644)
+    config = _config(tmp_path, [f"http://127.0.0.1:{replica.server_address[1]}"], token_file=str(path))
+    _post(config, [result("disk:/", CRITICAL)], {"disk:/": entry(CRITICAL)})
+    assert replica.received[0][1]["Authorization"] == "Bearer am-file-token-0123456789"
+    warned = [r for r in monitor_records if getattr(r, "event", "") == "config_exposure"]
+    assert warned and "chmod 600" in warned[0].getMessage() and "am-file-token" not in warned[0].getMessage()
+    path.unlink()
+    _post(config, [result("disk:/", CRITICAL)], {"disk:/": entry(CRITICAL)}, now=NOW + 300)
+    assert "Authorization" not in replica.received[1][1]
+    missing = [r for r in monitor_records if getattr(r, "event", "") == "alertmanager_token"]
+    assert missing and missing[0].levelname == "ERROR" and "no such file; posting without a token" in \
+        missing[0].getMessage()
+
+
 def test_a_resolution_no_replica_took_waits_in_state_for_the_next_run(tmp_path, replicas):
     replica = replicas()
     config = _config(tmp_path, [f"http://127.0.0.1:{replica.server_address[1]}"])
