@@ -96,6 +96,20 @@ def test_a_log_renamed_away_is_finished_from_its_old_name_then_the_new_one_read(
     assert runs.run(T0 + 600).details["errors"] == 1
 
 
+def test_a_log_renamed_away_with_more_than_max_bytes_left_is_finished_over_the_next_runs(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text("")
+    runs = Runs(entry(tmp_path, max_bytes="1MB"))
+    runs.run(T0)
+    append(log, "".join(record("ERROR" if i % 4 == 0 else "INFO", T0 + i, "y" * 200) for i in range(8_000)))
+    os.rename(log, tmp_path / "app.log.1")  # ~2 MB written before logrotate ran
+    log.write_text(record("ERROR", T0 + 9_000) + "a partial line of the new file")
+    seen = [runs.run(T0 + 300 * i) for i in range(1, 5)]
+    assert "next run" in seen[0].message
+    assert sum(r.details["errors"] for r in seen) == 2_000 + 1  # every error of both files, once
+    assert max(r.details["bytes_read"] for r in seen) <= 1_000_000
+
+
 def test_a_log_truncated_in_place_is_read_again_from_its_start(tmp_path):
     log = tmp_path / "app.log"
     log.write_text(record("INFO", T0) * 20)

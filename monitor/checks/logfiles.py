@@ -113,7 +113,11 @@ def scan(cfg: dict, previous: dict | None, now: float, tz) -> tuple[Tally, dict,
             if old and isinstance(old.get("offset"), int) and old.get("inode") == info.st_ino:
                 start = old["offset"] if info.st_size >= old["offset"] else 0  # copytruncate: again from 0
             elif old and isinstance(old.get("offset"), int):  # renamed away: finish it under its new name
-                budget = _finish_rotated(path, old, budget, tally, problems)
+                budget, unread = _finish_rotated(path, old, budget, tally)
+                if unread:  # max_bytes reached in it: the next run goes on there, then the new file
+                    files[path] = {**old, "offset": old["offset"] + unread[0]}
+                    left += unread[1] + info.st_size
+                    continue
             elif first:  # the end of a file that may be a year old
                 start = _line_start(handle, max(0, info.st_size - FIRST_RUN_TAIL), info.st_size)
             take = min(budget, max(0, info.st_size - start))
@@ -141,18 +145,24 @@ def _line_start(handle, at: int, end: int) -> int:
     return end
 
 
-def _finish_rotated(path: str, old: dict, budget: int, tally: Tally, problems: list) -> int:
+def _finish_rotated(path: str, old: dict, budget: int, tally: Tally) -> tuple[int, tuple | None]:
+    """Read the end of `path` renamed to `path.1` (same inode) within `budget`.
+
+    Returns (budget left, None when it is finished, else (bytes read, bytes still unread))."""
     rotated = path + ".1"
     try:
         handle, info = _open(rotated)
     except OSError:
-        return budget  # gone or compressed already: its unread end is lost
+        return budget, None  # gone or compressed already: its unread end is lost
     with handle:
         if info.st_ino != old.get("inode") or info.st_size < old["offset"]:
-            return budget
+            return budget, None
         take = min(budget, info.st_size - old["offset"])
         offset, _ = _read(handle, old["offset"], take, tally, None)
-        return budget - (offset - old["offset"])
+        read = offset - old["offset"]
+        # Cut by the budget: unfinished. (A last line never ended is not waited for: the
+        # writer has moved on to the new file.)
+        return budget - read, ((read, info.st_size - offset) if take < info.st_size - old["offset"] else None)
 
 
 def logfile(cfg: dict, carried, now=time.time, tz=None) -> Result:
