@@ -5,6 +5,7 @@ import logging
 import os
 import re
 import subprocess
+import threading
 import time
 
 import pytest
@@ -143,8 +144,6 @@ def test_the_lock_is_exclusive_and_released(tmp_path):
 
 
 def _acquire_in_thread(lock):
-    import threading
-
     outcome = []
     thread = threading.Thread(target=lambda: outcome.append(lock.acquire() or "acquired"), daemon=True)
     thread.start()
@@ -163,44 +162,75 @@ def _wake_lock_holder(folder) -> int:
         os.close(fd)
 
 
-def test_a_waiting_run_sleeps_on_the_holder_and_wakes_when_it_leaves_without_polling(tmp_path, monkeypatch):
+def _in_a_fresh_process(scenario, *args):
+    """What `scenario(*args)` returns, run in a new interpreter.
+
+    A lock on an open file description lasts as long as any copy of it: a child forked
+    meanwhile by a thread another test left running in this worker (a timed-out check's
+    regex child, a subprocess before its exec) would keep a released wake lock held for
+    its whole life. A monitor run is its own process; so is this.
+    """
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(scenario, args)
+
+
+def _sleeping_waiter(folder):
     import fcntl
 
     sleeps = []
-    monkeypatch.setattr(state.time, "sleep", lambda seconds: sleeps.append(seconds))
-    holder = RunLock(str(tmp_path), "health", wait=0)
+    state.time.sleep = lambda seconds: sleeps.append(seconds)  # a fresh process: nothing to restore
+    holder = RunLock(folder, "health", wait=0)
     holder.acquire()
-    assert _wake_lock_holder(tmp_path) == fcntl.F_WRLCK  # the holder keeps the wake lock for its run
-    waiter = RunLock(str(tmp_path), "health", wait=60)
+    seen = {"holder's wake lock": _wake_lock_holder(folder) == fcntl.F_WRLCK}
+    waiter = RunLock(folder, "health", wait=60)
     thread, outcome = _acquire_in_thread(waiter)
     thread.join(0.3)
-    assert outcome == []  # still waiting (it cannot get the lock while the holder has it)
+    seen["waiting"] = outcome == []  # it cannot get the lock while the holder has it
     holder.release()
     thread.join(60)  # generous: a busy CI machine; the waiter is woken by the kernel, not a timer
-    assert outcome == ["acquired"] and sleeps == []
-    assert _wake_lock_holder(tmp_path) == fcntl.F_WRLCK  # the new holder wakes the next waiter in turn
-    assert (tmp_path / "health.lock").read_text() == f"{os.getpid()}\n"
+    seen["outcome"], seen["sleeps"] = outcome, sleeps
+    seen["new holder's wake lock"] = _wake_lock_holder(folder) == fcntl.F_WRLCK  # it wakes the next in turn
+    with open(os.path.join(folder, "health.lock")) as pid_file:
+        seen["pid file"] = pid_file.read() == f"{os.getpid()}\n"
     waiter.release()
-    assert _wake_lock_holder(tmp_path) == fcntl.F_UNLCK
+    seen["free at the end"] = _wake_lock_holder(folder) == fcntl.F_UNLCK
+    return seen
+
+
+def test_a_waiting_run_sleeps_on_the_holder_and_wakes_when_it_leaves_without_polling(tmp_path):
+    assert _in_a_fresh_process(_sleeping_waiter, str(tmp_path)) == {
+        "holder's wake lock": True, "waiting": True, "outcome": ["acquired"], "sleeps": [],
+        "new holder's wake lock": True, "pid file": True, "free at the end": True}
+
+
+def _a_waiter_gives_up(folder):
+    import fcntl
+
+    holder = RunLock(folder, "health", wait=0)
+    holder.acquire()
+    try:
+        RunLock(folder, "health", wait=0.05).acquire()
+        return "the waiter got the lock"
+    except LockHeld:
+        pass
+    holder.release()  # the thread that waited for the quitter gets the wake lock now, and drops it
+    for _ in range(2000):  # until that thread is gone (it holds the lock for a moment); 20 s: busy CI
+        if not any(thread.name == "run-lock-wait" for thread in threading.enumerate()):
+            break
+        time.sleep(0.01)
+    left_behind = _wake_lock_holder(folder) != fcntl.F_UNLCK
+    again = RunLock(folder, "health", wait=0)
+    again.acquire()
+    taken_again = _wake_lock_holder(folder) == fcntl.F_WRLCK
+    again.release()
+    return {"left behind": left_behind, "the next run's wake lock": taken_again}
 
 
 def test_a_waiter_that_gave_up_leaves_no_wake_lock_behind(tmp_path):
-    import fcntl
-
-    holder = RunLock(str(tmp_path), "health", wait=0)
-    holder.acquire()
-    with pytest.raises(LockHeld):
-        RunLock(str(tmp_path), "health", wait=0.05).acquire()
-    holder.release()  # the thread that waited for the quitter gets the wake lock now, and drops it
-    for _ in range(2000):  # up to 20 s, generous: busy CI
-        if _wake_lock_holder(tmp_path) == fcntl.F_UNLCK:
-            break
-        time.sleep(0.01)
-    assert _wake_lock_holder(tmp_path) == fcntl.F_UNLCK
-    again = RunLock(str(tmp_path), "health", wait=0)
-    again.acquire()
-    assert _wake_lock_holder(tmp_path) == fcntl.F_WRLCK
-    again.release()
+    assert _in_a_fresh_process(_a_waiter_gives_up, str(tmp_path)) == {
+        "left behind": False, "the next run's wake lock": True}
 
 
 def test_with_the_pid_file_removed_during_a_run_a_waiter_still_gets_the_lock_when_the_holder_leaves(tmp_path):
