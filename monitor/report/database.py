@@ -9,6 +9,7 @@ import os
 import re
 from datetime import datetime, timedelta, timezone
 
+from monitor.report.day_scan import FILTERED_SOURCES, day_scan as _day_scan  # noqa: F401 (tests)
 from monitor.report.window import ReportError, Window, parse_time
 
 
@@ -245,10 +246,12 @@ def business_figures(cfg: dict, window: Window, base_dir: str = ".") -> dict:
 
         # The days before first: their scan proves all below the day UTC text (or not).
         past = history.history(db, cfg, (source, t, s, r, roi), window, fast)
-        found = _utc_figures(db, source, t, s, r, roi, window, past.utc) if fast else None
+        # Sources likely in the day: a guess for its scan, proven there by the counts.
+        known = [name for day in past["sources"] for name in day] + list(cfg.get("expected_sources") or ())
+        found = _utc_figures(db, source, t, s, r, roi, window, past.utc, known) if fast else None
         if found is None:
             where, params = _time_filter(cfg, db, t, window.start, window.end)
-            sources, totals = _day_scan(db, source, s, r, roi, where, params)
+            sources, totals = _day_scan(db, source, s, r, roi, where, params, known=known)
             top = db.rows(f"SELECT {t}, {s}, {roi} FROM {source} WHERE {where} AND {r} IS NOT NULL "
                           f"ORDER BY {roi} DESC LIMIT 5", params)
             if past.utc:  # a row of another shape in the day's first 14 h may be day -1's
@@ -279,55 +282,8 @@ def business_figures(cfg: dict, window: Window, base_dir: str = ".") -> dict:
     }
 
 
-# Up to this many distinct sources, SQLite counts them by one FILTER each in a single
-# scan; beyond it GROUP BY, whose sort costs the same whatever their number. Measured
-# on the bench's 333k rows a day (2-CPU machine under load, ms): GROUP BY 198, with
-# the shape count 382 (the sort then carries the time text); DISTINCT 89 plus a scan
-# with 5 / 8 / 12 / 16 / 24 filters 160 / 163 / 183 / 216 / 294, the shape count +62.
-# With the shape count (the table's own SQL) the filters win up to ~16 sources; for a
-# user query (no shape count) they tie at 5 here (155 vs 385 on a quieter run).
-FILTERED_SOURCES = 12
-
-
-def _day_scan(db: Database, source: str, s: str, r: str, roi: str, where: str, params: dict,
-              odd: str = "") -> tuple[dict, tuple]:
-    """Rows per source, and (rows, ROI sum, rows with ROI[, rows matching `odd`]) of `where`.
-
-    GROUP BY sorts every row of the day (SQLite has no hash aggregate). With few sources,
-    the usual case, SELECT DISTINCT lists them (an index of a few entries) and one scan
-    counts each by a FILTER, the values bound as parameters. That scan also counts the
-    rows with a source: if the counts do not add up to it (a source written between the
-    two statements, a user query that does not return the same rows twice, a value that
-    cannot be bound back), GROUP BY decides.
-    """
-    totals = f"COUNT(*), SUM({roi}), COUNT({r})" + (f", COUNT(*) FILTER (WHERE {odd})" if odd else "")
-    if db.kind == "sqlite":
-        values = [value for (value,) in db.rows(f"SELECT DISTINCT {s} FROM {source} WHERE {where} "
-                                                f"LIMIT {FILTERED_SOURCES + 1}", params) if value is not None]
-        if len(values) <= FILTERED_SOURCES and all(map(_bindable, values)):
-            names = {f"source_{i}": value for i, value in enumerate(values)}
-            counts = "".join(f"COUNT(*) FILTER (WHERE {s} = :{name}), " for name in names)
-            row = db.rows(f"SELECT {counts}COUNT({s}), {totals} FROM {source} WHERE {where}",
-                          {**params, **names})[0]
-            n = len(values)
-            if sum(row[:n]) == row[n]:
-                return {value: count for value, count in zip(values, row[:n]) if count}, tuple(row[n + 1:])
-    groups = db.rows(f"SELECT {s}, {totals} FROM {source} WHERE {where} GROUP BY {s}", params)
-    sums = tuple(sum(group[i] or 0 for group in groups) for i in range(1, 5 if odd else 4))
-    return {group[0]: group[1] for group in groups if group[0] is not None}, sums
-
-
-def _bindable(value) -> bool:
-    """A value read that is passed back unchanged as a parameter (not text kept with bad bytes)."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-    return True
-
-
-def _utc_figures(db: Database, source: str, t: str, s: str, r: str, roi: str, day: Window, below: bool = False):
+def _utc_figures(db: Database, source: str, t: str, s: str, r: str, roi: str, day: Window, below: bool = False,
+                 known=()):
     """The day's two scans by plain text ranges over the index, if every row that can count is UTC text.
 
     The common case (one writer, UTC). The rows `_time_filter` would read lie in the
@@ -341,7 +297,7 @@ def _utc_figures(db: Database, source: str, t: str, s: str, r: str, roi: str, da
         return None
     odd, where = f"NOT {_utc_text(t)}", f"{t} >= :s AND {t} < :e"
     params = {"s": _text(day.start), "e": _text(day.end)}
-    sources, day_totals = _day_scan(db, source, s, r, roi, where, params, odd)
+    sources, day_totals = _day_scan(db, source, s, r, roi, where, params, odd, known)
     if day_totals[3]:
         return None
     top = db.rows(f"SELECT {t}, {s}, {roi} FROM {source} WHERE {where} AND {r} IS NOT NULL "
