@@ -95,3 +95,107 @@ def test_values_that_cannot_be_bound_back_are_grouped(tmp_path):
     found = figures_for(tmp_path, database="sqlite://opp.db")
     assert found["opportunities_found"] == 2 and sum(found["sources"].values()) == 2
     assert found["damaged_values"] == 1
+
+
+# --- UTC text proven once per distinct value (utc_proof) -----------------------------------------
+
+def twin_dbs(tmp_path, rows, **table):
+    """The same rows twice: with an index on the time column (walked) and without (a GLOB per row)."""
+    make_db(tmp_path / "scan.db", rows, **table)
+    make_db(tmp_path / "idx.db", rows, **table)
+    conn = sqlite3.connect(tmp_path / "idx.db")
+    conn.execute("CREATE INDEX at_time ON opportunities (found_at)")
+    conn.commit()
+    conn.close()
+
+
+def walked(statements):
+    return [sql for sql in statements if sql.startswith("WITH RECURSIVE")]
+
+
+def batches(days, hours=range(0, 24, 2), per=3):
+    """Rows written in batches that share their time: a few distinct values a day."""
+    return [(at(day, f"{h:02d}:00:00", "+00:00"), f"src-{(h + i) % 3}", float(i + 1))
+            for day in days for h in hours for i in range(per)]
+
+
+def test_batch_times_are_proven_utc_without_a_glob_per_row(tmp_path, statements):
+    rows = batches([DAY - timedelta(days=d) for d in range(-1, 29)])
+    twin_dbs(tmp_path, rows)
+    found = figures_for(tmp_path, database="sqlite://idx.db")
+    on_idx = list(statements)
+    assert found == figures_for(tmp_path, database="sqlite://scan.db")
+    assert found["opportunities_found"] == 36 and found["previous"]["opportunities_found"] == 36
+    assert len(walked(on_idx)) == 2  # before the scans, and again after them
+    assert not [sql for sql in on_idx if "GLOB" in sql and not sql.startswith("WITH RECURSIVE")]
+
+
+EDGES = {  # (text, where its instant lies): a row of another shape anywhere the report reads
+    "upper margin, instant in the day": (lambda: at(DAY + timedelta(days=1), "13:30:00", "+14:00"), 1, 0),
+    "in the day, instant the day before": (lambda: at(DAY, "00:30:00", "+02:00"), 0, 1),
+    "in the day, instant the next day": (lambda: at(DAY, "23:30:00", "-01:00"), 0, 0),
+    "space, in the day": (lambda: at(DAY, "05:00:00", sep=" "), 1, 0),
+    "day before, instant in the day": (lambda: at(BEFORE, "23:30:00", "-01:00"), 1, 0),
+    "day -20": (lambda: at(DAY - timedelta(days=20), "05:00", "+00:00"), 0, 0),
+    "lower margin": (lambda: at(DAY - timedelta(days=29), "10:30:00", "-12:00"), 0, 0),
+}
+
+
+@pytest.mark.parametrize("edge", list(EDGES))
+def test_a_value_of_another_shape_anywhere_is_judged_by_its_instant(tmp_path, statements, edge):
+    text, in_day, in_before = EDGES[edge]
+    rows = batches([DAY - timedelta(days=d) for d in range(-1, 30)]) + [(text(), "odd", 100.0)]
+    twin_dbs(tmp_path, rows)
+    found = figures_for(tmp_path, database="sqlite://idx.db")
+    assert walked(statements)
+    assert found == figures_for(tmp_path, database="sqlite://scan.db")
+    assert found["opportunities_found"] == 36 + in_day
+    assert found["previous"]["opportunities_found"] == 36 + in_before
+    assert found["sources"].get("odd") == (1 if in_day else None)
+
+
+def test_more_distinct_times_than_the_walk_takes_get_a_glob_per_row(tmp_path, statements, monkeypatch):
+    from monitor.report import utc_proof
+
+    monkeypatch.setattr(utc_proof, "WALK_LIMIT", 5)
+    rows = batches([BEFORE, DAY]) + [(at(DAY, "23:30:00", "-01:00"), "odd", 100.0)]
+    twin_dbs(tmp_path, rows)
+    found = figures_for(tmp_path, database="sqlite://idx.db")
+    assert found == figures_for(tmp_path, database="sqlite://scan.db")
+    assert found["opportunities_found"] == 36 and "odd" not in found["sources"]
+    (tmp_path / "all-utc").mkdir()
+    twin_dbs(tmp_path / "all-utc", batches([BEFORE, DAY]))
+    statements.clear()
+    assert figures_for(tmp_path / "all-utc", database="sqlite://idx.db")["opportunities_found"] == 36
+    assert any("GLOB" in sql for sql in statements if not sql.startswith("WITH RECURSIVE"))
+
+
+def test_a_time_column_with_a_collation_is_not_walked(tmp_path, statements):
+    # NOCASE would merge "...T..." with "...t..." (not a UTC shape: GLOB is case-sensitive).
+    rows = batches([BEFORE, DAY]) + [(at(DAY, "23:30:00", "-01:00").replace("T", "t"), "odd", 100.0)]
+    twin_dbs(tmp_path, rows, types=("TEXT COLLATE NOCASE", "TEXT", "REAL"))
+    found = figures_for(tmp_path, database="sqlite://idx.db")
+    assert not walked(statements)
+    assert found == figures_for(tmp_path, database="sqlite://scan.db")
+    assert found["opportunities_found"] == 36
+
+
+def test_a_row_of_another_shape_written_during_the_report_is_judged_by_its_instant(tmp_path, statements,
+                                                                                  monkeypatch):
+    # Written after the first walk (that proved all UTC text), before the day's scan.
+    twin_dbs(tmp_path, batches([BEFORE, DAY]))
+    rows = database.Database.rows
+
+    def write_after_first_walk(self, sql, params):
+        out = rows(self, sql, params)
+        if sql.startswith("WITH RECURSIVE") and len(walked(statements)) == 1:
+            writer = sqlite3.connect(tmp_path / "idx.db")
+            writer.execute("INSERT INTO opportunities VALUES (?, 'odd', 100.0)", (at(DAY, "23:30:00", "-01:00"),))
+            writer.commit()
+            writer.close()
+        return out
+
+    monkeypatch.setattr(database.Database, "rows", write_after_first_walk)
+    statements.clear()
+    found = figures_for(tmp_path, database="sqlite://idx.db")
+    assert found["opportunities_found"] == 36 and "odd" not in found["sources"]  # 00:30Z the next day

@@ -168,8 +168,8 @@ _UTC_SHAPES = ("????-??-??T??:??:??+00:00", "????-??-??T??:??:??Z", "????-??-??T
 MARGIN = timedelta(hours=14)
 
 
-def _utc_text(column: str) -> str:
-    return "(" + " OR ".join(f"{column} GLOB '{shape}'" for shape in _UTC_SHAPES) + ")"
+def _utc_text(column: str, shapes: tuple = _UTC_SHAPES) -> str:
+    return "(" + " OR ".join(f"{column} GLOB '{shape}'" for shape in shapes) + ")"
 
 
 def _text(moment: datetime, date_only: bool = False) -> str:
@@ -198,7 +198,7 @@ def _time_filter(cfg: dict, db: Database, column: str, start: datetime, end: dat
 
 
 def _odd_in_margins(db: Database, source: str, column: str, start: datetime, end: datetime,
-                    lower: bool = True) -> bool:
+                    lower: bool = True, shapes: tuple = _UTC_SHAPES) -> bool:
     """True if a row of another shape than UTC text lies in the 14 h margins around [start, end).
 
     The margins are those `_time_filter` reads: from midnight of the day 14 h before
@@ -207,7 +207,7 @@ def _odd_in_margins(db: Database, source: str, column: str, start: datetime, end
     that stops at the first such row. Without `lower`, the upper margin only (the days
     below were proven by `history`).
     """
-    odd = f"AND NOT {_utc_text(column)})"
+    odd = f"AND NOT {_utc_text(column, shapes)})"
     low = f"EXISTS (SELECT 1 FROM {source} WHERE {column} >= :lo AND {column} < :s {odd} OR " if lower else ""
     found = db.rows(f"SELECT {low}EXISTS (SELECT 1 FROM {source} WHERE {column} >= :e AND {column} < :hi {odd}",
                     {"e": _text(end), "hi": _text(end + MARGIN),
@@ -244,11 +244,21 @@ def business_figures(cfg: dict, window: Window, base_dir: str = ".") -> dict:
         fast = db.kind == "sqlite" and cfg["time_format"] == "iso" and not cfg["query"]
         from monitor.report import history
 
+        if fast:  # the order to try the UTC shapes in; every value in what is read proven UTC at once?
+            from monitor.report import utc_proof
+
+            lowest = min(w.start for w in history.day_windows(window))
+            fast = utc_proof.plan(db, cfg, source, t, window, _UTC_SHAPES,
+                                  (_text(lowest - MARGIN, date_only=True), _text(window.end + MARGIN)))
         # The days before first: their scan proves all below the day UTC text (or not).
         past = history.history(db, cfg, (source, t, s, r, roi), window, fast)
         # Sources likely in the day: a guess for its scan, proven there by the counts.
         known = [name for day in past["sources"] for name in day] + list(cfg.get("expected_sources") or ())
-        found = _utc_figures(db, source, t, s, r, roi, window, past.utc, known) if fast else None
+        found = _utc_figures(db, source, t, s, r, roi, window, past.utc, known, fast) if fast else None
+        if fast and fast.proven and not fast.confirmed():  # a row of another shape written meanwhile
+            fast.proven = False
+            past = history.history(db, cfg, (source, t, s, r, roi), window, fast)
+            found = _utc_figures(db, source, t, s, r, roi, window, past.utc, known, fast)
         if found is None:
             where, params = _time_filter(cfg, db, t, window.start, window.end)
             sources, totals = _day_scan(db, source, s, r, roi, where, params, known=known)
@@ -283,7 +293,7 @@ def business_figures(cfg: dict, window: Window, base_dir: str = ".") -> dict:
 
 
 def _utc_figures(db: Database, source: str, t: str, s: str, r: str, roi: str, day: Window, below: bool = False,
-                 known=()):
+                 known=(), utc=None):
     """The day's two scans by plain text ranges over the index, if every row that can count is UTC text.
 
     The common case (one writer, UTC). The rows `_time_filter` would read lie in the
@@ -291,14 +301,17 @@ def _utc_figures(db: Database, source: str, t: str, s: str, r: str, roi: str, da
     index alone, and the day's scan counts the rows of another shape among those it
     reads anyway (the best five read the same rows as the day's counts). If any is
     found, None: `_time_filter` then judges them by their instants. `below`: the days
-    before were proven UTC text (`history`), so only the upper margin is checked.
+    before were proven UTC text (`history`), so only the upper margin is checked;
+    `utc` (a `utc_proof.Utc`): the shapes' order, and nothing to check if proven.
     """
-    if _odd_in_margins(db, source, t, day.start, day.end, lower=not below):
+    shapes = utc.shapes if utc else _UTC_SHAPES
+    proven = bool(utc and utc.proven)
+    if not proven and _odd_in_margins(db, source, t, day.start, day.end, lower=not below, shapes=shapes):
         return None
-    odd, where = f"NOT {_utc_text(t)}", f"{t} >= :s AND {t} < :e"
+    odd, where = "" if proven else f"NOT {_utc_text(t, shapes)}", f"{t} >= :s AND {t} < :e"
     params = {"s": _text(day.start), "e": _text(day.end)}
     sources, day_totals = _day_scan(db, source, s, r, roi, where, params, odd, known)
-    if day_totals[3]:
+    if odd and day_totals[3]:
         return None
     top = db.rows(f"SELECT {t}, {s}, {roi} FROM {source} WHERE {where} AND {r} IS NOT NULL "
                   f"ORDER BY {roi} DESC LIMIT 5", params)
