@@ -9,6 +9,7 @@ import os
 import re
 from datetime import datetime, timedelta, timezone
 
+from monitor.report.day_scan import FILTERED_SOURCES, day_scan as _day_scan  # noqa: F401 (tests)
 from monitor.report.window import ReportError, Window, parse_time
 
 
@@ -167,8 +168,8 @@ _UTC_SHAPES = ("????-??-??T??:??:??+00:00", "????-??-??T??:??:??Z", "????-??-??T
 MARGIN = timedelta(hours=14)
 
 
-def _utc_text(column: str) -> str:
-    return "(" + " OR ".join(f"{column} GLOB '{shape}'" for shape in _UTC_SHAPES) + ")"
+def _utc_text(column: str, shapes: tuple = _UTC_SHAPES) -> str:
+    return "(" + " OR ".join(f"{column} GLOB '{shape}'" for shape in shapes) + ")"
 
 
 def _text(moment: datetime, date_only: bool = False) -> str:
@@ -197,7 +198,7 @@ def _time_filter(cfg: dict, db: Database, column: str, start: datetime, end: dat
 
 
 def _odd_in_margins(db: Database, source: str, column: str, start: datetime, end: datetime,
-                    lower: bool = True) -> bool:
+                    lower: bool = True, shapes: tuple = _UTC_SHAPES) -> bool:
     """True if a row of another shape than UTC text lies in the 14 h margins around [start, end).
 
     The margins are those `_time_filter` reads: from midnight of the day 14 h before
@@ -206,7 +207,7 @@ def _odd_in_margins(db: Database, source: str, column: str, start: datetime, end
     that stops at the first such row. Without `lower`, the upper margin only (the days
     below were proven by `history`).
     """
-    odd = f"AND NOT {_utc_text(column)})"
+    odd = f"AND NOT {_utc_text(column, shapes)})"
     low = f"EXISTS (SELECT 1 FROM {source} WHERE {column} >= :lo AND {column} < :s {odd} OR " if lower else ""
     found = db.rows(f"SELECT {low}EXISTS (SELECT 1 FROM {source} WHERE {column} >= :e AND {column} < :hi {odd}",
                     {"e": _text(end), "hi": _text(end + MARGIN),
@@ -243,12 +244,24 @@ def business_figures(cfg: dict, window: Window, base_dir: str = ".") -> dict:
         fast = db.kind == "sqlite" and cfg["time_format"] == "iso" and not cfg["query"]
         from monitor.report import history
 
+        if fast:  # the order to try the UTC shapes in; every value in what is read proven UTC at once?
+            from monitor.report import utc_proof
+
+            lowest = min(w.start for w in history.day_windows(window))
+            fast = utc_proof.plan(db, cfg, source, t, window, _UTC_SHAPES,
+                                  (_text(lowest - MARGIN, date_only=True), _text(window.end + MARGIN)))
         # The days before first: their scan proves all below the day UTC text (or not).
         past = history.history(db, cfg, (source, t, s, r, roi), window, fast)
-        found = _utc_figures(db, source, t, s, r, roi, window, past.utc) if fast else None
+        # Sources likely in the day: a guess for its scan, proven there by the counts.
+        known = [name for day in past["sources"] for name in day] + list(cfg.get("expected_sources") or ())
+        found = _utc_figures(db, source, t, s, r, roi, window, past.utc, known, fast) if fast else None
+        if fast and fast.proven and not fast.confirmed():  # a row of another shape written meanwhile
+            fast.proven = False
+            past = history.history(db, cfg, (source, t, s, r, roi), window, fast)
+            found = _utc_figures(db, source, t, s, r, roi, window, past.utc, known, fast)
         if found is None:
             where, params = _time_filter(cfg, db, t, window.start, window.end)
-            sources, totals = _day_scan(db, source, s, r, roi, where, params)
+            sources, totals = _day_scan(db, source, s, r, roi, where, params, known=known)
             top = db.rows(f"SELECT {t}, {s}, {roi} FROM {source} WHERE {where} AND {r} IS NOT NULL "
                           f"ORDER BY {roi} DESC LIMIT 5", params)
             if past.utc:  # a row of another shape in the day's first 14 h may be day -1's
@@ -279,55 +292,8 @@ def business_figures(cfg: dict, window: Window, base_dir: str = ".") -> dict:
     }
 
 
-# Up to this many distinct sources, SQLite counts them by one FILTER each in a single
-# scan; beyond it GROUP BY, whose sort costs the same whatever their number. Measured
-# on the bench's 333k rows a day (2-CPU machine under load, ms): GROUP BY 198, with
-# the shape count 382 (the sort then carries the time text); DISTINCT 89 plus a scan
-# with 5 / 8 / 12 / 16 / 24 filters 160 / 163 / 183 / 216 / 294, the shape count +62.
-# With the shape count (the table's own SQL) the filters win up to ~16 sources; for a
-# user query (no shape count) they tie at 5 here (155 vs 385 on a quieter run).
-FILTERED_SOURCES = 12
-
-
-def _day_scan(db: Database, source: str, s: str, r: str, roi: str, where: str, params: dict,
-              odd: str = "") -> tuple[dict, tuple]:
-    """Rows per source, and (rows, ROI sum, rows with ROI[, rows matching `odd`]) of `where`.
-
-    GROUP BY sorts every row of the day (SQLite has no hash aggregate). With few sources,
-    the usual case, SELECT DISTINCT lists them (an index of a few entries) and one scan
-    counts each by a FILTER, the values bound as parameters. That scan also counts the
-    rows with a source: if the counts do not add up to it (a source written between the
-    two statements, a user query that does not return the same rows twice, a value that
-    cannot be bound back), GROUP BY decides.
-    """
-    totals = f"COUNT(*), SUM({roi}), COUNT({r})" + (f", COUNT(*) FILTER (WHERE {odd})" if odd else "")
-    if db.kind == "sqlite":
-        values = [value for (value,) in db.rows(f"SELECT DISTINCT {s} FROM {source} WHERE {where} "
-                                                f"LIMIT {FILTERED_SOURCES + 1}", params) if value is not None]
-        if len(values) <= FILTERED_SOURCES and all(map(_bindable, values)):
-            names = {f"source_{i}": value for i, value in enumerate(values)}
-            counts = "".join(f"COUNT(*) FILTER (WHERE {s} = :{name}), " for name in names)
-            row = db.rows(f"SELECT {counts}COUNT({s}), {totals} FROM {source} WHERE {where}",
-                          {**params, **names})[0]
-            n = len(values)
-            if sum(row[:n]) == row[n]:
-                return {value: count for value, count in zip(values, row[:n]) if count}, tuple(row[n + 1:])
-    groups = db.rows(f"SELECT {s}, {totals} FROM {source} WHERE {where} GROUP BY {s}", params)
-    sums = tuple(sum(group[i] or 0 for group in groups) for i in range(1, 5 if odd else 4))
-    return {group[0]: group[1] for group in groups if group[0] is not None}, sums
-
-
-def _bindable(value) -> bool:
-    """A value read that is passed back unchanged as a parameter (not text kept with bad bytes)."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-    return True
-
-
-def _utc_figures(db: Database, source: str, t: str, s: str, r: str, roi: str, day: Window, below: bool = False):
+def _utc_figures(db: Database, source: str, t: str, s: str, r: str, roi: str, day: Window, below: bool = False,
+                 known=(), utc=None):
     """The day's two scans by plain text ranges over the index, if every row that can count is UTC text.
 
     The common case (one writer, UTC). The rows `_time_filter` would read lie in the
@@ -335,14 +301,17 @@ def _utc_figures(db: Database, source: str, t: str, s: str, r: str, roi: str, da
     index alone, and the day's scan counts the rows of another shape among those it
     reads anyway (the best five read the same rows as the day's counts). If any is
     found, None: `_time_filter` then judges them by their instants. `below`: the days
-    before were proven UTC text (`history`), so only the upper margin is checked.
+    before were proven UTC text (`history`), so only the upper margin is checked;
+    `utc` (a `utc_proof.Utc`): the shapes' order, and nothing to check if proven.
     """
-    if _odd_in_margins(db, source, t, day.start, day.end, lower=not below):
+    shapes = utc.shapes if utc else _UTC_SHAPES
+    proven = bool(utc and utc.proven)
+    if not proven and _odd_in_margins(db, source, t, day.start, day.end, lower=not below, shapes=shapes):
         return None
-    odd, where = f"NOT {_utc_text(t)}", f"{t} >= :s AND {t} < :e"
+    odd, where = "" if proven else f"NOT {_utc_text(t, shapes)}", f"{t} >= :s AND {t} < :e"
     params = {"s": _text(day.start), "e": _text(day.end)}
-    sources, day_totals = _day_scan(db, source, s, r, roi, where, params, odd)
-    if day_totals[3]:
+    sources, day_totals = _day_scan(db, source, s, r, roi, where, params, odd, known)
+    if odd and day_totals[3]:
         return None
     top = db.rows(f"SELECT {t}, {s}, {roi} FROM {source} WHERE {where} AND {r} IS NOT NULL "
                   f"ORDER BY {roi} DESC LIMIT 5", params)

@@ -14,7 +14,8 @@ its instant (`database._time_filter`, margins and julianday()).
 import re
 from datetime import timedelta
 
-from monitor.report.database import Database, _bounds, _odd_in_margins, _text, _time_filter, _utc_text
+from monitor.report.database import (_UTC_SHAPES, Database, _bounds, _odd_in_margins, _text, _time_filter,
+                                     _utc_text)
 from monitor.report.window import Window, window_for
 
 HISTORY_DAYS = 28  # four same weekdays back
@@ -35,7 +36,7 @@ def hour_ranges(window: Window) -> list[tuple]:
     return out
 
 
-def history(db: Database, cfg: dict, parts: tuple, window: Window, fast: bool = False) -> "Ranges":
+def history(db: Database, cfg: dict, parts: tuple, window: Window, fast=False) -> "Ranges":
     """Per-day figures of the 28 days before `window`: {"days": [...], "sources": [...]}.
 
     `days[i]` is day -(i+1): {"day", "count", "roi_sum", "with_roi"}; `sources[i]`
@@ -85,7 +86,7 @@ class Ranges(dict):
 
 
 def per_range(db: Database, cfg: dict, parts: tuple, ranges: list[tuple], by_source: bool = False,
-              count_only=lambda i: False, fast: bool = False, utc_proven: bool = False) -> Ranges:
+              count_only=lambda i: False, fast=False, utc_proven: bool = False) -> Ranges:
     """{range index: {source or None: (rows, ROI sum, rows with ROI)}} for [start, end) `ranges`.
 
     One statement, one aggregate per range (UNION ALL: each an index range on the time
@@ -118,11 +119,11 @@ def per_range(db: Database, cfg: dict, parts: tuple, ranges: list[tuple], by_sou
     def plain(i, a, b):
         return f"{t} >= :s_{i} AND {t} < :e_{i}", {f"s_{i}": _text(a), f"e_{i}": _text(b)}
 
-    if fast and utc_proven:
+    if fast and (utc_proven or getattr(fast, "proven", False)):
         return Ranges(_union(db, ranges, plain, source, figures, key, by_source), utc=True)
-    start = min(a for a, _ in ranges)
-    if fast and not _odd_in_margins(db, source, t, start, start):
-        odd = f"COUNT(*) FILTER (WHERE NOT {_utc_text(t)})"
+    start, shapes = min(a for a, _ in ranges), getattr(fast, "shapes", _UTC_SHAPES)
+    if fast and not _odd_in_margins(db, source, t, start, start, shapes=shapes):
+        odd = f"COUNT(*) FILTER (WHERE NOT {_utc_text(t, shapes)})"
         found = _union(db, ranges, plain, source, lambda i: f"{figures(i)}, {odd}", key, by_source)
         if not any(row[-1] for rows in found.values() for row in rows.values()):
             return Ranges({i: {k: v[:3] for k, v in rows.items()} for i, rows in found.items()}, utc=True)
