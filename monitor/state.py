@@ -141,6 +141,12 @@ def write_json(path: str, value) -> None:
     atomic_write(path, json.dumps(value, separators=(",", ":"), sort_keys=True).encode())
 
 
+def parse_json(raw):
+    """JSON text as a state file holds it. NaN and Infinity are not JSON (a hand edit, another
+    tool): they read as null, no number, so the file is written back as plain JSON."""
+    return json.loads(raw, parse_constant=lambda name: None)
+
+
 def read_json(path: str, default=None, expect=dict):
     """Return the JSON in `path`, or `default` if it is missing.
 
@@ -157,7 +163,7 @@ def read_json(path: str, default=None, expect=dict):
             raise StateError(f"{path}: is a directory") from None
         raise
     try:
-        value = json.loads(raw)
+        value = parse_json(raw)
         if not isinstance(value, expect):
             raise ValueError(f"expected a JSON {expect.__name__}")
         return value

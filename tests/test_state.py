@@ -360,3 +360,12 @@ def test_a_baseline_is_refused_after_a_reboot_from_the_future_or_with_a_garbled_
                                            (None, False)])
 def test_a_carried_number_is_a_finite_int_or_float(value, number):
     assert state.is_number(value) is number
+
+
+def test_nan_and_infinity_in_a_state_file_read_as_null_and_are_written_back_as_plain_json(tmp_path):
+    path = tmp_path / "counters.json"
+    path.write_text('{"net": {"boot": 1.0, "time": Infinity, "nics": {"eth0": [NaN, -Infinity]}}, "ok": 2}')
+    value = state.read_json(str(path))
+    assert value == {"net": {"boot": 1.0, "time": None, "nics": {"eth0": [None, None]}}, "ok": 2}
+    state.write_json(str(path), value)
+    json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(f"{name} written"))

@@ -20,6 +20,7 @@ from hypothesis import given, settings, strategies as st
 from monitor.alerts import state as alert_state
 from monitor.alerts import messages
 from monitor.checks import system
+from monitor import state
 from monitor.checks.procfs import CpuTimes, NicCounters
 from monitor.state import Carried as Counters
 from monitor.report.figures import window_for
@@ -92,7 +93,7 @@ _SAVED_JUNK = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
                                                             "nics": _SAVED_JUNK})))
 def test_whatever_the_clock_and_the_saved_counters_cpu_stays_in_0_100_and_rates_are_never_negative(steps, junk):
     """Any order of clock readings, starting from any saved counters: never a crash nor an absurd value."""
-    host, saved, clock = Host(), dict(junk), 0.0
+    host, saved, clock = Host(), state.parse_json(json.dumps(junk)), 0.0  # as a run reads the file
     for jump, worked, share in steps:
         host.work(worked, share)
         clock += jump
