@@ -56,7 +56,7 @@ def _reference(data: bytes, window, max_line: int) -> dict:
 @settings(max_examples=300, **FAST)
 @given(lines=st.lists(_LINES, max_size=25), lead=st.sampled_from([b"", b"\n", b"  \n\t", b"plain "]),
        end=st.sampled_from([b"", b"\n"]), max_line=st.sampled_from([12, 60, 1 << 20]),
-       tz=st.sampled_from([timezone.utc, ZoneInfo("Europe/Paris")]))
+       tz=st.sampled_from([timezone.utc, ZoneInfo("UTC"), ZoneInfo("Europe/Paris")]))
 @example(lines=[b'{"levelname": "ERROR", "asctime": "2026-11-25T10:00:00Z"}'], lead=b"", end=b"", max_line=1 << 20,
          tz=timezone.utc)
 def test_the_error_count_is_each_candidate_line_judged_on_its_own(tmp_path, lines, lead, end, max_line, tz):
