@@ -105,6 +105,28 @@ def candidates(data, lo: int, hi: int, json_lines: bool, max_line: int, pattern=
         yield data[start:min(end, start + max_line)]
 
 
+def error_records(data, lo: int, hi: int, json_lines: bool, max_line: int, tz):
+    """(level, time) of each error record among the whole lines of data[lo:hi]: what
+    `error_record` says of each of `candidates` (same lines, same cuts), in one frame.
+
+    The report's count over a day of logs: JSON lines come straight from one finditer of
+    the level field (30k a day among a million lines; three generator levels cost 15 %).
+    """
+    if not json_lines:
+        for start, end in _word_spans(data, lo, hi):
+            record = error_record(data[start:min(end, start + max_line)], tz)
+            if record is not None:
+                yield record
+        return
+    rfind = data.rfind
+    for match in _FIELD_LINE.finditer(data, lo, hi):
+        start = rfind(b"\n", lo, match.start()) + 1 or lo
+        # The match ends its line (no newline in it): the line is data[start:match.end()].
+        record = error_record(data[start:min(match.end(), start + max_line)], tz)
+        if record is not None:
+            yield record
+
+
 def count_block(data, lo: int, hi: int, json_lines: bool, pattern=None) -> tuple[int, int, tuple | None]:
     """(records, errors, (start, end) of the last error line) of the whole lines data[lo:hi].
 
@@ -136,6 +158,7 @@ def _to_line_end(pattern):
 
 
 _GLOBAL_FLAGS = re.compile(rb"(?:\(\?[aiLmsux]+\))*")
+_FIELD_LINE = _to_line_end(LEVEL_FIELD)
 
 
 def _word_hits(data, lo: int, hi: int, max_line: int):
@@ -163,16 +186,21 @@ def error_record(line, tz) -> tuple[str, datetime | None] | None:
     Returns None for a line that is not an error record, (level, None) for an error record
     whose time cannot be read, and ("?", None) for a JSON line that cannot be parsed.
     """
-    stripped = line.lstrip()
-    if stripped.startswith(b"{"):
+    # The first test is the common case and copies nothing (lstrip copies a bytearray).
+    if line.startswith(b"{") or line.lstrip().startswith(b"{"):
         try:
-            record = _json_value(line.decode("utf-8", "surrogatepass"))
+            text = line.decode("utf-8", "surrogatepass")
+            # _json_value inlined (one frame less per candidate), the blank match only
+            # where the line does not start with its value.
+            record, end = _SCAN(text, 0 if text.startswith("{") else _BLANK(text, 0).end())
+            if end != len(text) and _BLANK(text, end).end() != len(text):
+                return "?", None
         except (ValueError, RecursionError, StopIteration):  # RecursionError: "[[[[..." nested past the stack
             return "?", None
-        if not isinstance(record, dict):
+        if type(record) is not dict:  # the scanner builds plain dicts
             return None
         level = str(record.get("levelname") or record.get("level") or "").upper()
-        if level not in ("ERROR", "CRITICAL"):
+        if level != "ERROR" and level != "CRITICAL":
             return None
         stamp = record.get("asctime") or record.get("timestamp") or record.get("time")
         if type(stamp) is str:  # most loggers: ISO text, which the C parser reads (Z and "," too)

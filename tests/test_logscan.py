@@ -1,0 +1,86 @@
+"""The report's error count takes its records straight from `logscan.error_records` (one
+generator per block, issue 14): the figures must be those of the plain definition, every
+candidate line of `_candidate_lines` judged by `error_record`, whatever the log holds."""
+
+import io
+import json
+from datetime import date, timezone
+from zoneinfo import ZoneInfo
+
+from hypothesis import HealthCheck, example, given, settings, strategies as st
+
+from monitor.logscan import error_record
+from monitor.report.logs import _candidate_lines, count_errors
+from monitor.report.window import window_for
+
+DAY = date(2026, 11, 25)
+FAST = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+_LEVELS = st.sampled_from(["ERROR", "CRITICAL", "error", "critical", "Error", "Critical", "eRROR", "INFO", "", None, 3,
+                           ["ERROR"], {"level": "ERROR"}, "ERROR "])
+_STAMPS = st.sampled_from(["2026-11-25T10:00:00+00:00", "2026-11-25T23:30:00", "2026-11-24T23:30:00-02:00",
+                           "2026-11-25 00:00:00,5", "2026-11-26T00:00:00Z", 1795600000, 1795600000123, "garbage",
+                           None, True, [1], ""])
+_RECORDS = st.builds(
+    lambda fields, separators, ascii_only: json.dumps(dict(fields), separators=separators, ensure_ascii=ascii_only),
+    st.lists(st.one_of(st.tuples(st.sampled_from(["levelname", "level"]), _LEVELS),
+                       st.tuples(st.sampled_from(["asctime", "timestamp", "time"]), _STAMPS),
+                       st.tuples(st.just("message"), st.sampled_from(["an error", '"level": "ERROR"', "é\u2028", ""]))),
+             max_size=6),
+    st.sampled_from([(", ", ": "), (",", ":"), (" , ", " :\t")]), st.booleans()).map(str.encode)
+# Around a record: white space JSON allows or not, a duplicate level key, a cut, an escape.
+_EDITS = st.sampled_from([
+    lambda r: r, lambda r: r, lambda r: b" " + r, lambda r: b"\x0b" + r, lambda r: r + b" \r", lambda r: r + b"\x0c",
+    lambda r: r.replace(b'"levelname"', b'"levelname": "ERROR", "levelname"', 1), lambda r: r[:len(r) // 2],
+    lambda r: r.replace(b"ERROR", b"\\u0045RROR"), lambda r: r + b"}"])
+_WORDS = st.lists(st.sampled_from([b"ERROR", b"critical", b"Error", b" ", b"{", b"\xff", b'"level', b'": "', b'ERROR"',
+                                   b"2026-11-25 10:00:00,123 ", b"[2026-11-25T23:59:59+01:00] ", b"\t", b"\r"]),
+                  max_size=6).map(b"".join)
+_LINES = st.one_of(st.builds(lambda edit, record: edit(record), _EDITS, _RECORDS), _WORDS)
+
+
+def _reference(data: bytes, window, max_line: int) -> dict:
+    """The figures by their plain definition: each candidate line, each judged on its own."""
+    counts, unparseable = {"ERROR": 0, "CRITICAL": 0}, 0
+    for line in _candidate_lines(io.BytesIO(data), max_line=max_line):
+        record = error_record(line, window.start.tzinfo)
+        if record is None:
+            continue
+        if record[1] is None:
+            unparseable += 1
+        elif window.start <= record[1] < window.end:
+            counts[record[0]] += 1
+    return {"error": counts["ERROR"], "critical": counts["CRITICAL"], "unparseable_lines": unparseable}
+
+
+@settings(max_examples=300, **FAST)
+@given(lines=st.lists(_LINES, max_size=25), lead=st.sampled_from([b"", b"\n", b"  \n\t", b"plain "]),
+       end=st.sampled_from([b"", b"\n"]), max_line=st.sampled_from([12, 60, 1 << 20]),
+       tz=st.sampled_from([timezone.utc, ZoneInfo("UTC"), ZoneInfo("Europe/Paris")]))
+@example(lines=[b'{"levelname": "ERROR", "asctime": "2026-11-25T10:00:00Z"}'], lead=b"", end=b"", max_line=1 << 20,
+         tz=timezone.utc)
+def test_the_error_count_is_each_candidate_line_judged_on_its_own(tmp_path, lines, lead, end, max_line, tz):
+    data = lead + b"\n".join(lines) + end
+    path = tmp_path / "app.log"
+    path.write_bytes(data)
+    window = window_for(DAY, tz)
+    found = count_errors([str(path)], window, max_line=max_line)
+    expected = _reference(data, window, max_line)
+    assert {key: found[key] for key in expected} == expected
+    assert found["count"] == expected["error"] + expected["critical"]
+    assert found["per_file"] == ({str(path): found["count"]} if found["count"] else {})
+
+
+@settings(max_examples=300, **FAST)
+@given(record=_RECORDS, before=st.sampled_from([b"", b" ", b"\t", b"\r", b"\x0b", b"\x0c", b" \x0b"]),
+       after=st.sampled_from([b"", b" ", b"\r", b"\t ", b"\x0b", b"x", b"}"]))
+def test_a_json_line_with_white_space_around_is_a_record_exactly_when_json_loads_reads_it(record, before, after):
+    line = before + record + after
+    got = error_record(line, timezone.utc)
+    try:
+        value = json.loads(line.decode("utf-8", "surrogatepass"))
+    except ValueError:
+        assert got == ("?", None)
+        return
+    level = str(value.get("levelname") or value.get("level") or "").upper()
+    assert (got is not None and got[0]) == (level in ("ERROR", "CRITICAL") and level)
