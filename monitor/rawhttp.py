@@ -6,8 +6,13 @@ urllib3) and `socket` ~4 ms of enums: this writes over `_socket`, the C core (~0
 ssl and the CA bundle (~25 ms) load for https only, once per process. One deadline bounds
 every step but the name lookup, each socket call getting what is left of it, so a
 trickling peer is cut. No error text made here holds the URL (a ping key, the bot token).
+
+Proxies as requests (and curl) read them from the environment: `https_proxy`, `http_proxy`,
+`all_proxy` (lower case first), `no_proxy`; an http:// proxy only. An https URL goes through
+a CONNECT tunnel, an http one as an absolute-form request to the proxy.
 """
 
+import os
 import threading
 import time
 
@@ -80,17 +85,25 @@ def request(method: str, url: str, body: bytes = b"", headers: dict | None = Non
         return remaining
 
     scheme, host, port, authority, target = split_url(url)
+    proxy = proxy_for(scheme, host, port)
     fields = {"Host": authority, **(headers or {}), "Connection": "close"}
     if body or method not in ("GET", "HEAD"):
         fields["Content-Length"] = len(body)
+    if proxy and scheme == "http":  # the proxy reads the whole URL (no tunnel for plain HTTP)
+        target = f"http://{authority}{target}"
+        if proxy.auth:
+            fields["Proxy-Authorization"] = proxy.auth
     head = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+    via = (proxy.host, proxy.port) if proxy else (host, port)
     addresses = {} if addresses is None else addresses
-    if (host, port) not in addresses:
-        addresses[host, port] = resolve(host, port)
+    if via not in addresses:
+        addresses[via] = resolve(*via)
     hold = {} if hold is None else hold
-    sock = hold["sock"] = _connect(addresses[host, port], left)
+    sock = hold["sock"] = _connect(addresses[via], left)
     try:
         if scheme == "https":
+            if proxy:
+                _tunnel(sock, host, port, proxy, left)
             sock.settimeout(left())
             with _tls_lock:
                 if not (cache := _tls if tls is None else tls):
@@ -102,6 +115,99 @@ def request(method: str, url: str, body: bytes = b"", headers: dict | None = Non
         return read(sock, left, max_bytes, status_only)
     finally:
         sock.close()
+
+
+class Proxy:
+    """An http:// proxy: where it listens, and its Proxy-Authorization value (None without credentials)."""
+    __slots__ = ("host", "port", "auth")
+
+    def __init__(self, host: str, port: int, auth: str | None):
+        self.host, self.port, self.auth = host, port, auth
+
+
+def proxy_for(scheme: str, host: str, port: int, env=None) -> Proxy | None:
+    """The proxy the environment names for scheme://host:port, read as urllib and requests read
+    it; None to go direct. Raises ValueError (naming no credentials) for a proxy that is not http://."""
+    env = os.environ if env is None else env
+
+    def var(name: str) -> str:
+        # Lower case wins, even empty (urllib); HTTP_PROXY is a request header's under CGI (httpoxy).
+        if name in env:
+            return env[name]
+        return "" if name == "http_proxy" and "REQUEST_METHOD" in env else env.get(name.upper(), "")
+
+    url = (var(f"{scheme}_proxy") or var("all_proxy")).strip()
+    if not url or _bypass(host, port, var("no_proxy")):
+        return None
+    kind, sep, rest = url.partition("://")
+    if not sep:
+        kind, rest = "http", url
+    if kind.lower() != "http":
+        raise ValueError(f"proxy scheme {kind[:10]!r} is not supported (an http:// proxy only)")
+    rest = rest.split("/", 1)[0]
+    userinfo, at, authority = rest.rpartition("@")
+    try:
+        _, proxy_host, proxy_port, _, _ = split_url(f"http://{authority}")
+    except ValueError:
+        raise ValueError("the proxy URL has no host or a bad port") from None
+    auth = None
+    if at:
+        import base64
+        from urllib.parse import unquote
+
+        user, _, password = userinfo.partition(":")
+        auth = "Basic " + base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+    return Proxy(proxy_host, proxy_port, auth)
+
+
+def _bypass(host: str, port: int, no_proxy: str) -> bool:
+    """Whether `no_proxy` (comma-separated names, .domains, IPs, CIDR ranges, `*`) names host[:port]."""
+    host = host.lower().strip("[]")
+    for name in (entry.strip().lower() for entry in no_proxy.split(",")):
+        if name == "*":
+            return True
+        if "/" in name:  # a CIDR range, for an IP host (requests')
+            import ipaddress
+
+            try:
+                if ipaddress.ip_address(host) in ipaddress.ip_network(name, strict=False):
+                    return True
+            except ValueError:
+                pass
+            continue
+        name = name.lstrip(".")
+        if name.startswith("[") or name.count(":") == 1:  # host:port
+            name, _, only = name.rpartition(":")
+            if only != str(port):
+                continue
+        name = name.strip("[]")
+        if name and (host == name or host.endswith("." + name)):
+            return True
+    return False
+
+
+def _tunnel(sock, host: str, port: int, proxy: Proxy, left) -> None:
+    """Ask the proxy for a tunnel to host:port (CONNECT); raise ConnectionError unless it says 2xx."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    head = f"CONNECT {where} HTTP/1.1\r\nHost: {where}\r\n"
+    if proxy.auth:
+        head += f"Proxy-Authorization: {proxy.auth}\r\n"
+    sock.settimeout(left())
+    sock.sendall((head + "\r\n").encode("ascii"))
+    raw = b""
+    while b"\r\n\r\n" not in raw:  # the tunnel starts right after the head: read no further
+        sock.settimeout(left())
+        data = sock.recv(1)
+        if not data or len(raw) > HEAD_ROOM:
+            raise Incomplete(f"the proxy {proxy.host}:{proxy.port} closed or sent no whole answer to CONNECT")
+        raw += data
+    line = raw.split(b"\r\n", 1)[0].decode("latin-1")
+    status = _status(line)
+    if not 200 <= status < 300:
+        from monitor.text import clip
+
+        raise ConnectionError(f"the proxy {proxy.host}:{proxy.port} refused the tunnel: "
+                              f"{clip(line, 80) if status else 'not an HTTP answer'}")
 
 
 def _connect(found: list, left):

@@ -16,6 +16,11 @@ MONITOR = str(Path(sys.executable).with_name("monitor"))
 # Variables of the operator's shell that would change what a test run sees.
 _SCRUBBED = ("MONITOR_CONFIG", "MONITOR_ENV", "MONITOR_LOCK_WAIT", "TELEGRAM_BOT_TOKEN",
              "VAULT_ADDR", "VAULT_TOKEN", "NO_COLOR")
+# Tests talk to 127.0.0.1 only: a proxy of the machine running them must not sit in between
+# (monitor's own calls honour these, as requests does; tests/test_proxy.py sets them itself).
+for _name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+    os.environ.pop(_name, None)
+    os.environ.pop(_name.upper(), None)
 
 # What `monitor health` checks with no [vault], [[scrapers]] or [[quotas]] (SPEC: Checks).
 HOST_CHECKS = {"cpu", "memory", "swap", "load", "disk:/", "inodes:/", "network", "cron"}
