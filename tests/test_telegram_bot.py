@@ -177,10 +177,26 @@ def test_a_command_addressed_to_the_bot_by_name_works(install, telegram):
     assert len(replies(telegram)) == 2 and all("/ack CHECK" in r for r in replies(telegram))
 
 
+def test_a_command_addressed_to_another_bot_is_left_to_it(install, telegram):
+    telegram.command("/status@other_bot")  # a group with several bots, privacy mode off
+    telegram.command("/help@Monitor_Test_Bot")
+    install.run(("disk:/", OK))
+    assert len(replies(telegram)) == 1 and "/ack CHECK" in replies(telegram)[0]
+    assert [name for name, _ in telegram.calls].count("getMe") == 1
+    assert install.alerts()["telegram"]["me"] == "monitor_test_bot"
+    telegram.command("/status@other_bot")
+    install.run(("disk:/", OK))  # the name is kept: asked again at most hourly (a rename)
+    assert [name for name, _ in telegram.calls].count("getMe") == 1 and len(replies(telegram)) == 1
+    telegram.command("/status@other_bot")
+    install.run(("disk:/", OK), minutes=61)
+    assert [name for name, _ in telegram.calls].count("getMe") == 2 and len(replies(telegram)) == 1
+
+
 def test_command_parsing():
     assert bot.parse_command("/status") == ("status", "")
     assert bot.parse_command("/Mute@MyBot disk:* 2h full disk") == ("mute", "disk:* 2h full disk")
     assert bot.parse_command("status") is None and bot.parse_command("/") is None
+    assert bot.addressee("/Mute@MyBot disk:* 2h") == "mybot" and bot.addressee("/status") is None
 
 
 # --- the commands ----------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import sys
 
 from monitor.alerts import bot_text, silences
 from monitor.alerts import state as alert_state
+from monitor.results import is_number
 from monitor.text import ID_CHARS, clip, printable
 from monitor.units import parse_duration
 
@@ -90,6 +91,14 @@ def parse_command(text: str) -> tuple[str, str] | None:
     return (name, rest.strip()) if name else None
 
 
+def addressee(text: str) -> str | None:
+    """"mybot" for "/status@MyBot ...": the bot a command names (a group may hold several); None if none."""
+    if not text.startswith("/"):
+        return None
+    word = text.strip().split(" ", 1)[0]
+    return word.partition("@")[2].lower() or None
+
+
 class Inbox:
     """One run's conversation: read the updates, handle them, queue the replies, answer the presses."""
 
@@ -147,6 +156,20 @@ class Inbox:
                         extra={"event": "telegram_update_malformed"})
         if highest is not None:
             self.state["offset"] = highest + 1
+        self._learn_name(client)
+
+    def _learn_name(self, client) -> None:
+        """Our bot's username (getMe), asked when a command names a bot that is not the one kept:
+        the first time, then at most hourly (a rename). Unknown, every command counts as ours."""
+        named = {addressee(update.text) for update in self.updates} - {None, self.state.get("me")}
+        asked = self.state.get("me_asked")
+        if not named or self.state.get("me") and is_number(asked) and 0 <= self.now - asked < 3600:
+            return
+        self.state["me_asked"] = self.now
+        answer = client.call("getMe", {})
+        me = answer.body.get("result") if answer.ok and isinstance(answer.body, dict) else None
+        if isinstance(me, dict) and isinstance(me.get("username"), str) and me["username"]:
+            self.state["me"] = clip(me["username"], 64).lower()
 
     # --- handling -------------------------------------------------------------------------------
 
@@ -184,6 +207,9 @@ class Inbox:
         command = parse_command(update.text)
         if command is None:
             return  # people talk in groups: only commands are for the bot
+        to = addressee(update.text)
+        if to and self.state.get("me") and to != self.state["me"]:
+            return  # "/status@OtherBot": another bot's, in a group that has several
         self.handled += 1
         name, rest = command
         reply = self._command(name, rest, update, entries, active)
