@@ -161,15 +161,19 @@ class Inbox:
     def _learn_name(self, client) -> None:
         """Our bot's username (getMe), asked when a command names a bot that is not the one kept:
         the first time, then at most hourly (a rename). Unknown, every command counts as ours."""
-        named = {addressee(update.text) for update in self.updates} - {None, self.state.get("me")}
+        named = {addressee(update.text) for update in self.updates} - {None, self._me()}
         asked = self.state.get("me_asked")
-        if not named or self.state.get("me") and is_number(asked) and 0 <= self.now - asked < 3600:
+        if not named or self._me() and is_number(asked) and 0 <= self.now - asked < 3600:
             return
         self.state["me_asked"] = self.now
         answer = client.call("getMe", {})
         me = answer.body.get("result") if answer.ok and isinstance(answer.body, dict) else None
         if isinstance(me, dict) and isinstance(me.get("username"), str) and me["username"]:
             self.state["me"] = clip(me["username"], 64).lower()
+
+    def _me(self) -> str | None:
+        me = self.state.get("me")
+        return me if isinstance(me, str) and me else None
 
     # --- handling -------------------------------------------------------------------------------
 
@@ -208,7 +212,7 @@ class Inbox:
         if command is None:
             return  # people talk in groups: only commands are for the bot
         to = addressee(update.text)
-        if to and self.state.get("me") and to != self.state["me"]:
+        if to and self._me() and to != self._me():
             return  # "/status@OtherBot": another bot's, in a group that has several
         self.handled += 1
         name, rest = command
