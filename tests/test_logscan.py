@@ -84,3 +84,12 @@ def test_a_json_line_with_white_space_around_is_a_record_exactly_when_json_loads
         return
     level = str(value.get("levelname") or value.get("level") or "").upper()
     assert (got is not None and got[0]) == (level in ("ERROR", "CRITICAL") and level)
+
+
+def test_a_verbose_pattern_ending_in_a_comment_still_counts_its_lines():
+    """`(?x) ERROR  # a comment` passed config validation, then failed every run once wrapped."""
+    import re
+
+    data = b"a\nx ERROR y\nb\n"
+    for pattern in (re.compile(rb"(?x) ERROR  # an error"), re.compile(rb"ERROR", re.X)):
+        assert logscan.count_block(data, 0, len(data), False, pattern) == (3, 1, (2, 11))

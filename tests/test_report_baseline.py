@@ -295,3 +295,23 @@ def test_chart_false_sends_the_text_alone(tmp_path, run_monitor, envelope):
                          "--format", "json")
         assert proc.returncode == 1, proc.stderr
         assert len(telegram.delivered) == 1 and getattr(telegram, "photos", []) == []
+
+
+def test_source_names_learned_from_the_database_are_bounded_in_the_sources_check():
+    """Thousands of long names fell silent or dropped: the message shows ten, each clipped."""
+    from monitor.checks import business
+
+    long = ["s" * 500 + f"{i:04d}" for i in range(2000)]
+    week = [dict.fromkeys(long, 100) for _ in range(7)]
+
+    class Probe:
+        cfg = {"expected_sources": []}
+
+        def business(self):
+            today = {name: (1 if i % 2 else 0) for i, name in enumerate(long)}
+            return {"history": {"sources": week}, "sources": {k: v for k, v in today.items() if v}}, None
+
+    result = business.sources(Probe())
+    assert result.status == "warning"
+    assert len(result.message) < 2000 and "and 990 more" in result.message
+    assert len(result.details["learned_silent"]) == len(result.details["dropped"]) == business.MAX_NAMES

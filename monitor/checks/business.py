@@ -9,6 +9,8 @@ message from exactly the numbers that were judged.
 import threading
 
 from monitor.report import baseline, figures
+from monitor.report.text import names
+from monitor.text import clip
 from monitor.results import CRITICAL, OK, UNKNOWN, WARNING, Result, Threshold, measured, worst
 
 
@@ -103,6 +105,9 @@ def opportunities(probe: ReportProbe) -> Result:
                              "same_weekday": usual["same_weekday"], "percent": usual["percent"]})
 
 
+MAX_NAMES = 100  # source names a check's details keep (its message shows ten)
+
+
 def sources(probe: ReportProbe) -> Result:
     business, error = probe.business()
     if error:
@@ -111,13 +116,14 @@ def sources(probe: ReportProbe) -> Result:
     learned, dropped = baseline.learned_sources(business["history"], business["sources"])
     quiet = silent + [name for name in learned if name not in silent]
     active = len(business["sources"])
-    message = f"{active} source(s) active" + (f"; silent: {', '.join(quiet)}" if quiet else "")
+    # Names read from the database (learned, dropped): as the report's text shows them, ten at most, clipped.
+    message = f"{active} source(s) active" + (f"; silent: {names(quiet)}" if quiet else "")
     if dropped:
-        message += "; far below their 7-day median: " + ", ".join(
-            f"{d['source']} ({d['count']} vs {d['median_7d']:g})" for d in dropped)
+        message += "; far below their 7-day median: " + names(
+            f"{clip(d['source'], 40)} ({d['count']} vs {d['median_7d']:g})" for d in dropped)
     return Result(WARNING if quiet or dropped else OK, message, value=active, unit="",
-                  details={"active": sorted(business["sources"]), "inactive": silent, "learned_silent": learned,
-                           "dropped": dropped})
+                  details={"active": sorted(business["sources"]), "inactive": silent,
+                           "learned_silent": learned[:MAX_NAMES], "dropped": dropped[:MAX_NAMES]})
 
 
 def errors(probe: ReportProbe) -> Result:

@@ -86,16 +86,17 @@ def daily_steps(config: dict, day_text: str | None, force: bool, opts):
                       min_opportunities=cfg["min_opportunities"] if cfg.get("database") else None,
                       template_path=cfg["template"])
         report["missing"], report["message"] = missing, text
-        photo = _chart(report, cfg, text, opts.chart) if want_chart else None
         if opts.chart:  # written, not sent
-            report["chart"] = opts.chart if photo else None
+            report["chart"] = opts.chart if _chart(report, cfg, text, opts.chart) else None
             return {"report": report, "message": None}
         sent = carried.previous.get("sent") if isinstance(carried.previous.get("sent"), dict) else {}
         key = day.isoformat()
         if key in sent and not force:
             report["already_sent"] = datetime.fromtimestamp(sent[key]).astimezone().isoformat(timespec="seconds")
             return {"report": report, "message": None}
-        if _can_send(config) and not (opts.dry_run or opts.no_notify):
+        # Drawn only for a report that goes out (matplotlib and the PNG cost ~1 s).
+        photo = _chart(report, cfg, text, None) if want_chart else None
+        if sending:
             # Keep a month of sent days: enough to refuse a double cron fire or a re-run.
             recent = dict(sorted({**sent, key: time.time()}.items())[-31:])
             carried.save("sent", recent)
