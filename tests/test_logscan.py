@@ -90,6 +90,8 @@ def test_a_verbose_pattern_ending_in_a_comment_still_counts_its_lines():
     """`(?x) ERROR  # a comment` passed config validation, then failed every run once wrapped."""
     import re
 
+    from monitor import logscan
+
     data = b"a\nx ERROR y\nb\n"
     for pattern in (re.compile(rb"(?x) ERROR  # an error"), re.compile(rb"ERROR", re.X)):
         assert logscan.count_block(data, 0, len(data), False, pattern) == (3, 1, (2, 11))
