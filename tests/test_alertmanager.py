@@ -252,7 +252,7 @@ def test_a_replica_that_never_answers_costs_the_timeout_not_more_and_a_huge_answ
     answers = dict(alertmanager.send(config["alertmanager"]["urls"], b"[]", None, 1.0))
     assert answers[f"http://127.0.0.1:{fine.server_address[1]}"] is None
     assert "within 1s" in answers[f"http://127.0.0.1:{hanging.server_address[1]}"]
-    assert answers[f"http://127.0.0.1:{huge.server_address[1]}"].startswith("HTTP 413")
+    assert answers[f"http://127.0.0.1:{huge.server_address[1]}"] == "HTTP 413"  # capped: the 10 MB body is not read, nor quoted
 
 
 def test_a_url_password_is_sent_as_basic_auth_and_masked_in_the_log(tmp_path, replicas, monitor_records,
@@ -277,3 +277,12 @@ def test_host_names_the_instance_and_is_checked(tmp_path):
     assert monitor_config.build({"host": "vps-1"}, None, str(tmp_path))["host"] == "vps-1"
     with pytest.raises(monitor_config.ConfigError, match=r"^host: expected"):
         monitor_config.build({"host": "a b"}, None, str(tmp_path))
+
+
+def test_a_damaged_firing_record_is_dropped_not_a_crash_that_costs_the_runs_alerts():
+    """A hand-edited alertmanager.json (a firing record without labels) raised KeyError in every run."""
+    stored = {"firing": {"disk:/": {"kind": "system"}, "cpu": "junk"}, "resolved": []}
+    posts, state, _ = plan(stored, [result("disk:/", CRITICAL)], {"disk:/": entry(CRITICAL)})
+    assert [p["labels"]["check"] for p in posts] == ["disk:/"] and set(state["firing"]) == {"disk:/"}
+    posts, state, _ = plan(stored, [result("disk:/", OK)], {})  # nothing to resolve from a record without labels
+    assert posts == [] and state["firing"] == {}

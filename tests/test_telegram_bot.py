@@ -427,3 +427,16 @@ def test_a_chunked_answer_through_a_proxy_is_read():
     raw = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
            b"b\r\n{\"ok\":true,\r\nc\r\n\"result\":[]}\r\n0\r\n\r\n")
     assert bot_api._parse(raw, 1024) == bot_api.Answer(200, {"ok": True, "result": []})
+
+
+def test_a_status_that_cannot_be_written_costs_its_reply_not_the_runs_alerts(install, telegram, monkeypatch):
+    def broken(*args, **kwargs):
+        raise OverflowError("date value out of range")  # a state file with since = 1e300
+
+    monkeypatch.setattr(bot_text, "status_text", broken)
+    telegram.command("/status")
+    install.run(("disk:/", CRITICAL))
+    alerts = [r for r in telegram.delivered if r.reply_markup]
+    assert len(alerts) == 1 and "disk:/" in html_to_plain(alerts[0].text)
+    assert replies(telegram) == ["⚠️ /status could not be written this time; the log says why."]
+    assert install.alerts()["telegram"]["offset"] == 1001  # handled: not read again next run

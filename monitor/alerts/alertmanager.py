@@ -95,6 +95,8 @@ def plan(stored: dict, results, entries: dict, silences: list, command: str, kin
 
     host = clip(host, HOST_CHARS)
     before = stored.get("firing") if isinstance(stored.get("firing"), dict) else {}
+    # A damaged record (no labels) is dropped, as `pending`'s are: it must not cost the run's alerts.
+    before = {k: v for k, v in before.items() if isinstance(v, dict) and isinstance(v.get("labels"), dict)}
     pending = [a for a in stored.get("resolved", []) if isinstance(a, dict) and isinstance(a.get("labels"), dict)]
     firing, resolved, seen = {}, [], set()
     for r in results:

@@ -344,7 +344,12 @@ class Inbox:
             if chat is None:
                 continue
             if reply == "status":
-                reply = bot_text.status_text(entries, last_runs, host, self.config["environment"], self.now)
+                try:
+                    reply = bot_text.status_text(entries, last_runs, host, self.config["environment"], self.now)
+                except Exception as exc:  # noqa: BLE001 - an odd state must not cost the run's alerts
+                    log.warning("telegram: /status could not be written: %s", clip(f"{type(exc).__name__}: {exc}", 200),
+                                extra={"event": "telegram_update_failed"})
+                    reply = "⚠️ /status could not be written this time; the log says why."
             for i, chunk in enumerate(split_message(reply)):
                 message_id = f"{reply_id}-{i}"
                 if message_id not in queued:

@@ -159,10 +159,6 @@ def _notify(config, command, results, kinds_run, host, no_notify, dry_run, now, 
     try:
         if held.save_outbox:
             outbox.save(folder, queue)
-        if message and command == "daily-report" and tg and held.deliver:
-            from monitor.alerts.bot import report_path
-
-            state.write_json(report_path(folder), {"text": message[0], "at": now})  # for /report
         updated = {"version": alert_state.STATE_VERSION, "checks": held.entries, "chat_migrations": migrations}
         bot_state = inbox.state if inbox is not None else stored.get("telegram")
         if bot_state:
@@ -175,6 +171,14 @@ def _notify(config, command, results, kinds_run, host, no_notify, dry_run, now, 
             log.error("could not save the outbox (%s): %d undelivered message(s) will be lost: %s",
                       exc.strerror, len(queue), "; ".join(outbox.describe(m) for m in queue),
                       extra={"event": "outbox_write_error"})
+    if message and command == "daily-report" and tg and held.deliver:
+        from monitor.alerts.bot import report_path
+
+        try:  # for /report: its own step, after what holds the alerts
+            state.write_json(report_path(folder), {"text": message[0], "at": now})
+        except OSError as exc:
+            log.warning("could not keep the report for /report: %s", exc.strerror,
+                        extra={"event": "report_copy_error"})
     return summary
 
 

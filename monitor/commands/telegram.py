@@ -43,7 +43,7 @@ def telegram_poll(verbose, **kwargs):
     handler = open_log(config["paths"]["logs"], "telegram", verbose)
     try:
         # No checks: the alert state of every command is kept as it is.
-        summary = notify(config, "telegram-poll", [], set(), host_name())
+        summary = notify(config, "telegram-poll", [], set(), host_name(config))
     finally:
         close_log()
     problems = [p for p in (summary.get("state_error"), handler.error) if p]
