@@ -56,6 +56,14 @@ def split_url(url: str) -> tuple[str, str, int, str, str]:
     return scheme, host, port, authority, target
 
 
+def describe(exc: BaseException) -> str:
+    """A failed exchange in a few words, never the URL: the system's reason ("Connection
+    refused", "Name or service not known"), else the error's own text (this module's name no URL)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return f"{exc}" or type(exc).__name__
+
+
 def resolve(host: str, port: int) -> list:
     """getaddrinfo's TCP answers for host:port: a DNS lookup, which no timeout bounds."""
     import _socket

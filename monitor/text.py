@@ -57,6 +57,13 @@ def printable_tree(value):
     return value
 
 
+def html_escape(value, quote: bool = False) -> str:
+    """`str(value)` with & < > as HTML entities (and with `quote`, ' and " as markupsafe writes
+    them): html.escape without the html package's 1-2 ms of imports a run."""
+    text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("'", "&#39;").replace('"', "&#34;") if quote else text
+
+
 def clip(text, limit: int = NAME_CHARS) -> str:
     """`printable(text)` cut to `limit` characters, the cut marked with an ellipsis."""
     text = printable(text)

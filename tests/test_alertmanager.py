@@ -268,6 +268,20 @@ def test_a_url_password_is_sent_as_basic_auth_and_masked_in_the_log(tmp_path, re
     assert "HTTP 401" in logged and "s3cret-pass-word" not in logged
 
 
+def test_when_every_replica_refuses_the_alerts_cron_hears_of_it_on_stderr(tmp_path, replicas, monitor_records,
+                                                                        capsys):
+    refusing = [replicas(401), replicas(404)]
+    config = _config(tmp_path, [f"http://127.0.0.1:{s.server_address[1]}" for s in refusing])
+    assert _post(config, [result("disk:/", CRITICAL)], {"disk:/": entry(CRITICAL)})["accepted"] == 0
+    said = capsys.readouterr().err
+    assert said.startswith("monitor health: alertmanager: every replica refused the alerts (HTTP 401")
+    assert "HTTP 404" in said and [r.levelname for r in monitor_records if "every replica" in r.getMessage()] == ["ERROR"]
+    refusing.append(replicas())  # one replica takes them: warnings only
+    config = _config(tmp_path, [f"http://127.0.0.1:{s.server_address[1]}" for s in refusing])
+    _post(config, [result("disk:/", CRITICAL)], {"disk:/": entry(CRITICAL)})
+    assert capsys.readouterr().err == ""
+
+
 def test_an_alertmanager_section_needs_a_url(tmp_path):
     with pytest.raises(monitor_config.ConfigError, match=r"alertmanager\.urls: name at least one"):
         monitor_config.build({"alertmanager": {"urls": []}}, None, str(tmp_path))

@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 import textwrap
-from datetime import date, timedelta
+from datetime import date, timedelta, timezone
 
 import pytest
 from freezegun import freeze_time
@@ -262,20 +262,21 @@ def test_two_processes_appending_at_once_never_break_a_line(tmp_path):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(st.text(max_size=40), st.sampled_from(['{"a": 1}', ' {"a":1} \n', '{"a":1} x', '', ' ',
-                                                        '[1,2]', '{"a": NaN}', '{"a"', '"x"', '1 2',
-                                                        '{"a": 1}\t\r\n', '\x0c{"a": 1}', '{"a": 1}\x0b'])))
-def test_the_candidate_parser_answers_as_json_loads(text):
-    # logscan calls json's C scanner straight; a line must be a record, or unparseable,
-    # exactly when json.loads says so.
-    from monitor.logscan import _json_value
+@given(st.one_of(st.text(max_size=40).map(lambda text: "{" + text), st.text(max_size=40),
+                 st.sampled_from(['{"a": 1}', ' {"a":1} \n', '{"a":1} x', '{"a": NaN}', '{"a"', '{"a": 1}\t\r\n',
+                                  '\x0c{"a": 1}', '{"a": 1}\x0b', '{"levelname": "ERROR"}', '{"level": "error"} {}'])))
+def test_a_candidate_is_unparseable_exactly_when_json_loads_refuses_it(text):
+    # error_record calls json's C scanner straight: a JSON-looking line is counted unparseable
+    # ("?") exactly when json.loads refuses it.
+    from hypothesis import assume
 
+    from monitor.logscan import error_record
+
+    line = text.encode("utf-8", "surrogatepass")
+    assume(line.lstrip().startswith(b"{"))
     try:
-        expected = ("value", json.loads(text))
+        json.loads(text)
+        refused = False
     except ValueError:
-        expected = ("error",)
-    try:
-        got = ("value", _json_value(text))
-    except (ValueError, StopIteration):
-        got = ("error",)
-    assert repr(got) == repr(expected)
+        refused = True
+    assert (error_record(line, timezone.utc) == ("?", None)) == refused

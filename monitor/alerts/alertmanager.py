@@ -19,6 +19,7 @@ once, the whole step within `alertmanager.timeout`, at most 64 KB of each answer
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from datetime import datetime, timezone
@@ -191,6 +192,13 @@ def post(config: dict, command: str, results, kinds_run, entries: dict, silences
         for url, error in answers:
             if error:
                 log.warning("alertmanager %s: %s", shown(url), error, extra={"event": "alertmanager_failed"})
+        if all(error and error.startswith("HTTP 4") for _, error in answers):
+            # Every replica refused (a wrong token or path): no retry mends that. Cron mails stderr.
+            problem = (f"alertmanager: every replica refused the alerts "
+                       f"({'; '.join(sorted({clip(error, 80) for _, error in answers}))}): "
+                       "check alertmanager.urls and its token")
+            print(f"monitor {command}: {problem}", file=sys.stderr)
+            log.error("%s", problem, extra={"event": "alertmanager_refused"})
         if summary["accepted"]:
             updated["resolved"] = []
         elif updated["resolved"]:
@@ -279,13 +287,8 @@ def _exchange(box: dict, body: bytes, token: str | None, deadline: float, monoto
     except TimeoutError:  # the socket's own timeout is the deadline: one wording for both
         box["error"] = f"no whole answer within {box['timeout']:g}s"
     except Exception as exc:  # noqa: BLE001 - any failure is this replica's alone
-        from monitor.net_errors import describe
-
-        try:
-            reason = describe(exc, host=urlsplit(box["url"]).hostname)
-        except Exception:  # noqa: BLE001
-            reason = type(exc).__name__
-        box["error"] = printable(redact.scrub(reason))
+        # Not net_errors.describe: it imports requests (~150 ms) for a replica that is down.
+        box["error"] = printable(redact.scrub(rawhttp.describe(exc)))[:200]
     finally:
         box["done"].set()
 

@@ -66,9 +66,9 @@ def _resolve(host: str, port: int) -> list:
 
 
 def _describe(exc: Exception) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return scrub(f"{exc}" or type(exc).__name__)[:200]
+    from monitor import rawhttp
+
+    return scrub(rawhttp.describe(exc))[:200]
 
 
 class Ping:

@@ -12,7 +12,7 @@ import logging
 import os
 from datetime import datetime
 
-from monitor.text import ELLIPSIS, NAME_CHARS, clip, printable
+from monitor.text import ELLIPSIS, NAME_CHARS, clip, html_escape, printable
 from monitor.units import format_duration
 
 log = logging.getLogger("monitor")
@@ -214,9 +214,8 @@ def values(report: dict, missing: list[str], *, host: str, environment: str, war
 
 
 def _e(value) -> str:
-    """A value as Jinja2's autoescape writes it: str(), then & < > ' " as markupsafe escapes them."""
-    return (str(value).replace("&", "&amp;").replace(">", "&gt;").replace("<", "&lt;")
-            .replace("'", "&#39;").replace('"', "&#34;"))
+    """A value as Jinja2's autoescape writes it (markupsafe's entities, quotes too)."""
+    return html_escape(value, quote=True)
 
 
 def _builtin(*, report, missing, host, environment, header, day, timezone, hours, min_opportunities,
