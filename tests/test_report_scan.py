@@ -10,7 +10,8 @@ from datetime import timedelta
 import pytest
 
 from monitor.report import database, day_scan
-from tests.test_report import BEFORE, DAY, at, figures_for, make_db
+from monitor.report import figures
+from tests.test_report import BEFORE, DAY, UTC, at, figures_for, make_db, report_cfg
 
 PLAIN = "SELECT found_at AS time, source, roi FROM opportunities WHERE found_at >= :start AND found_at < :end"
 
@@ -199,3 +200,18 @@ def test_a_row_of_another_shape_written_during_the_report_is_judged_by_its_insta
     statements.clear()
     found = figures_for(tmp_path, database="sqlite://idx.db")
     assert found["opportunities_found"] == 36 and "odd" not in found["sources"]  # 00:30Z the next day
+
+
+@pytest.mark.parametrize("odd", [False, True], ids=["utc-text", "an-offset-row"])
+def test_the_charts_hours_count_each_row_in_its_own_hour(tmp_path, statements, odd):
+    """Plain hour ranges when the day proved UTC text; each row judged by its instant otherwise."""
+    rows = [(at(DAY, f"{h:02d}:{m:02d}:00", "+00:00"), "a", 1.0) for h in range(24) for m in range(0, 60, 60 // (h + 1))]
+    if odd:  # 01:30 at +02:00 is 23:30 UTC the day before: not in hour 1, nor in the day
+        rows.append((at(DAY, "01:30:00", "+02:00"), "a", 1.0))
+    make_db(tmp_path / "opp.db", rows)
+    cfg = {**report_cfg(tmp_path, database="sqlite://opp.db"), "hourly": True}  # daily.py sets it for a chart
+    found = figures.business_figures(cfg, figures.window_for(DAY, UTC), str(tmp_path))
+    expected = [len(range(0, 60, 60 // (h + 1))) for h in range(24)]
+    assert found["hourly"] == expected and found["opportunities_found"] == sum(expected)
+    hour_sql = [sql for sql in statements if "COUNT(*), 0, 0" in sql and "SUM(" not in sql]
+    assert hour_sql and all(("julianday" in sql) == odd for sql in hour_sql)

@@ -268,7 +268,8 @@ def business_figures(cfg: dict, window: Window, base_dir: str = ".") -> dict:
                 past = history.history(db, cfg, (source, t, s, r, roi), window)
         else:
             sources, totals, top = found
-        hours = history.hourly(db, cfg, (source, t, s, r, roi), window) if cfg.get("hourly") else None
+        hours = (history.hourly(db, cfg, (source, t, s, r, roi), window, utc_proven=found is not None)
+                 if cfg.get("hourly") else None)
         before = (past["days"][0]["count"], past["days"][0]["roi_sum"], past["days"][0]["with_roi"])
     finally:
         db.close()

@@ -70,10 +70,12 @@ def history(db: Database, cfg: dict, parts: tuple, window: Window, fast=False) -
     return Ranges({"days": days, "sources": sources}, counts.utc)
 
 
-def hourly(db: Database, cfg: dict, parts: tuple, window: Window) -> list[int]:
-    """Opportunities in each hour of the reported day (local hours: 23, 24 or 25)."""
+def hourly(db: Database, cfg: dict, parts: tuple, window: Window, utc_proven: bool = False) -> list[int]:
+    """Opportunities in each hour of the reported day (local hours: 23, 24 or 25).
+
+    `utc_proven`: every row the day's scan read was UTC text, so each hour is a plain range."""
     hours = hour_ranges(window)
-    found = per_range(db, cfg, parts, hours, count_only=lambda i: True)
+    found = per_range(db, cfg, parts, hours, count_only=lambda i: True, fast=utc_proven, utc_proven=utc_proven)
     return [found.get(i, {}).get(None, (0,))[0] for i in range(len(hours))]
 
 
