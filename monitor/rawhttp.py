@@ -59,6 +59,8 @@ def split_url(url: str) -> tuple[str, str, int, str, str]:
 def describe(exc: BaseException) -> str:
     """A failed exchange in a few words, never the URL: the system's reason ("Connection
     refused", "Name or service not known"), else the error's own text (this module's name no URL)."""
+    if isinstance(exc, ConnectionRefusedError):  # net_errors' wording, as the Telegram failures say it
+        return "connection refused"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return f"{exc}" or type(exc).__name__
