@@ -14,7 +14,11 @@ MAX_POINTS = 80           # about 3 KB of JSON per series, whatever the run rate
 # A drop of more than this share of the total is a deletion (or a quota reset), not noise:
 # the old points describe another trend, so the series starts again.
 JUMP = 0.01
+# A total that moves by no more than this share is the same filesystem or quota: used +
+# available wobbles on ZFS and btrfs, and XFS reports fewer inodes as blocks fill.
+TOTAL_DRIFT = 0.01
 MIN_SAMPLES = 4
+PREFIX = "eta:"  # the series' keys in what health carries: eta:<check id>
 
 
 class Settings:
@@ -59,15 +63,15 @@ def points_of(saved) -> list[list[float]]:
 def append(points: list, now: float, used: float, total: float) -> tuple[list, str]:
     """Given the series, add (now, used, total); return the series to keep and why it restarted ("" if not).
 
-    It restarts when the total changed (a resized filesystem, a new quota limit), when
-    `used` fell by more than JUMP of the total (files deleted, a quota reset), or when the
-    clock went back past its newest point. Points older than KEEP_SECONDS go; past
+    It restarts when the total moved by more than TOTAL_DRIFT of itself (a resized
+    filesystem, a new quota limit), when `used` fell by more than JUMP of the total (files
+    deleted, a quota reset), or when the clock went back past its newest point. Points older than KEEP_SECONDS go; past
     MAX_POINTS the oldest are thinned (`thin`).
     """
     why = ""
     if points:
         last = points[-1]
-        if last[2] != total:
+        if abs(total - last[2]) > TOTAL_DRIFT * last[2]:
             why = "the total changed"
         elif used < last[1] - JUMP * total:
             why = "usage dropped"
@@ -107,11 +111,12 @@ def slope(points: list) -> float:
     return sum((p[0] - mean_t) * (p[1] - mean_u) for p in points) / var
 
 
-def estimate(points: list, now: float, settings: Settings, show_rate=lambda rate: f"{rate:g}/s") -> Estimate:
+def estimate(points: list, now: float, settings: Settings, show_rate=lambda rate: f"{rate:g}/s",
+             verb: str = "full") -> Estimate:
     """Given a series (newest last), return when used reaches total at the rate of the last window.
 
     Needs at least `min_samples` points spanning `min_span` inside `window`; `show_rate`
-    words a rate (units per second) for the note.
+    words a rate (units per second) for the note, `verb` what 100 % is ("full", "exhausted").
     """
     recent = [p for p in points if now - settings.window <= p[0] <= now]
     span = recent[-1][0] - recent[0][0] if recent else 0.0
@@ -123,7 +128,7 @@ def estimate(points: list, now: float, settings: Settings, show_rate=lambda rate
     _, used, total = recent[-1]
     over = f"over {format_duration(span)}"
     if used >= total:
-        return Estimate(0.0, rate, span, len(recent), f"already full ({show_rate(rate)} {over})")
+        return Estimate(0.0, rate, span, len(recent), f"already {verb}, at {show_rate(rate)} {over}")
     if rate <= 0:
         return Estimate(None, rate, span, len(recent), f"not growing ({show_rate(rate)} {over})")
     return Estimate((total - used) / rate, rate, span, len(recent), f"at {show_rate(rate)} {over}")
@@ -132,3 +137,26 @@ def estimate(points: list, now: float, settings: Settings, show_rate=lambda rate
 def when(seconds: float) -> str:
     """An ETA as people say it: "in ~5h10m", "in ~3d4h", "now"."""
     return "now" if seconds < 1 else f"in ~{format_duration(seconds)}"
+
+
+def told(found: Estimate, verb: str = "full") -> str:
+    """An estimate with a time, for a message: "full in ~5h10m (at 2 GiB/h over 2h)"; once
+    there, its note alone: "already full, at 2 GiB/h over 2h" (`verb` as given to `estimate`)."""
+    if found.seconds < 1:
+        return found.note
+    return f"{verb} {when(found.seconds)} ({found.note})"
+
+
+def drop_stale(previous: dict, now: float) -> list[str]:
+    """Remove from `previous` (what the last run carried) each series whose newest point is
+    older than KEEP_SECONDS: a disk or quota no longer configured, whose points the next
+    `append` would discard anyway. Return the keys dropped."""
+    stale = []
+    for key, saved in previous.items():
+        if key.startswith(PREFIX):
+            points = points_of(saved)
+            if not points or now - points[-1][0] > KEEP_SECONDS:
+                stale.append(key)
+    for key in stale:
+        del previous[key]
+    return stale

@@ -175,3 +175,20 @@ def test_no_eta_metric_while_the_disk_is_not_growing(tmp_path, tmpfs, run_monito
     assert check["details"]["eta_seconds"] is None and check["details"]["eta_note"].startswith("no trend yet")
     prom = (text / "monitor_health.prom").read_text()
     assert f'monitor_disk_usage_percent{{path="{tmpfs}"}}' in prom and "monitor_disk_fill_eta_seconds{" not in prom
+
+
+def test_monitor_health_drops_the_series_of_a_disk_no_longer_checked(tmp_path, tmpfs, run_monitor, envelope):
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    now = time.time()
+    (state / "counters.json").write_text(json.dumps({
+        "eta:disk:/removed": [[now - 50 * 3600, 1, 10]],      # its newest point older than 48 h
+        "eta:quota:retired": [[now - 49 * 3600, 1, 10]],
+        "eta:disk:/recent": [[now - 3600, 1, 10]],            # not checked this run, but recent: kept
+    }))
+    proc = run_monitor(["health", "--only", "system", "--format", "json", "--no-notify"], tmp_path,
+                       config=f'[system]\ndisk_paths = ["{tmpfs}"]\nnetwork_interfaces = ["lo"]\n')
+    envelope(proc)
+    saved = json.loads((state / "counters.json").read_text())
+    assert sorted(k for k in saved if k.startswith("eta:")) == ["eta:disk:/recent", f"eta:disk:{tmpfs}",
+                                                                f"eta:inodes:{tmpfs}"]

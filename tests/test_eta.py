@@ -74,10 +74,15 @@ def test_only_the_window_counts():
     assert eta.estimate(points, now, eta.Settings(10 * HOUR, 30 * 60)).seconds > 20 * HOUR
 
 
-def test_a_full_series_is_full_now():
+def test_a_full_series_is_full_now_and_says_it_once():
     points, now = grown(990.0, 20.0, runs=13)
-    found = eta.estimate(points, now, SETTINGS)
-    assert found.seconds == 0.0 and found.note.startswith("already full")
+    found = eta.estimate(points, now, SETTINGS, lambda r: f"{r * HOUR:.0f}/h")
+    assert found.seconds == 0.0 and found.note == "already full, at 20/h over 1h"
+    assert eta.told(found) == "already full, at 20/h over 1h"  # not "full now (already full (...))"
+    spent = eta.estimate(points, now, SETTINGS, lambda r: f"{r * HOUR:.0f} calls/h", "exhausted")
+    assert eta.told(spent, "exhausted") == "already exhausted, at 20 calls/h over 1h"
+    growing, now = grown(500.0, 50.0, runs=13)
+    assert eta.told(eta.estimate(growing, now, SETTINGS, lambda r: f"{r * HOUR:.0f}/h")) == "full in ~9h (at 50/h over 1h)"
     assert eta.when(found.seconds) == "now" and eta.when(5 * HOUR + 600) == "in ~5h10m"
 
 
@@ -93,6 +98,39 @@ def test_a_new_total_or_a_clock_set_back_restarts_the_series():
     points, now = grown(500.0, 50.0, runs=13)
     assert eta.append(points, now + 300, 600, 2000) == ([[now + 300, 600, 2000]], "the total changed")
     assert eta.append(points, now - 60, 600, 1000) == ([[now - 60, 600, 1000]], "the clock went back")
+
+
+def test_a_total_that_wobbles_within_one_percent_keeps_the_series():
+    # ZFS and btrfs: used + available moves as metadata is written; XFS: fewer inodes as blocks
+    # fill. Each run's total a little off the last one's, the series goes on and the ETA stands.
+    points, now = [], 0.0
+    for i, total in enumerate([1000, 1004, 998, 1003, 995, 999, 1002, 996, 1001, 994, 997, 1000, 993]):
+        now = i * 300.0
+        points, why = eta.append(points, now, 500 + 50 * now / HOUR, total)
+        assert why == ""
+    assert len(points) == 13
+    assert eta.estimate(points, now, SETTINGS).seconds == pytest.approx((993 - 550) / 50 * HOUR, rel=0.01)
+    # XFS's inode count shrinking run after run by less than 1 % each time: still one series.
+    shrinking = []
+    for i in range(13):
+        shrinking, why = eta.append(shrinking, i * 300.0, 100 + i, 10_000 * 0.995 ** i)
+        assert why == ""
+    # More than 1 %: another filesystem, or another quota limit.
+    assert eta.append(points, now + 300, 560, 993 * 1.011)[1] == "the total changed"
+    assert eta.append(points, now + 300, 560, 993 * 0.989)[1] == "the total changed"
+
+
+def test_series_not_touched_for_longer_than_they_are_kept_are_dropped():
+    now = 1_900_000_000.0
+    previous = {
+        "eta:disk:/old": [[now - eta.KEEP_SECONDS - 60, 5, 10]],           # a disk no longer configured
+        "eta:quota:gone": [[now - 3 * 86400, 1, 10], [now - 2 * 86400 - 1, 2, 10]],
+        "eta:disk:/srv": [[now - 3 * 86400, 1, 10], [now - 3600, 2, 10]],  # old points, a recent one
+        "eta:inodes:/junk": "not a series",
+        "cpu": {"time": 1},                                                 # not a series: not ours
+    }
+    assert sorted(eta.drop_stale(previous, now)) == ["eta:disk:/old", "eta:inodes:/junk", "eta:quota:gone"]
+    assert sorted(previous) == ["cpu", "eta:disk:/srv"]
 
 
 def test_the_series_stays_bounded_and_keeps_the_recent_runs_dense():

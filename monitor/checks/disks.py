@@ -156,7 +156,7 @@ class Trend:
         if found.seconds is None:
             return result.replace(details=details)
         status = worst(result.status, self.fill_eta.judge(found.seconds))
-        message = f"{result.message}, full {eta.when(found.seconds)} ({found.note})"
+        message = f"{result.message}, {eta.told(found)}"
         return result.replace(status=status, message=message, details=details)
 
 
@@ -174,6 +174,8 @@ def path_checks(config: dict, carried: Carried | None) -> list:
     """A disk and an inodes check per `system.disk_paths` entry (for `system.checks`, in its order)."""
     cfg = config["system"]
     found, timeout, trend = [], cfg["timeout"], eta.settings_of(config)
+    if carried is not None:  # the series of disks and quotas no longer configured go
+        eta.drop_stale(carried.previous, time.time())
     kinds = (("disk", disk, cfg["disk_percent"]), ("inodes", inodes, cfg["inodes_percent"]))
     for path in cfg["disk_paths"]:
         for what, measure, threshold in kinds:

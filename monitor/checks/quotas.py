@@ -106,7 +106,8 @@ def exhaustion(result: Result, trend, headers, cfg: dict, remaining: float, limi
     key = f"eta:quota:{cfg['name']}"
     points, restarted = eta.append(eta.points_of(carried.previous.get(key)), round(now, 1), limit - remaining, limit)
     carried.save(key, points)
-    found = eta.estimate(points, now, settings, lambda rate: f"{_plain(round(rate * 3600, 1))} calls/h")
+    found = eta.estimate(points, now, settings, lambda rate: f"{_plain(round(rate * 3600, 1))} calls/h",
+                         "exhausted")
     reset_in, reset_note = reset_time(headers, cfg, now)
     note = f"series restarted: {restarted}; {found.note}" if restarted else found.note
     details = {**result.details, "eta_seconds": None if found.seconds is None else round(found.seconds),
@@ -115,7 +116,7 @@ def exhaustion(result: Result, trend, headers, cfg: dict, remaining: float, limi
         details["reset_note"] = reset_note
     if found.seconds is None:
         return result.replace(details=details)
-    message = f"{result.message}, exhausted {eta.when(found.seconds)} ({found.note})"
+    message = f"{result.message}, {eta.told(found, 'exhausted')}"
     status = result.status
     if reset_in is not None:
         first = found.seconds < reset_in
@@ -238,6 +239,8 @@ def checks(config: dict, carried=None, shared=None) -> list:
     """One check per [[quotas]] entry; its requests share the run's HTTP session."""
     session = shared.http_session() if shared else None
     trend = (carried, eta.settings_of(config), time.time) if carried is not None else None
+    if carried is not None:  # as disks.path_checks does, for a run with `--only quota`
+        eta.drop_stale(carried.previous, time.time())
     return [Check(f"quota:{cfg['name']}", "quota", partial(quota, cfg, session, trend=trend),
                   cfg["timeout"] + MARGIN_SECONDS)
             for cfg in config["quotas"]]
