@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from monitor import eta
+from monitor import config, eta
+from monitor.config import schema
 
 HOUR = 3600.0
 SETTINGS = eta.Settings(window=6 * HOUR, min_span=30 * 60)
@@ -159,3 +160,38 @@ def test_a_garbled_saved_series_is_dropped(saved):
 
 def test_a_saved_series_is_read_back_oldest_first():
     assert eta.points_of([[5, 2, 10], [1, 1, 10], "x"]) == [[1, 1, 10], [5, 2, 10]]
+
+
+# --- the settings: one that cannot work is a config error ---------------------------------------
+
+@pytest.mark.parametrize("system, error", [
+    ({"eta_window": "72h"}, "system.eta_window: at most 48h (the series keeps no older point), got 3d"),
+    ({"eta_window": "1h", "eta_min_span": "1h"},
+     "system.eta_min_span: must be shorter than eta_window (1h), got 1h: no ETA could ever be given"),
+    ({"eta_window": "50h", "eta_min_span": "3d"},  # both wrong: the window is told, once
+     "system.eta_window: at most 48h (the series keeps no older point), got 2d2h"),
+    ({"eta_min_span": "7h"}, "system.eta_min_span: must be shorter than eta_window (6h), got 7h: no ETA could "
+                             "ever be given"),
+])
+def test_eta_settings_that_cannot_give_an_eta_are_one_config_error(tmp_path, system, error):
+    with pytest.raises(config.ConfigError) as bad:
+        config.build({"system": system}, None, str(tmp_path))
+    assert bad.value.errors == [error]
+
+
+def test_the_longest_window_and_a_profile_s_settings_are_checked_too(tmp_path):
+    built = config.build({"system": {"eta_window": "48h", "eta_min_span": "47h"}}, None, str(tmp_path))
+    assert built["system"]["eta_window"] == eta.KEEP_SECONDS == schema.ETA_KEEP_SECONDS
+    with pytest.raises(config.ConfigError) as bad:
+        config.build({"env": {"dev": {"system": {"eta_window": "20m"}}}}, "dev", str(tmp_path))
+    assert bad.value.errors == ["system.eta_min_span: must be shorter than eta_window (20m), got 30m: no ETA "
+                                "could ever be given"]
+
+
+def test_monitor_refuses_such_a_config_with_one_line_and_exit_3(tmp_path, run_monitor):
+    proc = run_monitor(["health", "--format", "json"], tmp_path, config='[system]\neta_window = "3d"\n',
+                       steady_cpu=False)
+    assert proc.returncode == 3 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == ["config error: system.eta_window: at most 48h (the series keeps no "
+                                                "older point), got 3d"]
+    assert not (tmp_path / "state").exists()  # nothing written

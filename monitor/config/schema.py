@@ -34,6 +34,22 @@ def _quota_rules(table, path, ctx):
     _need_one("limit_header", "limit_json", "limit", what="no quota limit source")(table, path, ctx)
 
 
+ETA_KEEP_SECONDS = 48 * 3600  # monitor.eta.KEEP_SECONDS, not imported by every command's config
+
+
+def _eta_rules(table, path, ctx):
+    """An ETA window longer than the series is kept, or a minimum span no window can hold."""
+    from monitor.units import format_duration
+
+    window, span = table.get("eta_window"), table.get("eta_min_span")
+    if isinstance(window, (int, float)) and window > ETA_KEEP_SECONDS:
+        ctx.errors.append(f"{path}.eta_window: at most {ETA_KEEP_SECONDS // 3600}h (the series keeps no older "
+                          f"point), got {format_duration(window)}")
+    elif isinstance(window, (int, float)) and isinstance(span, (int, float)) and span >= window:
+        ctx.errors.append(f"{path}.eta_min_span: must be shorter than eta_window ({format_duration(window)}), "
+                          f"got {format_duration(span)}: no ETA could ever be given")
+
+
 def check_timezone(config, errors):
     report = config.get("report")
     if not report or not report.get("timezone"):
@@ -151,13 +167,13 @@ SCHEMA = Table({
         "timeout": DurationField("5s", help="Each host check ends within this; a hung statvfs "
                                             "(a dead NFS mount) is critical."),
         "eta_window": DurationField("6h", help="Fill and quota ETAs follow the trend of this last "
-                                               "stretch of runs (a least-squares line)."),
+                                               "stretch of runs (a least-squares line); at most 48h."),
         "eta_min_span": DurationField("30m", help="No ETA until the runs in eta_window span this "
-                                                  "(and number at least 4)."),
+                                                  "(and number at least 4); shorter than eta_window."),
         "fill_eta": ThresholdField("3d", "12h", lower_is_worse=True, durations=True,
                                    help="Time until a disk (or its inodes) is full at that trend; lower "
                                         "is worse. The worse of this and disk_percent wins."),
-    }, help="The host checks, always run. Thresholds are { warning = W, critical = C }; higher "
+    }, check=_eta_rules, help="The host checks, always run. Thresholds are { warning = W, critical = C }; higher "
             "is worse here, and W must not exceed C."),
     "vault": Table({
         "url": Url("http://127.0.0.1:8200", help="The Vault address; the environment's VAULT_ADDR "
