@@ -13,6 +13,7 @@ import pytest
 from monitor import config as monitor_config
 from monitor import eta
 from monitor.alerts.messages import headline
+from monitor import checks
 from monitor.checks import disks, system
 from monitor.results import Threshold, with_identity
 from monitor.state import Carried
@@ -113,6 +114,29 @@ def test_inodes_get_their_own_eta(tmpfs, fstab):
     assert result.status == "critical"
     assert result.details["eta_seconds"] == pytest.approx((64 - 25) / 36 * 3600, abs=1)  # root + 24 files used
     assert "full in ~1h5m (at 36 inodes/h over 40m)" in result.message
+    # Exported beside the disk's, so the critical ETA reaches Alertmanager too (HostInodesFillingUp).
+    [(name, _, labels, sample, value)] = checks.exported(with_identity(result, f"inodes:{tmpfs}", "system", 1.0))
+    assert (name, labels, sample, value) == ("monitor_inodes_fill_eta_seconds", ("path",), {"path": str(tmpfs)},
+                                             result.details["eta_seconds"])
+
+
+def test_a_full_disk_says_so_once(tmpfs, fstab):
+    runs = Runs(tmpfs, fstab)
+    runs.run()
+    for i in range(3):
+        write(tmpfs, f"chunk-{i}", MIB)
+        runs.run(after=600)
+    with open(tmpfs / "rest", "wb") as rest:  # what is left, to the last block
+        try:
+            while True:
+                rest.write(b"\0" * 65536)
+                rest.flush()
+        except OSError:
+            pass
+    full = runs.run(after=600)
+    assert full.value == 100.0 and full.status == "critical" and full.details["eta_seconds"] == 0
+    assert full.message.endswith(", already full, at 6.0 MiB/h over 40m"), full.message
+    assert full.details["eta_note"] == "already full, at 6.0 MiB/h over 40m"
 
 
 def test_a_missing_path_keeps_no_series(tmp_path, fstab):

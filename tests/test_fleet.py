@@ -419,13 +419,16 @@ def _host(folder: Path, text: str) -> Path:
 
 def _seed_eta_series(state: Path) -> None:
     """Earlier health runs of the failing host (issue 17): its disk / filled 1.5 % of its size
-    every 10 minutes (full within 12 h however full it is now) and its quota went from 60
-    to 99 calls used of 100 in 40 minutes, with a daily reset: both ETAs are known."""
+    every 10 minutes (full within 12 h however full it is now), its inodes as fast, and its
+    quota went from 60 to 99 calls used of 100 in 40 minutes, with a daily reset: every ETA
+    is known."""
     st, now = os.statvfs("/"), time.time()
     used, total = (st.f_blocks - st.f_bfree) * st.f_frsize, (st.f_blocks - st.f_bfree + st.f_bavail) * st.f_frsize
+    inodes = st.f_files - st.f_ffree
     state.mkdir(mode=0o700)
     (state / "counters.json").write_text(json.dumps({
         "eta:disk:/": [[now - 600 * k, used - k * total * 0.015, total] for k in (4, 3, 2, 1)],
+        "eta:inodes:/": [[now - 600 * k, inodes - k * st.f_files * 0.015, st.f_files] for k in (4, 3, 2, 1)],
         "eta:quota:etherscan": [[now - 600 * k, 99 - 10 * k, 100] for k in (4, 3, 2, 1)],
     }))
 
@@ -715,6 +718,7 @@ EXPECTED_ON_THE_FAILING_HOST = {
     ("BackupFailed", "critical"), ("LowOpportunityCount", "warning"), ("ScraperErrorsLogged", "warning"),
     ("ExpectedSourcesSilent", "warning"), ("MonitorOutboxGrowing", "warning"),
     ("HostDiskFillingUp", "warning"), ("HostDiskFillingUp", "critical"), ("ApiQuotaExhaustedBeforeReset", "warning"),
+    ("HostInodesFillingUp", "warning"), ("HostInodesFillingUp", "critical"),
 }
 
 

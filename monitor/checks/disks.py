@@ -166,6 +166,8 @@ METRICS = {
     "monitor_disk_usage_percent": ("Disk space used percent, as df counts it.", ("path",)),
     "monitor_disk_fill_eta_seconds": ("Seconds until the filesystem is full at the rate of system.eta_window "
                                       "(only while it grows).", ("path",)),
+    "monitor_inodes_fill_eta_seconds": ("Seconds until the filesystem has no free inode at the rate of "
+                                        "system.eta_window (only while their use grows).", ("path",)),
 }
 MEASURES = {"disk": ("disk", False), "inodes": ("inodes", False)}
 
@@ -192,11 +194,14 @@ def check_ids(config: dict) -> list[str]:
 
 
 def samples(result) -> list:
-    if not result.id.startswith("disk:"):
+    what, _, path = result.id.partition(":")
+    left = (result.details or {}).get("eta_seconds")
+    if what == "inodes":  # its percent is monitor_check_value's
+        return [("monitor_inodes_fill_eta_seconds", {"path": path}, left)]
+    if what != "disk":
         return []
-    path = result.id[5:]
     return [("monitor_disk_usage_percent", {"path": path}, result.value),
-            ("monitor_disk_fill_eta_seconds", {"path": path}, (result.details or {}).get("eta_seconds"))]
+            ("monitor_disk_fill_eta_seconds", {"path": path}, left)]
 
 
 def levels(config: dict) -> dict:
@@ -226,13 +231,17 @@ def rules(t: dict) -> dict:
             f"(warning from {num(levels.warning)}%, critical from {num(levels.critical)}%).",
             runbook)
     fill = t["fill_eta"]
-    rules += pair(
-        "HostDiskFillingUp", lambda level: f"monitor_disk_fill_eta_seconds <= {num(level)}", fill, ("10m", "5m"),
-        "Disk {{ $labels.path }} filling up (SEVERITY)",
-        "Disk {{ $labels.path }} on {{ $labels.instance }} will be full in {{ $value | humanizeDuration }} "
-        f"at its recent rate (warning from {duration_text(fill.warning)}, critical from "
-        f"{duration_text(fill.critical)}; the health check's message gives the rate).",
-        runbook)
+    for alert, metric, what, full in (
+            ("HostDiskFillingUp", "monitor_disk_fill_eta_seconds", "Disk {{ $labels.path }}", "be full"),
+            ("HostInodesFillingUp", "monitor_inodes_fill_eta_seconds", "Inodes of {{ $labels.path }}",
+             "have no free inode")):
+        rules += pair(
+            alert, lambda level, metric=metric: f"{metric} <= {num(level)}", fill, ("10m", "5m"),
+            f"{what} filling up (SEVERITY)",
+            f"{what} on {{{{ $labels.instance }}}} will {full} in {{{{ $value | humanizeDuration }}}} "
+            f"at its recent rate (warning from {duration_text(fill.warning)}, critical from "
+            f"{duration_text(fill.critical)}; the health check's message gives the rate).",
+            runbook)
     return {"monitor_host": rules}
 
 
@@ -240,7 +249,8 @@ def panels(t: dict) -> list:
     from monitor.fleet.kit import INSTANCE as I, lower_worse, panel, target
 
     return [("Ahead", panel("timeseries", "Disk full in",
-                            [target(f"monitor_disk_fill_eta_seconds{{{I}}}", "{{instance}} {{path}}")],
-                            "Time until each of system.disk_paths is full at the rate of system.eta_window; "
-                            "no line while a disk is not growing (system.fill_eta).", "s",
+                            [target(f"monitor_disk_fill_eta_seconds{{{I}}}", "{{instance}} {{path}}"),
+                             target(f"monitor_inodes_fill_eta_seconds{{{I}}}", "{{instance}} {{path}} inodes", "B")],
+                            "Time until each of system.disk_paths is full (or out of inodes) at the rate of "
+                            "system.eta_window; no line while a disk is not growing (system.fill_eta).", "s",
                             lower_worse(t["fill_eta"]), 0), 12, 8)]
