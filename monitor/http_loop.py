@@ -28,6 +28,9 @@ HEAD_LIMIT = 64 * 1024  # status line and headers; more is not an HTTP health an
 _CHUNK = 64 * 1024
 _NO_BODY = (204, 304)
 REDIRECTS = (301, 302, 303, 307, 308)
+# Kept back from a probe's deadline when reading a refused certificate: the probe's own
+# failure must reach its check, not be overtaken by the deadline.
+PEEK_MARGIN = 0.1
 
 
 class Failure(Exception):
@@ -79,6 +82,7 @@ class Prober:
         self._dns: dict = {}
         self._tls: dict = {}
         self.certificates = certificates  # peer_certs.PeerCertificates: what each handshake showed
+        self._peeked: set = set()  # (host, port) whose refused certificate was read (or is being)
         self._thread = threading.Thread(target=self.loop.run_forever, name="probes", daemon=True)
         self._thread.start()
 
@@ -111,8 +115,8 @@ class Prober:
             answer = Answer()
             answer.slotted, answer.connected = time.monotonic(), None
             try:
-                async with asyncio.timeout(timeout):
-                    reader, writer, handshake = await self._connect(scheme, host, port, tls)
+                async with asyncio.timeout(timeout) as scope:
+                    reader, writer, handshake = await self._connect(scheme, host, port, tls, scope.when())
                     answer.connected = True
                     # Noted before the write: a thread preempted right after it would note
                     # the time late and report less than the server took.
@@ -135,7 +139,9 @@ class Prober:
                     writer.transport.abort()  # one request per connection: no half-read reuse
             return answer
 
-    async def _connect(self, scheme, host, port, tls_settings=(True, "")):
+    async def _connect(self, scheme, host, port, tls_settings=(True, ""), deadline=None):
+        """(reader, writer, handshake seconds) of a new connection to host:port; `deadline`
+        (the loop's time) bounds the extra handshake that reads a refused certificate."""
         try:
             infos = await self._resolve(host, port)
         except BaseException as exc:
@@ -176,7 +182,12 @@ class Prober:
                 lambda: protocol, sock=sock, ssl=tls, server_hostname=host if tls else None)
         except BaseException as exc:
             sock.close()
-            self._no_certificate(scheme, host, port, exc, at_tls=True)
+            der = None
+            if getattr(exc, "verify_code", None) is not None and self.certificates is not None \
+                    and (host, port) not in self._peeked:
+                self._peeked.add((host, port))
+                der = await self._unverified_leaf(family, address, host, deadline)
+            self._no_certificate(scheme, host, port, exc, at_tls=True, der=der)
             raise
         if tls is not None:
             handshake += time.monotonic() - before_tls
@@ -206,12 +217,37 @@ class Prober:
         infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         return [(family, address) for family, _, _, _, address in infos]
 
-    def _no_certificate(self, scheme, host, port, exc, at_tls: bool) -> None:
+    def _no_certificate(self, scheme, host, port, exc, at_tls: bool, der=None) -> None:
         if self.certificates is not None and scheme == "https":
             from monitor.peer_certs import no_certificate
 
             reason, code, _ = no_certificate(exc)
-            self.certificates.failed(host, port, reason, at_tls, code)
+            self.certificates.failed(host, port, reason, at_tls, code, der)
+
+    async def _unverified_leaf(self, family, address, host, deadline) -> bytes | None:
+        """The leaf certificate of one handshake without verification (a refused certificate's
+        dates: the refusal hands none over), or None; within `deadline` less PEEK_MARGIN."""
+        left = None if deadline is None else deadline - self.loop.time() - PEEK_MARGIN
+        if left is not None and left <= 0:
+            return None
+        from monitor.peer_certs import unverified_context
+
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            async with asyncio.timeout(left):
+                sock.setblocking(False)
+                await self.loop.sock_connect(sock, address)
+                transport, _ = await self.loop.create_connection(
+                    asyncio.Protocol, sock=sock, ssl=unverified_context(), server_hostname=host)
+                try:
+                    peer = transport.get_extra_info("ssl_object")
+                    return peer.getpeercert(binary_form=True) if peer else None
+                finally:
+                    transport.abort()
+        except (OSError, TimeoutError, ValueError):  # ssl.SSLError is an OSError
+            return None
+        finally:
+            sock.close()
 
     def _tls_context(self, verify: bool = True, cafile: str = ""):
         """One context per (verify, CA bundle) in a run: certifi's bundle unless `cafile` is given."""

@@ -3,7 +3,11 @@
 The probes' client (`http_loop.py`) and the Vault client (`vault_secrets.py`) hand each
 handshake's leaf certificate (DER) or its failure to a `PeerCertificates` of the run
 (`checks.Shared.peer_certificates()`); the `tls:<host:port>` checks read it once the
-probes are done (`checks/tls.py`). No second connection is made.
+probes are done (`checks/tls.py`). No second connection is made, but on one path: a
+certificate the verification refused is not handed over, so the client that was refused
+makes one handshake-only connection without verification (`unverified_context`, for
+`unverified_leaf` or the probes' loop) to read its dates, within what is left of its own
+deadline. Verification itself stays whole: only that leaf is read, never trusted.
 
 `read_der` walks just enough of the DER for the validity, the subject's CN and DNS/IP
 names, and the issuer's CN: `cryptography` would cost ~40 ms to import on a cron run,
@@ -136,7 +140,9 @@ def read_der(der: bytes) -> Certificate:
 class Seen(NamedTuple):
     """What the run's connections to one host:port met: the leaf certificate (DER) of the first
     handshake, else why the last attempt failed; `at_tls` is True when the TLS handshake itself
-    failed (a certificate not trusted, say), False when the connection never got that far."""
+    failed (a certificate not trusted, say), False when the connection never got that far.
+    A refusal by the verification (`verify_code` set) may carry the leaf too, read by one
+    handshake without verification: then `der` and `failure` are both set."""
 
     der: bytes | None
     failure: str | None
@@ -152,7 +158,8 @@ class PeerCertificates:
         self._seen: dict[tuple[str, int], Seen] = {}
 
     def saw(self, host: str, port: int, der: bytes | None) -> None:
-        """Record the leaf certificate of a completed handshake (the first one kept)."""
+        """Record the leaf certificate of a completed handshake (the first one kept; a refusal
+        with its certificate stays: another entry's `verify = false` does not hide it)."""
         if not der:
             return
         with self._lock:
@@ -160,11 +167,17 @@ class PeerCertificates:
             if known is None or known.der is None:
                 self._seen[host.lower(), port] = Seen(der, None, True, None)
 
-    def failed(self, host: str, port: int, reason: str, at_tls: bool, verify_code: int | None = None) -> None:
-        """Record a connection that showed no certificate; a certificate already seen stays."""
+    def failed(self, host: str, port: int, reason: str, at_tls: bool, verify_code: int | None = None,
+               der: bytes | None = None) -> None:
+        """Record a connection that showed no certificate, or (`der`) one the verification
+        refused, read without it. A certificate already seen stays, unless this is a refusal
+        with its certificate, which wins over a plain handshake whatever the order."""
         with self._lock:
             known = self._seen.get((host.lower(), port))
-            if known is None or known.der is None and (at_tls or not known.at_tls):
+            if der and verify_code is not None:
+                if known is None or known.der is None or known.failure is None:
+                    self._seen[host.lower(), port] = Seen(der, reason, True, verify_code)
+            elif known is None or known.der is None and (at_tls or not known.at_tls):
                 self._seen[host.lower(), port] = Seen(None, reason, at_tls, verify_code)
 
     def get(self, host: str, port: int) -> Seen | None:
@@ -195,3 +208,58 @@ def no_certificate(exc: BaseException) -> tuple[str, int | None, bool]:
         return "timed out", None, at_tls
     text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return " ".join(text.split())[:200], None, at_tls
+
+
+_unverified: list = []  # the process's context without verification, made on first use
+_unverified_lock = threading.Lock()
+
+
+def unverified_context():
+    """A TLS client context that checks nothing: for reading a refused certificate's dates only
+    (no CA bundle loaded, no request ever sent over it)."""
+    with _unverified_lock:
+        if not _unverified:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            _unverified.append(context)
+        return _unverified[0]
+
+
+def unverified_leaf(host: str, port: int, seconds: float, clock=None) -> bytes | None:
+    """The leaf certificate (DER) host:port shows in a handshake without verification, or None
+    (unreachable, no TLS, out of time). Blocking, for the Vault client's failure path: every
+    socket call gets what is left of `seconds` (the name lookup excepted: the refused request
+    has just made it); through the environment's proxy as requests goes (a CONNECT tunnel)."""
+    import time
+
+    from monitor import rawhttp
+
+    clock = clock or time.monotonic
+    end = clock() + seconds
+
+    def left() -> float:
+        if (remaining := end - clock()) <= 0:
+            raise TimeoutError("out of time")
+        return remaining
+
+    try:
+        left()
+        proxy = rawhttp.proxy_for("https", host, port)
+        via = (proxy.host, proxy.port) if proxy else (host, port)
+        sock = rawhttp._connect(rawhttp.resolve(*via), left)
+        try:
+            if proxy:
+                rawhttp._tunnel(sock, host, port, proxy, left)
+            sock.settimeout(left())
+            tls = unverified_context().wrap_socket(sock, server_hostname=host)
+            try:
+                return tls.getpeercert(binary_form=True)
+            finally:
+                tls.close()
+        finally:
+            sock.close()
+    except (OSError, ValueError):  # TimeoutError and ssl.SSLError are OSErrors
+        return None

@@ -149,15 +149,18 @@ def _record_certificate(certificates, resp) -> None:
     certificates.saw(host, port, der)
 
 
-def record_failure(certificates, url: str, exc: BaseException) -> None:
-    """Note that a request to an https `url` got no certificate, and why."""
+def record_failure(certificates, url: str, exc: BaseException, seconds: float = 0.0) -> None:
+    """Note that a request to an https `url` got no certificate, and why. A certificate the
+    verification refused is read by one handshake without verification, within `seconds`
+    (what is left of the check's timeout), for its dates."""
     origin = _origin(url)
     if certificates is None or len(origin) != 3 or origin[0] != "https":
         return
-    from monitor.peer_certs import no_certificate
+    from monitor.peer_certs import no_certificate, unverified_leaf
 
     reason, code, at_tls = no_certificate(exc)
-    certificates.failed(origin[1], origin[2], reason, at_tls, code)
+    der = unverified_leaf(origin[1], origin[2], seconds) if code is not None and seconds > 0 else None
+    certificates.failed(origin[1], origin[2], reason, at_tls, code, der)
 
 
 class RedirectRefused(Exception):

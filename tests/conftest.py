@@ -204,6 +204,7 @@ SLOW_TESTS = {
     "test_vault_that_accepts_but_never_answers_is_critical_within_the_timeout",
     "test_token_check_on_a_vault_that_never_answers_gives_up_within_the_timeout",
     "test_a_replica_that_never_answers_costs_the_timeout_not_more_and_a_huge_answer_is_not_read_whole",
+    "test_the_extra_handshake_keeps_within_the_probe_s_timeout_and_its_verdict",
 }
 
 

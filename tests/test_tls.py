@@ -3,8 +3,12 @@ loopback HTTPS servers to the real probes, quotas and Vault client of a health r
 
 import datetime as dt
 import json
+import socket
+import ssl
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from cryptography import x509
@@ -12,12 +16,13 @@ from cryptography.hazmat.primitives import serialization
 
 from monitor import checks, config as monitor_config
 from monitor.alerts import messages
-from monitor.peer_certs import read_der
+from monitor.peer_certs import PeerCertificates, read_der, unverified_leaf
 from monitor.results import CRITICAL, OK, UNKNOWN, WARNING
 from monitor.runner import run_checks
 from monitor.state import Carried
 from tests.conftest import clean_env
 from tests.loopback import closed_port, reply, server  # noqa: F401 - a fixture
+from tests.test_proxy import _proxied, proxy  # noqa: F401 - a fixture
 from tests.tls_certs import DAY, Authority, https_server, https_url
 
 NOW = dt.datetime.now(dt.timezone.utc)
@@ -100,15 +105,24 @@ def test_a_certificate_that_expired_yesterday_is_critical_with_its_date_when_not
     assert tls.details["cert_expires_in_seconds"] < 0
 
 
-def test_a_certificate_that_expired_yesterday_is_refused_with_a_ca_file_and_says_why(serving, ca, tmp_path):
+def test_a_certificate_that_expired_yesterday_is_refused_and_still_critical_with_its_date(serving, certs, ca,
+                                                                                         tmp_path):
     server = serving("yesterday")
     results = health(scrapers(("api", https_url(server), {"ca_cert": str(ca.path)})), tmp_path)
     tls = results[f"tls:127.0.0.1:{server.port}"]
+    expired = certs["yesterday"][2].not_valid_after_utc
+    # The probe's own verdict is the refusal, not the extra handshake that read the dates.
     assert results["scraper:api"].status == CRITICAL and "certificate has expired" in results["scraper:api"].message
     assert tls.status == CRITICAL
-    assert tls.message.startswith(f"certificate of 127.0.0.1:{server.port} refused (expired): certificate verify "
-                                  "failed: certificate has expired")
-    assert "cert_expires_in_seconds" not in tls.details
+    assert tls.message.startswith(f"certificate of 127.0.0.1:{server.port} expired on {expired:%Y-%m-%d %H:%M} UTC "
+                                  "(1d")
+    assert tls.message.endswith("issuer monitor test CA); refused: certificate verify failed: certificate has expired")
+    left = (expired - dt.datetime.now(dt.timezone.utc)).total_seconds()
+    assert abs(tls.details["cert_expires_in_seconds"] - left) < 600 and tls.details["not_after"] == expired.isoformat()
+    # Exported: the expiry rule fires for it, as for any certificate past its date.
+    [(name, _, _, labels, value)] = checks.exported(tls)
+    assert (name, labels, value) == ("monitor_tls_cert_expiry_seconds", {"target": f"127.0.0.1:{server.port}"},
+                                     tls.details["cert_expires_in_seconds"])
 
 
 def test_a_certificate_not_yet_valid_is_critical_with_the_date_it_starts(serving, certs, tmp_path):
@@ -120,12 +134,98 @@ def test_a_certificate_not_yet_valid_is_critical_with_the_date_it_starts(serving
     assert f"is not valid until {starts:%Y-%m-%d %H:%M} UTC" in tls.message
 
 
-def test_an_untrusted_certificate_is_critical_naming_the_verification_failure(serving, tmp_path):
+def test_a_certificate_not_yet_valid_refused_by_the_verification_says_when_it_starts(serving, certs, ca, tmp_path):
+    server = serving("not_yet")
+    results = health(scrapers(("api", https_url(server), {"ca_cert": str(ca.path)})), tmp_path)
+    tls = results[f"tls:127.0.0.1:{server.port}"]
+    starts = certs["not_yet"][2].not_valid_before_utc
+    assert tls.status == CRITICAL and "certificate is not yet valid" in results["scraper:api"].message
+    assert tls.message.startswith(f"certificate of 127.0.0.1:{server.port} is not valid until "
+                                  f"{starts:%Y-%m-%d %H:%M} UTC (in 23h")
+    assert tls.message.endswith("; refused: certificate verify failed: certificate is not yet valid")
+    assert tls.details["cert_expires_in_seconds"] > 29 * 86400  # exported, far from the expiry rule's levels
+
+
+def test_an_untrusted_certificate_is_critical_naming_the_verification_failure_and_its_dates(serving, certs,
+                                                                                           tmp_path):
     server = serving("twenty_days")  # the test CA is not in certifi's bundle
     results = health(scrapers(("api", https_url(server), {})), tmp_path)
     tls = results[f"tls:127.0.0.1:{server.port}"]
+    not_after = certs["twenty_days"][2].not_valid_after_utc
     assert tls.status == CRITICAL
-    assert "refused: certificate verify failed: unable to get local issuer certificate" in tls.message
+    assert tls.message.startswith(f"certificate of 127.0.0.1:{server.port} refused: certificate verify failed: "
+                                  "unable to get local issuer certificate (it expires in 19d23h, on "
+                                  f"{not_after:%Y-%m-%d %H:%M} UTC; CN 127.0.0.1, issuer monitor test CA)")
+    assert 19 * 86400 < tls.details["cert_expires_in_seconds"] <= 20 * 86400
+
+
+def test_an_expired_intermediate_is_told_apart_from_the_leaf(ca, tmp_path):
+    middle = Authority(tmp_path / "mid", "monitor test intermediate", parent=ca, not_before=NOW - 30 * DAY,
+                       not_after=NOW - DAY)
+    cert, key, _ = middle.leaf("behind-expired", NOW - 2 * DAY, NOW + 20 * DAY)
+    with https_server(cert, key) as server:
+        server.route("/health", reply(json=HEALTH))
+        results = health(scrapers(("api", https_url(server), {"ca_cert": str(ca.path)})), tmp_path)
+    tls = results[f"tls:127.0.0.1:{server.port}"]
+    assert tls.status == CRITICAL
+    assert tls.message.startswith(f"certificate of 127.0.0.1:{server.port} refused (a certificate of its chain has "
+                                  "expired): certificate verify failed: certificate has expired (it expires in 19d23h")
+    assert "issuer monitor test intermediate" in tls.message
+
+
+def test_the_extra_handshake_keeps_within_the_probe_s_timeout_and_its_verdict(certs, tmp_path):
+    """A server that shows its certificate once, then accepts connections and says nothing:
+    the read of the refused certificate gives up before the probe's deadline, and the probe
+    still says why it was refused, not "timed out"."""
+    cert, key, _ = certs["twenty_days"]
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def serve():
+        first = True
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            if first:
+                first = False
+                try:
+                    context.wrap_socket(conn, server_side=True).close()  # the client refuses it
+                except OSError:
+                    conn.close()
+            else:
+                held.append(conn)  # never a byte back
+
+    threading.Thread(target=serve, daemon=True).start()
+    port = listener.getsockname()[1]
+    try:
+        started = time.monotonic()
+        results = health(scrapers(("api", f"https://127.0.0.1:{port}/health", {"timeout": "1s"})), tmp_path)
+        took = time.monotonic() - started
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
+    assert "unable to get local issuer certificate" in results["scraper:api"].message
+    tls = results[f"tls:127.0.0.1:{port}"]
+    assert tls.status == CRITICAL and tls.message.endswith("unable to get local issuer certificate; its dates "
+                                                           "could not be read")
+    assert len(held) == 1 and took < 5  # one extra connection; the probe's 1 s, generously
+
+
+def test_a_refusal_with_its_certificate_wins_over_another_entry_s_unverified_handshake(certs):
+    der = _der(certs["yesterday"][2])
+    for order in ("refused first", "seen first"):
+        seen = PeerCertificates()
+        steps = [lambda: seen.failed("Api.example", 443, "certificate verify failed: certificate has expired", True,
+                                     10, der),
+                 lambda: seen.saw("api.example", 443, der)]
+        for step in steps if order == "refused first" else steps[::-1]:
+            step()
+        assert seen.get("api.example", 443) == (der, "certificate verify failed: certificate has expired", True, 10)
 
 
 def test_two_scrapers_and_a_quota_on_one_server_give_one_check_judged_by_the_strictest(serving, ca, tmp_path):
@@ -207,13 +307,39 @@ def test_a_vault_with_an_expired_certificate_and_verify_false_still_reports_the_
     assert tls.status == CRITICAL and f"expired on {expired:%Y-%m-%d %H:%M} UTC" in tls.message
 
 
-def test_a_vault_refusing_an_expired_certificate_says_why(serving, ca, tmp_path):
+def test_a_vault_refusing_an_expired_certificate_says_why_and_when(serving, certs, ca, tmp_path):
     server = serving("yesterday")
     raw = {"vault": {"url": f"https://127.0.0.1:{server.port}", "ca_cert": str(ca.path), "token_env": "NO_SUCH_VAR"}}
     results = health(raw, tmp_path)
     tls = results[f"tls:127.0.0.1:{server.port}"]
-    assert results["vault"].status == CRITICAL
-    assert tls.status == CRITICAL and "refused (expired): certificate verify failed: certificate has expired" in tls.message
+    expired = certs["yesterday"][2].not_valid_after_utc
+    assert results["vault"].status == CRITICAL and "certificate has expired" in results["vault"].message
+    assert tls.status == CRITICAL and f"expired on {expired:%Y-%m-%d %H:%M} UTC (1d" in tls.message
+    assert tls.message.endswith("; refused: certificate verify failed: certificate has expired")
+    assert tls.details["cert_expires_in_seconds"] < -86000
+
+
+def test_a_vault_behind_a_proxy_reads_the_refused_certificate_through_it(serving, certs, ca, tmp_path, monkeypatch,
+                                                                        proxy):
+    server = serving("yesterday")
+    relay = proxy()
+    _proxied(monkeypatch, https_proxy=relay.url())
+    raw = {"vault": {"url": f"https://127.0.0.1:{server.port}", "ca_cert": str(ca.path), "token_env": "NO_SUCH_VAR"}}
+    tls = health(raw, tmp_path)[f"tls:127.0.0.1:{server.port}"]
+    # urllib3's tunnel, then the one that read the certificate
+    assert [seen[0].split()[:2] for seen in relay.seen] == [["CONNECT", f"127.0.0.1:{server.port}"]] * 2
+    assert tls.status == CRITICAL and tls.details["cert_expires_in_seconds"] < -86000
+
+
+def test_reading_a_refused_certificate_gives_up_within_its_time():
+    listener = socket.create_server(("127.0.0.1", 0), backlog=4)  # never accepted: no handshake ever
+    try:
+        started = time.monotonic()
+        assert unverified_leaf("127.0.0.1", listener.getsockname()[1], 0.3) is None
+        assert time.monotonic() - started < 1.5  # 0.3 s, generously
+        assert unverified_leaf("127.0.0.1", closed_port(), 5) is None  # refused: at once
+    finally:
+        listener.close()
 
 
 def test_the_real_openbao_dev_tls_certificate_is_read(tls_bao, tmp_path):

@@ -23,19 +23,26 @@ def _name(cn: str) -> x509.Name:
 
 
 class Authority:
-    """A CA whose certificate is written to `folder/ca.pem`; `leaf()` issues certificates."""
+    """A CA whose certificate is written to `folder/ca.pem`; `leaf()` issues certificates.
 
-    def __init__(self, folder: Path, cn: str = "monitor test CA"):
+    With a `parent`, an intermediate CA it signs (valid from `not_before` to `not_after`),
+    written to `folder/<cn>.pem`; the leaves it issues are written with it after them, the
+    chain a server shows."""
+
+    def __init__(self, folder: Path, cn: str = "monitor test CA", parent: "Authority | None" = None,
+                 not_before: dt.datetime | None = None, not_after: dt.datetime | None = None):
         self.folder, self.key = Path(folder), ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.timezone.utc)
-        self.cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn))
+        self.cert = (x509.CertificateBuilder().subject_name(_name(cn))
+                     .issuer_name(parent.cert.subject if parent else _name(cn))
                      .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
-                     .not_valid_before(now - 30 * DAY).not_valid_after(now + 3650 * DAY)
+                     .not_valid_before(not_before or now - 30 * DAY).not_valid_after(not_after or now + 3650 * DAY)
                      .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                     .sign(self.key, hashes.SHA256()))
+                     .sign(parent.key if parent else self.key, hashes.SHA256()))
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.path = self.folder / "ca.pem"
+        self.path = self.folder / (f"{cn.replace(' ', '_')}.pem" if parent else "ca.pem")
         self.path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+        self.chain = self.cert.public_bytes(serialization.Encoding.PEM) if parent else b""
 
     def leaf(self, name: str, not_before: dt.datetime, not_after: dt.datetime, cn: str | None = "127.0.0.1",
              dns=("localhost",), ips=("127.0.0.1",)) -> tuple[Path, Path, x509.Certificate]:
@@ -51,7 +58,7 @@ class Authority:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=not cn)
         cert = builder.sign(self.key, hashes.SHA256())
         cert_path, key_path = self.folder / f"{name}.pem", self.folder / f"{name}.key"
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + self.chain)
         key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                serialization.NoEncryption()))
         return cert_path, key_path, cert

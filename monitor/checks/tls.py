@@ -7,10 +7,11 @@ Vault client record each handshake's leaf certificate (`monitor/peer_certs.py`),
 these checks run after every other check has finished (`runner.Check.after`). The time
 left is judged with `tls_expiry` (lower is worse), the strictest of the entries using
 the target. Expired or not yet valid is critical with the date; a certificate the
-verification refused is critical with OpenSSL's reason (its dates cannot be read then:
-the handshake stops before the certificate is handed over); `verify = false` still
-reads and judges it. No connection reached TLS (refused, DNS, timed out): unknown,
-since nothing was learnt about the certificate; the probe's own check says why.
+verification refused is critical with OpenSSL's reason and, when the client that was
+refused could read it by one handshake without verification, its dates (the refused
+handshake hands no certificate over); `verify = false` still reads and judges it. No
+connection reached TLS (refused, DNS, timed out): unknown, since nothing was learnt about
+the certificate; the probe's own check says why.
 """
 
 import os
@@ -106,12 +107,15 @@ def expiry(target: Target, certificates, now=time.time) -> Result:
     seen = certificates.get(target.host, target.port) if certificates is not None else None
     if seen is None:
         return result(UNKNOWN, f"no connection to {target.shown} this run: certificate not seen")
+    refused = seen.verify_code is not None  # by the verification; `der`: read without it
+    why = {EXPIRED: " (expired)", NOT_YET_VALID: " (not yet valid)"}.get(seen.verify_code, "")
+    if refused:
+        details["failure"] = clip(seen.failure, 200)
     if seen.der is None:
         details["failure"] = clip(seen.failure, 200)
-        if seen.verify_code is not None:
-            when = {EXPIRED: " (expired)", NOT_YET_VALID: " (not yet valid)"}.get(seen.verify_code, "")
-            return result(CRITICAL, f"certificate of {target.shown} refused{when}: {clip(seen.failure, 200)}; "
-                                    "its dates are not read when verification fails")
+        if refused:
+            return result(CRITICAL, f"certificate of {target.shown} refused{why}: {clip(seen.failure, 200)}; "
+                                    "its dates could not be read")
         where = "during the TLS handshake" if seen.at_tls else "before TLS"
         return result(UNKNOWN, f"certificate of {target.shown} not seen: the connection failed {where} "
                                f"({clip(seen.failure, 200)})")
@@ -130,12 +134,20 @@ def expiry(target: Target, certificates, now=time.time) -> Result:
         about += f", issuer {clip(cert.issuer_cn, 100)}"
     if target.unverified:
         about += f", verify = false for {', '.join(target.unverified)}"
+    refusal = f"; refused: {clip(seen.failure, 200)}" if refused else ""
     if moment < cert.not_before.timestamp():
         return result(CRITICAL, f"certificate of {target.shown} is not valid until {_date(cert.not_before)} "
-                                f"(in {format_duration(cert.not_before.timestamp() - moment)}; {about})", left)
+                                f"(in {format_duration(cert.not_before.timestamp() - moment)}; {about}){refusal}",
+                      left)
     if left <= 0:
         return result(CRITICAL, f"certificate of {target.shown} expired on {_date(cert.not_after)} "
-                                f"({format_duration(-left)} ago; {about})", left)
+                                f"({format_duration(-left)} ago; {about}){refusal}", left)
+    if refused:  # untrusted, another name, or a certificate of its chain out of its dates
+        chain = {EXPIRED: " (a certificate of its chain has expired)",
+                 NOT_YET_VALID: " (a certificate of its chain is not yet valid)"}.get(seen.verify_code, "")
+        return result(CRITICAL, f"certificate of {target.shown} refused{chain}: {clip(seen.failure, 200)} "
+                                f"(it expires in {format_duration(left)}, on {_date(cert.not_after)}; {about})",
+                      left)
     status = threshold.judge(left)
     return result(status, f"certificate of {target.shown} expires in {format_duration(left)}, on "
                           f"{_date(cert.not_after)} ({about})", left)

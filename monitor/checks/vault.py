@@ -111,7 +111,7 @@ def health(cfg: dict, token_note: str | None = None, *, environ=None, clock=time
     except RedirectRefused as exc:
         return failed(CRITICAL, str(exc))
     except network_errors() as exc:
-        record_failure(certificates, url, exc)
+        record_failure(certificates, url, exc, timeout_of(cfg) - (clock() - entered))
         return failed(CRITICAL, f"unreachable: {describe_failure(exc, url, timeout_of(cfg))} "
                                 f"({shown_url(url)})")
     except hv.VaultError as exc:
