@@ -295,7 +295,7 @@ def _exprs(dashboard: dict) -> list[str]:
 # Read by the rules and panels, written by others: the seed's scrape job and node_exporter.
 NOT_MONITORS = {"up", "node_textfile_scrape_error"}
 PROMQL_WORDS = {"avg_over_time", "max_over_time", "time", "absent", "on", "group_left", "unless", "or",
-                "instance", "job"}
+                "instance", "job", "check", "label_replace"}
 
 
 def _metric_names(expr: str) -> set[str]:

@@ -194,13 +194,27 @@ def levels(config: dict) -> dict:
 def rules(t: dict) -> dict:
     from monitor.fleet.kit import compare, duration_text, health_runbook, level_text, rule
 
-    return {"monitor_services": [rule(
+    runbook = health_runbook("scraper,quota,vault,tls")
+    expiring = [rule(
         "TlsCertificateExpiring", compare("monitor_tls_cert_expiry_seconds", "<=", t[key]), for_, severity,
         f"TLS certificate of {{{{ $labels.target }}}} expires soon ({severity})",
         "The certificate of {{ $labels.target }}, as {{ $labels.instance }} sees it, expires in "
         f"{{{{ $value | humanizeDuration }}}} ({severity} from {level_text(t[key], duration_text)}; negative "
-        "once expired). Renew it.", health_runbook("scraper,quota,vault,tls"))
-        for severity, key, for_ in (("warning", "tls_warning", "10m"), ("critical", "tls_critical", "5m"))]}
+        "once expired). Renew it.", runbook)
+        for severity, key, for_ in (("warning", "tls_warning", "10m"), ("critical", "tls_critical", "5m"))]
+    # A critical tls check the expiry rule does not cover: refused (untrusted, another name, a
+    # chain certificate out of its dates), not yet valid, or refused with its dates unread.
+    # The check id is tls:<target>: the expiry samples are matched to it by that label.
+    covered = (f'label_replace({compare("monitor_tls_cert_expiry_seconds", "<=", t["tls_critical"])}, '
+               '"check", "tls:$1", "target", "(.+)")')
+    invalid = rule(
+        "TlsCertificateInvalid", f'monitor_check_status{{kind="tls"}} == 2 unless on(instance, job, check) {covered}',
+        "5m", "critical",
+        'TLS certificate of {{ reReplaceAll "^tls:" "" $labels.check }} refused or not yet valid (critical)',
+        "The check {{ $labels.check }} on {{ $labels.instance }} is critical (status {{ $value }}) and not for "
+        "the time left: the certificate is refused (not trusted, another name, a certificate of its chain "
+        "expired) or not yet valid. Its message says why.", runbook)
+    return {"monitor_services": expiring + [invalid]}
 
 
 def panels(t: dict) -> list:
