@@ -107,6 +107,28 @@ def bench_health():
                       extra=f"exit codes {sorted(codes)}")
 
 
+def bench_eta():
+    """Cold health with every fill-ETA series full (two days of runs) vs the same without them (issue 17)."""
+    import json
+
+    with tempfile.TemporaryDirectory() as tmp:
+        timed([MONITOR, "health", "--format", "json"], cwd=tmp)  # counters saved: no first-run sample
+        counters = os.path.join(tmp, "state", "counters.json")
+        _full_eta_series(counters)
+        with open(counters) as handle:
+            full = json.load(handle)
+        series = sorted(key for key in full if key.startswith("eta:"))
+        _write(os.path.join(tmp, "full.json"), json.dumps(full))
+        _write(os.path.join(tmp, "none.json"), json.dumps({k: v for k, v in full.items() if k not in series}))
+        # Each run starts from its own saved state (a run appends to what it reads).
+        again = ["sh", "-c", 'cp "$1" state/counters.json && shift && exec "$@"', "sh"]
+        command = [MONITOR, "health", "--format", "json"]
+        cmd, base, rss, codes = paired(again + ["full.json"] + command, again + ["none.json"] + command, cwd=tmp)
+        points = sum(len(full[key]) for key in series)
+    return report("health, ETA series full vs none", cmd, base, rss, target_ratio=1.05,
+                  extra=f"{len(series)} series, {points} points, exit codes {sorted(codes)}")
+
+
 def _loopback_http(name: str, reply):
     """A loopback HTTP/1.1 server on its own asyncio loop in a thread; return (port, stop).
 
@@ -491,7 +513,7 @@ def bench_logfiles():
 BENCHMARKS = {"health": bench_health, "heartbeat": bench_heartbeat, "scrapers": bench_scrapers,
               "vault-hang": bench_vault_hang, "backups": bench_backups, "report": bench_report,
               "textfile": bench_textfile, "lock": bench_lock, "telegram": bench_telegram,
-              "logfiles": bench_logfiles}
+              "logfiles": bench_logfiles, "eta": bench_eta}
 
 
 def main(names):
