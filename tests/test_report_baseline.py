@@ -18,7 +18,7 @@ import pytest
 from monitor.report import baseline, figures
 from tests.postgres import PostgresServer
 from tests.test_report import CHAT, TOKEN, report_cfg
-from tests.telegram_standin import TelegramStandIn, server_error
+from tests.telegram_standin import TelegramStandIn, _error, server_error
 
 PARIS = ZoneInfo("Europe/Paris")
 SPRING = date(2026, 4, 2)   # reported day: the week before holds 29 March, a 23 h day
@@ -264,6 +264,44 @@ def test_a_photo_waits_in_the_outbox_while_telegram_is_down_and_goes_later(tmp_p
         ok = [p for p in telegram.photos if p.status == 200]
     assert len(ok) == 1 and png_size(ok[0].png)[0] >= 1000
     assert not list((tmp_path / "state").glob("outbox-photo-*.png"))
+
+
+@pytest.mark.parametrize("refusal", ["PHOTO_INVALID_DIMENSIONS", "IMAGE_PROCESS_FAILED"])
+def test_a_chart_telegram_refuses_is_dropped_with_one_warning_and_the_text_goes_the_same_run(
+        tmp_path, run_monitor, envelope, log_records, refusal):
+    with TelegramStandIn() as telegram:
+        telegram.photo_answer = _error(400, f"Bad Request: {refusal}")
+        config = month_config(tmp_path, telegram)
+        proc = month_run(run_monitor, tmp_path, config, "--format", "json")
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr == ""  # not a configuration error: cron mails nothing
+        notifications = envelope(proc)["notifications"]
+        assert (notifications["sent"], notifications["outbox"]) == (1, 0)
+        [text] = [r.text for r in telegram.delivered]
+        assert text.startswith("⚠️ WARNING <b>Daily report</b>") and "silent: pancake" in text
+        assert [p.status for p in telegram.photos] == [400]
+        assert not (tmp_path / "state" / "outbox.jsonl").exists()
+        assert not list((tmp_path / "state").glob("outbox-photo-*"))
+        # The next run (health, 5 minutes later) finds nothing waiting: no upload again, nothing on stderr.
+        proc = run_monitor(["health", "--only", "system", "--format", "json"], tmp_path, config=config,
+                           env={"TELEGRAM_BOT_TOKEN": TOKEN})
+        assert proc.stderr == "" and envelope(proc)["notifications"]["outbox"] == 0
+        assert len(telegram.photos) == 1 and len(telegram.delivered) == 1
+    records = log_records(tmp_path / "logs" / "report.log") + log_records(tmp_path / "logs" / "health.log")
+    warnings = [r for r in records if r["levelname"] in ("WARNING", "ERROR") and r.get("event") != "check"]
+    assert [(r["levelname"], r.get("event")) for r in warnings] == [("WARNING", "chart_refused")]
+    assert warnings[0]["message"].startswith("chart refused by Telegram: Telegram 400: ")
+    assert refusal in warnings[0]["message"] and warnings[0]["message"].endswith("; the text goes alone")
+
+
+def test_a_chart_refused_for_the_chat_or_the_token_keeps_todays_behaviour(tmp_path, run_monitor, envelope):
+    """Chat not found (400) is the chat's problem, not the picture's: the photo waits, the text behind it."""
+    with TelegramStandIn() as telegram:
+        telegram.photo_answer = _error(400, "Bad Request: chat not found")
+        proc = month_run(run_monitor, tmp_path, month_config(tmp_path, telegram), "--format", "json")
+        assert envelope(proc)["notifications"]["outbox"] == 2
+        assert "telegram configuration error" in proc.stderr
+        assert telegram.delivered == []
 
 
 BLOCK_MATPLOTLIB = """
