@@ -144,8 +144,23 @@ def history_of(counts, sources=None):
 def test_the_7_day_median_counts_only_days_with_data_and_needs_three():
     assert baseline.baselines(history_of([100, 0, 0, 0, 0, 0, 300]), 90, 2.0)["enough"] is False
     found = baseline.baselines(history_of([100, 0, 180, 0, 200, 0, 0]), 90, 2.0)
-    assert found["opportunities"] == {"median_7d": 180, "same_weekday": None, "percent": -50.0}
+    assert found["opportunities"] == {"median_7d": 180, "same_weekday": None, "percent": -50.0, "effective": 180}
     assert found["avg_roi"]["median_7d"] == 2.0
+
+
+def test_the_effective_baseline_is_the_lower_median_and_says_when_the_weekday_made_the_day_normal():
+    # Day -7 (index 6) is the same weekday: 4 weeks of quiet Saturdays under busy weekdays.
+    week = [280, 290, 282, 275, 300, 285, 160] + [280] * 6 + [165] + [280] * 6 + [163] + [280] * 6 + [150]
+    found = baseline.baselines(history_of(week), 151, 2.0, drop=0.4)
+    usual = found["opportunities"]
+    assert (usual["median_7d"], usual["same_weekday"], usual["effective"]) == (282, 161.5, 161.5)
+    assert usual["weekday_normal"] is True and not baseline.below(151, usual, 0.4)
+    # Below both: not normal for the weekday either.
+    usual = baseline.baselines(history_of(week), 90, 2.0, drop=0.4)["opportunities"]
+    assert usual["weekday_normal"] is False and baseline.below(90, usual, 0.4)
+    # A weekday above its own median: the 7-day one is the lower and the one judged by.
+    assert baseline.baselines(history_of([100, 100, 100, 100, 100, 100, 300] * 4), 100, 2.0)["opportunities"][
+        "effective"] == 100
 
 
 def test_a_quiet_weekday_that_is_usual_for_that_weekday_is_not_below_the_baseline():
@@ -229,6 +244,34 @@ def test_a_month_of_data_calls_out_the_dead_source_and_the_half_day_and_nothing_
     assert photo.status == 200 and photo.chat_id == CHAT
     assert photo.caption.startswith("⚠️ WARNING Daily report") and len(photo.caption) <= 1024
     assert photo.disable_notification is False  # a warning report rings, its photo too
+
+
+@pytest.mark.parametrize("levels, status", [
+    ({}, "warning"),                                                # −49 %: beyond 40 %, within 70 %
+    ({"baseline_critical": 0.45}, "critical"),                      # beyond the critical drop
+    ({"baseline_drop": 0.55, "baseline_critical": 0.6}, "ok"),      # within a wider warning drop
+], ids=["defaults", "critical", "wider-drop"])
+def test_the_half_day_is_judged_by_baseline_drop_and_baseline_critical(tmp_path, levels, status):
+    from monitor.checks import business
+
+    realistic_month(tmp_path / "opp.db", MONTH_DAY)
+    cfg = report_cfg(tmp_path, database="sqlite://opp.db", error_logs=[], min_opportunities=50, **levels)
+    probe = business.ReportProbe(cfg, str(tmp_path / "logs"), figures.window_for(MONTH_DAY, ZoneInfo("UTC")),
+                                 str(tmp_path))
+    result = business.opportunities(probe)
+    assert result.status == status, result.message
+    assert -55 < result.details["percent"] < -45
+    assert result.details["baseline"] == min(result.details["median_7d"], result.details["same_weekday"])
+
+
+def test_a_critical_drop_smaller_than_the_warning_drop_is_one_config_error(tmp_path, run_monitor):
+    config = month_config(tmp_path, extra="baseline_drop = 0.5\nbaseline_critical = 0.3\n")
+    for args in (["config", "check"], ["daily-report", "--date", MONTH_DAY.isoformat()]):
+        proc = run_monitor(args, tmp_path, config=config, steady_cpu=False)
+        assert (proc.returncode, proc.stdout) == (3, "")
+        assert proc.stderr == ("config error: report.baseline_critical: 0.3 is below report.baseline_drop (0.5); "
+                               "critical is the deeper drop\n")
+    assert not (tmp_path / "state").exists()
 
 
 def test_chart_writes_the_png_and_sends_nothing(tmp_path, run_monitor, envelope):
