@@ -8,6 +8,7 @@ written in several offsets. The month of realistic data is the issue's "Done whe
 
 import json
 import random
+import re
 import time
 import sqlite3
 import struct
@@ -302,10 +303,41 @@ def month_run(run_monitor, tmp_path, config, *args, env=None):
                        env={"TELEGRAM_BOT_TOKEN": TOKEN, **(env or {})}, steady_cpu=False, timeout=90)
 
 
+def healthy_day(logs, day: date) -> None:
+    """Every five-minute `health` run of `day` (UTC) logged, all ok: the report's health line is normal."""
+    from tests.test_report import run_record
+
+    logs.mkdir(exist_ok=True)
+    start = datetime.combine(day, dtime(0), timezone.utc)
+    (logs / "health.log").write_text("".join(run_record(start + timedelta(minutes=5 * i), "ok", {"cpu": "ok"})
+                                             for i in range(288)))
+
+
+FIGURE, SIGNED = r"\d+(?:\.\d+)?", r"[+−]\d+(?:\.\d+)?"
+# The whole message, line by line: any line more (a flag, a note, a source) fails the match.
+MONTH_TEXT = [
+    r"⚠️ WARNING <b>Daily report</b> · .+ \(.+\)",
+    r"<i>2026-03-18, UTC</i>",
+    r"",
+    rf"<b>Opportunities:</b> (?P<found>\d+) \(7-day median (?P<median>\d+), (?P<percent>−4\d(?:\.\d)?) %\) "
+    rf"\(−\d+ vs the day before, −{FIGURE} %\)",
+    rf"<b>Average ROI:</b> \d\.\d\d \(7-day median \d\.\d\d, {SIGNED} %\) \({SIGNED} vs the day before, {SIGNED} %\)",
+    r"",
+    r"<b>Best 5:</b>",
+    *(rf"{i}\. (uniswap|sushiswap|curve|balancer) · ROI \d\.\d\d · \d\d:\d\d" for i in range(1, 6)),
+    r"<b>Sources active:</b> 4 · silent: pancake",
+    r"<b>Errors logged:</b> 0",
+    r"<b>Health runs:</b> 288/288 · 100\.0% ok",
+]
+
+
 def test_a_month_of_data_calls_out_the_dead_source_and_the_half_day_and_nothing_else(tmp_path, run_monitor,
                                                                                      envelope):
+    healthy_day(tmp_path / "logs", MONTH_DAY)
+    (tmp_path / "prom").mkdir()
     with TelegramStandIn() as telegram:
-        proc = month_run(run_monitor, tmp_path, month_config(tmp_path, telegram), "--format", "json")
+        proc = month_run(run_monitor, tmp_path, month_config(tmp_path, telegram), "--format", "json",
+                         "--textfile-dir", str(tmp_path / "prom"))
         assert proc.returncode == 1, proc.stderr
         data = envelope(proc)
         photos, texts = getattr(telegram, "photos", []), telegram.delivered
@@ -313,22 +345,54 @@ def test_a_month_of_data_calls_out_the_dead_source_and_the_half_day_and_nothing_
         "opportunities": "warning", "sources": "warning", "errors": "ok"}
     report = data["report"]
     assert report["learned_silent"] == ["pancake"] and report["dropped_sources"] == []
-    assert report["inactive_sources"] == []
+    assert report["inactive_sources"] == [] and report["missing"] == []
     usual = report["baseline"]["opportunities"]
-    assert -60 < usual["percent"] < -40
-    # The text: the drop against the median, and the silent source; nothing else is flagged.
+    assert -60 < usual["percent"] < -40 and usual["weekday_normal"] is False
+    # The text: the drop against the median and the silent source, every other line as usual.
     [text] = [r.text for r in texts]
-    assert f"(7-day median {usual['median_7d']:g}, −" in text and "silent: pancake" in text
-    assert "Far below usual" not in text and "No baseline" not in text and "below 50" not in text
-    assert "Errors logged:</b> 0" in text
-    # The photo: one PNG, before the text, silent like it, its caption the headline.
+    lines = text.split("\n")
+    assert len(lines) == len(MONTH_TEXT), text
+    for line, pattern in zip(lines, MONTH_TEXT):
+        assert re.fullmatch(pattern, line), (line, pattern)
+    said = re.fullmatch(MONTH_TEXT[3], lines[3])
+    assert int(said["found"]) == report["opportunities_found"] and int(said["median"]) == usual["median_7d"]
+    # The photo: one PNG, before the text, its caption the headline with the drop.
     [photo] = photos
     width, height = png_size(photo.png)
     assert width >= 1000 and len(photo.png) < 200 * 1024
     assert photo.content_type.startswith("multipart/form-data; boundary=")
     assert photo.status == 200 and photo.chat_id == CHAT
     assert photo.caption.startswith("⚠️ WARNING Daily report") and len(photo.caption) <= 1024
+    assert f"Opportunities: {report['opportunities_found']} (7-day median {said['median']}, {said['percent']} %)" \
+        in photo.caption
     assert photo.disable_notification is False  # a warning report rings, its photo too
+    # The textfile: the baseline the check judged by (the lower median), as the rule sees it.
+    metrics = dict(line.split(" ") for line in (tmp_path / "prom" / "monitor_daily-report.prom").read_text()
+                   .splitlines() if line.startswith("daily_"))
+    assert float(metrics["daily_opportunities_baseline"]) == usual["effective"] == min(usual["median_7d"],
+                                                                                        usual["same_weekday"])
+    roi = report["baseline"]["avg_roi"]
+    assert float(metrics["daily_avg_roi_baseline"]) == pytest.approx(min(roi["median_7d"], roi["same_weekday"]))
+
+
+def test_a_usual_saturday_is_normal_exports_the_weekday_baseline_and_says_which_median(tmp_path):
+    """The month's Saturday: 151 against a 7-day median of 282 (−46 %), as Saturdays go (163)."""
+    from monitor.checks import business
+    from monitor.report import text
+
+    realistic_month(tmp_path / "opp.db", MONTH_DAY)
+    cfg = report_cfg(tmp_path, database="sqlite://opp.db", error_logs=[], min_opportunities=50)
+    saturday = MONTH_DAY - timedelta(days=4)
+    probe = business.ReportProbe(cfg, str(tmp_path / "logs"), figures.window_for(saturday, ZoneInfo("UTC")),
+                                 str(tmp_path))
+    result = business.opportunities(probe)
+    assert (result.status, result.value) == ("ok", 151)
+    assert result.message.endswith("(7-day median 282, -46.5 %; same weekday 163)")
+    exported = {name: value for name, _, value in business.samples(result.replace(id="opportunities"))}
+    assert exported["daily_opportunities_baseline"] == 163  # what OpportunitiesBelowBaseline compares with
+    report, missing = probe.report()
+    said = text.render(report, missing, host="vm", environment="prod", warning=False, min_opportunities=50)
+    assert "<b>Opportunities:</b> 151 (7-day median 282, −46.5 %; same weekday 163, −7.4 %)" in said
 
 
 @pytest.mark.parametrize("levels, status", [

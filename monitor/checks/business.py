@@ -97,7 +97,10 @@ def opportunities(probe: ReportProbe) -> Result:
         status = CRITICAL
     elif baseline.below(count, usual, probe.cfg["baseline_drop"]):
         status = WARNING
-    said = f" (7-day median {usual['median_7d']:g}, {usual['percent']:+g} %)" if usual["median_7d"] else ""
+    said = ""
+    if usual["median_7d"]:
+        weekday = f"; same weekday {usual['same_weekday']:g}" if usual.get("weekday_normal") else ""
+        said = f" (7-day median {usual['median_7d']:g}, {usual['percent']:+g} %{weekday})"
     return measured(count, Threshold(minimum - 1, -1, lower_is_worse=True) if minimum else Threshold(-1, -1, True),
                     f"{count} opportunities on {probe.window.day}" + (f" (fewer than {minimum})" if count < minimum else "")
                     + said, unit="", worst_of=status,
