@@ -14,7 +14,8 @@ or the stand-in stops.
 Failures are scripted: `fail(answer, ...)` queues answers for the next requests;
 `always(answer)` answers every request that way until `always(None)`;
 `refuse_chat(chat_id, answer)` answers every request for one chat that way. `stop()` closes
-the socket (connection refused), `start()` reopens it on the same port. Every request
+the socket (connection refused), `start()` reopens it on the same port. `photo_answer`,
+when set, answers every sendPhoto (a picture Telegram cannot process). Every request
 is kept in `received` (thread-safe); `delivered` is what was answered 200.
 
 The bot's other calls (monitor/alerts/bot.py) are answered as documented at
@@ -256,6 +257,7 @@ class TelegramStandIn:
         self._script: list[Answer] = []
         self._always: Answer | None = None
         self._refused: dict[str, Answer] = {}
+        self.photo_answer: Answer | None = None
         self._message_id = 0
         self.closing = threading.Event()
         self.port = 0
@@ -457,7 +459,7 @@ def _send_photo(handler, standin, match, raw: bytes):
     chat_id = (fields.get("chat_id") or b"").decode("utf-8", "replace")
     caption = (fields.get("caption") or b"").decode("utf-8", "replace")
     png = fields.get("photo") or b""
-    answer = standin._next_answer(chat_id)
+    answer = standin.photo_answer or standin._next_answer(chat_id)
     if answer is None:
         if not png.startswith(b"\x89PNG\r\n\x1a\n"):
             answer = _error(400, "Bad Request: IMAGE_PROCESS_FAILED")

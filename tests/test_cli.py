@@ -328,7 +328,7 @@ def test_a_host_only_run_imports_no_heavy_library(tmp_path):
         "    code = main(['health', '--format', 'json', '--quiet'])\n"
         "except SystemExit as exc:\n"
         "    code = exc.code\n"
-        "heavy = ['requests', 'hvac', 'jinja2', 'prometheus_client', 'psutil']\n"
+        "heavy = ['requests', 'hvac', 'jinja2', 'prometheus_client', 'psutil', 'matplotlib']\n"
         "print(json.dumps({'code': code, 'loaded': [m for m in heavy if m in sys.modules]}))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=clean_env(), capture_output=True,

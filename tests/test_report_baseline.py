@@ -8,6 +8,8 @@ written in several offsets. The month of realistic data is the issue's "Done whe
 
 import json
 import random
+import re
+import time
 import sqlite3
 import struct
 from datetime import date, datetime, time as dtime, timedelta, timezone
@@ -18,7 +20,7 @@ import pytest
 from monitor.report import baseline, figures
 from tests.postgres import PostgresServer
 from tests.test_report import CHAT, TOKEN, report_cfg
-from tests.telegram_standin import TelegramStandIn, server_error
+from tests.telegram_standin import TelegramStandIn, _error, server_error
 
 PARIS = ZoneInfo("Europe/Paris")
 SPRING = date(2026, 4, 2)   # reported day: the week before holds 29 March, a 23 h day
@@ -144,8 +146,23 @@ def history_of(counts, sources=None):
 def test_the_7_day_median_counts_only_days_with_data_and_needs_three():
     assert baseline.baselines(history_of([100, 0, 0, 0, 0, 0, 300]), 90, 2.0)["enough"] is False
     found = baseline.baselines(history_of([100, 0, 180, 0, 200, 0, 0]), 90, 2.0)
-    assert found["opportunities"] == {"median_7d": 180, "same_weekday": None, "percent": -50.0}
+    assert found["opportunities"] == {"median_7d": 180, "same_weekday": None, "percent": -50.0, "effective": 180}
     assert found["avg_roi"]["median_7d"] == 2.0
+
+
+def test_the_effective_baseline_is_the_lower_median_and_says_when_the_weekday_made_the_day_normal():
+    # Day -7 (index 6) is the same weekday: 4 weeks of quiet Saturdays under busy weekdays.
+    week = [280, 290, 282, 275, 300, 285, 160] + [280] * 6 + [165] + [280] * 6 + [163] + [280] * 6 + [150]
+    found = baseline.baselines(history_of(week), 151, 2.0, drop=0.4)
+    usual = found["opportunities"]
+    assert (usual["median_7d"], usual["same_weekday"], usual["effective"]) == (282, 161.5, 161.5)
+    assert usual["weekday_normal"] is True and not baseline.below(151, usual, 0.4)
+    # Below both: not normal for the weekday either.
+    usual = baseline.baselines(history_of(week), 90, 2.0, drop=0.4)["opportunities"]
+    assert usual["weekday_normal"] is False and baseline.below(90, usual, 0.4)
+    # A weekday above its own median: the 7-day one is the lower and the one judged by.
+    assert baseline.baselines(history_of([100, 100, 100, 100, 100, 100, 300] * 4), 100, 2.0)["opportunities"][
+        "effective"] == 100
 
 
 def test_a_quiet_weekday_that_is_usual_for_that_weekday_is_not_below_the_baseline():
@@ -168,16 +185,100 @@ def png_size(png: bytes) -> tuple[int, int]:
     return struct.unpack(">II", png[16:24])
 
 
-def realistic_month(path, report_day: date, seed: int = 7):
+def dst_report(day: str, hours: int, **extra) -> dict:
+    """A report object for a Paris day of `hours` hours, as ReportProbe builds it for the chart."""
+    window = figures.window_for(date.fromisoformat(day), PARIS)
+    start, end = window.start, window.end
+    assert window.hours == hours
+    days = [{"day": (date.fromisoformat(day) - timedelta(days=13 - i)).isoformat(), "count": c}
+            for i, c in enumerate([300] * 6 + [0] + [290] * 6 + [151])]
+    return {"date": day, "timezone": "Europe/Paris", "hourly": [3] * hours, "last_days": days,
+            "window": {"start": start.isoformat(), "end": end.isoformat(), "hours": hours},
+            "baseline": {"opportunities": {"median_7d": 300, "percent": -49.7}}, **extra}
+
+
+@pytest.mark.parametrize("day, hours, positions, labels", [
+    # 02:00-03:00 comes twice: 03:00 starts the fifth bar.
+    ("2026-10-25", 25, [0, 4, 7, 10, 13, 16, 19, 22, 25], ["00", "03", "06", "09", "12", "15", "18", "21", "24"]),
+    # 02:00 never comes: 03:00 starts the third bar.
+    ("2026-03-29", 23, [0, 2, 5, 8, 11, 14, 17, 20, 23], ["00", "03", "06", "09", "12", "15", "18", "21", "24"]),
+    ("2026-03-18", 24, [0, 3, 6, 9, 12, 15, 18, 21, 24], ["00", "03", "06", "09", "12", "15", "18", "21", "24"]),
+], ids=["25h", "23h", "24h"])
+def test_the_hours_are_labelled_in_local_clock_time_on_dst_days(day, hours, positions, labels):
+    from monitor.report import chart
+
+    spans = [["2026-10-25T02:30:00+02:00", "2026-10-25T02:20:00+01:00"],   # the first 02:30 to the second 02:20
+             ["2026-10-25T10:00:00+01:00", "2026-10-25T11:00:00+01:00"]] if hours == 25 else []
+    figure = chart.draw(dst_report(day, hours, health={"down_spans": spans}), 50)
+    try:
+        days, hourly = figure.axes
+        assert list(hourly.get_xticks()) == positions
+        assert [t.get_text() for t in hourly.get_xticklabels()] == labels
+        assert hourly.get_xlim() == (0, hours)
+        assert str(hours) in hourly.get_xlabel() or hours == 24
+        shaded = [p for p in hourly.patches if p.get_edgecolor()[:3] == p.get_facecolor()[:3]]
+        # Incidents: half see-through over the bars, a solid edge; hours since the start, as the bars.
+        assert [(round(p.get_x(), 2), round(p.get_x() + p.get_width(), 2)) for p in shaded] == (
+            [(2.5, 3.33), (11.0, 12.0)] if spans else [])
+        assert all(p.get_facecolor()[3] == 0.5 and p.get_edgecolor()[3] == 1 and p.get_linewidth() >= 2
+                   and p.get_zorder() > 2 for p in shaded)
+    finally:
+        figure.clf()
+
+
+def test_the_chart_reads_on_a_phone_and_nothing_covers_a_bar():
+    """Telegram shows it ~330 points wide: ticks >= 28 px, titles >= 36 px; the legends sit above the
+    bars; the reported day says its count and change; a day without any opportunity is marked."""
+    from monitor.report import chart
+
+    report = dst_report("2026-10-25", 25, health={"down_spans": [["2026-10-25T10:00:00+01:00",
+                                                                  "2026-10-25T11:00:00+01:00"]]})
+    figure = chart.draw(report, 50)
+    try:
+        px = chart.DPI / 72
+        figure.canvas.draw()  # laid out as when saved
+        renderer = figure.canvas.get_renderer()
+        for ax in figure.axes:
+            ticks = ax.get_xticklabels() + ax.get_yticklabels()
+            assert min(t.get_fontsize() * px for t in ticks) >= 28
+            title = ax._left_title  # matplotlib's left-aligned title (get_title gives only its text)
+            assert title.get_fontsize() * px >= 36 and title.get_text() == ax.get_title(loc="left") != ""
+            legend = ax.get_legend()
+            assert legend is not None
+            box, area = legend.get_window_extent(renderer), ax.get_window_extent(renderer)
+            assert box.y0 >= area.y1 - 1  # above the plotting area, under the title
+            assert box.y1 <= title.get_window_extent(renderer).y0 + 1
+        days = figure.axes[0]
+        said = [t.get_text() for t in days.texts]
+        assert "151\n−49.7 %" in said and "0" in said
+        [zero] = [line for line in days.lines if line.get_marker() == "X"]
+        assert list(zero.get_xdata()) == [6] and 0 < zero.get_ydata()[0] < 20  # just above the axis
+    finally:
+        figure.clf()
+    png = chart.render_png(report, 50)
+    assert png_size(png)[0] >= 1000 and len(png) < 200 * 1024
+
+
+def test_a_chart_of_nothing_is_still_a_picture():
+    from monitor.report import chart
+
+    report = {**dst_report("2026-03-18", 24), "last_days": [{"day": "2026-03-18", "count": 0}], "hourly": [],
+              "baseline": {}}
+    png = chart.render_png(report, None)
+    assert png_size(png)[0] >= 1000
+
+
+def realistic_month(path, report_day: date, seed: int = 7, events: bool = True):
     """A month: weekdays ~300 a day, weekends ~160, five sources; "pancake" dies two days
-    before the reported day, and the reported day (a Wednesday) is at half its usual volume."""
+    before the reported day, and the reported day (a Wednesday) is at half its usual volume
+    (without `events`, an ordinary month)."""
     rng = random.Random(seed)
     rows = []
     for back in range(0, 32):
         day = report_day - timedelta(days=back)
         usual = 300 if day.weekday() < 5 else 160
-        n = int(usual * (0.5 if back == 0 else 1) * rng.uniform(0.94, 1.06))
-        names = ["uniswap", "sushiswap", "curve", "balancer"] + (["pancake"] if back >= 2 else [])
+        n = int(usual * (0.5 if back == 0 and events else 1) * rng.uniform(0.94, 1.06))
+        names = ["uniswap", "sushiswap", "curve", "balancer"] + (["pancake"] if back >= 2 or not events else [])
         for i in range(n):
             second = rng.randrange(86400)
             rows.append((f"{day}T{second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}Z",
@@ -202,10 +303,41 @@ def month_run(run_monitor, tmp_path, config, *args, env=None):
                        env={"TELEGRAM_BOT_TOKEN": TOKEN, **(env or {})}, steady_cpu=False, timeout=90)
 
 
+def healthy_day(logs, day: date) -> None:
+    """Every five-minute `health` run of `day` (UTC) logged, all ok: the report's health line is normal."""
+    from tests.test_report import run_record
+
+    logs.mkdir(exist_ok=True)
+    start = datetime.combine(day, dtime(0), timezone.utc)
+    (logs / "health.log").write_text("".join(run_record(start + timedelta(minutes=5 * i), "ok", {"cpu": "ok"})
+                                             for i in range(288)))
+
+
+FIGURE, SIGNED = r"\d+(?:\.\d+)?", r"[+−]\d+(?:\.\d+)?"
+# The whole message, line by line: any line more (a flag, a note, a source) fails the match.
+MONTH_TEXT = [
+    r"⚠️ WARNING <b>Daily report</b> · .+ \(.+\)",
+    r"<i>2026-03-18, UTC</i>",
+    r"",
+    rf"<b>Opportunities:</b> (?P<found>\d+) \(7-day median (?P<median>\d+), (?P<percent>−4\d(?:\.\d)?) %\) "
+    rf"\(−\d+ vs the day before, −{FIGURE} %\)",
+    rf"<b>Average ROI:</b> \d\.\d\d \(7-day median \d\.\d\d, {SIGNED} %\) \({SIGNED} vs the day before, {SIGNED} %\)",
+    r"",
+    r"<b>Best 5:</b>",
+    *(rf"{i}\. (uniswap|sushiswap|curve|balancer) · ROI \d\.\d\d · \d\d:\d\d" for i in range(1, 6)),
+    r"<b>Sources active:</b> 4 · silent: pancake",
+    r"<b>Errors logged:</b> 0",
+    r"<b>Health runs:</b> 288/288 · 100\.0% ok",
+]
+
+
 def test_a_month_of_data_calls_out_the_dead_source_and_the_half_day_and_nothing_else(tmp_path, run_monitor,
                                                                                      envelope):
+    healthy_day(tmp_path / "logs", MONTH_DAY)
+    (tmp_path / "prom").mkdir()
     with TelegramStandIn() as telegram:
-        proc = month_run(run_monitor, tmp_path, month_config(tmp_path, telegram), "--format", "json")
+        proc = month_run(run_monitor, tmp_path, month_config(tmp_path, telegram), "--format", "json",
+                         "--textfile-dir", str(tmp_path / "prom"))
         assert proc.returncode == 1, proc.stderr
         data = envelope(proc)
         photos, texts = getattr(telegram, "photos", []), telegram.delivered
@@ -213,22 +345,82 @@ def test_a_month_of_data_calls_out_the_dead_source_and_the_half_day_and_nothing_
         "opportunities": "warning", "sources": "warning", "errors": "ok"}
     report = data["report"]
     assert report["learned_silent"] == ["pancake"] and report["dropped_sources"] == []
-    assert report["inactive_sources"] == []
+    assert report["inactive_sources"] == [] and report["missing"] == []
     usual = report["baseline"]["opportunities"]
-    assert -60 < usual["percent"] < -40
-    # The text: the drop against the median, and the silent source; nothing else is flagged.
+    assert -60 < usual["percent"] < -40 and usual["weekday_normal"] is False
+    # The text: the drop against the median and the silent source, every other line as usual.
     [text] = [r.text for r in texts]
-    assert f"(7-day median {usual['median_7d']:g}, −" in text and "silent: pancake" in text
-    assert "Far below usual" not in text and "No baseline" not in text and "below 50" not in text
-    assert "Errors logged:</b> 0" in text
-    # The photo: one PNG, before the text, silent like it, its caption the headline.
+    lines = text.split("\n")
+    assert len(lines) == len(MONTH_TEXT), text
+    for line, pattern in zip(lines, MONTH_TEXT):
+        assert re.fullmatch(pattern, line), (line, pattern)
+    said = re.fullmatch(MONTH_TEXT[3], lines[3])
+    assert int(said["found"]) == report["opportunities_found"] and int(said["median"]) == usual["median_7d"]
+    # The photo: one PNG, before the text, its caption the headline with the drop.
     [photo] = photos
     width, height = png_size(photo.png)
     assert width >= 1000 and len(photo.png) < 200 * 1024
     assert photo.content_type.startswith("multipart/form-data; boundary=")
     assert photo.status == 200 and photo.chat_id == CHAT
     assert photo.caption.startswith("⚠️ WARNING Daily report") and len(photo.caption) <= 1024
+    assert f"Opportunities: {report['opportunities_found']} (7-day median {said['median']}, {said['percent']} %)" \
+        in photo.caption
     assert photo.disable_notification is False  # a warning report rings, its photo too
+    # The textfile: the baseline the check judged by (the lower median), as the rule sees it.
+    metrics = dict(line.split(" ") for line in (tmp_path / "prom" / "monitor_daily-report.prom").read_text()
+                   .splitlines() if line.startswith("daily_"))
+    assert float(metrics["daily_opportunities_baseline"]) == usual["effective"] == min(usual["median_7d"],
+                                                                                        usual["same_weekday"])
+    roi = report["baseline"]["avg_roi"]
+    assert float(metrics["daily_avg_roi_baseline"]) == pytest.approx(min(roi["median_7d"], roi["same_weekday"]))
+
+
+def test_a_usual_saturday_is_normal_exports_the_weekday_baseline_and_says_which_median(tmp_path):
+    """The month's Saturday: 151 against a 7-day median of 282 (−46 %), as Saturdays go (163)."""
+    from monitor.checks import business
+    from monitor.report import text
+
+    realistic_month(tmp_path / "opp.db", MONTH_DAY)
+    cfg = report_cfg(tmp_path, database="sqlite://opp.db", error_logs=[], min_opportunities=50)
+    saturday = MONTH_DAY - timedelta(days=4)
+    probe = business.ReportProbe(cfg, str(tmp_path / "logs"), figures.window_for(saturday, ZoneInfo("UTC")),
+                                 str(tmp_path))
+    result = business.opportunities(probe)
+    assert (result.status, result.value) == ("ok", 151)
+    assert result.message.endswith("(7-day median 282, -46.5 %; same weekday 163)")
+    exported = {name: value for name, _, value in business.samples(result.replace(id="opportunities"))}
+    assert exported["daily_opportunities_baseline"] == 163  # what OpportunitiesBelowBaseline compares with
+    report, missing = probe.report()
+    said = text.render(report, missing, host="vm", environment="prod", warning=False, min_opportunities=50)
+    assert "<b>Opportunities:</b> 151 (7-day median 282, −46.5 %; same weekday 163, −7.4 %)" in said
+
+
+@pytest.mark.parametrize("levels, status", [
+    ({}, "warning"),                                                # −49 %: beyond 40 %, within 70 %
+    ({"baseline_critical": 0.45}, "critical"),                      # beyond the critical drop
+    ({"baseline_drop": 0.55, "baseline_critical": 0.6}, "ok"),      # within a wider warning drop
+], ids=["defaults", "critical", "wider-drop"])
+def test_the_half_day_is_judged_by_baseline_drop_and_baseline_critical(tmp_path, levels, status):
+    from monitor.checks import business
+
+    realistic_month(tmp_path / "opp.db", MONTH_DAY)
+    cfg = report_cfg(tmp_path, database="sqlite://opp.db", error_logs=[], min_opportunities=50, **levels)
+    probe = business.ReportProbe(cfg, str(tmp_path / "logs"), figures.window_for(MONTH_DAY, ZoneInfo("UTC")),
+                                 str(tmp_path))
+    result = business.opportunities(probe)
+    assert result.status == status, result.message
+    assert -55 < result.details["percent"] < -45
+    assert result.details["baseline"] == min(result.details["median_7d"], result.details["same_weekday"])
+
+
+def test_a_critical_drop_smaller_than_the_warning_drop_is_one_config_error(tmp_path, run_monitor):
+    config = month_config(tmp_path, extra="baseline_drop = 0.5\nbaseline_critical = 0.3\n")
+    for args in (["config", "check"], ["daily-report", "--date", MONTH_DAY.isoformat()]):
+        proc = run_monitor(args, tmp_path, config=config, steady_cpu=False)
+        assert (proc.returncode, proc.stdout) == (3, "")
+        assert proc.stderr == ("config error: report.baseline_critical: 0.3 is below report.baseline_drop (0.5); "
+                               "critical is the deeper drop\n")
+    assert not (tmp_path / "state").exists()
 
 
 def test_chart_writes_the_png_and_sends_nothing(tmp_path, run_monitor, envelope):
@@ -264,6 +456,136 @@ def test_a_photo_waits_in_the_outbox_while_telegram_is_down_and_goes_later(tmp_p
         ok = [p for p in telegram.photos if p.status == 200]
     assert len(ok) == 1 and png_size(ok[0].png)[0] >= 1000
     assert not list((tmp_path / "state").glob("outbox-photo-*.png"))
+
+
+def test_a_chart_telegram_refuses_is_dropped_with_one_warning_and_the_text_goes_the_same_run(
+        tmp_path, run_monitor, envelope, log_records):
+    with TelegramStandIn() as telegram:
+        telegram.photo_answer = _error(400, "Bad Request: PHOTO_INVALID_DIMENSIONS")
+        config = month_config(tmp_path, telegram)
+        proc = month_run(run_monitor, tmp_path, config, "--format", "json")
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr == ""  # not a configuration error: cron mails nothing
+        notifications = envelope(proc)["notifications"]
+        assert (notifications["sent"], notifications["outbox"]) == (1, 0)
+        [text] = [r.text for r in telegram.delivered]
+        assert text.startswith("⚠️ WARNING <b>Daily report</b>") and "silent: pancake" in text
+        assert [p.status for p in telegram.photos] == [400]
+        assert not (tmp_path / "state" / "outbox.jsonl").exists()
+        assert not list((tmp_path / "state").glob("outbox-photo-*"))
+        # The next run (health, 5 minutes later) finds nothing waiting: no upload again, nothing on stderr.
+        proc = run_monitor(["health", "--only", "system", "--format", "json"], tmp_path, config=config,
+                           env={"TELEGRAM_BOT_TOKEN": TOKEN})
+        assert proc.stderr == "" and envelope(proc)["notifications"]["outbox"] == 0
+        assert len(telegram.photos) == 1
+        assert [r.text for r in telegram.delivered if "Daily report" in r.text] == [text]
+    records = log_records(tmp_path / "logs" / "report.log") + log_records(tmp_path / "logs" / "health.log")
+    warnings = [r for r in records if r["levelname"] in ("WARNING", "ERROR") and r.get("event") != "check"]
+    assert [(r["levelname"], r.get("event")) for r in warnings] == [("WARNING", "chart_refused")]
+    assert warnings[0]["message"].startswith("chart refused by Telegram: Telegram 400: ")
+    assert "PHOTO_INVALID_DIMENSIONS" in warnings[0]["message"]
+    assert warnings[0]["message"].endswith("; the text goes alone")
+
+
+# --- a chart waiting in the outbox (a report queued while Telegram was down) ------------------------
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64  # enough for the stand-in, which checks the signature
+
+
+def waiting_report(tmp_path, telegram, png=PNG) -> str:
+    """The outbox as a report run leaves it while Telegram is down: the chart, then the text.
+    Returns the config of a host that runs `health` every five minutes."""
+    from monitor.alerts import outbox
+
+    state = tmp_path / "state"
+    state.mkdir(exist_ok=True)
+    now = time.time()
+    photo = outbox.new_message(CHAT, "⚠️ WARNING Daily report · vm (prod)", True, now, message_id="photo1")
+    photo["png"] = png
+    text = outbox.new_message(CHAT, "⚠️ WARNING <b>Daily report</b> · vm (prod)\nOpportunities: 146", True, now,
+                              message_id="text1")
+    outbox.save(str(state), [photo, text])
+    return f'[telegram]\nchat_ids = ["{CHAT}"]\napi_url = "{telegram.api_url}"\ntimeout = "10s"\n'
+
+
+def health_run(run_monitor, tmp_path, config):
+    return run_monitor(["health", "--only", "system", "--format", "json"], tmp_path, config=config,
+                       env={"TELEGRAM_BOT_TOKEN": TOKEN})
+
+
+def report_texts(telegram) -> list[str]:
+    return [r.text for r in telegram.delivered if "Daily report" in r.text]
+
+
+@pytest.mark.parametrize("answer", [_error(400, "Bad Request: IMAGE_PROCESS_FAILED"),
+                                    _error(413, "Request Entity Too Large")], ids=["400", "413"])
+def test_a_waiting_chart_telegram_refuses_is_dropped_and_its_text_goes(tmp_path, run_monitor, envelope,
+                                                                       log_records, answer):
+    with TelegramStandIn() as telegram:
+        telegram.photo_answer = answer
+        config = waiting_report(tmp_path, telegram)
+        proc = health_run(run_monitor, tmp_path, config)
+        assert proc.stderr == "" and envelope(proc)["notifications"]["outbox"] == 0
+        assert report_texts(telegram) == ["⚠️ WARNING <b>Daily report</b> · vm (prod)\nOpportunities: 146"]
+        assert len(telegram.photos) == 1  # refused once, not tried again
+        assert not list((tmp_path / "state").glob("outbox-photo-*"))
+    [warning] = [r for r in log_records(tmp_path / "logs" / "health.log") if r.get("event") == "chart_refused"]
+    assert warning["levelname"] == "WARNING" and f"Telegram {answer.status}" in warning["message"]
+
+
+def test_a_chart_refused_for_the_chat_keeps_todays_behaviour(tmp_path, run_monitor, envelope):
+    """Chat not found (400) is the chat's problem, not the picture's: the photo waits, the text behind it."""
+    with TelegramStandIn() as telegram:
+        telegram.photo_answer = _error(400, "Bad Request: chat not found")
+        proc = health_run(run_monitor, tmp_path, waiting_report(tmp_path, telegram))
+        assert envelope(proc)["notifications"]["outbox"] == 2
+        assert "telegram configuration error" in proc.stderr and "chat not found" in proc.stderr
+        assert report_texts(telegram) == []
+    assert len(list((tmp_path / "state").glob("outbox-photo-*"))) == 1
+
+
+@pytest.mark.parametrize("damage", ["oversized", "missing", "traversal"])
+def test_a_damaged_chart_in_the_outbox_is_set_aside_and_the_text_still_goes(tmp_path, run_monitor, envelope,
+                                                                             log_records, damage):
+    from monitor.alerts import outbox
+
+    outside = tmp_path / "x"
+    outside.write_bytes(PNG)  # what "../x" would reach from the state folder
+    with TelegramStandIn() as telegram:
+        config = waiting_report(tmp_path, telegram)
+        state = tmp_path / "state"
+        [photo_file] = state.glob("outbox-photo-*")
+        if damage == "oversized":  # grown past the cap by hand (or a full disk's garbage)
+            photo_file.write_bytes(PNG + b"\x00" * outbox.MAX_PHOTO)
+        elif damage == "missing":
+            photo_file.unlink()
+        else:  # a hand-edited outbox naming a file outside the state folder
+            lines = (state / "outbox.jsonl").read_text().splitlines()
+            lines[0] = lines[0].replace(photo_file.name, "../x")
+            (state / "outbox.jsonl").write_text("\n".join(lines) + "\n")
+        proc = health_run(run_monitor, tmp_path, config)
+        assert envelope(proc)["notifications"]["outbox"] == 0, proc.stderr
+        assert report_texts(telegram) == ["⚠️ WARNING <b>Daily report</b> · vm (prod)\nOpportunities: 146"]
+        assert getattr(telegram, "photos", []) == []  # nothing uploaded: not the oversized file, not ../x
+    assert outside.read_bytes() == PNG
+    [aside] = state.glob("outbox.jsonl.corrupt-*")
+    assert '"photo1"' in aside.read_text()  # the photo's line kept for a person to look at
+    assert [r["event"] for r in log_records(tmp_path / "logs" / "health.log")
+            if r.get("event", "").startswith("outbox")] == ["outbox_corrupt"]
+
+
+def test_a_quiet_report_sends_its_chart_silently(tmp_path, run_monitor, envelope):
+    realistic_month(tmp_path / "opp.db", MONTH_DAY, events=False)
+    with TelegramStandIn() as telegram:
+        config = (f'[report]\ndatabase = "sqlite://opp.db"\nerror_logs = []\n'
+                  f'[telegram]\nchat_ids = ["{CHAT}"]\napi_url = "{telegram.api_url}"\ntimeout = "10s"\n')
+        proc = month_run(run_monitor, tmp_path, config, "--format", "json")
+        assert proc.returncode == 0, proc.stderr
+        assert {c["status"] for c in envelope(proc)["checks"].values()} == {"ok"}
+        [photo], [text] = telegram.photos, telegram.delivered
+    assert text.text.startswith("ℹ️ INFO <b>Daily report</b>") and text.disable_notification is True
+    assert photo.status == 200 and photo.disable_notification is True
+    assert photo.caption.startswith("ℹ️ INFO Daily report")
 
 
 BLOCK_MATPLOTLIB = """

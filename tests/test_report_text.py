@@ -41,7 +41,12 @@ BASELINES = [
     {"enough": True, "days_with_data": 7,
      "opportunities": {"median_7d": 286, "percent": -49.0}, "avg_roi": {"median_7d": 2.5, "percent": 3.2}},
     {"enough": False, "days_with_data": 2, "opportunities": {"median_7d": None}, "avg_roi": {"median_7d": None}},
+    # A Saturday: far below the week, as usual for Saturdays, so normal; the text says by which median.
+    {"enough": True, "days_with_data": 7,
+     "opportunities": {"median_7d": 282, "same_weekday": 163, "percent": -48.2, "weekday_normal": True},
+     "avg_roi": {"median_7d": 2.5, "same_weekday": 2.4, "percent": -1.0}},
 ]
+DROPPED = [{"source": f"{HOSTILE}{i}", "count": 2, "median_7d": 40.5} for i in range(300)]
 ERRORS = [{"count": 0, "error": 0, "critical": 0, "unreadable": []},
           {"count": 12, "error": 9, "critical": 3, "unreadable": [f"/var/log/{HOSTILE}{i}.log: denied" for i in range(7)]}]
 HEALTH = [{"runs_seen": 278, "runs_expected": 288, "percent_ok": None, "incidents": {}},
@@ -55,7 +60,8 @@ PARTS = {
                  {"business": True, "found": 0, "top": TOP, "inactive": [HOSTILE, "curve"],
                   "learned": ["curve", "sushi"], "damaged": 4,
                   "dropped": [{"source": HOSTILE, "count": 2, "median_7d": 40.5}]},
-                 {"business": True, "top": TOP[:1], "inactive": [f"s{i}" for i in range(14)], "damaged": 0},
+                 {"business": True, "top": TOP[:1], "inactive": [f"s{i}" for i in range(14)], "damaged": 0,
+                  "dropped": DROPPED},
                  *({"business": True, "baseline": b} for b in BASELINES)],
     "errors": [{}, *({"errors": e} for e in ERRORS)],
     "health": [{}, *({"health": h} for h in HEALTH)],
@@ -74,7 +80,8 @@ def template():
 
 # What each branch writes: the matrix must reach all of them.
 MARKERS = ["⚠️ WARNING", "ℹ️ INFO", "h day)", "<i>Not available: report.database: &lt;gone&gt;",
-           "<b>Opportunities:</b> 3 (below 50)", "7-day median 286, −49 %", "(-4 vs the day before, -2.7%)",
+           "<b>Opportunities:</b> 3 (below 50)", "7-day median 286, −49 %", "(−4 vs the day before, −2.7 %)",
+           "(7-day median 282, −48.2 %; same weekday 163, −10.4 %)", "(7-day median 40.5) and 290 more",
            "<b>Average ROI:</b> –", "No baseline yet: 2 of the 7 days", "<b>Best 2:</b>", "<b>Best 1:</b>",
            "2. uniswap · ROI -1.00 · not a time &lt;i&gt;", "silent: ", " and 4 more", "<b>Far below usual:</b>",
            "4 database value(s) were not UTF-8", "<b>Errors logged:</b> 0", "(3 critical)", "Unreadable, the count",
@@ -111,3 +118,15 @@ def test_the_report_a_user_gets_needs_no_jinja2():
             "assert 'Health runs' in t; print('jinja2' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_300_sources_far_below_usual_are_one_line_and_the_errors_and_health_lines_still_fit():
+    variant = {"business": True, "dropped": DROPPED, "errors": ERRORS[1], "health": HEALTH[1]}
+    built = text.render(report(variant), [], host="vps-1", environment="prod", warning=True, min_opportunities=50)
+    from monitor.alerts.telegram import html_to_plain, split_message
+
+    assert len(split_message(built)) == 1 and "left out" not in built
+    [line] = [line for line in html_to_plain(built).splitlines() if line.startswith("Far below usual:")]
+    assert line.endswith(" and 290 more") and line.count("(7-day median 40.5)") == 10
+    assert "Errors logged: 12 (3 critical)" in html_to_plain(built)
+    assert "Health runs: 278/288 · 98.2% ok" in html_to_plain(built)

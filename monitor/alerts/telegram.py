@@ -31,6 +31,8 @@ class Delivery(NamedTuple):
     config_error: bool = False        # the token or the chat is wrong: a person must act
     chat_id: str | None = None        # the chat it went to (differs after a migration)
     migrated_from: str | None = None
+    refused: bool = False             # a 4xx about what was sent, not the token, chat or rate: sent
+                                      # again it is refused again (a chart Telegram cannot process)
 
 
 class TelegramClient:
@@ -142,7 +144,10 @@ class TelegramClient:
                 what = {401: "the bot token was rejected", 404: "the bot token was rejected",
                         403: f"the bot may not write to chat {chat_id}"}.get(status, f"chat {chat_id} refused the message")
                 return Delivery(False, f"Telegram {status}: {what} ({description})", config_error=True,
-                                chat_id=chat_id)
+                                chat_id=chat_id, refused=status == 400 and "chat" not in description.lower())
+            if 400 < status < 500 and status not in (408, 429):  # 413 and the like: the same request fails again
+                return Delivery(False, f"Telegram {status}: {description or 'request refused'}", chat_id=chat_id,
+                                refused=True)
             failures += 1
             pause = 0.5 * failures
             if failures > self.retries or pause >= deadline - self.monotonic():

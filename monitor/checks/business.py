@@ -66,7 +66,7 @@ class ReportProbe:
                        change=figures.change(business, business["previous"]))
             learned, dropped = baseline.learned_sources(business["history"], business["sources"])
             days = business["history"]["days"][:13]
-            out.update(baseline=business_baseline(business), learned_silent=learned, dropped_sources=dropped,
+            out.update(baseline=business_baseline(business, self.cfg), learned_silent=learned, dropped_sources=dropped,
                        last_days=[{"day": d["day"], "count": d["count"]} for d in reversed(days)]
                        + [{"day": out["date"], "count": business["opportunities_found"]}])
             if business.get("hourly") is not None:
@@ -74,8 +74,9 @@ class ReportProbe:
         return out, missing
 
 
-def business_baseline(business: dict) -> dict:
-    return baseline.baselines(business["history"], business["opportunities_found"], business["avg_roi"])
+def business_baseline(business: dict, cfg: dict) -> dict:
+    return baseline.baselines(business["history"], business["opportunities_found"], business["avg_roi"],
+                              cfg.get("baseline_drop"))
 
 
 def inactive(cfg: dict, business: dict) -> list[str]:
@@ -88,7 +89,7 @@ def opportunities(probe: ReportProbe) -> Result:
         return Result(UNKNOWN, f"cannot count opportunities: {error}")
     minimum = probe.cfg["min_opportunities"]
     count = business["opportunities_found"]
-    base = business_baseline(business)
+    base = business_baseline(business, probe.cfg)
     usual = base["opportunities"]
     # Unusual: further below the 7-day median (and the same weekday's) than baseline_drop.
     status = OK
@@ -96,13 +97,18 @@ def opportunities(probe: ReportProbe) -> Result:
         status = CRITICAL
     elif baseline.below(count, usual, probe.cfg["baseline_drop"]):
         status = WARNING
-    said = f" (7-day median {usual['median_7d']:g}, {usual['percent']:+g} %)" if usual["median_7d"] else ""
+    said = ""
+    if usual["median_7d"]:
+        weekday = f"; same weekday {usual['same_weekday']:g}" if usual.get("weekday_normal") else ""
+        said = f" (7-day median {usual['median_7d']:g}, {usual['percent']:+g} %{weekday})"
     return measured(count, Threshold(minimum - 1, -1, lower_is_worse=True) if minimum else Threshold(-1, -1, True),
                     f"{count} opportunities on {probe.window.day}" + (f" (fewer than {minimum})" if count < minimum else "")
                     + said, unit="", worst_of=status,
                     details={"minimum": minimum, "avg_roi": business["avg_roi"],
-                             "baseline": usual["median_7d"], "avg_roi_baseline": base["avg_roi"]["median_7d"],
-                             "same_weekday": usual["same_weekday"], "percent": usual["percent"]})
+                             # What is judged against (and exported, so the rule agrees): the lower median.
+                             "baseline": usual["effective"], "avg_roi_baseline": base["avg_roi"]["effective"],
+                             "median_7d": usual["median_7d"], "same_weekday": usual["same_weekday"],
+                             "percent": usual["percent"]})
 
 
 MAX_NAMES = 100  # source names a check's details keep (its message shows ten)
@@ -149,10 +155,12 @@ METRICS = {
     "daily_avg_roi": ("Average ROI of the opportunities of the reported day.", ()),
     "daily_sources_active": ("Distinct sources with opportunities during the reported day.", ()),
     "daily_errors_count": ("ERROR and CRITICAL log records during the reported day.", ()),
-    "daily_opportunities_baseline": ("Median opportunities per day over the 7 days before the reported one "
-                                     "(days with data; absent with fewer than 3).", ()),
-    "daily_avg_roi_baseline": ("Median average ROI over the 7 days before the reported one "
-                               "(days with data; absent with fewer than 3).", ()),
+    "daily_opportunities_baseline": ("Opportunities per day the reported one is judged against: the lower of "
+                                     "the median of the 7 days before and the same weekday's over 4 weeks "
+                                     "(days with data; absent with fewer than 3 of the 7).", ()),
+    "daily_avg_roi_baseline": ("Average ROI the reported day is judged against: the lower of the median of the "
+                               "7 days before and the same weekday's over 4 weeks (days with data; absent with "
+                               "fewer than 3 of the 7).", ()),
 }
 # Judged as "at most minimum - 1": the headline says "below the minimum" (3 < 5).
 MEASURES = {"opportunities": ("opportunities", True, "minimum")}
@@ -199,17 +207,19 @@ def rules(t: dict) -> dict:
              "The scraper logged errors yesterday",
              "{{ $value }} ERROR/CRITICAL log record(s) on {{ $labels.instance }} during the reported day.",
              runbook),
-        # The check itself also asks the same weekday's median to agree; the rule sees the 7-day one.
+        # The baseline exported is the one the check judges against (the lower of the 7-day and
+        # same-weekday medians): rule and check agree, a usual quiet weekend day fires neither.
         rule("OpportunitiesBelowBaseline",
              f"daily_opportunities_count < {num(round(1 - t['baseline_drop'], 4))} * daily_opportunities_baseline",
              "10m", "warning", "Fewer opportunities than usual",
              "{{ $labels.instance }} found {{ $value }} opportunities during the reported day, more than "
-             f"{num(round(100 * t['baseline_drop'], 2))} % below the median of the 7 days before "
-             "(report.baseline_drop).", runbook),
+             f"{num(round(100 * t['baseline_drop'], 2))} % below its baseline, the lower of the median of the "
+             "7 days before and the same weekday's (report.baseline_drop).", runbook),
         rule("ExpectedSourcesSilent", 'monitor_check_status{kind="business",check="sources"} == 1', "10m", "warning",
-             "Expected sources found nothing yesterday",
-             "Some of report.expected_sources had no opportunity during the reported day on "
-             "{{ $labels.instance }} (status {{ $value }}).", runbook),
+             "Sources went silent or far below usual yesterday",
+             "On {{ $labels.instance }} a source of report.expected_sources, or one that produced on 5 of the 7 "
+             "days before, had no opportunity during the reported day, or one made less than 30 % of its "
+             "7-day median (status {{ $value }}).", runbook),
     ]}
 
 
@@ -224,11 +234,12 @@ def panels(t: dict) -> list:
         (row, panel("timeseries", "Opportunities per day", [target(f"daily_opportunities_count{{{I}}}")],
                     "", "none", steps("yellow", (minimum, "green")), 0,
                     custom={"drawStyle": "bars", "fillOpacity": 60}), 6, 8),
-        (row, panel("timeseries", "Opportunities vs 7-day median",
+        (row, panel("timeseries", "Opportunities vs baseline",
                     [target(f"daily_opportunities_count{{{I}}}", "{{instance}} count"),
-                     target(f"daily_opportunities_baseline{{{I}}}", "{{instance}} 7-day median", "B")],
-                    "The reported day's count against the median of the 7 days before it; "
-                    f"{num(round(100 * t['baseline_drop'], 2))} % below it is a warning.", "none"), 6, 8),
+                     target(f"daily_opportunities_baseline{{{I}}}", "{{instance}} baseline", "B")],
+                    "The reported day's count against its baseline: the lower of the median of the 7 days "
+                    f"before it and the same weekday's; {num(round(100 * t['baseline_drop'], 2))} % below it "
+                    "is a warning.", "none"), 6, 8),
         (row, panel("timeseries", "Average ROI", [target(f"daily_avg_roi{{{I}}}")],
                     "Average ROI of the reported day's opportunities.", "none"), 4, 8),
         (row, panel("stat", "Active sources", [target(f"daily_sources_active{{{I}}}")],

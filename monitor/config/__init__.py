@@ -17,7 +17,8 @@ import re
 from monitor.config.fields import (Bool, ChatId, Context, DurationField, Field, ListOf, MapOf,
                                    Number, PathField, Regex, SizeField, Str, Table, TableList,
                                    ThresholdField, Url, UrlValue, UserField, expand_placeholders)
-from monitor.config.schema import DEFAULT_ENVIRONMENT, PROFILE_HINT, PROFILE_NAME, SCHEMA, check_timezone
+from monitor.config.schema import (DEFAULT_ENVIRONMENT, PROFILE_HINT, PROFILE_NAME, SCHEMA, check_baselines,
+                                   check_timezone)
 from monitor.config.secrets import display, exposure_warnings, find_secrets, masked, secret_sources
 from monitor.text import printable
 
@@ -162,6 +163,7 @@ def build(raw: dict, env: str | None, base_dir: str, source: str = "") -> dict:
     config = SCHEMA.parse(base, "", ctx)
     errors.extend(ctx.errors)
     check_timezone(config, errors)
+    check_baselines(config, errors)
     if config.get("report") and config["report"]["template"]:
         from monitor.report.text import validate_template  # imports jinja2: only with a template
 

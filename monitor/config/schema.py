@@ -62,6 +62,15 @@ def check_timezone(config, errors):
         errors.append(f'report.timezone: unknown time zone "{report["timezone"]}"')
 
 
+def check_baselines(config, errors):
+    """report.baseline_critical is the deeper drop: below baseline_drop it could never be reached."""
+    report = config.get("report")
+    if report and None not in (report.get("baseline_drop"), report.get("baseline_critical")) \
+            and report["baseline_critical"] < report["baseline_drop"]:
+        errors.append(f"report.baseline_critical: {report['baseline_critical']:g} is below report.baseline_drop "
+                      f"({report['baseline_drop']:g}); critical is the deeper drop")
+
+
 class JsonMetrics(Field):
     """`{ "dotted.path" = { warning = W, critical = C, lower_is_worse = false } }` -> {path: Threshold}.
 
@@ -317,7 +326,8 @@ SCHEMA = Table({
                                 help="A day this far below the 7-day median (0.4: 40 %; and below the same "
                                      "weekday's, when known) is a warning."),
         "baseline_critical": Number(0.7, minimum=0, maximum=1,
-                                    help="This far below the 7-day median is critical."),
+                                    help="This far below the 7-day median (and the same weekday's) is "
+                                         "critical; at least baseline_drop."),
         "chart": Bool(True, help="Send a chart (PNG, needs the chart extra: matplotlib) with the report."),
     }, optional=True, help="The daily report's business figures. Omitted: the daily report has "
                            "none."),

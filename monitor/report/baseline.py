@@ -24,12 +24,17 @@ def _avg(day: dict) -> float | None:
     return day["roi_sum"] / day["with_roi"] if day.get("roi_read") and day["with_roi"] else None
 
 
-def baselines(history: dict, count: int, avg_roi: float | None) -> dict:
+def baselines(history: dict, count: int, avg_roi: float | None, drop: float | None = None) -> dict:
     """The report's `baseline` object: for opportunities and avg_roi, the 7-day and same-weekday medians.
 
-    Each has `median_7d`, `same_weekday` (None with fewer than 3 days of data) and
-    `percent`: the reported day against the 7-day median. `enough` is False when the
-    7 days hold fewer than 3 days with data.
+    Each has `median_7d`, `same_weekday` (None with fewer than 3 days of data),
+    `effective`: what the day is judged against (the lower of the two when both are
+    known, see `below`; None without a 7-day median), exported as the metrics
+    `daily_opportunities_baseline` and `daily_avg_roi_baseline`, and `percent`: the
+    reported day against the 7-day median. `enough` is False when the 7 days hold fewer
+    than 3 days with data. Given `drop` (report.baseline_drop), opportunities also has
+    `weekday_normal`: more than `drop` below the 7-day median, yet not below the same
+    weekday's (a quiet Sunday like the Sundays before), so the report names that median.
     """
     days = history["days"]
     recent = [d for d in days[:7] if d["count"]]
@@ -41,8 +46,13 @@ def baselines(history: dict, count: int, avg_roi: float | None) -> dict:
         med = median(week) if len(week) >= MIN_DAYS else None
         entry = {"median_7d": _round(med), "same_weekday": _round(median(same) if len(same) >= MIN_DAYS else None),
                  "percent": None}
+        entry["effective"] = effective(entry)
         if med and value is not None:
             entry["percent"] = round(100.0 * (value - med) / med, 1)
+        if key == "opportunities" and drop is not None:
+            entry["weekday_normal"] = bool(value is not None and entry["median_7d"] and entry["same_weekday"]
+                                           and value < (1 - drop) * entry["median_7d"]
+                                           and not below(value, entry, drop))
         out[key] = entry
     return out
 
@@ -51,11 +61,19 @@ def _round(value):
     return None if value is None else round(value, 4)
 
 
+def effective(entry: dict) -> float | None:
+    """The median a day is judged against: the lower of the 7-day and same-weekday ones (None
+    without a 7-day median). Below `1 - drop` of it is below both, which is what `below` asks."""
+    if entry.get("median_7d") is None:
+        return None
+    return min(m for m in (entry["median_7d"], entry.get("same_weekday")) if m is not None)
+
+
 def below(value: float, entry: dict, drop: float) -> bool:
     """Whether `value` is more than `drop` (0.4: 40 %) below the 7-day median, and below the
-    same-weekday median too when there is one (a quiet Sunday is not unusual for a Sunday)."""
-    medians = [m for m in (entry.get("median_7d"), entry.get("same_weekday")) if m is not None]
-    return bool(entry.get("median_7d")) and all(value < (1 - drop) * m for m in medians)
+    same-weekday median too when there is one (a quiet Sunday is not unusual for a Sunday):
+    below `1 - drop` of the `effective` median."""
+    return bool(entry.get("median_7d")) and value < (1 - drop) * effective(entry)
 
 
 def learned_sources(history: dict, today: dict) -> tuple[list[str], list[dict]]:

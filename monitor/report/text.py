@@ -193,24 +193,43 @@ def values(report: dict, missing: list[str], *, host: str, environment: str, war
         entry = change.get(key) or {}
         if entry.get("delta") is None:
             return ""
-        sign = "+" if entry["delta"] >= 0 else ""
-        percent = f", {sign}{entry['percent']}%" if entry.get("percent") is not None else ""
-        return f" ({sign}{entry['delta']:g} vs the day before{percent})"
+        percent = f", {signed(entry['percent'])} %" if entry.get("percent") is not None else ""
+        return f" ({signed(entry['delta'])} vs the day before{percent})"
 
     def usual(key):
         entry = (report.get("baseline") or {}).get(key) or {}
         if entry.get("median_7d") is None:
             return ""
-        shown = f"{entry['median_7d']:g}" if key == "opportunities" else f"{entry['median_7d']:.2f}"
-        percent = f", {entry['percent']:+g} %".replace("-", "−") if entry.get("percent") is not None else ""
-        return f" (7-day median {shown}{percent})"
+        shown = number(entry["median_7d"]) if key == "opportunities" else f"{entry['median_7d']:.2f}"
+        percent = f", {signed(entry['percent'])} %" if entry.get("percent") is not None else ""
+        weekday = ""
+        if entry.get("weekday_normal"):  # far below the week, as usual for this weekday: say which median
+            same, found = entry["same_weekday"], report["opportunities_found"]
+            weekday = f"; same weekday {number(same)}, {signed(round(100.0 * (found - same) / same, 1))} %"
+        return f" (7-day median {shown}{percent}{weekday})"
+
+    def far_below(dropped):
+        return names(f"{clip(d['source'], 40)} {d['count']} (7-day median {number(d['median_7d'])})" for d in dropped)
 
     learned = [name for name in report.get("learned_silent") or () if name not in report["inactive_sources"]]
-    return {"usual": usual, "silent": list(report["inactive_sources"]) + learned,
+    return {"usual": usual, "silent": list(report["inactive_sources"]) + learned, "far_below": far_below,
             "report": report, "missing": missing, "host": host, "environment": environment,
             "header": "⚠️ WARNING" if warning else "ℹ️ INFO", "day": report["date"],
             "timezone": report["timezone"], "hours": round(report["window"]["hours"], 2),
             "min_opportunities": min_opportunities, "change": show_change, "duration": format_duration}
+
+
+MINUS = "\u2212"  # "−": a real minus, the width of "+" on a phone; one style for every signed figure
+
+
+def signed(value) -> str:
+    """A change with its sign: "+0.5", "−49", "−0.0435", "+1250000"."""
+    return ("+" if value >= 0 else MINUS) + number(abs(value))
+
+
+def number(value) -> str:
+    """A count as a count ("1250000", not "1.25e+06"), other figures to 6 significant digits."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
 
 
 def _e(value) -> str:
@@ -219,7 +238,7 @@ def _e(value) -> str:
 
 
 def _builtin(*, report, missing, host, environment, header, day, timezone, hours, min_opportunities,
-             usual, change, silent, duration) -> str:
+             usual, change, silent, far_below, duration) -> str:
     """`templates/daily_report.html.j2`, line for line (before `_tidy`)."""
     out = [f"{_e(header)} <b>Daily report</b> · {_e(clip(host))} ({_e(clip(environment))})\n",
            f"<i>{_e(day)}, {_e(timezone)}" + (f" ({_e(hours)} h day)" if hours != 24 else "") + "</i>\n"]
@@ -246,8 +265,8 @@ def _builtin(*, report, missing, host, environment, header, day, timezone, hours
                     for i, o in enumerate(top, 1)]
         out.append(f"<b>Sources active:</b> {_e(report['sources_active'])}"
                    + (f" · silent: {_e(names(silent))}" if silent else "") + "\n")
-        out += [f"<b>Far below usual:</b> {_e(clip(d['source']))} {_e(d['count'])} "
-                f"(7-day median {_e('%g' % d['median_7d'])})\n" for d in report.get("dropped_sources", [])]
+        if report.get("dropped_sources"):
+            out.append(f"<b>Far below usual:</b> {_e(far_below(report['dropped_sources']))}\n")
         if report.get("damaged_values"):
             out.append(f"<i>{_e(report['damaged_values'])} database value(s) were not UTF-8: "
                        "their bytes are shown as \\xff</i>\n")
