@@ -40,25 +40,32 @@ class Install:
         self.folder, self.telegram = folder, telegram
         self.allowed = list(allowed)
         self.extra_chat = None  # another entry of chat_ids
+        self.other_chats = []   # and more
+        self.timeout = 5.0      # telegram.timeout, seconds
         self.now = T0
 
-    def config(self) -> dict:
+    def toml(self) -> str:
         users = ", ".join(f'"{u}"' for u in self.allowed)
-        chats = ", ".join(f'"{c}"' for c in (CHAT, self.extra_chat) if c)
-        raw = tomllib.loads(
-            f'[paths]\nstate = "{self.folder}/state"\nlogs = "{self.folder}/logs"\n'
-            f'[telegram]\nchat_ids = [{chats}]\napi_url = "{self.telegram.api_url}"\ntimeout = "5s"\n'
-            f'allowed_users = [{users}]\n')
-        return config_mod.build(raw, None, str(self.folder))
+        chats = ", ".join(f'"{c}"' for c in (CHAT, self.extra_chat, *self.other_chats) if c)
+        return (f'[paths]\nstate = "{self.folder}/state"\nlogs = "{self.folder}/logs"\n'
+                f'[telegram]\nchat_ids = [{chats}]\napi_url = "{self.telegram.api_url}"\n'
+                f'timeout = "{self.timeout:g}s"\nallowed_users = [{users}]\n')
 
-    def run(self, *statuses, command="health", message=None, minutes=5) -> dict:
-        """One run whose checks have `statuses` (("disk:/", CRITICAL), ...), `minutes` after the last."""
-        self.now += minutes * 60
+    def config(self) -> dict:
+        return config_mod.build(tomllib.loads(self.toml()), None, str(self.folder))
+
+    def run(self, *statuses, command="health", message=None, minutes=5, now=None, **options) -> dict:
+        """One run whose checks have `statuses` (("disk:/", CRITICAL), ...), `minutes` after the last
+        (or at `now`); `options` go to notify()."""
+        if now is None:
+            self.now += minutes * 60
+            now = self.now
         results = [Result(status, f"{check} is {status}", id=check, kind="system") for check, status in statuses]
-        client = TelegramClient(TOKEN, self.telegram.api_url, 5.0, sleep=lambda s: None)
+        client = TelegramClient(TOKEN, self.telegram.api_url, self.timeout, sleep=lambda s: None)
         config = self.config()
         os.makedirs(config["paths"]["state"], exist_ok=True)
-        return notify(config, command, results, None, "web1", now=self.now, client=client, message=message)
+        return notify(config, command, results, None, "web1", now=now, client=client, message=message,
+                      **options)
 
     @property
     def state(self):
