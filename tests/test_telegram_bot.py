@@ -208,6 +208,20 @@ def test_command_parsing():
 
 # --- the commands ----------------------------------------------------------------------------------
 
+def test_status_of_400_problems_fits_two_messages_and_counts_the_rest(install, telegram):
+    checks = [(f"scraper:service-number-{n:04d}", CRITICAL) for n in range(400)]
+    install.run(*checks)
+    before = len(telegram.received)
+    telegram.command("/status")
+    install.run(*checks)
+    chunks = [r for r in telegram.received[before:] if not r.reply_markup]
+    assert 1 <= len(chunks) <= 2 and all(r.status == 200 for r in chunks)
+    text = "\n".join(html_to_plain(r.text) for r in chunks)
+    shown = text.count(" critical since ")
+    assert 0 < shown <= 40 and f"… and {400 - shown} more (monitor health)" in text
+    assert "last runs: health" in text
+
+
 def test_status_lists_problems_worst_first_ok_ones_as_a_count_and_when_commands_ran(install, telegram):
     (install.state).mkdir()
     (install.state / "backup-check.lock").write_text("")
@@ -280,6 +294,25 @@ def test_mute_unmute_and_silences_share_monitor_silence_with_the_user_as_author(
     assert replies(telegram)[-2] == f"removed silence {silence['id']}"
     assert "expected a duration" in replies(telegram)[-1]
     assert install.silences() == []
+
+
+def test_a_mute_longer_than_a_year_is_refused_and_absurd_saved_times_still_read(install, telegram):
+    telegram.command("/mute disk:* 99999999999999d")
+    telegram.command("/mute disk:* 366d")
+    install.run(("disk:/", CRITICAL))
+    assert replies(telegram) == ["the duration must be at most 365d"] * 2 and install.silences() == []
+    (install.state / "silences.json").write_text(json.dumps({"silences": [  # a hand edit
+        {"id": "x1", "pattern": "disk:*", "until": 1e300, "reason": "", "created": 0},
+        {"id": "x2", "pattern": "cpu", "until": 8.64e18, "reason": "", "created": 0}]}))
+    saved = install.alerts()
+    saved["checks"]["vault"] = {"status": "critical", "since": -1e300, "message": "sealed"}
+    (install.state / "alerts.json").write_text(json.dumps(saved))
+    telegram.command("/silences")
+    telegram.command("/status")
+    install.run(("disk:/", CRITICAL))
+    silences, status = replies(telegram)[2:]
+    assert "x1 disk:* until far future" in silences and "x2 cpu until far future" in silences
+    assert "vault critical since far past (ages)" in status
 
 
 def test_a_mute_counts_for_the_alerts_of_the_run_that_reads_it(install, telegram):

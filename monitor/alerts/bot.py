@@ -275,8 +275,9 @@ class Inbox:
                 seconds = parse_duration(words[1])
             except ValueError as exc:
                 return e(str(exc))
-            if seconds <= 0:
-                return "the duration must be above zero"
+            problem = silences.duration_problem(seconds)
+            if problem:
+                return e(problem)
         pattern = clip(words[0], ID_CHARS)
         reason = clip(words[2], 200) if len(words) > 2 else ""
         silence = silences.add(self.folder, pattern, seconds, reason, self.now, author=update.who,
