@@ -169,6 +169,31 @@ def test_a_stranger_chat_is_never_answered(install, telegram):
     assert telegram.received == [] and install.alerts()["telegram"]["offset"] == 1002
 
 
+def _in_channel(update: dict) -> dict:
+    chat = (update.get("callback_query") or update)["message"]["chat"]
+    chat["type"] = "channel"
+    return update
+
+
+def test_in_a_channel_only_the_allowed_users_may_press_and_nobody_when_none_is_named(install, telegram):
+    """A channel's readers are anyone who found it: its button presses obey allowed_users too."""
+    install.run(("disk:/", CRITICAL))
+    (alert,) = telegram.delivered
+    _in_channel(telegram.press("24h disk:/", alert, user_id=EVE, username="eve"))
+    _in_channel(telegram.press("ack disk:/", alert, user_id=ANNA, username="anna"))
+    install.run(("disk:/", CRITICAL))
+    assert [a["text"] for a in telegram.calls_of("answerCallbackQuery")] == ["not allowed", "acked by @anna"]
+    assert install.silences() == []
+
+    install.allowed = []  # nobody named: in groups everyone, in a channel nobody
+    _in_channel(telegram.press("24h disk:/", alert, user_id=ANNA, username="anna"))
+    _in_channel(telegram.command("/mute * 1d", user_id=ANNA, username="anna"))
+    telegram.command("/help", user_id=EVE, username="eve")  # the group: anyone
+    install.run(("disk:/", CRITICAL))
+    assert telegram.calls_of("answerCallbackQuery")[-1]["text"] == "not allowed"
+    assert install.silences() == [] and len(replies(telegram)) == 1 and "/ack CHECK" in replies(telegram)[0]
+
+
 def test_anyone_in_the_group_may_speak_when_allowed_users_is_empty(install, telegram):
     install.allowed = []
     telegram.command("/help", user_id=EVE, username="eve")

@@ -183,9 +183,11 @@ class Inbox:
             f"@{update.chat_username}".lower() in self.chats
         if not in_chat:
             return False
-        if update.chat_type in ("group", "supergroup") and self.users:
+        if update.chat_type == "private":  # the chat is the person: chat_ids names them
+            return True
+        if self.users:  # a group, a supergroup, a channel (its subscribers press buttons too)
             return update.user_id in self.users or f"@{update.username}".lower() in self.users
-        return True
+        return update.chat_type != "channel"  # a channel's readers are anyone: only named users act
 
     def handle(self, entries: dict, active: list) -> None:
         """Apply every update to `entries` (acks) and `active` (silences, saved at once); never raises."""
