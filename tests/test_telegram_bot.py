@@ -148,7 +148,8 @@ def test_a_webhook_is_a_configuration_error_said_once_with_the_fix(install, tele
 
 def test_another_program_reading_the_same_bot_is_said_as_such_once_a_day(install, telegram, capsys, caplog):
     """409 is also Telegram's answer while another host polls with the same token: no webhook to delete."""
-    telegram.method("getUpdates", polled_elsewhere(), polled_elsewhere(), polled_elsewhere())
+    echoing = _error(409, f"Conflict: terminated by other getUpdates request of /bot{TOKEN}/getUpdates")
+    telegram.method("getUpdates", polled_elsewhere(), polled_elsewhere(), echoing)
     with caplog.at_level(logging.INFO, "monitor"):
         install.run(("disk:/", OK))
         install.run(("disk:/", OK))

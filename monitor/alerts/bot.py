@@ -187,7 +187,7 @@ class Inbox:
 
     def _conflict(self, answer) -> None:
         """A 409, in the words of its cause: a webhook, or another program reading the same bot."""
-        description = printable(str(answer.body.get("description") or ""))[:200]
+        description = printable(redact.scrub(str(answer.body.get("description") or "")))[:200]
         if "webhook" in description.lower():
             if not self.state.get("webhook"):
                 problem = ("telegram: cannot read commands: the bot has a webhook set (409 Conflict); "
