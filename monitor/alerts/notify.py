@@ -203,9 +203,10 @@ def _notify(config, command, results, kinds_run, host, no_notify, dry_run, now, 
     summary["outbox"] = len(queue)
     try:
         _save(folder, entries_path, queue, held, migrations, inbox, stored, saved)
-        from monitor.alerts import pending
+        if pending_files:
+            from monitor.alerts import pending
 
-        pending.done(pending_files)  # their messages are in the saved outbox now
+            pending.done(pending_files)  # their messages are in the saved outbox now
     except OSError as exc:
         summary["state_error"] = f"cannot save alert state in {folder}: {exc.strerror}"
         if queue and not no_notify:
@@ -262,6 +263,11 @@ def _keep_pending(config: dict, command: str, host: str, now: float, message: tu
 
 def _take_pending(folder: str, waiting: list[dict]) -> tuple[list[dict], list[str]]:
     """The outbox with the pending files' messages behind it (none twice); the files."""
+    try:  # almost always none: a look at the folder, not an import, for every run
+        if not any(name.startswith("pending-") for name in os.listdir(folder)):  # pending.PREFIX
+            return waiting, []
+    except OSError:
+        return waiting, []
     from monitor.alerts import pending
 
     messages, files = pending.take(folder)
