@@ -245,8 +245,10 @@ def _notify(command: str, opts: Options, config: dict, results, problems: dict, 
         summary = notify(config, command, results, opts.only, host_name(config),
                          no_notify=opts.no_notify, dry_run=opts.dry_run, message=message)
     except state.LockHeld as exc:
-        log.error("notifications skipped: %s", exc, extra={"event": "notify_lock"})
-        problems.setdefault("state_write_error", f"notifications skipped: {exc}")
+        kept = getattr(exc, "pending", None)  # the report, kept for the next run (alerts are told again)
+        note = f"; its message waits in {kept} for the next run" if kept else ""
+        log.error("notifications skipped: %s%s", exc, note, extra={"event": "notify_lock"})
+        problems.setdefault("state_write_error", f"notifications skipped: {exc}{note}")
         return {"sent": 0, "queued": 0, "silenced": 0, "failed": 0, "outbox": None}
     except Exception as exc:  # noqa: BLE001 - a notifier bug must not cost the verdict or the log
         log.exception("notifications failed: %s", scrub(exc), extra={"event": "notify_failed"})

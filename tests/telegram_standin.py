@@ -27,7 +27,9 @@ offset keeps only the last -offset updates; `allowed_updates` filters the kinds;
 `answerCallbackQuery`, `editMessageReplyMarkup`, `setMyCommands` and `getMe` answer ok.
 Tests queue updates with `command(text, ...)` and `press(data, ...)`, or any dict with
 `post(update)`; every such call is kept in `calls` as (method, payload); `method(name,
-answer)` scripts the answers of one method.
+answer)` scripts the answers of one method, `slow(name, seconds)` answers each of its
+calls that much later, and `observe(name, look)` calls `look(payload)` as each arrives
+(to see the state files at that moment).
 
 Usable without pytest: `with TelegramStandIn() as bot: ...`.
 """
@@ -97,6 +99,12 @@ def unauthorized() -> Answer:
 
 def forbidden() -> Answer:
     return _error(403, "Forbidden: bot was kicked from the supergroup chat")
+
+
+def polled_elsewhere() -> Answer:
+    """getUpdates' 409 while another program polls the same bot (two hosts sharing a token)."""
+    return _error(409, "Conflict: terminated by other getUpdates request; make sure that only one bot "
+                       "instance is running")
 
 
 def invalid_json() -> Answer:
@@ -192,7 +200,13 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             payload = None
         if match and isinstance(payload, dict) and match["method"] in standin.METHODS:
-            return self._answer(standin._bot_call(match["method"], payload))
+            answer = standin._bot_call(match["method"], payload)
+            look, delay = standin._observers.get(match["method"]), standin._delays.get(match["method"], 0)
+            if look is not None:
+                look(payload)
+            if delay:
+                standin.closing.wait(delay)
+            return self._answer(answer)
         if not match or match["method"] != "sendMessage" or not isinstance(payload, dict):
             return self._send(_error(404, "Not Found"))
         answer = standin._next_answer(str(payload.get("chat_id")))
@@ -252,6 +266,8 @@ class TelegramStandIn:
         self.commands = None
         self._next_update = 1000
         self._method_answers: dict[str, list[Answer]] = {}
+        self._delays: dict[str, float] = {}
+        self._observers: dict = {}
         self._lock = threading.Lock()
         self._received: list[Received] = []
         self._script: list[Answer] = []
@@ -317,6 +333,16 @@ class TelegramStandIn:
         """Answer the next calls of the Bot API method `name` with these, in order."""
         with self._lock:
             self._method_answers.setdefault(name, []).extend(answers)
+
+    def slow(self, name: str, seconds: float) -> None:
+        """Answer every call of the Bot API method `name` `seconds` late (0: at once again)."""
+        with self._lock:
+            self._delays[name] = seconds
+
+    def observe(self, name: str, look) -> None:
+        """Call `look(payload)` as each call of `name` arrives, before it is answered."""
+        with self._lock:
+            self._observers[name] = look
 
     # updates, as Telegram would queue them for getUpdates
     def post(self, update: dict) -> dict:

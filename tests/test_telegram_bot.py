@@ -15,11 +15,12 @@ import tomllib
 import pytest
 
 from monitor import config as config_mod
+from monitor import state as state_files
 from monitor.alerts import bot, bot_text
 from monitor.alerts.notify import notify
 from monitor.alerts.telegram import TelegramClient, html_to_plain
 from monitor.results import CRITICAL, OK, WARNING, Result
-from tests.telegram_standin import TelegramStandIn, server_error, too_many_requests
+from tests.telegram_standin import TelegramStandIn, _error, polled_elsewhere, server_error, too_many_requests
 
 TOKEN = "123456789:AAFAKEtokenFAKEtokenFAKEtokenFAKE12"
 CHAT = "-100123"
@@ -40,25 +41,32 @@ class Install:
         self.folder, self.telegram = folder, telegram
         self.allowed = list(allowed)
         self.extra_chat = None  # another entry of chat_ids
+        self.other_chats = []   # and more
+        self.timeout = 5.0      # telegram.timeout, seconds
         self.now = T0
 
-    def config(self) -> dict:
+    def toml(self) -> str:
         users = ", ".join(f'"{u}"' for u in self.allowed)
-        chats = ", ".join(f'"{c}"' for c in (CHAT, self.extra_chat) if c)
-        raw = tomllib.loads(
-            f'[paths]\nstate = "{self.folder}/state"\nlogs = "{self.folder}/logs"\n'
-            f'[telegram]\nchat_ids = [{chats}]\napi_url = "{self.telegram.api_url}"\ntimeout = "5s"\n'
-            f'allowed_users = [{users}]\n')
-        return config_mod.build(raw, None, str(self.folder))
+        chats = ", ".join(f'"{c}"' for c in (CHAT, self.extra_chat, *self.other_chats) if c)
+        return (f'[paths]\nstate = "{self.folder}/state"\nlogs = "{self.folder}/logs"\n'
+                f'[telegram]\nchat_ids = [{chats}]\napi_url = "{self.telegram.api_url}"\n'
+                f'timeout = "{self.timeout:g}s"\nallowed_users = [{users}]\n')
 
-    def run(self, *statuses, command="health", message=None, minutes=5) -> dict:
-        """One run whose checks have `statuses` (("disk:/", CRITICAL), ...), `minutes` after the last."""
-        self.now += minutes * 60
+    def config(self) -> dict:
+        return config_mod.build(tomllib.loads(self.toml()), None, str(self.folder))
+
+    def run(self, *statuses, command="health", message=None, minutes=5, now=None, **options) -> dict:
+        """One run whose checks have `statuses` (("disk:/", CRITICAL), ...), `minutes` after the last
+        (or at `now`); `options` go to notify()."""
+        if now is None:
+            self.now += minutes * 60
+            now = self.now
         results = [Result(status, f"{check} is {status}", id=check, kind="system") for check, status in statuses]
-        client = TelegramClient(TOKEN, self.telegram.api_url, 5.0, sleep=lambda s: None)
+        client = TelegramClient(TOKEN, self.telegram.api_url, self.timeout, sleep=lambda s: None)
         config = self.config()
         os.makedirs(config["paths"]["state"], exist_ok=True)
-        return notify(config, command, results, None, "web1", now=self.now, client=client, message=message)
+        return notify(config, command, results, None, "web1", now=now, client=client, message=message,
+                      **options)
 
     @property
     def state(self):
@@ -97,12 +105,15 @@ def test_each_run_reads_updates_from_the_offset_after_the_last_one_it_handled(in
     assert "/status" in replies(telegram)[0] and "/mute" in replies(telegram)[0]
 
 
-def test_a_flood_of_10000_updates_is_handled_100_per_run_with_a_bounded_reply_count(install, telegram):
+def test_a_flood_of_10000_updates_is_handled_100_per_run_with_a_bounded_reply_count(install, telegram, caplog):
     for _ in range(10_000):
         telegram.command("/silences")
-    install.run(("disk:/", OK))
+    with caplog.at_level(logging.WARNING, "monitor"):
+        install.run(("disk:/", OK))
     assert install.alerts()["telegram"]["offset"] == 1000 + 100  # the first 100 handled
     assert len(telegram.delivered) == bot.MAX_REPLIES
+    full = [r for r in caplog.records if getattr(r, "event", "") == "telegram_updates_full"]
+    assert len(full) == 1 and full[0].getMessage().startswith("telegram: 100 updates handled, more waiting")
     install.run(("disk:/", OK))
     assert install.alerts()["telegram"]["offset"] == 1000 + 200
 
@@ -135,6 +146,22 @@ def test_a_webhook_is_a_configuration_error_said_once_with_the_fix(install, tele
     assert "webhook" not in install.alerts()["telegram"]
 
 
+def test_another_program_reading_the_same_bot_is_said_as_such_once_a_day(install, telegram, capsys, caplog):
+    """409 is also Telegram's answer while another host polls with the same token: no webhook to delete."""
+    echoing = _error(409, f"Conflict: terminated by other getUpdates request of /bot{TOKEN}/getUpdates")
+    telegram.method("getUpdates", polled_elsewhere(), polled_elsewhere(), echoing)
+    with caplog.at_level(logging.INFO, "monitor"):
+        install.run(("disk:/", OK))
+        install.run(("disk:/", OK))
+        install.run(("disk:/", OK), minutes=24 * 60)
+    err = capsys.readouterr().err
+    assert err.count("another program reads this bot's updates (Conflict: terminated by other getUpdates") == 2
+    assert "give each host its own bot" in err and "webhook" not in err + caplog.text
+    assert [r.levelname for r in caplog.records if getattr(r, "event", "") == "telegram_updates_conflict"] == \
+        ["ERROR", "INFO", "ERROR"]
+    assert TOKEN.split(":")[1] not in err + caplog.text
+
+
 def test_a_telegram_that_is_down_costs_a_warning_and_never_the_alert(install, telegram):
     telegram.method("getUpdates", server_error())
     install.run(("disk:/", CRITICAL))
@@ -160,6 +187,31 @@ def test_a_stranger_chat_is_never_answered(install, telegram):
     telegram.command("/help", chat_id=str(EVE), user_id=EVE, chat_type="private")
     install.run(("disk:/", OK))
     assert telegram.received == [] and install.alerts()["telegram"]["offset"] == 1002
+
+
+def _in_channel(update: dict) -> dict:
+    chat = (update.get("callback_query") or update)["message"]["chat"]
+    chat["type"] = "channel"
+    return update
+
+
+def test_in_a_channel_only_the_allowed_users_may_press_and_nobody_when_none_is_named(install, telegram):
+    """A channel's readers are anyone who found it: its button presses obey allowed_users too."""
+    install.run(("disk:/", CRITICAL))
+    (alert,) = telegram.delivered
+    _in_channel(telegram.press("24h disk:/", alert, user_id=EVE, username="eve"))
+    _in_channel(telegram.press("ack disk:/", alert, user_id=ANNA, username="anna"))
+    install.run(("disk:/", CRITICAL))
+    assert [a["text"] for a in telegram.calls_of("answerCallbackQuery")] == ["not allowed", "acked by @anna"]
+    assert install.silences() == []
+
+    install.allowed = []  # nobody named: in groups everyone, in a channel nobody
+    _in_channel(telegram.press("24h disk:/", alert, user_id=ANNA, username="anna"))
+    _in_channel(telegram.command("/mute * 1d", user_id=ANNA, username="anna"))
+    telegram.command("/help", user_id=EVE, username="eve")  # the group: anyone
+    install.run(("disk:/", CRITICAL))
+    assert telegram.calls_of("answerCallbackQuery")[-1]["text"] == "not allowed"
+    assert install.silences() == [] and len(replies(telegram)) == 1 and "/ack CHECK" in replies(telegram)[0]
 
 
 def test_anyone_in_the_group_may_speak_when_allowed_users_is_empty(install, telegram):
@@ -200,6 +252,20 @@ def test_command_parsing():
 
 
 # --- the commands ----------------------------------------------------------------------------------
+
+def test_status_of_400_problems_fits_two_messages_and_counts_the_rest(install, telegram):
+    checks = [(f"scraper:service-number-{n:04d}", CRITICAL) for n in range(400)]
+    install.run(*checks)
+    before = len(telegram.received)
+    telegram.command("/status")
+    install.run(*checks)
+    chunks = [r for r in telegram.received[before:] if not r.reply_markup]
+    assert 1 <= len(chunks) <= 2 and all(r.status == 200 for r in chunks)
+    text = "\n".join(html_to_plain(r.text) for r in chunks)
+    shown = text.count(" critical since ")
+    assert 0 < shown <= 40 and f"… and {400 - shown} more (monitor health)" in text
+    assert "last runs: health" in text
+
 
 def test_status_lists_problems_worst_first_ok_ones_as_a_count_and_when_commands_ran(install, telegram):
     (install.state).mkdir()
@@ -273,6 +339,25 @@ def test_mute_unmute_and_silences_share_monitor_silence_with_the_user_as_author(
     assert replies(telegram)[-2] == f"removed silence {silence['id']}"
     assert "expected a duration" in replies(telegram)[-1]
     assert install.silences() == []
+
+
+def test_a_mute_longer_than_a_year_is_refused_and_absurd_saved_times_still_read(install, telegram):
+    telegram.command("/mute disk:* 99999999999999d")
+    telegram.command("/mute disk:* 366d")
+    install.run(("disk:/", CRITICAL))
+    assert replies(telegram) == ["the duration must be at most 365d"] * 2 and install.silences() == []
+    (install.state / "silences.json").write_text(json.dumps({"silences": [  # a hand edit
+        {"id": "x1", "pattern": "disk:*", "until": 1e300, "reason": "", "created": 0},
+        {"id": "x2", "pattern": "cpu", "until": 8.64e18, "reason": "", "created": 0}]}))
+    saved = install.alerts()
+    saved["checks"]["vault"] = {"status": "critical", "since": -1e300, "message": "sealed"}
+    (install.state / "alerts.json").write_text(json.dumps(saved))
+    telegram.command("/silences")
+    telegram.command("/status")
+    install.run(("disk:/", CRITICAL))
+    silences, status = replies(telegram)[2:]
+    assert "x1 disk:* until far future" in silences and "x2 cpu until far future" in silences
+    assert "vault critical since far past (ages)" in status
 
 
 def test_a_mute_counts_for_the_alerts_of_the_run_that_reads_it(install, telegram):
@@ -357,23 +442,37 @@ def test_replies_wait_behind_alerts_and_go_through_the_outbox(install, telegram)
     assert len(telegram.delivered) == 2  # handled once: the next run read from the saved offset
 
 
-def test_handling_again_after_a_crash_adds_no_second_silence_nor_reply(install, telegram):
+class _Killed(BaseException):
+    """The run dies here, as under kill -9: nothing after it runs."""
+
+
+@pytest.mark.parametrize("dies_at", ["outbox.jsonl", "alerts.json"])
+def test_handling_again_after_a_crash_adds_no_second_silence_nor_reply(install, telegram, monkeypatch, dies_at):
     """A run killed after handling but before saving the offset: the next run reads the same
     updates again (they were not confirmed) and must not double their effects."""
+    install.run(("disk:/", CRITICAL))
     telegram.command("/mute disk:* 2h")
     telegram.command("/ack disk:/")
-    install.run(("disk:/", CRITICAL))
-    saved = install.alerts()
-    saved["telegram"].pop("offset")  # as if the run died before alerts.json was written
-    (install.state / "alerts.json").write_text(json.dumps(saved))
-    telegram.post({"update_id": 1000, **_resend(telegram)})  # Telegram sends them again
-    install.run(("disk:/", CRITICAL))
+    write = state_files.atomic_write
+
+    def dies(path, data, *args):  # the run's first write of the outbox or of the offset
+        if path.endswith(dies_at):
+            raise _Killed()
+        return write(path, data, *args)
+
+    monkeypatch.setattr(state_files, "atomic_write", dies)  # write_json's too
+    with pytest.raises(_Killed):
+        install.run(("disk:/", CRITICAL))
+    monkeypatch.undo()
+    assert len(install.silences()) == 1 and replies(telegram) == []  # done, confirmed to nobody
+    assert "offset" not in install.alerts().get("telegram", {})
+
+    install.run(("disk:/", CRITICAL))  # the same updates again
     assert len(install.silences()) == 1
-
-
-def _resend(telegram):
-    return {"message": {"message_id": 1, "date": 1, "text": "/mute disk:* 2h",
-                        "from": {"id": ANNA, "username": "anna"}, "chat": {"id": int(CHAT), "type": "supergroup"}}}
+    said = replies(telegram)
+    assert len(said) == 2 and said[0].startswith("muted disk:* until") and "acked by @anna" in said[1]
+    install.run(("disk:/", CRITICAL))
+    assert replies(telegram) == said
 
 
 def test_the_crontab_example_offers_the_every_minute_poll_commented_out():
@@ -384,6 +483,33 @@ def test_the_crontab_example_offers_the_every_minute_poll_commented_out():
     example = (Path(__file__).parent.parent / "crontab.example").read_text()
     assert poll_line("/opt/monitor/.venv/bin/monitor", " --config /opt/monitor/monitor.toml") in example
     assert all(line.startswith("#") for line in example.splitlines() if "telegram poll" in line)
+
+
+def test_a_press_is_answered_once_its_effect_is_saved_and_a_failed_answer_keeps_the_buttons(install, telegram):
+    install.run(("disk:/", CRITICAL))
+    (alert,) = telegram.delivered
+    telegram.press("ack disk:/", alert)
+    seen = []
+    telegram.observe("answerCallbackQuery", lambda payload: seen.append(install.alerts()["checks"]["disk:/"]))
+    telegram.method("answerCallbackQuery", _error(400, "Bad Request: query is too old and response timeout "
+                                                       "expired or query ID is invalid"))
+    install.run(("disk:/", CRITICAL))
+    assert seen[0]["ack"]["by"] == "@anna"  # "acked by @anna" is said once the ack holds
+    assert telegram.calls_of("editMessageReplyMarkup") == []  # nobody was told: the buttons stay
+
+
+def test_twenty_slow_presses_are_answered_within_one_timeout(install, telegram):
+    """Each answerCallbackQuery takes 0.4 s: 20 of them would hold the notify lock 8 s."""
+    install.timeout = 1.0
+    install.run(("disk:/", CRITICAL))
+    (alert,) = telegram.delivered
+    for _ in range(20):
+        telegram.press("ack disk:/", alert, user_id=EVE, username="eve")
+    telegram.slow("answerCallbackQuery", 0.4)
+    started = time.monotonic()
+    install.run(("disk:/", CRITICAL))
+    assert time.monotonic() - started <= 5  # generous for a busy machine: one telegram.timeout, 1 s
+    assert 1 <= len(telegram.calls_of("answerCallbackQuery")) < 20
 
 
 def test_acking_a_check_that_is_ok_again_leaves_the_buttons_as_they_are(install, telegram):
@@ -440,3 +566,26 @@ def test_a_status_that_cannot_be_written_costs_its_reply_not_the_runs_alerts(ins
     assert len(alerts) == 1 and "disk:/" in html_to_plain(alerts[0].text)
     assert replies(telegram) == ["⚠️ /status could not be written this time; the log says why."]
     assert install.alerts()["telegram"]["offset"] == 1001  # handled: not read again next run
+
+
+def test_a_command_that_fails_tells_the_sender_why(install, telegram, monkeypatch, caplog):
+    """A full disk: the /mute is not done, and the sender hears so instead of nothing."""
+    import errno
+
+    from monitor.alerts import silences
+
+    def full_disk(folder, items):
+        raise OSError(errno.ENOSPC, "No space left on device", f"{folder}/silences.json")
+
+    monkeypatch.setattr(silences, "save", full_disk)
+    install.run(("disk:/", CRITICAL))
+    (alert,) = telegram.delivered
+    telegram.command("/mute disk:* 2h")
+    telegram.press("1h disk:/", alert)
+    with caplog.at_level(logging.WARNING, "monitor"):
+        install.run(("disk:/", CRITICAL))
+    assert replies(telegram) == ["⚠️ /mute failed: No space left on device"]
+    assert telegram.calls_of("answerCallbackQuery")[0]["text"] == "failed: No space left on device"
+    assert str(install.folder) not in replies(telegram)[0]
+    assert caplog.text.count("could not be handled") == 2
+    assert install.alerts()["telegram"]["offset"] == 1002  # answered once, not tried again every run

@@ -1,18 +1,22 @@
 """Answering back: what the operators said in the chats since the last run, read and handled.
 
 No daemon: each run's notification step (under the notify lock) calls `getUpdates`
-once, with `offset` = the last handled `update_id` + 1 kept in the alert state
-(`alerts.json`, key "telegram"). `Inbox.read` fetches at most MAX_UPDATES updates;
+once (again with limit=1 when the answer is over UPDATES_BYTES; getMe at most hourly),
+with `offset` = the last handled `update_id` + 1 kept in the alert state
+(`alerts.json`, key "telegram"), and not at all for a while after Telegram did not
+answer. `Inbox.read` fetches at most MAX_UPDATES updates;
 `Inbox.handle` applies /ack (to the alert entries, saved with the offset in one
 write), /mute and /unmute (silences.json, a /mute's silence id made from its
 update_id, so handling an update again after a crash adds nothing) and button presses,
 before this run's alerts are planned; the replies are rendered after it (/status
 shows this run) and queued in the outbox behind the alerts, each with an id made from
-its update. Telegram drops an update once a later call asks for a higher offset, so
-an update is confirmed only by the next run, after this one saved its effects.
+its update. The offset is saved with the outbox holding the replies before any is
+sent (notify.py), and Telegram drops an update once a later call asks for a higher
+offset, so an update is confirmed only by the next run, after this one saved its effects.
 
 Who may speak: chats in `telegram.chat_ids` (or the supergroups Telegram moved them
-to), and in groups only `telegram.allowed_users` when set. Anyone else is ignored,
+to), and outside private chats only `telegram.allowed_users` when set; in a channel
+(whose readers are anyone) nobody when it is not set. Anyone else is ignored,
 logged once per sender at WARNING, never answered (a button press gets "not
 allowed"). Everything in an update is outside input: `Incoming` makes it printable
 and bounded where it enters.
@@ -20,12 +24,15 @@ and bounded where it enters.
 
 import logging
 import sys
+import time
 
+from monitor import redact
 from monitor.alerts import bot_text, silences
 from monitor.alerts import state as alert_state
 from monitor.results import is_number
+from monitor.state import StateError
 from monitor.text import ID_CHARS, clip, printable
-from monitor.units import parse_duration
+from monitor.units import format_duration, parse_duration
 
 log = logging.getLogger("monitor")
 
@@ -34,6 +41,9 @@ UPDATES_BYTES = 1024 * 1024  # 100 updates of a few KB each; more is not read
 MAX_REPLIES = 10             # per run: a flood of commands gets its effects, not 100 answers
 MAX_STRANGERS = 200          # senders remembered as already logged
 TEXT_CHARS = 1024            # of a command's text; a command is a line
+QUIET_AFTER_UNREACHABLE = 300  # s: updates are not read this long after a call found Telegram unreachable
+CONFLICT_SAID_EVERY = 86400    # s: another program reading this bot's updates is said on stderr once a day
+MIN_CALL = 0.05              # s: less time than this left is no time for a Bot API call
 
 
 class Incoming:
@@ -118,7 +128,15 @@ class Inbox:
     # --- reading ----------------------------------------------------------------------------
 
     def read(self, client) -> None:
-        """getUpdates from the kept offset; keep at most MAX_UPDATES. Never raises."""
+        """getUpdates from the kept offset; keep at most MAX_UPDATES. Never raises.
+
+        Not read at all within QUIET_AFTER_UNREACHABLE of a call (this run's or the last
+        ones', reads, sends or presses) that Telegram did not answer: the run's time is
+        for its alerts, and the outbox's next send finds out whether Telegram is back."""
+        if self.recently_unreachable():
+            log.info("telegram: commands not read: Telegram did not answer %s ago",
+                     format_duration(self.now - self.state["unreachable"]), extra={"event": "telegram_updates_skipped"})
+            return
         offset = self.state.get("offset") if isinstance(self.state.get("offset"), int) else None
         payload = {"timeout": 0, "limit": MAX_UPDATES, "allowed_updates": ["message", "callback_query"]}
         if offset is not None:
@@ -126,20 +144,18 @@ class Inbox:
         answer = client.call("getUpdates", payload, max_bytes=UPDATES_BYTES)
         if answer.too_big:  # one huge update among them: take them one by one
             answer = client.call("getUpdates", {**payload, "limit": 1}, max_bytes=UPDATES_BYTES)
+        self.heard(answer)
         if answer.status == 409:
-            if not self.state.get("webhook"):
-                problem = ("telegram: cannot read commands: the bot has a webhook set (409 Conflict); "
-                           "remove it with https://api.telegram.org/bot<token>/deleteWebhook "
-                           "(monitor reads updates with getUpdates, no webhook)")
-                print(f"monitor {self.command}: {problem}", file=sys.stderr)
-                log.error("%s", problem, extra={"event": "telegram_webhook_conflict"})
-            self.state["webhook"] = True
+            self._conflict(answer)
             return
         if not answer.ok or not isinstance(answer.body.get("result"), list):
             log.warning("telegram: could not read commands: %s", answer.describe(),
                         extra={"event": "telegram_updates_failed"})
             return
         self.state.pop("webhook", None)
+        if len(answer.body["result"]) >= MAX_UPDATES:
+            log.warning("telegram: %d updates handled, more waiting: the rest in the next runs", MAX_UPDATES,
+                        extra={"event": "telegram_updates_full"})
         bad, highest = 0, offset - 1 if offset is not None else None
         for raw in answer.body["result"][:MAX_UPDATES]:
             number = raw.get("update_id") if isinstance(raw, dict) else None
@@ -158,6 +174,42 @@ class Inbox:
             self.state["offset"] = highest + 1
         self._learn_name(client)
 
+    def heard(self, answer) -> None:
+        """Note whether Telegram answered a call (status 0: no answer at all)."""
+        if answer.status == 0 and "unreachable" in (answer.error or ""):
+            self.state["unreachable"] = self.now
+        elif answer.status:
+            self.state.pop("unreachable", None)
+
+    def recently_unreachable(self) -> bool:
+        at = self.state.get("unreachable")
+        return is_number(at) and 0 <= self.now - at < QUIET_AFTER_UNREACHABLE
+
+    def _conflict(self, answer) -> None:
+        """A 409, in the words of its cause: a webhook, or another program reading the same bot."""
+        description = printable(redact.scrub(str(answer.body.get("description") or "")))[:200]
+        if "webhook" in description.lower():
+            if not self.state.get("webhook"):
+                problem = ("telegram: cannot read commands: the bot has a webhook set (409 Conflict); "
+                           "remove it with https://api.telegram.org/bot<token>/deleteWebhook "
+                           "(monitor reads updates with getUpdates, no webhook)")
+                print(f"monitor {self.command}: {problem}", file=sys.stderr)
+                log.error("%s", problem, extra={"event": "telegram_webhook_conflict"})
+            self.state["webhook"] = True
+            return
+        # "Conflict: terminated by other getUpdates request": another host (or a bot
+        # framework) polls with the same token, and each takes updates the other never sees.
+        problem = (f"telegram: cannot read commands: another program reads this bot's updates "
+                   f"({description or '409 Conflict'}); hosts sharing one bot token take each other's "
+                   f"commands: give each host its own bot (or send the alerts through Alertmanager)")
+        said = self.state.get("conflict")
+        if is_number(said) and 0 <= self.now - said < CONFLICT_SAID_EVERY:
+            log.info("%s", problem, extra={"event": "telegram_updates_conflict"})
+            return
+        print(f"monitor {self.command}: {problem}", file=sys.stderr)
+        log.error("%s", problem, extra={"event": "telegram_updates_conflict"})
+        self.state["conflict"] = self.now
+
     def _learn_name(self, client) -> None:
         """Our bot's username (getMe), asked when a command names a bot that is not the one kept:
         the first time, then at most hourly (a rename). Unknown, every command counts as ours."""
@@ -167,6 +219,7 @@ class Inbox:
             return
         self.state["me_asked"] = self.now
         answer = client.call("getMe", {})
+        self.heard(answer)
         me = answer.body.get("result") if answer.ok and isinstance(answer.body, dict) else None
         if isinstance(me, dict) and isinstance(me.get("username"), str) and me["username"]:
             self.state["me"] = clip(me["username"], 64).lower()
@@ -183,9 +236,11 @@ class Inbox:
             f"@{update.chat_username}".lower() in self.chats
         if not in_chat:
             return False
-        if update.chat_type in ("group", "supergroup") and self.users:
+        if update.chat_type == "private":  # the chat is the person: chat_ids names them
+            return True
+        if self.users:  # a group, a supergroup, a channel (its subscribers press buttons too)
             return update.user_id in self.users or f"@{update.username}".lower() in self.users
-        return True
+        return update.chat_type != "channel"  # a channel's readers are anyone: only named users act
 
     def handle(self, entries: dict, active: list) -> None:
         """Apply every update to `entries` (acks) and `active` (silences, saved at once); never raises."""
@@ -194,7 +249,9 @@ class Inbox:
                 self._handle(update, entries, active)
             except Exception as exc:  # noqa: BLE001 - one odd update must not cost the run's alerts
                 log.warning("telegram: update %s could not be handled: %s", update.update_id,
-                            clip(f"{type(exc).__name__}: {exc}", 200), extra={"event": "telegram_update_failed"})
+                            clip(redact.scrub(f"{type(exc).__name__}: {exc}"), 200),
+                            extra={"event": "telegram_update_failed"})
+                self._failed(update, exc)
         if self.handled:
             log.info("telegram: %d command(s) and button press(es) handled", self.handled,
                      extra={"event": "telegram_commands", "count": self.handled})
@@ -226,6 +283,30 @@ class Inbox:
             log.warning("telegram: more than %d commands in one run: the rest are done but not answered",
                         MAX_REPLIES, extra={"event": "telegram_replies_capped"})
             self.replies.append((None, "", ""))
+
+    def _failed(self, update: Incoming, exc: Exception) -> None:
+        """Tell the sender that what they asked for was not done (a full disk, say): a short
+        reason, never the exception's text (it may hold anything)."""
+        if isinstance(exc, OSError) and exc.strerror:
+            reason = exc.strerror
+        elif isinstance(exc, StateError):
+            reason = "the state folder cannot be used"
+        else:
+            reason = type(exc).__name__
+        reason = clip(redact.scrub(reason), 100)
+        if not self.allowed(update):
+            return
+        if update.callback_id:
+            if not any(press[0] == update.callback_id for press in self.presses):
+                self.presses.append((update.callback_id, f"failed: {reason}", None, None, None))
+            return
+        command = parse_command(update.text)
+        reply_id = f"r{update.update_id}"
+        if command is None or any(reply[1] == reply_id for reply in self.replies):
+            return
+        if len(self.replies) < MAX_REPLIES:
+            self.replies.append((update.chat_id, reply_id,
+                                 f"⚠️ /{bot_text.e(clip(command[0], 32))} failed: {bot_text.e(reason)}"))
 
     def _stranger(self, update: Incoming) -> None:
         key = f"{update.chat_id}/{update.user_id}"
@@ -275,8 +356,9 @@ class Inbox:
                 seconds = parse_duration(words[1])
             except ValueError as exc:
                 return e(str(exc))
-            if seconds <= 0:
-                return "the duration must be above zero"
+            problem = silences.duration_problem(seconds)
+            if problem:
+                return e(problem)
         pattern = clip(words[0], ID_CHARS)
         reason = clip(words[2], 200) if len(words) > 2 else ""
         silence = silences.add(self.folder, pattern, seconds, reason, self.now, author=update.who,
@@ -356,14 +438,23 @@ class Inbox:
                     out.append(new_message(chat, chunk, True, self.now, (), message_id=message_id))
         return out
 
-    def answer_presses(self, client) -> None:
-        """answerCallbackQuery for every press, and the edited keyboard; failures are logged, not retried."""
-        for callback_id, text, chat, message_id, keyboard in self.presses:
-            answer = client.call("answerCallbackQuery", {"callback_query_id": callback_id, "text": text})
-            if keyboard is not None and message_id is not None:
-                edited = client.call("editMessageReplyMarkup", {"chat_id": chat, "message_id": message_id,
-                                                                "reply_markup": keyboard})
-                answer = answer if not answer.ok else edited
+    def answer_presses(self, client, seconds: float, monotonic=time.monotonic) -> None:
+        """answerCallbackQuery for every press, then its edited keyboard, all within `seconds`
+        (telegram.timeout); failures are logged, not retried. A press whose answer failed
+        keeps its keyboard: the buttons say what was done only when the presser was told."""
+        deadline = monotonic() + seconds
+        for n, (callback_id, text, chat, message_id, keyboard) in enumerate(self.presses):
+            left = deadline - monotonic()
+            if left < MIN_CALL:
+                log.info("telegram: %d button press(es) not answered: no time left (telegram.timeout %gs)",
+                         len(self.presses) - n, seconds, extra={"event": "telegram_press_unanswered"})
+                break
+            answer = client.call("answerCallbackQuery", {"callback_query_id": callback_id, "text": text},
+                                 timeout=left)
+            left = deadline - monotonic()
+            if answer.ok and keyboard is not None and message_id is not None and left >= MIN_CALL:
+                answer = client.call("editMessageReplyMarkup", {"chat_id": chat, "message_id": message_id,
+                                                                "reply_markup": keyboard}, timeout=left)
             if not answer.ok:  # a press answered minutes later is "query is too old": harmless
                 log.info("telegram: could not answer a button press: %s", answer.describe(),
                          extra={"event": "telegram_press_unanswered"})

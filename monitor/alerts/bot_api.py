@@ -48,6 +48,8 @@ def call(api_url: str, token: str, method: str, payload: dict, timeout: float, m
         rawhttp.split_url(api_url)
     except ValueError:
         return Answer(0, {}, "telegram.api_url is not an http(s) URL")
+    if timeout <= 0:  # the run's Telegram time is used up (notify.py): not asked at all
+        return Answer(0, {}, f"{method} not sent: no time left for Telegram in this run")
     url, body = f"{api_url.rstrip('/')}/bot{token}/{method}", json.dumps(payload).encode()
     box, done = {}, threading.Event()
 

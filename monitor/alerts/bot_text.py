@@ -31,10 +31,20 @@ ICONS = {CRITICAL: "🚨", WARNING: "⚠️", UNKNOWN: "❔"}
 MAX_ROWS = 5        # alerts with buttons under one message; the others: /ack, /mute
 CALLBACK_BYTES = 64  # Telegram's limit on callback_data
 MUTES = {"1h": 3600, "24h": 86400}
+STATUS_LINES = 40     # problem lines in /status (400 criticals would be 130 messages); the rest counted
+STATUS_CHARS = 6000   # and at most this much of them: the whole reply fits in two messages
 
 
 def when(ts: float) -> str:
-    return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    """A time as the chat reads it; a hand-edited state's absurd time (1e300) as "far future"."""
+    try:
+        return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    except (OverflowError, ValueError, OSError):
+        return "far future" if ts > 0 else "far past" if ts < 0 else "an unknown time"
+
+
+def _age(seconds: float) -> str:
+    return format_duration(seconds) if seconds < 100 * 365 * 86400 else "ages"
 
 
 def help_text() -> str:
@@ -55,17 +65,24 @@ def status_text(entries: dict, last_runs: dict, host: str, environment: str, now
         elif status in SEVERITY:
             problems.append((-SEVERITY[status], check, entry))
     lines = [f"<b>📋 {e(clip(host))}</b> ({e(clip(environment))}) · {e(when(now))}"]
+    shown, size = 0, 0
     for _, check, entry in sorted(problems, key=lambda p: (p[0], p[1])):
         status = entry["status"]
         since = entry.get("since")
-        began = f" since {e(when(since))} ({e(format_duration(max(0.0, now - since)))})" \
+        began = f" since {e(when(since))} ({e(_age(max(0.0, now - since)))})" \
             if isinstance(since, (int, float)) else ""
-        lines.append(f"{ICONS[status]} <b>{e(clip(check, ID_CHARS))}</b> {e(status)}{began}")
+        block = [f"{ICONS[status]} <b>{e(clip(check, ID_CHARS))}</b> {e(status)}{began}"]
         if entry.get("message"):
-            lines.append(f"    {e(clip(entry['message'], 200))}")
+            block.append(f"    {e(clip(entry['message'], 200))}")
         ack = entry.get("ack")
         if isinstance(ack, dict) and isinstance(ack.get("at"), (int, float)):
-            lines.append(f"    acked by {e(clip(ack.get('by', '?')))} at {e(when(ack['at']))}")
+            block.append(f"    acked by {e(clip(ack.get('by', '?')))} at {e(when(ack['at']))}")
+        size += sum(len(line) + 1 for line in block)
+        if shown and (len(lines) - 1 + len(block) > STATUS_LINES or size > STATUS_CHARS):
+            lines.append(f"… and {len(problems) - shown} more (monitor health)")
+            break
+        lines += block
+        shown += 1
     lines.append(f"✅ {ok} check{'s' if ok != 1 else ''} ok" if ok or not problems else "")
     if last_runs:
         ran = " · ".join(f"{e(name)} {e(when(ts))}" if ts else f"{e(name)} never"
@@ -78,7 +95,10 @@ def silences_text(active: list, now: float) -> str:
     if not active:
         return "no active silences"
     lines = ["<b>active silences</b>"]
-    for s in active:
+    for n, s in enumerate(active):
+        if n == STATUS_LINES:
+            lines.append(f"… and {len(active) - n} more (monitor silence list)")
+            break
         author = f" by {e(clip(s['author']))}" if s.get("author") else ""
         reason = f" — {e(clip(s['reason'], 200))}" if s.get("reason") else ""
         lines.append(f"<code>{e(clip(s.get('id', '?')))}</code> {e(clip(s['pattern'], ID_CHARS))} until "

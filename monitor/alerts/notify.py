@@ -14,8 +14,16 @@ reads the state files, talks to Telegram and saves, and is the only one that doe
 
 With chats to talk to, it first reads what the operators said since the last run
 (`bot.Inbox`: /ack and /mute count for this run's alerts); their replies are queued
-behind this run's alerts, the button presses answered after the alerts went out, and
-the offset of the updates handled is saved with the alert state, in one write.
+behind this run's alerts, the offset of the updates handled is saved with the alert
+state and that outbox before anything is sent (a run killed while sending never
+answers twice), and button presses are answered once the run's state is saved.
+
+The lock is held for a bounded time: the run's whole Telegram step (reading, sending,
+answering presses) has TELEGRAM_BUDGET seconds (or telegram.timeout if longer), a
+send that Telegram does not answer at all ends the sending for this run (the others
+would wait out the timeout too), and the lock's wait is longer than a run can hold
+it. A run that still waits it out leaves a message it alone would tell (the daily
+report) in `pending.py`, for the next run.
 """
 
 import logging
@@ -29,6 +37,19 @@ from monitor.alerts import state as alert_state
 
 log = logging.getLogger("monitor")
 ALERTS_FILE = "alerts.json"
+TELEGRAM_BUDGET = 20.0  # s: a run's whole Telegram step; what does not fit waits in the outbox
+LOCK_WAIT = 30.0        # s: at least; longer when the configured timeouts let a run hold the lock longer
+
+
+def telegram_budget(config: dict) -> float:
+    """Seconds a run may spend talking to Telegram in all (reading, sending, answering presses)."""
+    return max(TELEGRAM_BUDGET, float((config.get("telegram") or {}).get("timeout") or 0))
+
+
+def lock_wait(config: dict) -> float:
+    """How long a run waits for the notify lock: longer than another run can hold it."""
+    alertmanager = float((config.get("alertmanager") or {}).get("timeout") or 0)
+    return max(LOCK_WAIT, telegram_budget(config) + alertmanager + 10)
 
 
 class Summary(dict):
@@ -40,20 +61,26 @@ class Summary(dict):
 
 def notify(config: dict, command: str, results, kinds_run, host: str, *, no_notify=False,
            dry_run=False, now: float | None = None, client=None, environ=os.environ,
-           message: tuple[str, bool] | None = None) -> Summary:
+           message: tuple[str, bool] | None = None, wait: float | None = None) -> Summary:
     """Evaluate alerts for `results` and deliver them; return the counts (and dry-run texts).
 
     `message` is (text, silent[, check ids]): the command's own text (the daily report),
     which opens this run's one message per chat, ahead of the alerts of checks it does
     not already show. What to tell and queue is decided in `plan`; this reads the
-    files, sends and saves, under the lock.
+    files, sends and saves, under the lock, waiting for it `wait` seconds (`lock_wait`).
+    Raise state.LockHeld when it waited in vain; `message` then waits in a pending
+    file for the next run (the exception's `pending` names it).
     """
     now = time.time() if now is None else now
     folder = config["paths"]["state"]
     summary = Summary()
-    lock = state.RunLock(folder, "notify", wait=30.0)
+    lock = state.RunLock(folder, "notify", wait=lock_wait(config) if wait is None else wait)
     try:
         lock.acquire()
+    except state.LockHeld as exc:
+        exc.pending = _keep_pending(config, command, host, now, message) if message and not (
+            dry_run or no_notify) else None
+        raise
     except (state.StateError, OSError) as exc:
         # Unwritable state must not silence alerts: go on without the lock; the worst
         # case is a duplicate message.
@@ -89,6 +116,8 @@ def _notify(config, command, results, kinds_run, host, no_notify, dry_run, now, 
     inbox = client_source = None
     if tg and tg["chat_ids"] and not (dry_run or no_notify):
         client, client_source = _client(config, client, environ, folder)
+        if hasattr(client, "deadline"):  # one budget for the whole step: the lock is never outlasted
+            client.deadline = client.monotonic() + telegram_budget(config)
         if client is not None and hasattr(client, "call"):
             from monitor.alerts import bot
 
@@ -116,7 +145,7 @@ def _notify(config, command, results, kinds_run, host, no_notify, dry_run, now, 
         if "state_error" in summary["alertmanager"]:
             summary.setdefault("state_error", summary["alertmanager"].pop("state_error"))
 
-    waiting = []
+    waiting, pending_files = [], []
     if tg:  # loaded under --no-notify too: what waits is reported, not sent nor rewritten
         from monitor.alerts import outbox
 
@@ -124,6 +153,9 @@ def _notify(config, command, results, kinds_run, host, no_notify, dry_run, now, 
             waiting = outbox.load(folder)
         except OSError as exc:
             summary.setdefault("state_error", f"cannot read the outbox {outbox.path(folder)}: {exc.strerror}")
+        else:
+            if not no_notify:  # a report left by a run that waited out the lock
+                waiting, pending_files = _take_pending(folder, waiting)
     migrations = dict(stored.get("chat_migrations", {}))  # a copy: compared with `stored` below
     held = plan.hold(told, config, waiting, migrations, now, no_notify)
     if held.off and not config.get("alertmanager"):
@@ -136,6 +168,16 @@ def _notify(config, command, results, kinds_run, host, no_notify, dry_run, now, 
 
         queue = queue + inbox.reply_messages(held.entries, host, bot.last_runs(folder, command, now),
                                              outbox_module.new_message, {m.get("id") for m in queue})
+    saved = stored
+    if inbox is not None and inbox.state.get("offset") != (stored.get("telegram") or {}).get("offset") \
+            and held.save_outbox:
+        # Confirm the updates read (their offset, with the acks, and the replies in the
+        # outbox) before anything is sent: a run killed while sending never answers twice.
+        try:
+            saved = _save(folder, entries_path, queue, held, migrations, inbox, stored, stored)
+        except OSError:
+            pass  # said by the save after delivery, which tries again
+    reached = None
     if held.deliver:
         if client is None and client_source is None:  # not resolved above (nothing to read)
             client, client_source = _client(config, None, environ, folder)
@@ -145,7 +187,7 @@ def _notify(config, command, results, kinds_run, host, no_notify, dry_run, now, 
                       outbox.describe(dropped), dropped.get("last_error") or "none",
                       extra={"event": "outbox_dropped", "message_id": dropped.get("id")})
         if token:
-            queue = _deliver(queue, client, now, migrations, summary, command)
+            queue, reached = _deliver(queue, client, now, migrations, summary, command)
         else:
             # Cron mails stderr, even under --quiet: the one place an operator hears of it.
             problem = redact.scrub(f"telegram: no bot token ({source}); {len(queue)} message(s) wait in "
@@ -153,24 +195,27 @@ def _notify(config, command, results, kinds_run, host, no_notify, dry_run, now, 
             print(f"monitor {command}: {problem}", file=sys.stderr)
             log.error("%s", problem, extra={"event": "telegram_no_token", "outbox": len(queue)})
         summary["queued"] = sum(m["id"] in held.fresh for m in queue)
-    if inbox is not None and client is not None:
-        inbox.answer_presses(client)  # after the alerts: a press never delays one
+    if inbox is not None and reached is not None:
+        if reached:
+            inbox.state.pop("unreachable", None)
+        else:  # the next runs send before they read again
+            inbox.state["unreachable"] = now
     summary["outbox"] = len(queue)
     try:
-        if held.save_outbox:
-            outbox.save(folder, queue)
-        updated = {"version": alert_state.STATE_VERSION, "checks": held.entries, "chat_migrations": migrations}
-        bot_state = inbox.state if inbox is not None else stored.get("telegram")
-        if bot_state:
-            updated["telegram"] = bot_state  # the offset, saved with the acks it led to
-        if updated != stored:  # steady state: nothing changed, nothing to fsync
-            state.write_json(entries_path, updated)
+        _save(folder, entries_path, queue, held, migrations, inbox, stored, saved)
+        if pending_files:
+            from monitor.alerts import pending
+
+            pending.done(pending_files)  # their messages are in the saved outbox now
     except OSError as exc:
         summary["state_error"] = f"cannot save alert state in {folder}: {exc.strerror}"
         if queue and not no_notify:
             log.error("could not save the outbox (%s): %d undelivered message(s) will be lost: %s",
                       exc.strerror, len(queue), "; ".join(outbox.describe(m) for m in queue),
                       extra={"event": "outbox_write_error"})
+    if inbox is not None and client is not None:
+        # After the state is saved: "acked by @anna" is said once the ack holds.
+        inbox.answer_presses(client, float(tg["timeout"]))
     if message and command == "daily-report" and tg and held.deliver:
         from monitor.alerts.bot import report_path
 
@@ -180,6 +225,54 @@ def _notify(config, command, results, kinds_run, host, no_notify, dry_run, now, 
             log.warning("could not keep the report for /report: %s", exc.strerror,
                         extra={"event": "report_copy_error"})
     return summary
+
+
+def _save(folder: str, entries_path: str, queue: list[dict], held, migrations: dict, inbox, stored: dict,
+          saved: dict) -> dict:
+    """Write the outbox and the alert state (with the bot's offset); return what alerts.json holds."""
+    from monitor.alerts import outbox
+
+    if held.save_outbox:
+        outbox.save(folder, queue)
+    updated = {"version": alert_state.STATE_VERSION, "checks": held.entries, "chat_migrations": migrations}
+    bot_state = inbox.state if inbox is not None else stored.get("telegram")
+    if bot_state:
+        updated["telegram"] = dict(bot_state)  # the offset, saved with the acks it led to
+    if updated != saved:  # steady state: nothing changed, nothing to fsync
+        state.write_json(entries_path, updated)
+    return updated
+
+
+def _keep_pending(config: dict, command: str, host: str, now: float, message: tuple) -> str | None:
+    """The command's own message (the report), as the outbox would hold it, in a pending file."""
+    if not (config.get("telegram") or {}).get("chat_ids"):
+        return None
+    from monitor.alerts import pending
+
+    told = plan.tell(config, command, [], set(), host, {}, [], now, message)
+    held = plan.hold(told, config, [], {}, now)
+    if not held.outbox:
+        return None
+    try:
+        return pending.keep(config["paths"]["state"], held.outbox)
+    except OSError as exc:
+        log.error("the %s message is lost: the notify lock was held and it could not be kept: %s",
+                  command, exc.strerror, extra={"event": "pending_write_error"})
+        return None
+
+
+def _take_pending(folder: str, waiting: list[dict]) -> tuple[list[dict], list[str]]:
+    """The outbox with the pending files' messages behind it (none twice); the files."""
+    try:  # almost always none: a look at the folder, not an import, for every run
+        if not any(name.startswith("pending-") for name in os.listdir(folder)):  # pending.PREFIX
+            return waiting, []
+    except OSError:
+        return waiting, []
+    from monitor.alerts import pending
+
+    messages, files = pending.take(folder)
+    ids = {m.get("id") for m in waiting}
+    return waiting + [m for m in messages if m.get("id") not in ids], files
 
 
 def _client(config: dict, client, environ, folder: str):
@@ -213,16 +306,27 @@ def _buttons(queue: list[dict], fresh: set) -> None:
             message["reply_markup"] = markup
 
 
-def _deliver(queue: list[dict], client, now: float, migrations: dict, summary: Summary, command: str) -> list[dict]:
-    """Send what the outbox holds, alerts first, then oldest first; return what is left.
+def _deliver(queue: list[dict], client, now: float, migrations: dict, summary: Summary,
+             command: str) -> tuple[list[dict], bool | None]:
+    """Send what the outbox holds, alerts first, then oldest first; return what is left, and
+    whether Telegram answered (None: nothing was sent).
 
     A chat whose delivery failed gets nothing more this run, so its messages keep
     their order. New messages were appended last, so they go after older ones of
-    their class.
+    their class. A send Telegram did not answer at all, or the end of the run's time
+    for Telegram (`client.deadline`), leaves the rest for the next run as they are.
     """
     left, blocked, reported = [], set(), set()
+    reached, stopped, deferred = None, None, 0
     for message in plan.delivery_order(queue):
         chat = migrations.get(message["chat_id"], message["chat_id"])
+        if stopped is None and getattr(client, "deadline", None) is not None \
+                and client.deadline - client.monotonic() < 0.05:
+            stopped = "the run's time for Telegram is used up"
+        if stopped:
+            left.append(message)
+            deferred += 1
+            continue
         if chat in blocked or (message.get("not_before") or 0) > now:
             blocked.add(chat)  # Telegram asked us to wait: newer messages wait too, in order
             left.append(message)
@@ -242,6 +346,11 @@ def _deliver(queue: list[dict], client, now: float, migrations: dict, summary: S
         else:
             markup = {"reply_markup": message["reply_markup"]} if message.get("reply_markup") else {}
             delivery = client.send(chat, message["text"], message.get("disable_notification", False), **markup)
+        # "Telegram unreachable": no answer at all; every other chat would wait out the timeout too
+        unanswered = not delivery.ok and (delivery.error or "").startswith("Telegram unreachable")
+        reached = not unanswered if reached is None else reached and not unanswered
+        if unanswered:
+            stopped = "Telegram did not answer"
         if delivery.ok:
             summary["sent"] += 1
             if delivery.migrated_from:
@@ -265,7 +374,10 @@ def _deliver(queue: list[dict], client, now: float, migrations: dict, summary: S
             else:
                 log.warning("telegram delivery failed: %s; message kept in the outbox", delivery.error,
                             extra={"event": "telegram_failed"})
-    return left
+    if deferred:
+        log.warning("telegram: %s: %d message(s) not tried, left in the outbox for the next run", stopped,
+                    deferred, extra={"event": "telegram_deferred", "count": deferred})
+    return left, reached
 
 
 def _load_entries(path: str) -> dict:

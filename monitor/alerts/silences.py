@@ -12,6 +12,16 @@ import os
 from monitor import state
 
 FILENAME = "silences.json"
+MAX_SECONDS = 365 * 86400  # a silence longer than a year is a typo (or 99999999999999d), not a plan
+
+
+def duration_problem(seconds: float) -> str | None:
+    """Why a silence cannot last `seconds` (one short line), or None."""
+    if not seconds > 0:
+        return "the duration must be above zero"
+    if seconds > MAX_SECONDS:
+        return "the duration must be at most 365d"
+    return None
 
 
 def _path(folder: str) -> str:

@@ -55,6 +55,7 @@ class TelegramClient:
         self.timeout, self.sleep, self.clock, self.monotonic = timeout, sleep, clock, monotonic
         self.max_wait, self.retries = max_wait, retries
         self._session = session
+        self.deadline: float | None = None  # monotonic: the run's whole Telegram step ends by then (notify.py)
 
     @property
     def session(self):
@@ -75,8 +76,10 @@ class TelegramClient:
         """Call the Bot API `method` with `payload` within `timeout` (default: the client's); never raises."""
         from monitor.alerts.bot_api import call
 
-        return call(self._api_url, self._token, method, payload, self.timeout if timeout is None else timeout,
-                    max_bytes, self.monotonic)
+        timeout = self.timeout if timeout is None else timeout
+        if self.deadline is not None:
+            timeout = min(timeout, self.deadline - self.monotonic())
+        return call(self._api_url, self._token, method, payload, timeout, max_bytes, self.monotonic)
 
     def send(self, chat_id: str, text: str, disable_notification: bool = False,
              parse_mode: str | None = "HTML", reply_markup: dict | None = None) -> Delivery:
@@ -84,6 +87,8 @@ class TelegramClient:
         plain_retry_done, migrated_from = False, None
         failures, waited = 0, 0.0
         deadline = self.monotonic() + self.timeout
+        if self.deadline is not None:
+            deadline = min(deadline, self.deadline)
         while True:
             payload = {"chat_id": chat_id, "text": text, "disable_notification": disable_notification,
                        "disable_web_page_preview": True}

@@ -12,6 +12,7 @@ from monitor.alerts import silences
 from monitor.checks import known_check_ids
 from monitor.cli import config_options, load_config, parsed_options
 from monitor.state import StateError
+from monitor.text import printable
 from monitor.units import parse_duration
 
 
@@ -25,8 +26,9 @@ def _positive_duration(ctx, param, value):
         seconds = parse_duration(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    if seconds <= 0:
-        raise click.BadParameter(f'expected a duration above zero, got "{value}"')
+    problem = silences.duration_problem(seconds)
+    if problem:
+        raise click.BadParameter(f'{problem}, got "{value}"')
     return seconds
 
 
@@ -69,7 +71,9 @@ def silence_list(**kwargs):
     if not active:
         click.echo("no active silences")
     for s in active:
-        click.echo(f"{s['id']}  {s['pattern']:<24} until {_when(s['until'])}  {s.get('reason', '')}".rstrip())
+        author = f"by {s['author']}  " if isinstance(s.get("author"), str) and s["author"] else ""
+        click.echo(printable(f"{s.get('id', '?')}  {s['pattern']:<24} until {_when(s['until'])}  {author}"
+                             f"{s.get('reason') or ''}").rstrip())
     return 0
 
 
@@ -96,5 +100,8 @@ def _silences_not_saved(folder: str, exc: Exception) -> click.ClickException:
 
 
 def _when(ts: float) -> str:
-    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="minutes")
+    try:
+        return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="minutes")
+    except (OverflowError, ValueError, OSError):  # a hand-edited silences.json: until = 1e300
+        return "far future" if ts > 0 else "far past"
 

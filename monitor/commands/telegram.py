@@ -6,6 +6,8 @@ from monitor import state
 from monitor.cli import config_options, load_config, parsed_options
 from monitor.config import ConfigError
 
+POLL_LOCK_WAIT = 1.0  # s: a job holding the notify lock is answering the chats itself
+
 
 @click.group("telegram")
 def telegram_group():
@@ -29,9 +31,13 @@ def telegram_poll(verbose, **kwargs):
     every minute, replies come within a minute instead of five. Prints nothing when
     all went well (logs/telegram.log says what was handled).
     """
+    import logging
+
     from monitor.alerts.notify import notify
     from monitor.jobs import host_name
     from monitor.logs import close_log, open_log
+
+    log = logging.getLogger("monitor")
 
     config = load_config(parsed_options(**kwargs))
     _telegram(config)
@@ -42,8 +48,12 @@ def telegram_poll(verbose, **kwargs):
         raise click.ClickException(f"cannot use the state folder {folder}: {exc}") from None
     handler = open_log(config["paths"]["logs"], "telegram", verbose)
     try:
-        # No checks: the alert state of every command is kept as it is.
-        summary = notify(config, "telegram-poll", [], set(), host_name(config))
+        # No checks: the alert state of every command is kept as it is. A job talking to
+        # Telegram now does this poll's work: no wait, nothing to say (cron would mail it).
+        summary = notify(config, "telegram-poll", [], set(), host_name(config), wait=POLL_LOCK_WAIT)
+    except state.LockHeld as exc:
+        log.info("telegram poll skipped: %s", exc, extra={"event": "notify_lock"})
+        return 0
     finally:
         close_log()
     problems = [p for p in (summary.get("state_error"), handler.error) if p]
@@ -87,9 +97,12 @@ def telegram_setup(**kwargs):
     seen = client.call("getUpdates", {"timeout": 0, "limit": bot.MAX_UPDATES,
                                       "allowed_updates": ["message", "callback_query"]},
                        max_bytes=bot.UPDATES_BYTES)
-    if seen.status == 409:
+    if seen.status == 409 and "webhook" in str(seen.body.get("description") or "").lower():
         raise click.ClickException("the bot has a webhook set (409): remove it with "
                                    "https://api.telegram.org/bot<token>/deleteWebhook, then run this again")
+    if seen.status == 409:
+        raise click.ClickException(f"another program reads this bot's updates ({seen.describe()}): "
+                                   "stop it, or give this host a bot of its own, then run this again")
     if not seen.ok or not isinstance(seen.body.get("result"), list):
         raise click.ClickException(f"getUpdates failed: {seen.describe()}")
     chats, users = {}, {}
@@ -98,16 +111,17 @@ def telegram_setup(**kwargs):
             update = bot.Incoming(raw)
         except (ValueError, TypeError, AttributeError):
             continue
-        chats[update.chat_id] = f"{update.chat_type} {update.chat_name!r}"
+        chats[update.chat_id] = (f"{update.chat_type} {update.chat_name!r}", update.chat_username)
         if update.user_id:
             users[update.user_id] = update.who
     if not chats:
         click.echo("no messages waiting: send the bot a message (or /help in the group) and run this again "
                    "(a monitor run may have read them already: see logs/*.log, event telegram_stranger)")
-    configured_chats = set(tg["chat_ids"])
+    configured_chats = {str(c).lower() for c in tg["chat_ids"]}
     allowed = {str(u).lower() for u in tg.get("allowed_users") or []}
-    for chat, what in sorted(chats.items()):
-        note = "in telegram.chat_ids" if chat in configured_chats else "not in telegram.chat_ids"
+    for chat, (what, username) in sorted(chats.items()):
+        named = chat in configured_chats or bool(username) and f"@{username}".lower() in configured_chats
+        note = "in telegram.chat_ids" if named else "not in telegram.chat_ids"
         click.echo(f"chat {chat:<16} {what:<32} {note}")
     for user, who in sorted(users.items()):
         note = "in telegram.allowed_users" if user in allowed or who.lower() in allowed else ""

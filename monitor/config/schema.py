@@ -344,9 +344,10 @@ SCHEMA = Table({
         "timeout": DurationField("10s", help="Every call to Telegram ends within this, retries included."),
         "outbox_max_age": DurationField("24h", help="Undelivered messages older than this are dropped "
                                                     "(logged)."),
-        "allowed_users": ListOf(ChatId(), help="In group chats, only these Telegram users (numeric ids or "
-                                                "@username) may use /ack, /mute and the buttons; empty: "
-                                                "everyone in the chats (`monitor telegram setup` lists ids).",
+        "allowed_users": ListOf(ChatId(), help="In groups and channels, only these Telegram users (numeric "
+                                                "ids or @username) may use /ack, /mute and the buttons; empty: "
+                                                "everyone in a group, nobody in a channel (`monitor telegram "
+                                                "setup` lists ids).",
                                 example=["123456789"]),
     }, optional=True, help="Telegram notifications. Omitted: off; with no token, messages wait in "
                            "the outbox (stderr says so)."),
