@@ -39,6 +39,8 @@ def _check(strict: bool) -> dict:
             "duration_ms": {"type": "number", "minimum": 0},
             "details": {"type": "object", "additionalProperties": True,
                         "description": "Check-specific figures; each kind adds its own keys."},
+            "lower_is_worse": {"const": True, "description": "Present when a lower value is worse (quota left, "
+                                                             "a TTL): warning and critical are floors."},
         },
         "additionalProperties": not strict,
     }
