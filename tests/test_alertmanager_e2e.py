@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import VERDICT_CONFIGS, clean_env, seed_cpu_baseline
+from tests.conftest import VERDICT_CONFIGS, clean_env, monitor_json, seed_cpu_baseline
 from tests.telegram_standin import TelegramStandIn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,7 +156,7 @@ def run_health(folder: Path) -> dict:
                           cwd=folder, env=clean_env(), capture_output=True, text=True, timeout=60,
                           stdin=subprocess.DEVNULL)
     assert done.returncode in (0, 2), done.stderr
-    return json.loads(done.stdout)
+    return monitor_json(done.stdout)
 
 
 def queries(replica) -> float:

@@ -80,3 +80,73 @@ def test_daily_report_needs_its_report_object():
                                     "sources_active": 1, "inactive_sources": [], "errors": {}, "health": {},
                                     "change": None, "missing": [], "message": "..."})
     _validator(envelope_schema("daily-report")).validate(data)
+
+
+# --- the rule "every test that parses a job's JSON validates it against the schema" --------------
+
+def unchecked_job_json(source: str) -> list[int]:
+    """The lines where `json.loads` reads the stdout of a monitor job (`health`, `backup-check`,
+    `daily-report`, started by `run_monitor([...])` or `subprocess.run([MONITOR, ...])`) rather
+    than `monitor_json`, which validates it against the strict schema."""
+    import ast
+
+    def launches_a_job(call) -> bool:
+        for arg in [*call.args, *(k.value for k in call.keywords)]:
+            if isinstance(arg, (ast.List, ast.Tuple)):
+                words = [e.value for e in arg.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+                if words and words[0] in COMMANDS:  # the first word given: the subcommand
+                    return True
+        return False
+
+    found = []
+    for scope in ast.walk(ast.parse(source)):
+        if not isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        assigned = sorted((node.lineno, target.id, isinstance(node.value, ast.Call) and launches_a_job(node.value))
+                          for node in ast.walk(scope) if isinstance(node, ast.Assign)
+                          for target in node.targets if isinstance(target, ast.Name))
+        for call in ast.walk(scope):
+            if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "loads"
+                    and isinstance(call.func.value, ast.Name) and call.func.value.id == "json" and call.args):
+                continue
+            for node in ast.walk(call.args[0]):
+                if not (isinstance(node, ast.Attribute) and node.attr == "stdout"):
+                    continue
+                if isinstance(node.value, ast.Call) and launches_a_job(node.value):
+                    found.append(call.lineno)
+                elif isinstance(node.value, ast.Name):
+                    last = [job for line, name, job in assigned if name == node.value.id and line <= call.lineno]
+                    if last and last[-1]:
+                        found.append(call.lineno)
+    return sorted(set(found))
+
+
+def test_the_guard_finds_a_jobs_json_read_without_the_schema_and_nothing_else():
+    unchecked = (
+        "def test_a(run_monitor, tmp_path):\n"
+        "    proc = run_monitor(['health', '--format', 'json'], tmp_path)\n"
+        "    return json.loads(proc.stdout)['checks']\n"                                     # line 3
+        "def test_b():\n"
+        "    done = subprocess.run([MONITOR, 'daily-report', '--no-notify'], capture_output=True)\n"
+        "    return json.loads(done.stdout.splitlines()[-1])\n"                              # line 6
+        "def test_c(run_monitor, tmp_path):\n"
+        "    return json.loads(run_monitor(['backup-check'], tmp_path).stdout)\n")            # line 8
+    assert unchecked_job_json(unchecked) == [3, 6, 8]
+    fine = (
+        "def test_a(run_monitor, tmp_path):\n"
+        "    proc = run_monitor(['config', 'check', '--format', 'json'], tmp_path)\n"
+        "    shown = json.loads(proc.stdout)\n"                        # config check prints the config, not a job's
+        "    proc = run_monitor(['health'], tmp_path)\n"
+        "    data = monitor_json(proc.stdout)\n"
+        "    out = subprocess.run([sys.executable, '-c', CODE, MONITOR, 'health'], capture_output=True)\n"
+        "    wrapper = json.loads(out.stdout)\n")                      # a launcher's own JSON around the job's
+    assert unchecked_job_json(fine) == []
+
+
+def test_every_test_reads_a_jobs_json_through_monitor_json():
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    offenders = {str(path.relative_to(tests)): lines for path in sorted(tests.rglob("*.py"))
+                 if (lines := unchecked_job_json(path.read_text()))}
+    assert offenders == {}, "parse a job's stdout with tests.conftest.monitor_json (or the envelope fixture)"
