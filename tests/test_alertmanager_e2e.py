@@ -68,10 +68,10 @@ def wait_for(condition, what: str, deadline: float = DEADLINE, logs=()):
     pytest.fail(f"timed out waiting for {what}\n{tails}")
 
 
-def example_config(api_url: str) -> str:
+def example_config(api_url: str, group_wait: str = "2s", group_interval: str = f"{GROUP_INTERVAL}s") -> str:
     """alertmanager.example.yml, with a test bot token, the stand-in as Bot API and short waits."""
     config = yaml.safe_load((ROOT / "alertmanager.example.yml").read_text())
-    config["route"].update(group_wait="2s", group_interval=f"{GROUP_INTERVAL}s", repeat_interval="1h")
+    config["route"].update(group_wait=group_wait, group_interval=group_interval, repeat_interval="1h")
     for route in config["route"]["routes"]:
         route["repeat_interval"] = "1h"
     for receiver in config["receivers"]:
@@ -193,7 +193,8 @@ def test_three_hosts_critical_together_give_one_message_then_one_resolution_even
     for envelope in envelopes:
         assert envelope["overall_status"] == "critical"
         assert envelope["notifications"]["alertmanager"] == {"firing": 1, "resolved": 0, "accepted": 2,
-                                                             "urls": 2, "pending": 0}
+                                                             "urls": 2, "pending": 0, "silences": 0,
+                                                             "silences_pending": 0}
     first = wait_for(lambda: bot.delivered, "the grouped message", logs=logs)[0]
     before = [queries(r) for r in replicas]
     wait_for(lambda: settled(bot, replicas, before), "both replicas to decide", logs=logs)
@@ -222,7 +223,8 @@ def test_three_hosts_critical_together_give_one_message_then_one_resolution_even
     hosts["c"] = host(tmp_path, "c", urls, "ok")
     after_a_decision(waiter)
     summary = run_health(hosts["c"])["notifications"]["alertmanager"]
-    assert summary == {"firing": 0, "resolved": 1, "accepted": 1, "urls": 2, "pending": 0}
+    assert summary == {"firing": 0, "resolved": 1, "accepted": 1, "urls": 2, "pending": 0, "silences": 0,
+                       "silences_pending": 0}
     third = wait_for(lambda: bot.delivered[2:], "c's resolution", logs=logs)[0]
     before = [queries(r) for r in replicas]
     wait_for(lambda: queries(waiter) >= before[replicas.index(waiter)] + 1
@@ -231,3 +233,139 @@ def test_three_hosts_critical_together_give_one_message_then_one_resolution_even
     assert "✅ <b>c</b>" in third.text and "<b>a</b>: disk:/ critical" in third.text
     logged = (hosts["c"] / "logs" / "health.log").read_text()
     assert re.search(r"alertmanager http://127\.0\.0\.1:\d+: connection refused", logged)
+
+
+# --- monitor's silences and acks, relayed as Alertmanager silences --------------------------------
+
+PERIOD = 0.5  # the command's period in these runs: endsAt is 1.5 s ahead, so runs must keep posting
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    """One Alertmanager (no cluster), routed by alertmanager.example.yml, flushing every second."""
+    folder = tmp_path_factory.mktemp("alertmanager")
+    bot = TelegramStandIn()
+    config = folder / "alertmanager.yml"
+    config.write_text(example_config(bot.api_url, group_wait="0s", group_interval="1s"))
+    port = free_port()
+    log = folder / "alertmanager.log"
+    process = subprocess.Popen(
+        [shutil.which("prometheus-alertmanager") or pytest.fail("prometheus-alertmanager not found: "
+                                                                "`make test` installs it"),
+         f"--config.file={config}", f"--storage.path={folder}", f"--web.listen-address=127.0.0.1:{port}",
+         "--cluster.listen-address=", "--log.level=debug"],
+        stdout=open(log, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: process.poll() is None and get(f"{url}/-/ready"), "the Alertmanager", logs=[log])
+        yield bot, url, log
+    finally:
+        process.kill()
+        process.wait(10)
+        bot.stop()
+
+
+def sink(tmp_path: Path, url: str, environment: str) -> dict:
+    """A host's config posting to `url`; its own environment, so its alerts are a group of their own."""
+    from monitor import config as monitor_config
+
+    (tmp_path / "state").mkdir(exist_ok=True)
+    return monitor_config.build({"environment": environment, "alertmanager": {"urls": [url], "timeout": "10s"},
+                                 "paths": {"state": str(tmp_path / "state")}}, None, str(tmp_path))
+
+
+def disk(status: str):
+    from monitor.results import Result, with_identity
+
+    value = 96.0 if status == "critical" else 40.0
+    return [with_identity(Result(status, f"disk / {value:g}% used", value=value, unit="%", warning=90, critical=95),
+                          "disk:/", "system", 1.0)]
+
+
+def run(config: dict, status: str, silences=(), ack=None, started=None) -> dict:
+    """One run's Alertmanager step, as notify() calls it after a `monitor health` judged the disk."""
+    from monitor.alerts import alertmanager
+
+    now = time.time()
+    entry = {"command": "health", "kind": "system", "status": status, "count": 1 if status != "ok" else 0,
+             "since": started or now}
+    if ack:
+        entry["ack"] = {"by": ack, "at": now, "status": status}
+    return alertmanager.post(config, "health", disk(status), None, {"disk:/": entry}, list(silences), "vps-e2e", now,
+                             PERIOD, environ={})
+
+
+def flushes(log: Path, environment: str) -> list[float]:
+    """When Alertmanager flushed the group of `environment` (its debug log's "flushing" lines)."""
+    from datetime import datetime
+
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        if "msg=flushing" in line and f'environment=\\"{environment}\\"' in line:
+            found.append(datetime.fromisoformat(line.split(" ", 1)[0][3:].replace("Z", "+00:00")).timestamp())
+    return found
+
+
+def am_alerts(url: str, environment: str) -> list:
+    from urllib.parse import quote
+
+    return json.loads(get(f"{url}/api/v2/alerts?filter={quote(f'environment={chr(34)}{environment}{chr(34)}')}"))
+
+
+def am_silence(url: str, silence_id: str) -> dict:
+    return json.loads(get(f"{url}/api/v2/silence/{silence_id}"))
+
+
+def test_a_silence_in_monitor_keeps_the_alert_firing_and_silenced_in_alertmanager_no_false_resolved(
+        single, tmp_path):
+    """Left unposted while silenced, the alert ended at its endsAt: Alertmanager sent ✅ RESOLVED
+    for a check still critical, then paged it anew when the silence ended."""
+    bot, url, log = single
+    config = sink(tmp_path, url, "e2e-silence")
+    began = time.time()
+    ours = lambda: [m for m in bot.delivered if "vps-e2e" in m.text and "MonitorSystemDisk" in m.text]  # noqa: E731
+    # Runs every few hundred ms (endsAt 1.5 s ahead), until the page arrived.
+    wait_for(lambda: run(config, "critical", started=began) and ours(), "the critical page", logs=[log])
+    assert "🚨 CRITICAL" in ours()[0].text
+    silence = {"id": "s-e2e", "pattern": "disk:*", "until": time.time() + 3600, "reason": "resizing",
+               "created": time.time(), "author": "@alice"}
+    last_unsilenced_end = time.time() + 3 * PERIOD
+    assert run(config, "critical", [silence], started=began)["silences"] == 1
+    # The runs go on, silenced: two flushes of the group after the last endsAt posted before the
+    # silence (the first decides, the second begins once the first's notifications went out),
+    # or a second message (a group that resolved is flushed no more).
+    wait_for(lambda: run(config, "critical", [silence], started=began) is not None and (
+        len(ours()) > 1 or len([t for t in flushes(log, "e2e-silence") if t > last_unsilenced_end + 0.1]) >= 2),
+             "two flushes past the old endsAt", logs=[log])
+    assert len(ours()) == 1, [m.text for m in ours()]  # no ✅ RESOLVED, no second page
+    (alert,) = am_alerts(url, "e2e-silence")
+    relayed = json.loads((tmp_path / "state" / "alertmanager.json").read_text())["silences"]["silence:s-e2e"]["id"]
+    assert alert["status"] == {"state": "suppressed", "silencedBy": [relayed], "inhibitedBy": []}
+    made = am_silence(url, relayed)
+    assert (made["createdBy"], made["comment"], made["status"]["state"]) == \
+        ("@alice", "resizing (monitor silence s-e2e)", "active")
+    assert {(m["name"], m["value"], m["isRegex"]) for m in made["matchers"]} == {
+        ("instance", "vps-e2e", False), ("check", "disk:.*", True)}
+    # Unmuted: the next run expires it, and the alert is active again.
+    summary = run(config, "critical", [], started=began)
+    assert (summary["silences"], summary["silences_pending"]) == (0, 0)
+    assert am_silence(url, relayed)["status"]["state"] == "expired"
+    assert am_alerts(url, "e2e-silence")[0]["status"]["state"] == "active"
+
+
+def test_an_ack_in_monitor_is_a_silence_of_that_alert_in_alertmanager_until_it_resolves(single, tmp_path):
+    bot, url, log = single
+    config = sink(tmp_path, url, "e2e-ack")
+    assert run(config, "critical", ack="@bob")["silences"] == 1
+    relayed = json.loads((tmp_path / "state" / "alertmanager.json").read_text())["silences"]["ack:disk:/"]["id"]
+    made = am_silence(url, relayed)
+    assert made["status"]["state"] == "active" and made["createdBy"] == "@bob"
+    assert {(m["name"], m["value"], m["isRegex"]) for m in made["matchers"]} == {
+        ("alertname", "MonitorSystemDisk", False), ("check", "disk:/", False), ("command", "health", False),
+        ("environment", "e2e-ack", False), ("instance", "vps-e2e", False), ("severity", "critical", False)}
+    (alert,) = am_alerts(url, "e2e-ack")
+    assert alert["status"]["state"] == "suppressed" and alert["status"]["silencedBy"] == [relayed]
+    renewed = run(config, "critical", ack="@bob")  # the next run: renewed in place, a later end
+    assert renewed["silences"] == 1 and am_silence(url, relayed)["endsAt"] > made["endsAt"]
+    assert run(config, "ok")["silences"] == 0  # resolved: the ack lapsed
+    assert am_silence(url, relayed)["status"]["state"] == "expired"

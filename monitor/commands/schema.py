@@ -19,6 +19,7 @@ STATUSES = ["ok", "warning", "critical", "unknown"]
 PROBLEMS = ("log_write_error", "state_write_error", "textfile_write_error", "notify_error")
 
 _COUNT = {"type": "integer", "minimum": 0}
+_AM_COUNTS = ("firing", "resolved", "accepted", "urls", "pending", "silences", "silences_pending")
 _NUMBER_OR_NULL = {"type": ["number", "null"]}
 
 
@@ -60,9 +61,11 @@ def _notifications() -> dict:
                                                  "text": {"type": "string"}}}},
             "alertmanager": {"type": "object", "description": "[alertmanager]: alerts posted firing and resolved, "
                                                               "replicas that accepted them, of how many; RESOLVED "
-                                                              "alerts kept for the next run.",
-                             "required": ["firing", "resolved", "accepted", "urls", "pending"],
-                             "properties": {k: _COUNT for k in ("firing", "resolved", "accepted", "urls", "pending")},
+                                                              "alerts kept for the next run; monitor's silences and "
+                                                              "acks held as Alertmanager silences, and those no "
+                                                              "replica took yet.",
+                             "required": list(_AM_COUNTS),
+                             "properties": {k: _COUNT for k in _AM_COUNTS},
                              "additionalProperties": False},
         },
         "additionalProperties": True,  # each sink may add its own counts
