@@ -11,6 +11,11 @@ queries its notification log once per flush of the group (`alertmanager_nflog_qu
 before it decides to send or not; once both replicas have flushed twice more after the
 message arrived, both have decided, and what they sent has reached the stand-in
 (`alertmanager_notifications_total` equals what the stand-in received).
+
+When a change reaches the cluster is the test's to decide, not the runs': monitor posts
+through a `Gate` in front of each replica, which holds the posts until the test opens it
+(all three hosts' at once; a recovery just after the waiting replica decided), so a slow
+run on a busy machine cannot land a post inside a replica's wait.
 """
 
 import json
@@ -18,9 +23,12 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -36,8 +44,8 @@ DEADLINE = 90.0  # generous: a busy 2-CPU CI machine; every wait polls for an ev
 # As in production, the group interval is much longer than a replica's wait (peer timeout
 # x its position in the cluster): a replica decides on the alerts it saw when its flush
 # began, so a change landing inside that wait is sent again by it (Alertmanager's HA is
-# "at least once"). The test posts each change just after the waiting replica decided.
-# A whole `monitor health` run must post between two flushes: room for a busy 2-CPU CI machine.
+# "at least once"). The gates let each change through just after the waiting replica
+# decided: it reaches both replicas within milliseconds, long before the next flush.
 GROUP_INTERVAL, PEER_TIMEOUT = 12, "500ms"
 
 
@@ -141,13 +149,75 @@ def cluster(tmp_path_factory):
         bot.stop()
 
 
+class Gate:
+    """A loopback door in front of one replica: it holds each POST until `open()`, then passes
+    it on unchanged and answers with what the replica answered. `held` counts what came."""
+
+    def __init__(self, target: str):
+        gate = self
+        self.target, self.held, self.opened = target, 0, threading.Event()
+
+        class Door(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                gate.held += 1
+                gate.opened.wait(DEADLINE)
+                request = urllib.request.Request(gate.target + self.path, data=body, method="POST",
+                                                 headers={"Content-Type": "application/json"})
+                try:
+                    with urllib.request.urlopen(request, timeout=10) as resp:
+                        status, answer = resp.status, resp.read()
+                except urllib.error.HTTPError as exc:
+                    status, answer = exc.code, exc.read()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Door)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def open(self):
+        self.opened.set()
+
+    def close(self):
+        self.opened = threading.Event()
+
+    def stop(self):
+        self.open()
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def host(base: Path, name: str, urls: list[str], verdict: str) -> Path:
     folder = base / name
     folder.mkdir(exist_ok=True)
-    (folder / "monitor.toml").write_text(
+    (folder / "monitor.toml").write_text(  # the timeout leaves room for a gate held until a flush
         f'host = "{name}"\n[alerts]\nflap_window = "0s"\n[alertmanager]\nurls = {json.dumps(urls)}\n'
-        f'timeout = "10s"\n' + VERDICT_CONFIGS[verdict])
+        f'timeout = "{int(DEADLINE)}s"\n' + VERDICT_CONFIGS[verdict])
     return folder
+
+
+def through_gates(gates: list, posts: int, runs, before=None):
+    """Start `runs` (callables), wait until the gates hold `posts` posts, call `before`, open the
+    gates; return the runs' results."""
+    for gate in gates:
+        gate.close()
+    base = sum(gate.held for gate in gates)
+    with ThreadPoolExecutor(len(runs)) as pool:  # together, as cron starts them
+        futures = [pool.submit(run) for run in runs]
+        wait_for(lambda: sum(gate.held for gate in gates) - base >= posts or any(f.done() for f in futures),
+                 f"{posts} posts at the gates")
+        if before:
+            before()
+        for gate in gates:
+            gate.open()
+        return [future.result() for future in futures]
 
 
 def run_health(folder: Path) -> dict:
@@ -186,15 +256,24 @@ def test_three_hosts_critical_together_give_one_message_then_one_resolution_even
     bot, replicas = cluster
     logs = [r.log for r in replicas]
     urls = [r.url for r in replicas]
-    hosts = {name: host(tmp_path, name, urls, "critical") for name in "abc"}
+    gates = [Gate(url) for url in urls]
+    try:
+        _three_hosts(bot, replicas, logs, urls, gates, tmp_path)
+    finally:
+        for gate in gates:
+            gate.stop()
 
-    with ThreadPoolExecutor(3) as pool:  # together, as cron starts them
-        envelopes = list(pool.map(run_health, hosts.values()))
+
+def _three_hosts(bot, replicas, logs, urls, gates, tmp_path):
+    hosts = {name: host(tmp_path, name, [gate.url for gate in gates], "critical") for name in "abc"}
+    quiet = {"silences": 0, "silences_pending": 0}
+
+    # The three hosts' posts reach the cluster together: one group, one message.
+    envelopes = through_gates(gates, 6, [lambda f=folder: run_health(f) for folder in hosts.values()])
     for envelope in envelopes:
         assert envelope["overall_status"] == "critical"
         assert envelope["notifications"]["alertmanager"] == {"firing": 1, "resolved": 0, "accepted": 2,
-                                                             "urls": 2, "pending": 0, "silences": 0,
-                                                             "silences_pending": 0}
+                                                             "urls": 2, "pending": 0, **quiet}
     first = wait_for(lambda: bot.delivered, "the grouped message", logs=logs)[0]
     before = [queries(r) for r in replicas]
     wait_for(lambda: settled(bot, replicas, before), "both replicas to decide", logs=logs)
@@ -205,10 +284,11 @@ def test_three_hosts_critical_together_give_one_message_then_one_resolution_even
     sender = next(r for r in replicas if sent(r))
     waiter = next(r for r in replicas if r is not sender)
 
-    # Host b recovers: one message shows its resolution, the two others still firing.
-    hosts["b"] = host(tmp_path, "b", urls, "ok")
-    after_a_decision(waiter)
-    assert run_health(hosts["b"])["notifications"]["alertmanager"]["resolved"] == 1
+    # Host b recovers: one message shows its resolution, the two others still firing. Its
+    # posts reach the cluster just after the waiting replica decided.
+    hosts["b"] = host(tmp_path, "b", [gate.url for gate in gates], "ok")
+    (envelope,) = through_gates(gates, 2, [lambda: run_health(hosts["b"])], before=lambda: after_a_decision(waiter))
+    assert envelope["notifications"]["alertmanager"]["resolved"] == 1
     second = wait_for(lambda: bot.delivered[1:], "b's resolution", logs=logs)[0]
     before = [queries(r) for r in replicas]
     wait_for(lambda: settled(bot, replicas, before), "both replicas to decide", logs=logs)
@@ -217,14 +297,13 @@ def test_three_hosts_critical_together_give_one_message_then_one_resolution_even
     assert "✅ <b>a</b>" not in second.text and "✅ <b>c</b>" not in second.text
 
     # The replica that sent so far is killed; host c recovers: the other replica alone
-    # tells it, once. monitor posts to both; one refusing is a warning, not a loss.
+    # tells it, once (no race left: straight to the replicas). monitor posts to both; one
+    # refusing is a warning, not a loss.
     sent_before = sent(sender)
     sender.stop()
     hosts["c"] = host(tmp_path, "c", urls, "ok")
-    after_a_decision(waiter)
     summary = run_health(hosts["c"])["notifications"]["alertmanager"]
-    assert summary == {"firing": 0, "resolved": 1, "accepted": 1, "urls": 2, "pending": 0, "silences": 0,
-                       "silences_pending": 0}
+    assert summary == {"firing": 0, "resolved": 1, "accepted": 1, "urls": 2, "pending": 0, **quiet}
     third = wait_for(lambda: bot.delivered[2:], "c's resolution", logs=logs)[0]
     before = [queries(r) for r in replicas]
     wait_for(lambda: queries(waiter) >= before[replicas.index(waiter)] + 1
