@@ -445,6 +445,8 @@ def test_an_ack_in_monitor_is_a_silence_of_that_alert_in_alertmanager_until_it_r
     (alert,) = am_alerts(url, "e2e-ack")
     assert alert["status"]["state"] == "suppressed" and alert["status"]["silencedBy"] == [relayed]
     renewed = run(config, "critical", ack="@bob")  # the next run: renewed in place, a later end
-    assert renewed["silences"] == 1 and am_silence(url, relayed)["endsAt"] > made["endsAt"]
+    after = am_silence(url, relayed)
+    assert renewed["silences"] == 1 and after["status"]["state"] == "active" and after["endsAt"] > made["endsAt"]
+    assert json.loads((tmp_path / "state" / "alertmanager.json").read_text())["silences"]["ack:disk:/"]["id"] == relayed
     assert run(config, "ok")["silences"] == 0  # resolved: the ack lapsed
     assert am_silence(url, relayed)["status"]["state"] == "expired"
