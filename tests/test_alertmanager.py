@@ -496,3 +496,11 @@ def test_a_damaged_firing_record_is_dropped_not_a_crash_that_costs_the_runs_aler
     assert [p["labels"]["check"] for p in posts] == ["disk:/"] and set(state["firing"]) == {"disk:/"}
     posts, state, _ = plan(stored, [result("disk:/", OK)], {})  # nothing to resolve from a record without labels
     assert posts == [] and state["firing"] == {}
+
+
+def test_a_hand_edited_silence_id_in_state_never_reaches_a_request_path():
+    stored = {"silence:a1b2": {"id": "../../-/reload", "until": NOW + 3600, "matchers": []},
+              "silence:gone": {"id": "x/y", "until": NOW + 3600}, "junk": "text"}
+    kept, requests = relays(stored, [SILENCE])
+    assert [(r["method"], r["path"], "id" in r["body"]) for r in requests] == [("POST", "/api/v2/silences", False)]
+    assert kept["silence:a1b2"]["id"] is None and set(kept) == {"silence:a1b2"}

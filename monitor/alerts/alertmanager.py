@@ -271,7 +271,7 @@ def plan_relays(stored: dict, silences: list, entries: dict, firing: dict, host:
     relays, requests = {}, []
     for key, want in wanted.items():
         old = stored.get(key) if isinstance(stored.get(key), dict) else {}
-        am_id = old.get("id") if isinstance(old.get("id"), str) else None
+        am_id = _kept_id(old)
         same = old.get("matchers") == want["matchers"]
         relays[key] = {**want, "id": am_id, "startsAt": old.get("startsAt") if am_id and same else None}
         if am_id and same and want["endsAt"] == old.get("endsAt") and not old.get("expire"):
@@ -282,8 +282,8 @@ def plan_relays(stored: dict, silences: list, entries: dict, firing: dict, host:
             body["id"] = am_id  # an update: in place when the start is the one Alertmanager keeps
         requests.append({"key": key, "method": "POST", "path": SILENCES_PATH, "body": body})
     for key, old in stored.items():
-        if key in wanted or not isinstance(old, dict) or not isinstance(old.get("id"), str):
-            continue  # never taken: nothing to expire
+        if key in wanted or not isinstance(old, dict) or not _kept_id(old):
+            continue  # never taken (or a hand-edited id): nothing to expire
         until = old.get("until")
         if isinstance(until, (int, float)) and not isinstance(until, bool) and until > now:
             relays[key] = {**old, "expire": True}  # removed early, or the ack lapsed
@@ -291,6 +291,12 @@ def plan_relays(stored: dict, silences: list, entries: dict, firing: dict, host:
         # else over: Alertmanager ended it itself
     requests.sort(key=lambda r: (r["method"] != "DELETE", "id" in (r["body"] or {})))  # expiries, then new ones
     return relays, requests[:MAX_OPS]
+
+
+def _kept_id(relay: dict) -> str | None:
+    """The Alertmanager id a relay kept, if it reads as one (it goes into a URL's path)."""
+    found = relay.get("id")
+    return found if isinstance(found, str) and _SILENCE_ID.fullmatch(found) else None
 
 
 def settle(relays: dict, requests: list, outcomes: dict) -> dict:
