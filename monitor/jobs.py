@@ -257,6 +257,9 @@ def _notify(command: str, opts: Options, config: dict, results, problems: dict, 
     error = summary.pop("state_error", None)
     if error:
         problems.setdefault("state_write_error", error)
+    refused = summary.pop("notify_error", None)  # every Alertmanager replica refused the alerts
+    if refused:
+        problems.setdefault("notify_error", refused)
     return dict(summary)
 
 

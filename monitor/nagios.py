@@ -64,9 +64,10 @@ def label(text: str) -> str:
 def perfdatum(check_id: str, check: dict) -> str | None:
     """One check's performance datum, or None when its value is not a finite number.
 
-    A higher-is-worse threshold (warning below critical) alerts above its level, which
-    Nagios writes `90`; a lower-is-worse one (warning above critical: quota left, token
-    TTL) alerts below it, written `20:`.
+    A higher-is-worse threshold alerts above its level, which Nagios writes `90`; a
+    lower-is-worse one (the check's `lower_is_worse`: quota left, token TTL) alerts at or
+    below it, the range `@~:20` (inside minus infinity to 20). The direction is the
+    check's own, not read from warning > critical, which cannot tell when both are equal.
     """
     value = check.get("value")
     if not _is_number(value):
@@ -75,12 +76,13 @@ def perfdatum(check_id: str, check: dict) -> str | None:
     if uom not in _ALLOWED:
         uom, factor = _CONVERTED.get(uom, ("", 1))
     warning, critical = (check.get(k) if _is_number(check.get(k)) else None for k in ("warning", "critical"))
-    lower_is_worse = warning is not None and critical is not None and warning > critical
+    lower_is_worse = check.get("lower_is_worse") is True or (
+        warning is not None and critical is not None and warning > critical)  # an envelope that does not say
 
     def level(threshold):
         if threshold is None:
             return ""
-        return number(threshold * factor) + (":" if lower_is_worse else "")
+        return ("@~:" if lower_is_worse else "") + number(threshold * factor)
 
     fields = [f"{label(check_id)}={number(value * factor)}{uom}", level(warning), level(critical),
               "0" if uom == "%" else "", "100" if uom == "%" else ""]

@@ -43,15 +43,18 @@ class Result:
     """
 
     __slots__ = ("status", "message", "value", "unit", "warning", "critical", "details",
-                 "id", "kind", "duration_ms")
+                 "id", "kind", "duration_ms", "lower_is_worse")
 
     def __init__(self, status: str, message: str, value: float | None = None, unit: str | None = None,
                  warning: Any = None, critical: Any = None, details: dict | None = None,
-                 id: str = "", kind: str = "", duration_ms: float = 0.0):
+                 id: str = "", kind: str = "", duration_ms: float = 0.0, lower_is_worse: bool = False):
         self.status, self.message, self.value, self.unit = status, message, value, unit
         self.warning, self.critical = warning, critical
         self.details = details if details is not None else {}
         self.id, self.kind, self.duration_ms = id, kind, duration_ms
+        # The levels' direction: a lower value is worse (quota left, TTL). Said, not guessed from
+        # warning > critical, which cannot tell when both levels are the same.
+        self.lower_is_worse = lower_is_worse
 
     def replace(self, **changes) -> "Result":
         fields = {name: getattr(self, name) for name in self.__slots__}
@@ -66,7 +69,7 @@ class Result:
         return f"Result({self.id or self.kind or '?'}: {self.status}, {self.message!r}, value={self.value!r})"
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "kind": self.kind,
             "status": self.status,
             "value": self.value,
@@ -77,6 +80,9 @@ class Result:
             "duration_ms": self.duration_ms,
             "details": self.details,
         }
+        if self.lower_is_worse:
+            out["lower_is_worse"] = True
+        return out
 
 
 def measured(value: float | None, threshold: Threshold, message: str, unit: str = "%",
@@ -89,7 +95,7 @@ def measured(value: float | None, threshold: Threshold, message: str, unit: str 
     status = worst(threshold.judge(value), worst_of) if value is not None else worst_of
     return Result(status=status, message=message, value=value, unit=unit,
                   warning=threshold.warning, critical=threshold.critical,
-                  details=details or {})
+                  details=details or {}, lower_is_worse=threshold.lower_is_worse)
 
 
 def is_number(value) -> bool:

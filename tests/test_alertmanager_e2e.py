@@ -11,6 +11,11 @@ queries its notification log once per flush of the group (`alertmanager_nflog_qu
 before it decides to send or not; once both replicas have flushed twice more after the
 message arrived, both have decided, and what they sent has reached the stand-in
 (`alertmanager_notifications_total` equals what the stand-in received).
+
+When a change reaches the cluster is the test's to decide, not the runs': monitor posts
+through a `Gate` in front of each replica, which holds the posts until the test opens it
+(all three hosts' at once; a recovery just after the waiting replica decided), so a slow
+run on a busy machine cannot land a post inside a replica's wait.
 """
 
 import json
@@ -18,15 +23,18 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import VERDICT_CONFIGS, clean_env, seed_cpu_baseline
+from tests.conftest import VERDICT_CONFIGS, clean_env, monitor_json, seed_cpu_baseline
 from tests.telegram_standin import TelegramStandIn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,8 +44,8 @@ DEADLINE = 90.0  # generous: a busy 2-CPU CI machine; every wait polls for an ev
 # As in production, the group interval is much longer than a replica's wait (peer timeout
 # x its position in the cluster): a replica decides on the alerts it saw when its flush
 # began, so a change landing inside that wait is sent again by it (Alertmanager's HA is
-# "at least once"). The test posts each change just after the waiting replica decided.
-# A whole `monitor health` run must post between two flushes: room for a busy 2-CPU CI machine.
+# "at least once"). The gates let each change through just after the waiting replica
+# decided: it reaches both replicas within milliseconds, long before the next flush.
 GROUP_INTERVAL, PEER_TIMEOUT = 12, "500ms"
 
 
@@ -68,10 +76,10 @@ def wait_for(condition, what: str, deadline: float = DEADLINE, logs=()):
     pytest.fail(f"timed out waiting for {what}\n{tails}")
 
 
-def example_config(api_url: str) -> str:
+def example_config(api_url: str, group_wait: str = "2s", group_interval: str = f"{GROUP_INTERVAL}s") -> str:
     """alertmanager.example.yml, with a test bot token, the stand-in as Bot API and short waits."""
     config = yaml.safe_load((ROOT / "alertmanager.example.yml").read_text())
-    config["route"].update(group_wait="2s", group_interval=f"{GROUP_INTERVAL}s", repeat_interval="1h")
+    config["route"].update(group_wait=group_wait, group_interval=group_interval, repeat_interval="1h")
     for route in config["route"]["routes"]:
         route["repeat_interval"] = "1h"
     for receiver in config["receivers"]:
@@ -141,13 +149,75 @@ def cluster(tmp_path_factory):
         bot.stop()
 
 
+class Gate:
+    """A loopback door in front of one replica: it holds each POST until `open()`, then passes
+    it on unchanged and answers with what the replica answered. `held` counts what came."""
+
+    def __init__(self, target: str):
+        gate = self
+        self.target, self.held, self.opened = target, 0, threading.Event()
+
+        class Door(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                gate.held += 1
+                gate.opened.wait(DEADLINE)
+                request = urllib.request.Request(gate.target + self.path, data=body, method="POST",
+                                                 headers={"Content-Type": "application/json"})
+                try:
+                    with urllib.request.urlopen(request, timeout=10) as resp:
+                        status, answer = resp.status, resp.read()
+                except urllib.error.HTTPError as exc:
+                    status, answer = exc.code, exc.read()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Door)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def open(self):
+        self.opened.set()
+
+    def close(self):
+        self.opened = threading.Event()
+
+    def stop(self):
+        self.open()
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def host(base: Path, name: str, urls: list[str], verdict: str) -> Path:
     folder = base / name
     folder.mkdir(exist_ok=True)
-    (folder / "monitor.toml").write_text(
+    (folder / "monitor.toml").write_text(  # the timeout leaves room for a gate held until a flush
         f'host = "{name}"\n[alerts]\nflap_window = "0s"\n[alertmanager]\nurls = {json.dumps(urls)}\n'
-        f'timeout = "10s"\n' + VERDICT_CONFIGS[verdict])
+        f'timeout = "{int(DEADLINE)}s"\n' + VERDICT_CONFIGS[verdict])
     return folder
+
+
+def through_gates(gates: list, posts: int, runs, before=None):
+    """Start `runs` (callables), wait until the gates hold `posts` posts, call `before`, open the
+    gates; return the runs' results."""
+    for gate in gates:
+        gate.close()
+    base = sum(gate.held for gate in gates)
+    with ThreadPoolExecutor(len(runs)) as pool:  # together, as cron starts them
+        futures = [pool.submit(run) for run in runs]
+        wait_for(lambda: sum(gate.held for gate in gates) - base >= posts or any(f.done() for f in futures),
+                 f"{posts} posts at the gates")
+        if before:
+            before()
+        for gate in gates:
+            gate.open()
+        return [future.result() for future in futures]
 
 
 def run_health(folder: Path) -> dict:
@@ -156,7 +226,7 @@ def run_health(folder: Path) -> dict:
                           cwd=folder, env=clean_env(), capture_output=True, text=True, timeout=60,
                           stdin=subprocess.DEVNULL)
     assert done.returncode in (0, 2), done.stderr
-    return json.loads(done.stdout)
+    return monitor_json(done.stdout)
 
 
 def queries(replica) -> float:
@@ -186,14 +256,24 @@ def test_three_hosts_critical_together_give_one_message_then_one_resolution_even
     bot, replicas = cluster
     logs = [r.log for r in replicas]
     urls = [r.url for r in replicas]
-    hosts = {name: host(tmp_path, name, urls, "critical") for name in "abc"}
+    gates = [Gate(url) for url in urls]
+    try:
+        _three_hosts(bot, replicas, logs, urls, gates, tmp_path)
+    finally:
+        for gate in gates:
+            gate.stop()
 
-    with ThreadPoolExecutor(3) as pool:  # together, as cron starts them
-        envelopes = list(pool.map(run_health, hosts.values()))
+
+def _three_hosts(bot, replicas, logs, urls, gates, tmp_path):
+    hosts = {name: host(tmp_path, name, [gate.url for gate in gates], "critical") for name in "abc"}
+    quiet = {"silences": 0, "silences_pending": 0}
+
+    # The three hosts' posts reach the cluster together: one group, one message.
+    envelopes = through_gates(gates, 6, [lambda f=folder: run_health(f) for folder in hosts.values()])
     for envelope in envelopes:
         assert envelope["overall_status"] == "critical"
         assert envelope["notifications"]["alertmanager"] == {"firing": 1, "resolved": 0, "accepted": 2,
-                                                             "urls": 2, "pending": 0}
+                                                             "urls": 2, "pending": 0, **quiet}
     first = wait_for(lambda: bot.delivered, "the grouped message", logs=logs)[0]
     before = [queries(r) for r in replicas]
     wait_for(lambda: settled(bot, replicas, before), "both replicas to decide", logs=logs)
@@ -204,10 +284,11 @@ def test_three_hosts_critical_together_give_one_message_then_one_resolution_even
     sender = next(r for r in replicas if sent(r))
     waiter = next(r for r in replicas if r is not sender)
 
-    # Host b recovers: one message shows its resolution, the two others still firing.
-    hosts["b"] = host(tmp_path, "b", urls, "ok")
-    after_a_decision(waiter)
-    assert run_health(hosts["b"])["notifications"]["alertmanager"]["resolved"] == 1
+    # Host b recovers: one message shows its resolution, the two others still firing. Its
+    # posts reach the cluster just after the waiting replica decided.
+    hosts["b"] = host(tmp_path, "b", [gate.url for gate in gates], "ok")
+    (envelope,) = through_gates(gates, 2, [lambda: run_health(hosts["b"])], before=lambda: after_a_decision(waiter))
+    assert envelope["notifications"]["alertmanager"]["resolved"] == 1
     second = wait_for(lambda: bot.delivered[1:], "b's resolution", logs=logs)[0]
     before = [queries(r) for r in replicas]
     wait_for(lambda: settled(bot, replicas, before), "both replicas to decide", logs=logs)
@@ -216,13 +297,13 @@ def test_three_hosts_critical_together_give_one_message_then_one_resolution_even
     assert "✅ <b>a</b>" not in second.text and "✅ <b>c</b>" not in second.text
 
     # The replica that sent so far is killed; host c recovers: the other replica alone
-    # tells it, once. monitor posts to both; one refusing is a warning, not a loss.
+    # tells it, once (no race left: straight to the replicas). monitor posts to both; one
+    # refusing is a warning, not a loss.
     sent_before = sent(sender)
     sender.stop()
     hosts["c"] = host(tmp_path, "c", urls, "ok")
-    after_a_decision(waiter)
     summary = run_health(hosts["c"])["notifications"]["alertmanager"]
-    assert summary == {"firing": 0, "resolved": 1, "accepted": 1, "urls": 2, "pending": 0}
+    assert summary == {"firing": 0, "resolved": 1, "accepted": 1, "urls": 2, "pending": 0, **quiet}
     third = wait_for(lambda: bot.delivered[2:], "c's resolution", logs=logs)[0]
     before = [queries(r) for r in replicas]
     wait_for(lambda: queries(waiter) >= before[replicas.index(waiter)] + 1
@@ -231,3 +312,141 @@ def test_three_hosts_critical_together_give_one_message_then_one_resolution_even
     assert "✅ <b>c</b>" in third.text and "<b>a</b>: disk:/ critical" in third.text
     logged = (hosts["c"] / "logs" / "health.log").read_text()
     assert re.search(r"alertmanager http://127\.0\.0\.1:\d+: connection refused", logged)
+
+
+# --- monitor's silences and acks, relayed as Alertmanager silences --------------------------------
+
+PERIOD = 0.5  # the command's period in these runs: endsAt is 1.5 s ahead, so runs must keep posting
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    """One Alertmanager (no cluster), routed by alertmanager.example.yml, flushing every second."""
+    folder = tmp_path_factory.mktemp("alertmanager")
+    bot = TelegramStandIn()
+    config = folder / "alertmanager.yml"
+    config.write_text(example_config(bot.api_url, group_wait="0s", group_interval="1s"))
+    port = free_port()
+    log = folder / "alertmanager.log"
+    process = subprocess.Popen(
+        [shutil.which("prometheus-alertmanager") or pytest.fail("prometheus-alertmanager not found: "
+                                                                "`make test` installs it"),
+         f"--config.file={config}", f"--storage.path={folder}", f"--web.listen-address=127.0.0.1:{port}",
+         "--cluster.listen-address=", "--log.level=debug"],
+        stdout=open(log, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: process.poll() is None and get(f"{url}/-/ready"), "the Alertmanager", logs=[log])
+        yield bot, url, log
+    finally:
+        process.kill()
+        process.wait(10)
+        bot.stop()
+
+
+def sink(tmp_path: Path, url: str, environment: str) -> dict:
+    """A host's config posting to `url`; its own environment, so its alerts are a group of their own."""
+    from monitor import config as monitor_config
+
+    (tmp_path / "state").mkdir(exist_ok=True)
+    return monitor_config.build({"environment": environment, "alertmanager": {"urls": [url], "timeout": "10s"},
+                                 "paths": {"state": str(tmp_path / "state")}}, None, str(tmp_path))
+
+
+def disk(status: str):
+    from monitor.results import Result, with_identity
+
+    value = 96.0 if status == "critical" else 40.0
+    return [with_identity(Result(status, f"disk / {value:g}% used", value=value, unit="%", warning=90, critical=95),
+                          "disk:/", "system", 1.0)]
+
+
+def run(config: dict, status: str, silences=(), ack=None, started=None) -> dict:
+    """One run's Alertmanager step, as notify() calls it after a `monitor health` judged the disk."""
+    from monitor.alerts import alertmanager
+
+    now = time.time()
+    entry = {"command": "health", "kind": "system", "status": status, "count": 1 if status != "ok" else 0,
+             "since": started or now}
+    if ack:
+        entry["ack"] = {"by": ack, "at": now, "status": status}
+    return alertmanager.post(config, "health", disk(status), None, {"disk:/": entry}, list(silences), "vps-e2e", now,
+                             PERIOD, environ={})
+
+
+def flushes(log: Path, environment: str) -> list[float]:
+    """When Alertmanager flushed the group of `environment` (its debug log's "flushing" lines)."""
+    from datetime import datetime
+
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        if "msg=flushing" in line and f'environment=\\"{environment}\\"' in line:
+            found.append(datetime.fromisoformat(line.split(" ", 1)[0][3:].replace("Z", "+00:00")).timestamp())
+    return found
+
+
+def am_alerts(url: str, environment: str) -> list:
+    from urllib.parse import quote
+
+    return json.loads(get(f"{url}/api/v2/alerts?filter={quote(f'environment={chr(34)}{environment}{chr(34)}')}"))
+
+
+def am_silence(url: str, silence_id: str) -> dict:
+    return json.loads(get(f"{url}/api/v2/silence/{silence_id}"))
+
+
+def test_a_silence_in_monitor_keeps_the_alert_firing_and_silenced_in_alertmanager_no_false_resolved(
+        single, tmp_path):
+    """Left unposted while silenced, the alert ended at its endsAt: Alertmanager sent ✅ RESOLVED
+    for a check still critical, then paged it anew when the silence ended."""
+    bot, url, log = single
+    config = sink(tmp_path, url, "e2e-silence")
+    began = time.time()
+    ours = lambda: [m for m in bot.delivered if "vps-e2e" in m.text and "MonitorSystemDisk" in m.text]  # noqa: E731
+    # Runs every few hundred ms (endsAt 1.5 s ahead), until the page arrived.
+    wait_for(lambda: run(config, "critical", started=began) and ours(), "the critical page", logs=[log])
+    assert "🚨 CRITICAL" in ours()[0].text
+    silence = {"id": "s-e2e", "pattern": "disk:*", "until": time.time() + 3600, "reason": "resizing",
+               "created": time.time(), "author": "@alice"}
+    last_unsilenced_end = time.time() + 3 * PERIOD
+    assert run(config, "critical", [silence], started=began)["silences"] == 1
+    # The runs go on, silenced: two flushes of the group after the last endsAt posted before the
+    # silence (the first decides, the second begins once the first's notifications went out),
+    # or a second message (a group that resolved is flushed no more).
+    wait_for(lambda: run(config, "critical", [silence], started=began) is not None and (
+        len(ours()) > 1 or len([t for t in flushes(log, "e2e-silence") if t > last_unsilenced_end + 0.1]) >= 2),
+             "two flushes past the old endsAt", logs=[log])
+    assert len(ours()) == 1, [m.text for m in ours()]  # no ✅ RESOLVED, no second page
+    (alert,) = am_alerts(url, "e2e-silence")
+    relayed = json.loads((tmp_path / "state" / "alertmanager.json").read_text())["silences"]["silence:s-e2e"]["id"]
+    assert alert["status"] == {"state": "suppressed", "silencedBy": [relayed], "inhibitedBy": []}
+    made = am_silence(url, relayed)
+    assert (made["createdBy"], made["comment"], made["status"]["state"]) == \
+        ("@alice", "resizing (monitor silence s-e2e)", "active")
+    assert {(m["name"], m["value"], m["isRegex"]) for m in made["matchers"]} == {
+        ("instance", "vps-e2e", False), ("check", "disk:.*", True)}
+    # Unmuted: the next run expires it, and the alert is active again.
+    summary = run(config, "critical", [], started=began)
+    assert (summary["silences"], summary["silences_pending"]) == (0, 0)
+    assert am_silence(url, relayed)["status"]["state"] == "expired"
+    assert am_alerts(url, "e2e-silence")[0]["status"]["state"] == "active"
+
+
+def test_an_ack_in_monitor_is_a_silence_of_that_alert_in_alertmanager_until_it_resolves(single, tmp_path):
+    bot, url, log = single
+    config = sink(tmp_path, url, "e2e-ack")
+    assert run(config, "critical", ack="@bob")["silences"] == 1
+    relayed = json.loads((tmp_path / "state" / "alertmanager.json").read_text())["silences"]["ack:disk:/"]["id"]
+    made = am_silence(url, relayed)
+    assert made["status"]["state"] == "active" and made["createdBy"] == "@bob"
+    assert {(m["name"], m["value"], m["isRegex"]) for m in made["matchers"]} == {
+        ("alertname", "MonitorSystemDisk", False), ("check", "disk:/", False), ("command", "health", False),
+        ("environment", "e2e-ack", False), ("instance", "vps-e2e", False), ("severity", "critical", False)}
+    (alert,) = am_alerts(url, "e2e-ack")
+    assert alert["status"]["state"] == "suppressed" and alert["status"]["silencedBy"] == [relayed]
+    renewed = run(config, "critical", ack="@bob")  # the next run: renewed in place, a later end
+    after = am_silence(url, relayed)
+    assert renewed["silences"] == 1 and after["status"]["state"] == "active" and after["endsAt"] > made["endsAt"]
+    assert json.loads((tmp_path / "state" / "alertmanager.json").read_text())["silences"]["ack:disk:/"]["id"] == relayed
+    assert run(config, "ok")["silences"] == 0  # resolved: the ack lapsed
+    assert am_silence(url, relayed)["status"]["state"] == "expired"

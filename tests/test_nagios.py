@@ -62,19 +62,45 @@ def test_perfdata_is_each_numeric_check_worst_first_in_the_guidelines_grammar():
     assert (cpu.value, cpu.uom, cpu.min, cpu.max) == (12.5, "%", 0, 100)
 
 
+def _verdict(datum) -> str:
+    """What a Nagios range says of the datum's value: it matches the values that do not alert."""
+    if datum.crit is not None and not datum.crit.match(datum.value):
+        return "critical"
+    if datum.warn is not None and not datum.warn.match(datum.value):
+        return "warning"
+    return "ok"
+
+
 def test_thresholds_mean_to_nagios_what_they_mean_to_monitor():
     """A Nagios range matches the values that do not alert: monitor's verdict, read back."""
     values = {"cpu": "ok", "memory": "warning", "disk:/": "critical", "quota:etherscan": "critical", "vault": "ok"}
     for datum in parse_output(rendered(SAMPLE, "critical")).perfdata:
-        if not datum.crit.match(datum.value):
-            verdict = "critical"
-        elif not datum.warn.match(datum.value):
-            verdict = "warning"
-        else:
-            verdict = "ok"
-        assert verdict == values[datum.label], datum
+        assert _verdict(datum) == values[datum.label], datum
     quota = next(d for d in parse_output(rendered(SAMPLE)).perfdata if d.label == "quota:etherscan")
-    assert quota.warn.match(50) and not quota.warn.match(10)  # lower is worse: "20:" alerts below 20
+    assert quota.warn.match(50) and not quota.warn.match(10)  # lower is worse: "@~:20" alerts at 20 and below
+
+
+@pytest.mark.parametrize("warning, critical, lower_is_worse, values", [
+    (0.5, 0.5, True, [0.4, 0.5, 0.6, 1.0]),   # success rate, both levels at 0.5: alert below, not above
+    (20, 20, True, [3, 20, 21, 80]),          # quota left
+    (0.9, 0.5, True, [0.3, 0.5, 0.7, 0.9, 0.95]),
+    (90, 90, False, [50, 89.9, 95]),          # higher is worse, both at 90 (at the level: see the README)
+    (80, 95, False, [10, 85, 99]),
+])
+def test_a_levels_direction_is_the_checks_own_even_when_warning_equals_critical(warning, critical, lower_is_worse,
+                                                                              values):
+    """monitor judges (Threshold.judge); the plugin line, read with nagiosplugin's Range, agrees on each value."""
+    from monitor.results import Threshold, measured
+
+    results = []
+    for i, value in enumerate(values):
+        result = measured(value, Threshold(warning, critical, lower_is_worse), f"value {value}", unit="")
+        results.append(result.replace(id=f"c{i}", kind="scraper"))
+    text = rendered(results, "critical")
+    for datum, result in zip(sorted(parse_output(text).perfdata, key=lambda d: d.label), results):
+        assert _verdict(datum) == result.status, (datum, result)
+    if lower_is_worse and warning == critical:
+        assert f";@~:{warning};@~:{critical}" in text  # the guidelines' "alert at or below"
 
 
 def test_units_outside_the_allowed_set_are_converted_or_dropped():

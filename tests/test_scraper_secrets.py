@@ -16,7 +16,7 @@ from monitor.checks import scraper_secrets
 from monitor.config import ConfigError, build
 from monitor.results import CRITICAL, OK, UNKNOWN, WARNING
 from monitor.runner import run_checks
-from tests.conftest import VERDICT_CONFIGS
+from tests.conftest import VERDICT_CONFIGS, monitor_json
 from tests.openbao import bao_binary, dev_server, silent_peer, unused_url
 
 ROOT = "scraper-secrets-root-9e2b"
@@ -300,7 +300,7 @@ def test_no_secret_value_reaches_stdout_stderr_logs_state_or_the_textfile(bao, t
     proc = run_monitor(["health", "--format", "json", "-vv", "--textfile-dir", str(textfiles)], tmp_path,
                        config=config_text, env=env)
     assert proc.returncode == 2, proc.stderr
-    found = json.loads(proc.stdout)["checks"]
+    found = monitor_json(proc.stdout)["checks"]
     assert found["vault-secrets"]["status"] == CRITICAL and found["vault-secrets"]["value"] == 2
     assert found["vault-token:scraper"]["status"] == WARNING
     assert found["vault"]["status"] == OK and found["vault-token"]["status"] == OK

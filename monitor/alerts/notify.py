@@ -142,8 +142,9 @@ def _notify(config, command, results, kinds_run, host, no_notify, dry_run, now, 
 
         summary["alertmanager"] = alertmanager.post(config, command, results, kinds_run, told.entries, active,
                                                     host, now, environ=environ)
-        if "state_error" in summary["alertmanager"]:
-            summary.setdefault("state_error", summary["alertmanager"].pop("state_error"))
+        for problem in ("state_error", "notify_error"):  # the run's problems, not the sink's counts
+            if problem in summary["alertmanager"]:
+                summary.setdefault(problem, summary["alertmanager"].pop(problem))
 
     waiting, pending_files = [], []
     if tg:  # loaded under --no-notify too: what waits is reported, not sent nor rewritten

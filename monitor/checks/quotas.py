@@ -41,7 +41,7 @@ def quota(cfg: dict, session=None, environ=os.environ, trend=None) -> Result:
 
     def unknown(message: str, **details) -> Result:
         return Result(UNKNOWN, message, unit="%", warning=threshold.warning,
-                      critical=threshold.critical, details=details)
+                      critical=threshold.critical, details=details, lower_is_worse=threshold.lower_is_worse)
 
     try:
         headers = request_headers(cfg.get("headers") or {}, environ)
@@ -59,7 +59,7 @@ def quota(cfg: dict, session=None, environ=os.environ, trend=None) -> Result:
             details["retry_after_seconds"] = int(retry)
         return Result(CRITICAL, "quota exhausted: HTTP 429 (too many requests) from provider",
                       value=0.0, unit="%", warning=threshold.warning, critical=threshold.critical,
-                      details=details)
+                      details=details, lower_is_worse=threshold.lower_is_worse)
     if not 200 <= resp.status < 300:
         hint = " (is the API key right?)" if resp.status in (401, 403) else ""
         return unknown(f"HTTP {resp.status} from provider{hint}", http_status=resp.status)
@@ -87,7 +87,8 @@ def quota(cfg: dict, session=None, environ=os.environ, trend=None) -> Result:
     # Judged unrounded: 2001 of 10000 is above a 20% warning, though it prints as 20.01.
     result = Result(threshold.judge(exact), f"{percent:g}% of quota left ({_plain(remaining)} of {_plain(limit)})",
                     value=percent, unit="%", warning=threshold.warning, critical=threshold.critical,
-                    details={"remaining": remaining, "limit": limit, "percent": percent})
+                    details={"remaining": remaining, "limit": limit, "percent": percent},
+                    lower_is_worse=threshold.lower_is_worse)
     if trend is None or remaining < 0:
         return result
     return exhaustion(result, trend, resp.headers, cfg, remaining, limit)

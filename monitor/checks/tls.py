@@ -102,7 +102,8 @@ def expiry(target: Target, certificates, now=time.time) -> Result:
     details: dict = {"target": target.shown, "used_by": list(target.used_by), "unverified": list(target.unverified)}
 
     def result(status: str, message: str, value=None) -> Result:
-        return Result(status, message, value, "s", threshold.warning, threshold.critical, details)
+        return Result(status, message, value, "s", threshold.warning, threshold.critical, details,
+                      lower_is_worse=threshold.lower_is_worse)
 
     seen = certificates.get(target.host, target.port) if certificates is not None else None
     if seen is None:

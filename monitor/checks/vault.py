@@ -153,8 +153,7 @@ def token(cfg: dict, token: str, *, environ=None) -> Result:
     """
     result = _token_result(cfg, token, _environ(environ))
     # lookup-self's `id` IS the token; it is never copied, and this is the seat belt.
-    return Result(result.status, redact(result.message, token), result.value, result.unit,
-                  result.warning, result.critical, _scrubbed(result.details, token))
+    return result.replace(message=redact(result.message, token), details=_scrubbed(result.details, token))
 
 
 def _token_result(cfg: dict, secret: str, environ) -> Result:
@@ -166,7 +165,7 @@ def _token_result(cfg: dict, secret: str, environ) -> Result:
 
     def failed(status: str, message: str) -> Result:
         return Result(status, message, unit="s", warning=threshold.warning,
-                      critical=threshold.critical, details=details)
+                      critical=threshold.critical, details=details, lower_is_worse=threshold.lower_is_worse)
 
     if not secret:
         return failed(UNKNOWN, "no token to check")

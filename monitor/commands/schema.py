@@ -5,7 +5,9 @@ fields of `output.envelope`, each check's `Result.to_json`, the notifications su
 and the daily report. `schema_version` is bumped on any breaking change (a field
 removed, renamed or retyped); a new field is not breaking, so the published schema
 leaves room for keys it does not name. The tests validate every envelope they parse
-with `strict=True`, which names every key: a field added without its line here fails.
+with `strict=True`, which names every key of every object (the notifications and the
+report included; `details` and the maps keyed by a name, such as sources, excepted):
+a field added without its line here fails them.
 """
 
 import json
@@ -19,6 +21,7 @@ STATUSES = ["ok", "warning", "critical", "unknown"]
 PROBLEMS = ("log_write_error", "state_write_error", "textfile_write_error", "notify_error")
 
 _COUNT = {"type": "integer", "minimum": 0}
+_AM_COUNTS = ("firing", "resolved", "accepted", "urls", "pending", "silences", "silences_pending")
 _NUMBER_OR_NULL = {"type": ["number", "null"]}
 
 
@@ -39,62 +42,102 @@ def _check(strict: bool) -> dict:
             "duration_ms": {"type": "number", "minimum": 0},
             "details": {"type": "object", "additionalProperties": True,
                         "description": "Check-specific figures; each kind adds its own keys."},
+            "lower_is_worse": {"const": True, "description": "Present when a lower value is worse (quota left, "
+                                                             "a TTL): warning and critical are floors."},
         },
         "additionalProperties": not strict,
     }
 
 
-def _notifications() -> dict:
-    return {
-        "type": "object",
-        "description": "Delivered this run, left queued, silenced, failed attempts; the outbox after the run.",
-        "required": ["sent", "queued", "silenced", "failed", "outbox"],
-        "properties": {
-            "sent": _COUNT, "queued": _COUNT, "silenced": _COUNT, "failed": _COUNT,
-            "outbox": {"type": ["integer", "null"], "minimum": 0},
-            "dry_run": {"type": "array", "description": "--dry-run: the messages that would be sent.",
-                        "items": {"type": "object", "required": ["chat_id", "text"],
-                                  "properties": {"chat_id": {"type": ["string", "integer", "null"]},
-                                                 "text": {"type": "string"}}}},
-            "alertmanager": {"type": "object", "description": "[alertmanager]: alerts posted firing and resolved, "
-                                                              "replicas that accepted them, of how many; RESOLVED "
-                                                              "alerts kept for the next run.",
-                             "required": ["firing", "resolved", "accepted", "urls", "pending"],
-                             "properties": {k: _COUNT for k in ("firing", "resolved", "accepted", "urls", "pending")},
-                             "additionalProperties": False},
-        },
-        "additionalProperties": True,  # each sink may add its own counts
-    }
+def _object(properties: dict, required, strict: bool, description: str = "") -> dict:
+    out = {"type": "object", "required": list(required), "properties": properties,
+           "additionalProperties": not strict}
+    if description:
+        out["description"] = description
+    return out
 
 
-def _report() -> dict:
+def _nullable(schema: dict) -> dict:
+    """The object `schema`, or null (its keywords about keys apply to objects alone)."""
+    return {**schema, "type": ["object", "null"]}
+
+
+def _notifications(strict: bool) -> dict:
+    return _object({
+        "sent": _COUNT, "queued": _COUNT, "silenced": _COUNT, "failed": _COUNT,
+        "outbox": {"type": ["integer", "null"], "minimum": 0},
+        "dry_run": {"type": "array", "description": "--dry-run: the messages that would be sent.",
+                    "items": _object({"chat_id": {"type": ["string", "integer", "null"]}, "text": {"type": "string"}},
+                                     ["chat_id", "text"], strict)},
+        "alertmanager": _object({k: _COUNT for k in _AM_COUNTS}, _AM_COUNTS, strict,
+                                "[alertmanager]: alerts posted firing and resolved, replicas that accepted them, "
+                                "of how many; RESOLVED alerts kept for the next run; monitor's silences and acks "
+                                "held as Alertmanager silences, and those no replica took yet."),
+    }, ["sent", "queued", "silenced", "failed", "outbox"], strict,
+        "Delivered this run, left queued, silenced, failed attempts; the outbox after the run.")
+
+
+def _report(strict: bool) -> dict:
     nullable_count = {"type": ["integer", "null"], "minimum": 0}
-    return {
-        "type": "object",
-        "description": "daily-report: the day's figures and the message sent.",
-        "required": ["date", "timezone", "window", "opportunities_found", "avg_roi", "top_opportunities",
-                     "sources_active", "inactive_sources", "errors", "health", "change", "missing", "message"],
-        "properties": {
-            "date": {"type": "string", "format": "date"},
-            "timezone": {"type": "string"},
-            "window": {"type": "object", "required": ["start", "end", "hours"]},
-            "opportunities_found": nullable_count,
-            "avg_roi": _NUMBER_OR_NULL,
-            "top_opportunities": {"type": "array", "items": {
-                "type": "object", "required": ["time", "source", "roi"],
-                "properties": {"source": {"type": "string"}, "roi": {"type": "number"}}}},
-            "sources_active": nullable_count,
-            "inactive_sources": {"type": "array", "items": {"type": "string"}},
-            "errors": {"type": "object"},
-            "health": {"type": "object"},
-            "change": {"type": ["object", "null"]},
-            "damaged_values": _COUNT,
-            "missing": {"type": "array"},
-            "message": {"type": ["string", "null"]},
-            "already_sent": {"type": "string", "format": "date-time"},
-        },
-        "additionalProperties": True,
-    }
+    number_or_null = _NUMBER_OR_NULL
+    strings = {"type": "array", "items": {"type": "string"}}
+    counts_by_name = {"type": "object", "additionalProperties": _COUNT}
+    medians = _object({"median_7d": number_or_null, "same_weekday": number_or_null, "percent": number_or_null},
+                      ["median_7d", "same_weekday", "percent"], strict)
+    change = _object({"previous": number_or_null, "delta": number_or_null, "percent": number_or_null},
+                     ["previous", "delta", "percent"], strict)
+    return _object({
+        "date": {"type": "string", "format": "date"},
+        "timezone": {"type": "string"},
+        "window": _object({"start": {"type": "string", "format": "date-time"},
+                           "end": {"type": "string", "format": "date-time"},
+                           "hours": {"type": "number", "exclusiveMinimum": 0}}, ["start", "end", "hours"], strict,
+                          "The day covered, in report.timezone (23 or 25 hours on a DST change)."),
+        "opportunities_found": nullable_count,
+        "avg_roi": number_or_null,
+        "top_opportunities": {"type": "array", "items": _object(
+            {"time": {"type": ["string", "number", "null"],
+                      "description": "ISO 8601 in the report's zone when the database value reads as a time."},
+             "source": {"type": ["string", "number", "null"]}, "roi": {"type": "number"}}, ["time", "source", "roi"], strict)},
+        "sources_active": nullable_count,
+        "sources": {**counts_by_name, "description": "Opportunities per source that had any."},
+        "inactive_sources": strings,
+        "roi_missing": _COUNT,
+        "errors": _nullable(_object({
+            "count": _COUNT, "error": _COUNT, "critical": _COUNT,
+            "per_file": {**counts_by_name, "description": "ERROR and CRITICAL records per log file with any."},
+            "unparseable_lines": _COUNT, "unreadable": strings,
+        }, ["count", "error", "critical", "per_file", "unparseable_lines", "unreadable"], strict,
+            "ERROR/CRITICAL records in report.error_logs within the window; null: not counted (see missing).")),
+        "health": _nullable(_object({
+            "runs_seen": _COUNT, "runs_expected": _COUNT, "percent_ok": number_or_null,
+            "incidents": {"type": "object", "additionalProperties": _object(
+                {"incidents": _COUNT, "downtime_seconds": {"type": "number", "minimum": 0}},
+                ["incidents", "downtime_seconds"], strict)},
+            "down_spans": {"type": "array", "items": {"type": "array", "items": {"type": "string"},
+                                                      "minItems": 2, "maxItems": 2}},
+        }, ["runs_seen", "runs_expected", "percent_ok", "incidents", "down_spans"], strict,
+            "monitor health runs in the window; null: not read (see missing).")),
+        "change": _nullable(_object({"opportunities": change, "avg_roi": change}, ["opportunities", "avg_roi"],
+                                    strict, "Against the day before; null: no figures (see missing).")),
+        "damaged_values": _COUNT,
+        "baseline": _object({"days_with_data": _COUNT, "enough": {"type": "boolean"},
+                             "opportunities": medians, "avg_roi": medians},
+                            ["days_with_data", "enough", "opportunities", "avg_roi"], strict),
+        "learned_silent": strings,
+        "dropped_sources": {"type": "array", "items": _object(
+            {"source": {"type": "string"}, "count": _COUNT, "median_7d": {"type": "number"}},
+            ["source", "count", "median_7d"], strict)},
+        "last_days": {"type": "array", "items": _object({"day": {"type": "string", "format": "date"},
+                                                         "count": nullable_count}, ["day", "count"], strict)},
+        "hourly": {"type": "array", "items": _COUNT, "description": "Opportunities per hour of the day (a chart)."},
+        "missing": strings,
+        "message": {"type": ["string", "null"]},
+        "chart": {"type": ["string", "null"], "description": "--chart: the PNG written; null: not drawn."},
+        "already_sent": {"type": "string", "format": "date-time"},
+    }, ["date", "timezone", "window", "opportunities_found", "avg_roi", "top_opportunities", "sources_active",
+        "inactive_sources", "errors", "health", "change", "missing", "message"], strict,
+        "daily-report: the day's figures and the message sent.")
 
 
 def envelope_schema(command: str | None = None, strict: bool = False) -> dict:
@@ -135,8 +178,8 @@ def envelope_schema(command: str | None = None, strict: bool = False) -> dict:
              "then": {"properties": {"healthy": {"const": True}}},
              "else": {"properties": {"healthy": {"const": False}}}},
         ],
-        "$defs": {"check": _check(strict), "notifications": _notifications(),
-                  **({"report": _report()} if "daily-report" in commands else {})},
+        "$defs": {"check": _check(strict), "notifications": _notifications(strict),
+                  **({"report": _report(strict)} if "daily-report" in commands else {})},
     }
     if "daily-report" in commands:
         schema["allOf"].append({"if": {"properties": {"command": {"const": "daily-report"}}},

@@ -416,7 +416,7 @@ SCHEMA = Table({
     }, optional=True, check=lambda table, path, ctx: table.get("urls") or ctx.errors.append(
         f"{path}.urls: name at least one Alertmanager (or remove [{path}])"),
         help="Alertmanager as an alert sink, with or without [telegram]: labels alertname, "
-                           "check, instance, environment, severity, command; silenced checks are not "
-                           "posted; a RESOLVED is kept in state/alertmanager.json until a replica took it. "
-                           "Omitted: off."),
+                           "check, instance, environment, severity, command; monitor's silences and acks "
+                           "become Alertmanager silences; a RESOLVED is kept in state/alertmanager.json "
+                           "until a replica took it. Omitted: off."),
 })
