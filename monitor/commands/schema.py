@@ -82,7 +82,11 @@ def _report(strict: bool) -> dict:
     number_or_null = _NUMBER_OR_NULL
     strings = {"type": "array", "items": {"type": "string"}}
     counts_by_name = {"type": "object", "additionalProperties": _COUNT}
-    medians = _object({"median_7d": number_or_null, "same_weekday": number_or_null, "percent": number_or_null},
+    medians = _object({"median_7d": number_or_null, "same_weekday": number_or_null, "percent": number_or_null,
+                       "effective": {**number_or_null, "description": "What the day is judged against: the lower "
+                                     "of the two medians (the daily_*_baseline metrics)."},
+                       "weekday_normal": {"type": "boolean", "description": "Opportunities only: far below the "
+                                          "7-day median, yet not below the same weekday's."}},
                       ["median_7d", "same_weekday", "percent"], strict)
     change = _object({"previous": number_or_null, "delta": number_or_null, "percent": number_or_null},
                      ["previous", "delta", "percent"], strict)
