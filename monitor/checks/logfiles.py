@@ -64,7 +64,7 @@ class Tally:
     def prefilter(self, line, json_lines: bool) -> bool:
         if self.pattern is not None:
             return self.pattern.search(line) is not None
-        return logscan.LEVEL_FIELD.search(line) is not None if json_lines else logscan.has_level(line)
+        return logscan.LEVEL_FIELD.search(line) is not None if json_lines else logscan.is_error_line(line)
 
 
 def _open(path: str):
