@@ -86,26 +86,33 @@ class Blocks:
 
     Iterating yields (buffer, lo, hi): buffer[lo:hi] is whole lines (the last one without
     its newline only at the end of the file, with `partial_last`). The buffer is reused:
-    slice what must be kept. A line longer than the buffer is yielded as its head (one
-    line without a newline), the rest of it skipped. At most `limit` bytes are read;
-    `consumed` counts the bytes of the lines yielded (and skipped), so a caller that keeps
-    an offset resumes at the start of a line that was not complete yet.
+    slice what must be kept. A line longer than the buffer (`size`, the hard cap of a line)
+    is yielded as its head (one line without a newline), the rest of it skipped.
+
+    At most `limit` bytes are read, and only whole lines are taken from them: a line the
+    limit cuts is left for the next reader (unless it is longer than the buffer). `consumed`
+    counts the bytes of the lines yielded (and skipped), so a caller that keeps an offset
+    resumes at the start of a line that was not complete yet; `skipping` says the offset
+    is inside an over-long line whose rest is to be skipped (pass it back to go on), and
+    `exhausted` that the limit stopped the reading (perhaps just at the end).
     """
 
-    def __init__(self, handle, size: int = 1 << 20, limit: int | None = None, partial_last: bool = True):
+    def __init__(self, handle, size: int = 1 << 20, limit: int | None = None, partial_last: bool = True,
+                 skipping: bool = False):
         self.handle, self.limit, self.partial_last = handle, limit, partial_last
-        self.size = max(1, min(size, limit) if limit else size)
-        self.consumed = 0
+        self.size = max(1, size)
+        self.consumed, self.skipping, self.exhausted = 0, skipping, False
 
     def __iter__(self):
         buf = bytearray(self.size)
-        view, size, have, skipping = memoryview(buf), self.size, 0, False
+        view, size, have, skipping = memoryview(buf), self.size, 0, self.skipping
         left = self.limit
         while True:
             want = size - have if left is None else min(size - have, left)
             n = self.handle.readinto(view[have:have + want]) if want else 0
             if not n:
-                if have and not skipping and self.partial_last:
+                self.skipping, self.exhausted = skipping, left == 0
+                if have and not skipping and self.partial_last and left != 0:
                     self.consumed += have
                     yield buf, 0, have
                 return

@@ -228,3 +228,16 @@ def test_the_window_of_a_run_is_the_time_since_the_previous_one(tmp_path):
     runs.run(T0)
     append(log, record("ERROR", T0 + 1))
     assert runs.run(T0 + timedelta(minutes=2).total_seconds()).details["window_seconds"] == 120
+
+
+def test_the_budget_stops_before_a_line_it_cannot_take_whole(tmp_path):
+    for name in ("a.log", "b.log"):
+        (tmp_path / name).write_text("")
+    runs = Runs(entry(tmp_path, path="*.log", max_bytes="1KB"))
+    runs.run(T0)
+    line = record("ERROR", T0 + 1, "z" * 150)  # 228 bytes: four fill a.log's share of 1 KB
+    append(tmp_path / "a.log", line * 4)
+    append(tmp_path / "b.log", line * 2)
+    seen = [runs.run(T0 + 300 * i) for i in range(1, 5)]
+    assert sum(r.details["errors"] for r in seen) == sum(r.details["records"] for r in seen) == 6
+    assert runs.saved["log:app"]["files"][str(tmp_path / "b.log")]["offset"] == 2 * len(line)

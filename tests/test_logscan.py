@@ -157,3 +157,23 @@ def test_a_json_record_in_a_plain_text_log_is_judged_by_its_level_field():
             b"ERROR:scraper:plain\n")
     records, errors, last = logscan.count_block(data, 0, len(data), False)
     assert (records, errors, data[last[0]:last[1]]) == (4, 2, b"ERROR:scraper:plain")
+
+
+def test_blocks_read_within_a_limit_never_take_part_of_a_line():
+    """A line the limit cuts is left whole for the next reader (issue 15: it was counted as
+    an over-long line and the offset landed inside it)."""
+    data = b"".join(b"%03d " % i + b"y" * 220 + b"\n" for i in range(6))  # 225-byte lines
+    for limit in (1, 224, 225, 226, 700, 1024):
+        blocks = logscan.Blocks(io.BytesIO(data), 1024, limit=limit, partial_last=False)
+        taken = b"".join(bytes(buf[lo:hi]) for buf, lo, hi in blocks)
+        assert taken == data[:limit // 225 * 225] and blocks.consumed == len(taken), limit
+        assert blocks.exhausted
+
+
+def test_a_line_longer_than_the_buffer_is_one_record_and_its_rest_skipped_across_reads():
+    data = b"head " + b"z" * 3000 + b"\nnext\n"
+    first = logscan.Blocks(io.BytesIO(data), 1024, limit=2048, partial_last=False)
+    assert [bytes(buf[lo:hi]) for buf, lo, hi in first] == [data[:1024]]
+    assert first.skipping and first.consumed == 2048
+    rest = logscan.Blocks(io.BytesIO(data[2048:]), 1024, limit=2048, partial_last=False, skipping=True)
+    assert [bytes(buf[lo:hi]) for buf, lo, hi in rest] == [b"next\n"] and not rest.skipping

@@ -77,10 +77,10 @@ def _open(path: str):
     return os.fdopen(fd, "rb", buffering=0), info
 
 
-def _read(handle, start: int, budget: int, tally: Tally, json_lines, since=None) -> tuple[int, bool]:
+def _read(handle, start: int, budget: int, tally: Tally, json_lines, since=None, cap=1 << 20) -> tuple[int, bool]:
     """Read whole lines from `start` within `budget` bytes; return (offset after them, JSON lines?)."""
     handle.seek(start)
-    blocks = logscan.Blocks(handle, 1 << 20, limit=budget, partial_last=False)
+    blocks = logscan.Blocks(handle, cap, limit=budget, partial_last=False)  # a longer line: its head
     for data, lo, hi in blocks:
         if json_lines is None:
             json_lines = logscan.is_json_lines(data[lo:min(hi, lo + 4096)])
@@ -121,7 +121,8 @@ def scan(cfg: dict, previous: dict | None, now: float, tz) -> tuple[Tally, dict,
             elif first:  # the end of a file that may be a year old
                 start = _line_start(handle, max(0, info.st_size - FIRST_RUN_TAIL), info.st_size)
             take = min(budget, max(0, info.st_size - start))
-            offset, json_lines = _read(handle, start, take, tally, json_lines, since if first else None)
+            offset, json_lines = _read(handle, start, take, tally, json_lines, since if first else None,
+                                       min(1 << 20, cfg["max_bytes"]))
             budget -= offset - start
             if take < info.st_size - start:  # max_bytes reached: the rest is the next run's
                 left += info.st_size - offset
