@@ -223,7 +223,7 @@ def test_a_bad_logfiles_entry_is_one_config_error_line_exit_3(tmp_path, run_moni
 
 
 def test_health_reports_the_log_check_and_exports_its_rates(tmp_path, run_monitor, envelope):
-    (tmp_path / "app.log").write_text(record("ERROR", datetime.now(UTC).timestamp()))
+    (tmp_path / "app.log").write_text(record("ERROR", datetime.now(UTC).timestamp()) * logfiles.MIN_RECORDS)
     config = ('[[logfiles]]\nname = "app"\npath = "app.log"\nerror_ratio = { warning = 0.5, critical = 0.9 }\n'
               f'[prometheus]\ntextfile_dir = "{tmp_path}"\n')
     proc = run_monitor(["health", "--no-notify", "--only", "logs"], tmp_path, config=config)
@@ -445,6 +445,32 @@ def test_the_budget_stops_before_a_line_it_cannot_take_whole(tmp_path):
     seen = [runs.run(T0 + 300 * i) for i in range(1, 5)]
     assert sum(r.details["errors"] for r in seen) == sum(r.details["records"] for r in seen) == 6
     assert saved_file(runs, tmp_path / "b.log")["offset"] == 2 * len(line)
+
+
+def test_one_error_seconds_after_the_previous_run_is_a_rate_over_a_minute(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text("")
+    runs = Runs(entry(tmp_path, errors_per_minute={"warning": 2, "critical": 10}))
+    runs.run(T0)
+    append(log, record("ERROR", T0 + 2))
+    result = runs.run(T0 + 5)
+    assert (result.status, result.details["errors_per_minute"], result.details["window_seconds"]) == (OK, 1.0, 5.0)
+    assert "1/min over at least 1m" in result.message
+
+
+def test_the_error_ratio_is_judged_from_twenty_records_only(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text("")
+    runs = Runs(entry(tmp_path, errors_per_minute=None, error_ratio={"warning": 0.1, "critical": 0.5}))
+    runs.run(T0)
+    append(log, record("ERROR", T0 + 1))
+    result = runs.run(T0 + 300)
+    assert (result.status, result.details["error_ratio"], result.details["error_ratio_judged"]) == (OK, 1.0, False)
+    assert "error ratio not judged under 20 records" in result.message
+    exported = {name: value for name, _, value in logfiles.samples(result.replace(id="log:app"))}
+    assert exported == {"monitor_log_errors_per_minute": 0.2, "monitor_log_error_ratio": None}
+    append(log, "".join(record("ERROR" if i < 10 else "INFO", T0 + 300 + i) for i in range(20)))
+    assert runs.run(T0 + 600).status == CRITICAL
 
 
 def test_copytruncate_then_growth_past_the_old_offset_is_read_from_the_start(tmp_path):

@@ -40,6 +40,8 @@ MAX_FILES = 1000         # files one check follows (the most recently written); 
 GLOB_LIMIT = 10 * MAX_FILES  # names of a glob looked at, at most
 KEEP_SECONDS = 86400     # a name gone (nocreate), or a file renamed out of the glob, is kept this long
 DIR_SCAN_LIMIT = 100_000  # folder entries looked at to find a renamed file by its inode
+MIN_WINDOW = 60.0        # a rate is taken over at least a minute: one error 5 s after a run is not 12/min
+MIN_RECORDS = 20         # error_ratio is judged from this many records: 1 of 1 is not 100 %
 SHOWN, LISTED = 5, 10    # problems named in the message; files and problems listed in details
 ITEM_CHARS = 120         # each of them clipped to this in the message (a path may be 4 KB)
 # Compressed rotations a glob such as "app.log*" matches: never read as text (a gzip copy is
@@ -493,18 +495,21 @@ def logfile(cfg: dict, carried, now=time.time, tz=None) -> Result:
         return Result(UNKNOWN, message, details={"files": [], "files_total": 0, "problems": problems[:LISTED],
                                                  "problems_total": len(problems)})
     window = wall - since if is_number(since) and 0 < wall - since < 366 * 86400 else cfg["initial_window"]
-    per_minute = round(tally.errors * 60 / max(window, 1.0), 3)
+    per_minute = round(tally.errors * 60 / max(window, MIN_WINDOW), 3)
     ratio = round(tally.errors / tally.records, 4) if tally.records else 0.0
+    judged = tally.records >= MIN_RECORDS
     status, value, threshold, unit = OK, per_minute, cfg["errors_per_minute"], "/min"
     if cfg["errors_per_minute"]:
         status = cfg["errors_per_minute"].judge(per_minute)
     if cfg["error_ratio"]:
-        by_ratio = cfg["error_ratio"].judge(ratio) if tally.records else OK
+        by_ratio = cfg["error_ratio"].judge(ratio) if judged else OK
         if not cfg["errors_per_minute"] or worst(status, by_ratio) != status:
-            value, threshold, unit = ratio, cfg["error_ratio"], "ratio"
+            value, threshold, unit = ratio if judged else None, cfg["error_ratio"], "ratio"
         status = worst(status, by_ratio)
     message = (f"{tally.errors} error(s) in {tally.records} record(s) over {format_duration(window)} "
-               f"({per_minute:g}/min, {ratio * 100:.1f}%)")
+               f"({per_minute:g}/min{' over at least 1m' if window < MIN_WINDOW else ''}, {ratio * 100:.1f}%)")
+    if cfg["error_ratio"] and not judged:
+        message += f"; error ratio not judged under {MIN_RECORDS} records"
     if found.matched > MAX_FILES:
         message += f"; following the {MAX_FILES} most recently written of {found.matched} files matching"
     if not found.matched:  # still judged, for a day: logrotate's nocreate, an application restarting
@@ -518,7 +523,7 @@ def logfile(cfg: dict, carried, now=time.time, tz=None) -> Result:
     if problems:
         message += f"; unreadable: {_listed(problems, SHOWN)}"
     details = {"records": tally.records, "errors": tally.errors, "window_seconds": round(window, 1),
-               "errors_per_minute": per_minute, "error_ratio": ratio,
+               "errors_per_minute": per_minute, "error_ratio": ratio, "error_ratio_judged": judged,
                "bytes_read": tally.bytes_read, "bytes_left": found.left, "files": paths[:LISTED],
                "files_total": len(paths), "last_error": _shown(tally.last_error)}
     if found.rotated_unread:
@@ -563,7 +568,9 @@ def check_ids(config: dict) -> list[str]:
 def samples(result) -> list:
     name, details = result.id.split(":", 1)[1], result.details or {}
     return [("monitor_log_errors_per_minute", {"log": name}, details.get("errors_per_minute")),
-            ("monitor_log_error_ratio", {"log": name}, details.get("error_ratio"))]
+            # From too few records the ratio is not judged, nor exported for the rules to judge.
+            ("monitor_log_error_ratio", {"log": name},
+             details.get("error_ratio") if details.get("error_ratio_judged", True) else None)]
 
 
 def levels(config: dict) -> dict:
