@@ -535,3 +535,60 @@ def test_a_state_saved_before_files_were_keyed_by_inode_goes_on_from_its_offset(
     result = runs.run(T0 + 300)
     assert (result.details["errors"], result.details["records"]) == (1, 1)
     assert set(saved_file(runs, log)) >= {"path", "offset", "head", "kind"} and "size" not in saved_file(runs, log)
+
+
+# --- rules: each log's own thresholds, and none for a threshold it leaves out -----------------
+
+PER_LOG = {"logfiles": [
+    {"name": "ratio-only", "path": "a.log", "error_ratio": {"warning": 0.1, "critical": 0.3}},
+    {"name": "scraper", "path": "b.log", "errors_per_minute": {"warning": 2, "critical": 20}},
+    {"name": "both", "path": "c.log", "errors_per_minute": {"warning": 1, "critical": 10},
+     "error_ratio": {"warning": 0.05, "critical": 0.2}},
+]}
+
+
+def _alert(name, severity, log, instance, value):
+    what, shown = {"LogErrorRateHigh": ("errors per minute", f"{value} errors/min"),
+                   "LogErrorRatioHigh": ("error ratio", f"{value} of its records")}[name]
+    # The levels differ by log: the description says "its configured level".
+    return f"""\
+          - exp_labels: {{severity: {severity}, instance: "{instance}:9100", job: node, log: {log}}}
+            exp_annotations:
+              summary: 'Log {log}: {what} high ({severity})'
+              description: Log {log} on {instance}:9100 logged {shown} since the previous health run \
+({severity} from its configured level).
+              runbook: ssh {instance} monitor health --only logs --format text
+"""
+
+
+def _per_log_test() -> str:
+    """Every log logs 50 errors a minute (40 % of its records) on its own host: ratio-only
+    leaves errors_per_minute out and scraper error_ratio, so no rule of it watches them."""
+    hosts = {"ratio-only": "vps-1", "scraper": "vps-2", "both": "vps-3"}
+    text = "rule_files:\n  - rules.yml\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n"
+    for log, host in hosts.items():
+        for metric, value in (("monitor_log_errors_per_minute", 50), ("monitor_log_error_ratio", 0.4)):
+            text += f"      - series: '{metric}{{instance=\"{host}:9100\",job=\"node\",log=\"{log}\"}}'\n"
+            text += f"        values: '{value}x20'\n"
+    text += "    alert_rule_test:\n"
+    for alert, value, logs in (("LogErrorRateHigh", "50.00", ("scraper", "both")),
+                               ("LogErrorRatioHigh", "40%", ("ratio-only", "both"))):
+        text += f"      - eval_time: 12m\n        alertname: {alert}\n        exp_alerts:\n"
+        text += "".join(_alert(alert, severity, log, hosts[log], value)
+                        for log in logs for severity in ("warning", "critical"))
+    return text
+
+
+def test_rules_render_each_logs_thresholds_and_none_for_a_threshold_it_leaves_out(tmp_path):
+    from monitor.fleet import rules as render_rules
+    from tests.test_fleet import run, tool
+
+    text = render_rules.rules_yaml(monitor_config.build(PER_LOG, None, str(tmp_path)))
+    assert ('expr: monitor_log_errors_per_minute{log=~"scraper"} >= 2 or '
+            'monitor_log_errors_per_minute{log!~"ratio-only|scraper"} >= 1\n') in text
+    assert ('expr: monitor_log_error_ratio{log=~"ratio-only"} >= 0.3 or '
+            'monitor_log_error_ratio{log!~"ratio-only|scraper"} >= 0.2\n') in text
+    (tmp_path / "rules.yml").write_text(text)
+    (tmp_path / "test.yml").write_text(_per_log_test())
+    tested = run([tool("promtool"), "test", "rules", "test.yml"], cwd=tmp_path)
+    assert tested.returncode == 0, tested.stdout + tested.stderr

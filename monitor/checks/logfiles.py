@@ -574,14 +574,18 @@ def samples(result) -> list:
 
 
 def levels(config: dict) -> dict:
+    """Each threshold's levels by log name, from the logs that set it; the logs that leave it
+    out are listed under KEY_left_out (no rule of that threshold for them)."""
     from monitor.fleet.kit import Levels, per_name
 
     logs, out = config.get("logfiles") or [], {}
     for key, (warning, critical) in DEFAULT_LEVELS.items():
         fallback = Levels(warning, critical)
+        setting = [log for log in logs if log[key]]
         for which in ("warning", "critical"):
-            out[f"{key}_{which}"] = per_name(logs, key, "log", fallback,
+            out[f"{key}_{which}"] = per_name(setting, key, "log", fallback,
                                              lambda t, which=which, fallback=fallback: getattr(t or fallback, which))
+        out[f"{key}_left_out"] = tuple(log["name"] for log in logs if not log[key])
     return out
 
 
@@ -597,7 +601,7 @@ def rules(t: dict) -> dict:
     ):
         for severity, for_ in (("warning", "10m"), ("critical", "5m")):
             levels = t[f"{key}_{severity}"]
-            out.append(rule(alert, compare(metric, ">=", levels), for_, severity,
+            out.append(rule(alert, compare(metric, ">=", levels, skip=t[f"{key}_left_out"]), for_, severity,
                             f"Log {{{{ $labels.log }}}}: {what} high ({severity})",
                             f"Log {{{{ $labels.log }}}} on {{{{ $labels.instance }}}} logged {shown} since the "
                             f"previous health run ({severity} from {level_text(levels, num)}).", runbook))
