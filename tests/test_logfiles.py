@@ -466,11 +466,16 @@ def test_the_error_ratio_is_judged_from_twenty_records_only(tmp_path):
     append(log, record("ERROR", T0 + 1))
     result = runs.run(T0 + 300)
     assert (result.status, result.details["error_ratio"], result.details["error_ratio_judged"]) == (OK, 1.0, False)
+    assert result.value is None
     assert "error ratio not judged under 20 records" in result.message
     exported = {name: value for name, _, value in logfiles.samples(result.replace(id="log:app"))}
     assert exported == {"monitor_log_errors_per_minute": 0.2, "monitor_log_error_ratio": None}
-    append(log, "".join(record("ERROR" if i < 10 else "INFO", T0 + 300 + i) for i in range(20)))
-    assert runs.run(T0 + 600).status == CRITICAL
+    append(log, record("INFO", T0 + 301))
+    quiet = runs.run(T0 + 600)  # no error in too few records: 0, exported, nothing to judge
+    exported = {name: value for name, _, value in logfiles.samples(quiet.replace(id="log:app"))}
+    assert (quiet.status, quiet.value, exported["monitor_log_error_ratio"]) == (OK, 0.0, 0.0)
+    append(log, "".join(record("ERROR" if i < 10 else "INFO", T0 + 600 + i) for i in range(20)))
+    assert runs.run(T0 + 900).status == CRITICAL
 
 
 def test_copytruncate_then_growth_past_the_old_offset_is_read_from_the_start(tmp_path):

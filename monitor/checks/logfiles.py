@@ -504,7 +504,7 @@ def logfile(cfg: dict, carried, now=time.time, tz=None) -> Result:
     if cfg["error_ratio"]:
         by_ratio = cfg["error_ratio"].judge(ratio) if judged else OK
         if not cfg["errors_per_minute"] or worst(status, by_ratio) != status:
-            value, threshold, unit = ratio if judged else None, cfg["error_ratio"], "ratio"
+            value, threshold, unit = ratio if judged or not tally.errors else None, cfg["error_ratio"], "ratio"
         status = worst(status, by_ratio)
     message = (f"{tally.errors} error(s) in {tally.records} record(s) over {format_duration(window)} "
                f"({per_minute:g}/min{' over at least 1m' if window < MIN_WINDOW else ''}, {ratio * 100:.1f}%)")
@@ -568,9 +568,10 @@ def check_ids(config: dict) -> list[str]:
 def samples(result) -> list:
     name, details = result.id.split(":", 1)[1], result.details or {}
     return [("monitor_log_errors_per_minute", {"log": name}, details.get("errors_per_minute")),
-            # From too few records the ratio is not judged, nor exported for the rules to judge.
-            ("monitor_log_error_ratio", {"log": name},
-             details.get("error_ratio") if details.get("error_ratio_judged", True) else None)]
+            # From too few records the ratio is not judged, nor exported for the rules to judge
+            # (unless it is 0: a quiet log's panel still has its series).
+            ("monitor_log_error_ratio", {"log": name}, details.get("error_ratio")
+             if details.get("error_ratio_judged", True) or not details.get("errors") else None)]
 
 
 def levels(config: dict) -> dict:
