@@ -1,21 +1,28 @@
 """`[[logfiles]]`: the `log:<name>` checks read what was appended since the previous run."""
 
+import gzip
 import json
 import os
+import shutil
 import tracemalloc
 from datetime import datetime, timedelta, timezone
+
+import pytest
 
 from monitor import config as monitor_config
 from monitor.checks import logfiles
 from monitor.results import CRITICAL, OK, UNKNOWN, WARNING
 from monitor.state import Carried
+from tests.test_logscan import PLAIN_FORMATS
 
 UTC = timezone.utc
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC).timestamp()
 
 
 def entry(tmp_path, **keys):
+    """One [[logfiles]] entry as the config builds it (a key given None is left out)."""
     keys = {"name": "app", "path": "app.log", "errors_per_minute": {"warning": 1, "critical": 10}, **keys}
+    keys = {key: value for key, value in keys.items() if value is not None}
     return monitor_config.build({"logfiles": [keys]}, None, str(tmp_path))["logfiles"][0]
 
 
@@ -35,6 +42,11 @@ class Runs:
         result = logfiles.logfile(self.cfg, carried, now=lambda: at, tz=UTC)
         self.saved = carried.to_write(True)
         return result
+
+
+def saved_file(runs, path):
+    """The carried state of one file, found by the path it was last read under."""
+    return next(e for e in runs.saved["log:app"]["files"].values() if e["path"] == str(path))
 
 
 def append(path, text):
@@ -76,7 +88,7 @@ def test_a_line_still_being_written_is_counted_once_it_is_complete(tmp_path):
     runs.run(T0)
     whole = record("ERROR", T0 + 1)
     append(log, record("INFO", T0) + whole[:20])
-    assert (runs.run(T0 + 300).details["errors"], runs.saved["log:app"]["files"][str(log)]["offset"]) == \
+    assert (runs.run(T0 + 300).details["errors"], saved_file(runs, log)["offset"]) == \
         (0, len(record("INFO", T0)))
     append(log, whole[20:])
     assert runs.run(T0 + 600).details["errors"] == 1
@@ -211,7 +223,7 @@ def test_a_bad_logfiles_entry_is_one_config_error_line_exit_3(tmp_path, run_moni
 
 
 def test_health_reports_the_log_check_and_exports_its_rates(tmp_path, run_monitor, envelope):
-    (tmp_path / "app.log").write_text(record("ERROR", datetime.now(UTC).timestamp()))
+    (tmp_path / "app.log").write_text(record("ERROR", datetime.now(UTC).timestamp()) * logfiles.MIN_RECORDS)
     config = ('[[logfiles]]\nname = "app"\npath = "app.log"\nerror_ratio = { warning = 0.5, critical = 0.9 }\n'
               f'[prometheus]\ntextfile_dir = "{tmp_path}"\n')
     proc = run_monitor(["health", "--no-notify", "--only", "logs"], tmp_path, config=config)
@@ -228,3 +240,360 @@ def test_the_window_of_a_run_is_the_time_since_the_previous_one(tmp_path):
     runs.run(T0)
     append(log, record("ERROR", T0 + 1))
     assert runs.run(T0 + timedelta(minutes=2).total_seconds()).details["window_seconds"] == 120
+
+
+# --- issue 15's audit: what was missed, lost or paged for nothing ---------------------------
+
+def written_at(path, at):
+    """Give `path` the modification time `at` (the runs' clock is not the machine's)."""
+    os.utime(path, (at, at))
+
+
+def gzip_copy(source, target):
+    """What logrotate's `compress` does: gzip keeps the file's modification time."""
+    with open(source, "rb") as src, gzip.open(target, "wb") as out:
+        shutil.copyfileobj(src, out)
+    info = os.stat(source)
+    os.utime(target, (info.st_atime, info.st_mtime))
+
+
+@pytest.mark.parametrize("line, level, at", PLAIN_FORMATS, ids=[f[0][:48].decode() for f in PLAIN_FORMATS])
+def test_each_plain_log_format_counts_by_the_first_level_word_of_its_head(tmp_path, line, level, at):
+    log = tmp_path / "app.log"
+    log.write_text("")
+    runs = Runs(entry(tmp_path))
+    runs.run(T0)
+    append(log, line + b"\n")
+    result = runs.run(T0 + 300)
+    assert (result.details["errors"], result.details["records"]) == (int(level is not None), 1)
+
+
+def test_json_errors_after_a_plain_line_in_the_same_read_are_all_counted(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text(record("INFO", T0))
+    runs = Runs(entry(tmp_path))
+    runs.run(T0)
+    append(log, "Traceback (most recent call last):\n" + "".join(record("ERROR", T0 + i) for i in range(20)))
+    result = runs.run(T0 + 300)
+    assert (result.details["errors"], result.details["records"]) == (20, 21)
+
+
+def test_a_json_log_that_starts_with_a_plain_banner_counts_its_json_and_plain_errors(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text("scraper v2 starting (stderr)\n")
+    runs = Runs(entry(tmp_path))
+    runs.run(T0)
+    append(log, "".join(record("ERROR" if i % 2 else "INFO", T0 + i, "an ERROR word") for i in range(40))
+           + "ERROR:scraper:plain\n")
+    result = runs.run(T0 + 300)
+    assert (result.details["errors"], result.details["records"]) == (21, 41)
+
+
+def test_logrotate_compress_without_delaycompress_finishes_the_old_end_from_its_gzip_copy(tmp_path):
+    log, old = tmp_path / "app.log", tmp_path / "app.log.1"
+    log.write_text(record("INFO", T0))
+    runs = Runs(entry(tmp_path))
+    runs.run(T0)
+    append(log, record("ERROR", T0 + 10) + record("ERROR", T0 + 20))
+    # logrotate's order: rename, create, compress, unlink; then the application writes.
+    os.rename(log, old)
+    log.write_text("")
+    gzip_copy(old, tmp_path / "app.log.1.gz")
+    os.unlink(old)
+    append(log, record("ERROR", T0 + 30))
+    result = runs.run(T0 + 300)
+    assert (result.details["errors"], result.details["records"]) == (3, 3)
+    assert "rotated_unread" not in result.details and "unread" not in result.message
+    append(log, record("ERROR", T0 + 310))
+    assert runs.run(T0 + 600).details["errors"] == 1  # each record once
+
+
+def test_a_run_between_compress_and_unlink_reads_the_renamed_file_and_nothing_twice(tmp_path):
+    log, old = tmp_path / "app.log", tmp_path / "app.log.1"
+    log.write_text(record("INFO", T0))
+    runs = Runs(entry(tmp_path))
+    runs.run(T0)
+    append(log, record("ERROR", T0 + 10) + record("ERROR", T0 + 20))
+    os.rename(log, old)
+    log.write_text(record("ERROR", T0 + 30))
+    gzip_copy(old, tmp_path / "app.log.1.gz")
+    assert runs.run(T0 + 300).details["errors"] == 3  # app.log.1 found by its inode
+    os.unlink(old)
+    result = runs.run(T0 + 600)
+    assert (result.details["errors"], result.details["records"]) == (0, 0)
+    assert "rotated_unread" not in result.details
+
+
+def test_dateext_rotations_are_finished_renamed_or_compressed(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text(record("INFO", T0))
+    runs = Runs(entry(tmp_path))
+    runs.run(T0)
+    append(log, record("ERROR", T0 + 10))
+    os.rename(log, tmp_path / "app.log-20261125")  # dateext: found by its inode
+    log.write_text(record("ERROR", T0 + 30))
+    assert runs.run(T0 + 300).details["errors"] == 2
+    append(log, record("ERROR", T0 + 310) * 2)
+    dated = tmp_path / "app.log-20261126"
+    os.rename(log, dated)  # dateext with compress: only the .gz is left
+    log.write_text("")
+    gzip_copy(dated, tmp_path / "app.log-20261126.gz")
+    os.unlink(dated)
+    result = runs.run(T0 + 600)
+    assert result.details["errors"] == 2 and "rotated_unread" not in result.details
+
+
+def test_a_rotated_file_found_nowhere_is_said_in_the_message_never_silently(tmp_path):
+    log, elsewhere = tmp_path / "app.log", tmp_path / "old"
+    elsewhere.mkdir()
+    log.write_text(record("INFO", T0))
+    runs = Runs(entry(tmp_path))
+    runs.run(T0)
+    append(log, record("ERROR", T0 + 10))
+    os.rename(log, elsewhere / "app.log.1")  # logrotate's olddir
+    (tmp_path / "app.log.1.gz").write_bytes(gzip.compress(record("ERROR", T0 - 86400).encode()))  # another day's
+    log.write_text(record("INFO", T0 + 30))
+    result = runs.run(T0 + 300)
+    assert result.details["rotated_unread"] is True and result.details["errors"] == 0
+    assert f"{log}: rotated away and not found renamed nor compressed" in result.message
+    assert "rotated_unread" not in runs.run(T0 + 600).details  # said once
+
+
+def test_a_file_that_had_stopped_changing_may_go_without_a_word(tmp_path):
+    """logrotate's `rotate N` removes the oldest file, which a glob such as app.log* followed."""
+    (tmp_path / "app.log.3").write_text(record("INFO", T0 - 86400))
+    written_at(tmp_path / "app.log.3", T0 - 86400)
+    runs = Runs(entry(tmp_path, path="app.log*"))
+    runs.run(T0)
+    runs.run(T0 + 300)
+    os.unlink(tmp_path / "app.log.3")
+    result = runs.run(T0 + 600)
+    assert "rotated_unread" not in result.details and result.status == OK
+
+
+def test_a_path_briefly_missing_keeps_its_state_and_is_read_from_its_start_when_back(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text(record("INFO", T0))
+    runs = Runs(entry(tmp_path))
+    runs.run(T0)
+    append(log, record("ERROR", T0 + 10) * 3)
+    os.rename(log, tmp_path / "app.log.1")  # logrotate nocreate: the application makes app.log later
+    result = runs.run(T0 + 300)
+    assert (result.status, result.details["errors"]) == (OK, 3)  # the tail, and not unknown
+    assert f"no file matches {log} now" in result.message
+    log.write_text("ERROR:scraper:no time on this line\n")  # read from 0, whatever its records' times
+    result = runs.run(T0 + 600)
+    assert (result.details["errors"], result.details["records"]) == (1, 1)
+    assert Runs(entry(tmp_path, path="never-*.log")).run(T0).status == UNKNOWN
+
+
+def test_a_rotated_end_bigger_than_max_bytes_in_a_gzip_copy_is_finished_over_the_next_runs(tmp_path):
+    log, old = tmp_path / "app.log", tmp_path / "app.log.1"
+    log.write_text("")
+    runs = Runs(entry(tmp_path, max_bytes="1MB"))
+    runs.run(T0)
+    append(log, "".join(record("ERROR" if i % 4 == 0 else "INFO", T0 + i, "y" * 200) for i in range(8_000)))
+    os.rename(log, old)  # ~2 MB written before logrotate ran
+    log.write_text(record("ERROR", T0 + 9_000))
+    gzip_copy(old, tmp_path / "app.log.1.gz")
+    os.unlink(old)
+    seen = [runs.run(T0 + 300 * i) for i in range(1, 5)]
+    assert "not read yet" in seen[0].message
+    assert sum(r.details["errors"] for r in seen) == 2_000 + 1
+    assert max(r.details["bytes_read"] for r in seen) <= 1_000_000
+
+
+def test_a_glob_matching_rotated_names_counts_each_record_once_and_never_reads_gzip(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text(record("INFO", T0))
+    (tmp_path / "app.log.2.gz").write_bytes(gzip.compress(record("ERROR", T0 - 86400).encode() * 50))
+    runs = Runs(entry(tmp_path, path="app.log*"))
+    runs.run(T0)
+    append(log, "".join(record("ERROR", T0 + i) for i in range(50)))
+    assert runs.run(T0 + 300).details["errors"] == 50
+    append(log, record("ERROR", T0 + 310))
+    os.rename(log, tmp_path / "app.log.1")  # still matched: goes on from its offset
+    log.write_text("")
+    result = runs.run(T0 + 600)
+    assert (result.details["errors"], result.status) == (1, OK)  # not 52 errors, critical
+    assert result.details["files"] == [str(log), str(tmp_path / "app.log.1")]
+
+
+def test_a_file_first_matched_after_the_first_run_counts_only_records_since_that_run(tmp_path):
+    (tmp_path / "a.log").write_text("")
+    runs = Runs(entry(tmp_path, path="*.log"))
+    runs.run(T0)
+    year_old = "".join(record("ERROR", T0 - 365 * 86400 + i) for i in range(2_000))
+    (tmp_path / "b.log").write_text(year_old + record("INFO", T0 + 100) + record("ERROR", T0 + 200))
+    (tmp_path / "c.log").write_text(year_old)
+    written_at(tmp_path / "c.log", T0 - 365 * 86400)  # not written since the first run: not read at all
+    result = runs.run(T0 + 300)
+    assert (result.details["errors"], result.details["records"], result.status) == (1, 2, OK)
+    append(tmp_path / "b.log", record("ERROR", T0 + 400))
+    append(tmp_path / "c.log", '{"levelname": "ERROR", "message": "no time, after the run that found c.log"}\n')
+    assert runs.run(T0 + 600).details["errors"] == 2
+
+
+def test_the_budget_stops_before_a_line_it_cannot_take_whole(tmp_path):
+    for name in ("a.log", "b.log"):
+        (tmp_path / name).write_text("")
+    runs = Runs(entry(tmp_path, path="*.log", max_bytes="1KB"))
+    runs.run(T0)
+    line = record("ERROR", T0 + 1, "z" * 150)  # 228 bytes: four fill a.log's share of 1 KB
+    append(tmp_path / "a.log", line * 4)
+    append(tmp_path / "b.log", line * 2)
+    seen = [runs.run(T0 + 300 * i) for i in range(1, 5)]
+    assert sum(r.details["errors"] for r in seen) == sum(r.details["records"] for r in seen) == 6
+    assert saved_file(runs, tmp_path / "b.log")["offset"] == 2 * len(line)
+
+
+def test_one_error_seconds_after_the_previous_run_is_a_rate_over_a_minute(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text("")
+    runs = Runs(entry(tmp_path, errors_per_minute={"warning": 2, "critical": 10}))
+    runs.run(T0)
+    append(log, record("ERROR", T0 + 2))
+    result = runs.run(T0 + 5)
+    assert (result.status, result.details["errors_per_minute"], result.details["window_seconds"]) == (OK, 1.0, 5.0)
+    assert "1/min over at least 1m" in result.message
+
+
+def test_the_error_ratio_is_judged_from_twenty_records_only(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text("")
+    runs = Runs(entry(tmp_path, errors_per_minute=None, error_ratio={"warning": 0.1, "critical": 0.5}))
+    runs.run(T0)
+    append(log, record("ERROR", T0 + 1))
+    result = runs.run(T0 + 300)
+    assert (result.status, result.details["error_ratio"], result.details["error_ratio_judged"]) == (OK, 1.0, False)
+    assert result.value is None
+    assert "error ratio not judged under 20 records" in result.message
+    exported = {name: value for name, _, value in logfiles.samples(result.replace(id="log:app"))}
+    assert exported == {"monitor_log_errors_per_minute": 0.2, "monitor_log_error_ratio": None}
+    append(log, record("INFO", T0 + 301))
+    quiet = runs.run(T0 + 600)  # no error in too few records: 0, exported, nothing to judge
+    exported = {name: value for name, _, value in logfiles.samples(quiet.replace(id="log:app"))}
+    assert (quiet.status, quiet.value, exported["monitor_log_error_ratio"]) == (OK, 0.0, 0.0)
+    append(log, "".join(record("ERROR" if i < 10 else "INFO", T0 + 600 + i) for i in range(20)))
+    assert runs.run(T0 + 900).status == CRITICAL
+
+
+def test_copytruncate_then_growth_past_the_old_offset_is_read_from_the_start(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text(record("INFO", T0) * 3)
+    runs = Runs(entry(tmp_path))
+    runs.run(T0)
+    with open(log, "r+b") as handle:
+        handle.truncate(0)
+    append(log, "".join(record("ERROR", T0 + 100 + i) for i in range(5)))  # longer than before
+    result = runs.run(T0 + 300)
+    assert (result.details["errors"], result.details["records"]) == (5, 5)
+
+
+def test_copytruncate_finishes_the_old_end_from_the_copy(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text(record("INFO", T0))
+    runs = Runs(entry(tmp_path))
+    runs.run(T0)
+    append(log, record("ERROR", T0 + 10) * 2)  # written after the run, before logrotate
+    shutil.copyfile(log, tmp_path / "app.log.1")  # copytruncate: copy, then truncate in place
+    with open(log, "r+b") as handle:
+        handle.truncate(0)
+    append(log, record("ERROR", T0 + 30))
+    result = runs.run(T0 + 300)
+    assert (result.details["errors"], result.details["records"]) == (3, 3)
+
+
+def test_two_thousand_broken_links_in_a_glob_make_a_short_message_and_bounded_details(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "real.log").write_text(record("INFO", T0 - 10))
+    for i in range(2_000):
+        os.symlink(f"/nonexistent/{i}", logs / f"gone-{i:04d}-{'x' * 200}.log")
+    result = Runs(entry(tmp_path, path=str(logs / "*.log"))).run(T0)
+    assert result.status == OK and len(result.message) < 1_000, len(result.message)
+    assert "and 1995 more" in result.message
+    assert (result.details["files"], result.details["files_total"]) == ([str(logs / "real.log")], 1)
+    assert (len(result.details["problems"]), result.details["problems_total"]) == (10, 2_000)
+    assert len(json.dumps(result.details)) < 5_000
+
+
+def test_a_glob_of_more_files_than_one_check_follows_reads_the_most_recent_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(logfiles, "MAX_FILES", 3)
+    for i in range(5):
+        (tmp_path / f"w{i}.log").write_text(record("ERROR", T0 - 10))
+        written_at(tmp_path / f"w{i}.log", T0 - 100 + i)
+    result = Runs(entry(tmp_path, path="w*.log")).run(T0)
+    assert "following the 3 most recently written of 5 files matching" in result.message
+    assert result.details["files"] == [str(tmp_path / f"w{i}.log") for i in (2, 3, 4)]
+    assert result.details["errors"] == 3
+
+
+def test_a_state_saved_before_files_were_keyed_by_inode_goes_on_from_its_offset(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text(record("ERROR", T0 - 30))
+    size = log.stat().st_size
+    runs = Runs(entry(tmp_path))
+    runs.saved = {"log:app": {"time": T0, "files": {str(log): {"inode": log.stat().st_ino, "offset": size,
+                                                                 "size": size}}}}
+    append(log, record("ERROR", T0 + 10))
+    result = runs.run(T0 + 300)
+    assert (result.details["errors"], result.details["records"]) == (1, 1)
+    assert set(saved_file(runs, log)) >= {"path", "offset", "head", "kind"} and "size" not in saved_file(runs, log)
+
+
+# --- rules: each log's own thresholds, and none for a threshold it leaves out -----------------
+
+PER_LOG = {"logfiles": [
+    {"name": "ratio-only", "path": "a.log", "error_ratio": {"warning": 0.1, "critical": 0.3}},
+    {"name": "scraper", "path": "b.log", "errors_per_minute": {"warning": 2, "critical": 20}},
+    {"name": "both", "path": "c.log", "errors_per_minute": {"warning": 1, "critical": 10},
+     "error_ratio": {"warning": 0.05, "critical": 0.2}},
+]}
+
+
+def _alert(name, severity, log, instance, value):
+    what, shown = {"LogErrorRateHigh": ("errors per minute", f"{value} errors/min"),
+                   "LogErrorRatioHigh": ("error ratio", f"{value} of its records")}[name]
+    # The levels differ by log: the description says "its configured level".
+    return f"""\
+          - exp_labels: {{severity: {severity}, instance: "{instance}:9100", job: node, log: {log}}}
+            exp_annotations:
+              summary: 'Log {log}: {what} high ({severity})'
+              description: Log {log} on {instance}:9100 logged {shown} since the previous health run \
+({severity} from its configured level).
+              runbook: ssh {instance} monitor health --only logs --format text
+"""
+
+
+def _per_log_test() -> str:
+    """Every log logs 50 errors a minute (40 % of its records) on its own host: ratio-only
+    leaves errors_per_minute out and scraper error_ratio, so no rule of it watches them."""
+    hosts = {"ratio-only": "vps-1", "scraper": "vps-2", "both": "vps-3"}
+    text = "rule_files:\n  - rules.yml\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n"
+    for log, host in hosts.items():
+        for metric, value in (("monitor_log_errors_per_minute", 50), ("monitor_log_error_ratio", 0.4)):
+            text += f"      - series: '{metric}{{instance=\"{host}:9100\",job=\"node\",log=\"{log}\"}}'\n"
+            text += f"        values: '{value}x20'\n"
+    text += "    alert_rule_test:\n"
+    for alert, value, logs in (("LogErrorRateHigh", "50.00", ("scraper", "both")),
+                               ("LogErrorRatioHigh", "40%", ("ratio-only", "both"))):
+        text += f"      - eval_time: 12m\n        alertname: {alert}\n        exp_alerts:\n"
+        text += "".join(_alert(alert, severity, log, hosts[log], value)
+                        for log in logs for severity in ("warning", "critical"))
+    return text
+
+
+def test_rules_render_each_logs_thresholds_and_none_for_a_threshold_it_leaves_out(tmp_path):
+    from monitor.fleet import rules as render_rules
+    from tests.test_fleet import run, tool
+
+    text = render_rules.rules_yaml(monitor_config.build(PER_LOG, None, str(tmp_path)))
+    assert ('expr: monitor_log_errors_per_minute{log=~"scraper"} >= 2 or '
+            'monitor_log_errors_per_minute{log!~"ratio-only|scraper"} >= 1\n') in text
+    assert ('expr: monitor_log_error_ratio{log=~"ratio-only"} >= 0.3 or '
+            'monitor_log_error_ratio{log!~"ratio-only|scraper"} >= 0.2\n') in text
+    (tmp_path / "rules.yml").write_text(text)
+    (tmp_path / "test.yml").write_text(_per_log_test())
+    tested = run([tool("promtool"), "test", "rules", "test.yml"], cwd=tmp_path)
+    assert tested.returncode == 0, tested.stdout + tested.stderr

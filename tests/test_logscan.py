@@ -4,11 +4,13 @@ candidate line of `_candidate_lines` judged by `error_record`, whatever the log 
 
 import io
 import json
-from datetime import date, timezone
+from datetime import date, datetime, timezone
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
+from monitor import logscan
 from monitor.logscan import error_record
 from monitor.report.logs import _candidate_lines, count_errors
 from monitor.report.window import window_for
@@ -95,3 +97,83 @@ def test_a_verbose_pattern_ending_in_a_comment_still_counts_its_lines():
     data = b"a\nx ERROR y\nb\n"
     for pattern in (re.compile(rb"(?x) ERROR  # an error"), re.compile(rb"ERROR", re.X)):
         assert logscan.count_block(data, 0, len(data), False, pattern) == (3, 1, (2, 11))
+
+
+# The plain rule (issue 15): the FIRST level word of a line's head decides; a logfmt
+# `level=` field counts where it stands. (line, level, time) as `error_record` reads them.
+UTC = timezone.utc
+AT = "2026-11-25T10:00:00+00:00"
+PLAIN_FORMATS = [
+    # Python's logging: "%(asctime)s - %(name)s - %(levelname)s - %(message)s", and without dashes
+    (b"2026-11-25 10:00:00,123 - scraper - ERROR - fetch failed", "ERROR", "2026-11-25T10:00:00.123+00:00"),
+    (b"2026-11-25 10:00:00 scraper ERROR fetch failed", "ERROR", AT),
+    # logging.basicConfig's default "%(levelname)s:%(name)s:%(message)s": no time
+    (b"ERROR:scraper:fetch failed", "ERROR", None),
+    (b"CRITICAL:root:database gone", "CRITICAL", None),
+    # syslog (no year: no time the report can place)
+    (b"Dec  1 10:00:00 vps-1 scraper[12]: ERROR fetch failed", "ERROR", None),
+    # logfmt (logrus, go-kit), any case
+    (b'time=2026-11-25T10:00:00Z level=error msg="fetch failed"', "ERROR", AT),
+    (b'ts=2026-11-25T10:00:00Z level=FATAL msg="out of memory"', "CRITICAL", AT),
+    # as before: a time, then the level (in brackets; zap's console writes it in lower case)
+    (b"2026-11-25 10:00:00 [ERROR] fetch failed", "ERROR", AT),
+    (b"[2026-11-25T10:00:00Z] CRITICAL database gone", "CRITICAL", AT),
+    (b"2026-11-25T10:00:00Z\terror\tfetch failed", "ERROR", AT),
+    (b"2026-11-25 10:00:00 scraper FATAL out of memory", "CRITICAL", AT),
+    # not errors: another level comes first, or the line continues a record, or no level word
+    (b"INFO retrying after ERROR", None, None),
+    (b"2026-11-25 10:00:00,123 - scraper - INFO - retrying after ERROR", None, None),
+    (b"Dec  1 10:00:00 vps-1 scraper[12]: WARNING an ERROR ahead", None, None),
+    (b'time=2026-11-25T10:00:00Z level=info msg="ERROR in the payload"', None, None),
+    (b'2026-11-25 10:00:00 DEBUG level=error is the threshold now', None, None),
+    (b'  File "scraper.py", line 3, in fetch  # ERROR', None, None),
+    (b"Traceback (most recent call last):", None, None),
+    (b"2026-11-25 10:00:00 ERRORS: 0", None, None),
+    (b"2026-11-25 10:00:00 scraper error_count=3", None, None),
+    (b"x" * 200 + b" ERROR beyond the head of the line", None, None),
+]
+
+
+@pytest.mark.parametrize("line, level, at", PLAIN_FORMATS, ids=[f[0][:48].decode() for f in PLAIN_FORMATS])
+def test_a_plain_line_is_an_error_by_the_first_level_word_of_its_head(line, level, at):
+    expected = None if level is None else (level, datetime.fromisoformat(at) if at else None)
+    assert error_record(line, UTC) == expected
+    assert logscan.is_error_line(line) is (level is not None)
+
+
+def test_the_report_counts_plain_errors_of_every_format_and_those_without_a_time_as_unparseable(tmp_path):
+    path = tmp_path / "scraper.log"
+    path.write_bytes(b"\n".join(line for line, _, _ in PLAIN_FORMATS) + b"\n")
+    found = count_errors([str(path)], window_for(DAY, UTC))
+    timed = [level for _, level, at in PLAIN_FORMATS if level and at]
+    assert (found["error"], found["critical"]) == (timed.count("ERROR"), timed.count("CRITICAL")) == (5, 3)
+    assert found["unparseable_lines"] == sum(1 for _, level, at in PLAIN_FORMATS if level and not at) == 3
+
+
+def test_a_json_record_in_a_plain_text_log_is_judged_by_its_level_field():
+    data = (b"starting scraper v2 (stderr)\n"
+            b'{"levelname": "ERROR", "message": "x"}\n'
+            b'{"levelname": "INFO", "message": "an ERROR mentioned"}\n'
+            b"ERROR:scraper:plain\n")
+    records, errors, last = logscan.count_block(data, 0, len(data), False)
+    assert (records, errors, data[last[0]:last[1]]) == (4, 2, b"ERROR:scraper:plain")
+
+
+def test_blocks_read_within_a_limit_never_take_part_of_a_line():
+    """A line the limit cuts is left whole for the next reader (issue 15: it was counted as
+    an over-long line and the offset landed inside it)."""
+    data = b"".join(b"%03d " % i + b"y" * 220 + b"\n" for i in range(6))  # 225-byte lines
+    for limit in (1, 224, 225, 226, 700, 1024):
+        blocks = logscan.Blocks(io.BytesIO(data), 1024, limit=limit, partial_last=False)
+        taken = b"".join(bytes(buf[lo:hi]) for buf, lo, hi in blocks)
+        assert taken == data[:limit // 225 * 225] and blocks.consumed == len(taken), limit
+        assert blocks.exhausted
+
+
+def test_a_line_longer_than_the_buffer_is_one_record_and_its_rest_skipped_across_reads():
+    data = b"head " + b"z" * 3000 + b"\nnext\n"
+    first = logscan.Blocks(io.BytesIO(data), 1024, limit=2048, partial_last=False)
+    assert [bytes(buf[lo:hi]) for buf, lo, hi in first] == [data[:1024]]
+    assert first.skipping and first.consumed == 2048
+    rest = logscan.Blocks(io.BytesIO(data[2048:]), 1024, limit=2048, partial_last=False, skipping=True)
+    assert [bytes(buf[lo:hi]) for buf, lo, hi in rest] == [b"next\n"] and not rest.skipping

@@ -1,28 +1,52 @@
 """The `log:<name>` checks: the error rate of an application's logs since the previous run.
 
 Measures, then judges with the shared thresholds. Each run reads only what was appended
-since the last one (offset, inode and size per file in the carried state, as check_logfiles
-does); a file renamed away (logrotate's default) is finished from its `.1` name, a
-truncated one (copytruncate) read again from the start; a line still being written is
-left for the next run. Which lines are error records is `monitor/logscan.py`'s to say,
+since the last one, as check_logfiles does: per file (device and inode) the offset, a
+fingerprint of its first bytes and its kind (JSON lines or plain text) in the carried
+state. A file renamed (logrotate's default, dateext, `app.log.1` in a glob) goes on from
+its offset under its new name; one renamed out of the glob is finished where it went (its
+folder, by inode) or from its gzip copy (`compress` without `delaycompress`), and when
+neither is found the message says its end is unread; one truncated or rewritten in place
+(copytruncate, an inode reused) is read again from its start; a line still being written
+is left for the next run. Which lines are error records is `monitor/logscan.py`'s to say,
 as for the daily report.
 """
 
+import contextlib
 import glob
+import itertools
 import os
 import re
 import stat
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 
 from monitor import logscan
-from monitor.results import OK, UNKNOWN, Result, worst
+from monitor.results import OK, UNKNOWN, Result, is_number, worst
 from monitor.runner import Check
+from monitor.text import clip
 from monitor.units import format_duration, format_size
 
 # The first run reads at most this much of a file's end (and of that, initial_window's records).
 FIRST_RUN_TAIL = 1 << 20
+# A file first seen after the first run (a glob matching a new name, an edited path): at most
+# this much of its end, and of that the records since the previous run.
+NEW_FILE_TAIL = 8 << 20
+LINE_CAP = 1 << 20       # a longer line is one record judged by its head, the rest skipped
+HEAD_BYTES = 64          # the fingerprint: a hash of a file's first bytes (of fewer when it was shorter)
+KIND_BYTES = 4096        # a file's kind is read from its first bytes, not from where a run starts
+MAX_FILES = 1000         # files one check follows (the most recently written); the rest is said, not read
+GLOB_LIMIT = 10 * MAX_FILES  # names of a glob looked at, at most
+KEEP_SECONDS = 86400     # a name gone (nocreate), or a file renamed out of the glob, is kept this long
+DIR_SCAN_LIMIT = 100_000  # folder entries looked at to find a renamed file by its inode
+MIN_WINDOW = 60.0        # a rate is taken over at least a minute: one error 5 s after a run is not 12/min
+MIN_RECORDS = 20         # error_ratio is judged from this many records: 1 of 1 is not 100 %
+SHOWN, LISTED = 5, 10    # problems named in the message; files and problems listed in details
+ITEM_CHARS = 120         # each of them clipped to this in the message (a path may be 4 KB)
+# Compressed rotations a glob such as "app.log*" matches: never read as text (a gzip copy is
+# read only as the end of a file followed before, see _Scanner._copy).
+COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4")
 LAST_LINE_CHARS = 300
 TIMEOUT_SECONDS = 60.0
 # Rules and panels for the logs that set one threshold only (and for other hosts' logs).
@@ -36,6 +60,18 @@ class Tally:
         self.pattern = re.compile(pattern.encode()) if pattern else None
         self.tz, self.records, self.errors, self.bytes_read, self.last_error = tz, 0, 0, 0, None
 
+    def child(self) -> "Tally":
+        """An empty tally counting as this one does: merged only if what it read is kept."""
+        child = Tally(None, self.tz)
+        child.pattern = self.pattern
+        return child
+
+    def merge(self, other: "Tally") -> None:
+        self.records += other.records
+        self.errors += other.errors
+        self.bytes_read += other.bytes_read
+        self.last_error = other.last_error or self.last_error
+
     def block(self, data, lo: int, hi: int, json_lines: bool) -> None:
         """Count the whole lines data[lo:hi]: every line is a record."""
         records, errors, last = logscan.count_block(data, lo, hi, json_lines, self.pattern)
@@ -44,27 +80,30 @@ class Tally:
         if last:
             self.last_error = data[last[0]:min(last[1], last[0] + 4 * LAST_LINE_CHARS)]
 
-    def is_error(self, line) -> bool:
-        if self.pattern is not None:
-            return True
-        record = logscan.error_record(line, self.tz)
-        return record is not None and record[0] != "?"
-
     def tail(self, data, lo: int, hi: int, json_lines: bool, since: datetime) -> None:
-        """The first run: only the records whose own time is `since` or later count."""
+        """Only the records whose own time is `since` or later count (a first run, a new file)."""
         for line in data[lo:hi].split(b"\n"):
             when = logscan.record_time(line, self.tz)
             if when is None or when < since:
                 continue
             self.records += 1
-            if self.prefilter(line, json_lines) and self.is_error(line):
+            if self.is_error(line, json_lines):
                 self.errors += 1
                 self.last_error = line
 
-    def prefilter(self, line, json_lines: bool) -> bool:
+    def is_error(self, line, json_lines: bool) -> bool:
+        """As `block` judges a line: the pattern, a JSON log's level field, or the plain rule."""
         if self.pattern is not None:
             return self.pattern.search(line) is not None
-        return logscan.LEVEL_FIELD.search(line) is not None if json_lines else logscan.has_level(line)
+        return logscan.LEVEL_FIELD.search(line) is not None if json_lines else logscan.is_error_line(line)
+
+
+class Scan:
+    """What one run of a check read: the tally, the files' new state and what it could not do."""
+
+    def __init__(self, tally: Tally):
+        self.tally, self.files, self.names, self.problems = tally, {}, {}, []
+        self.left, self.matched, self.rotated_unread, self.more = 0, 0, [], False
 
 
 def _open(path: str):
@@ -77,56 +116,332 @@ def _open(path: str):
     return os.fdopen(fd, "rb", buffering=0), info
 
 
-def _read(handle, start: int, budget: int, tally: Tally, json_lines, since=None) -> tuple[int, bool]:
-    """Read whole lines from `start` within `budget` bytes; return (offset after them, JSON lines?)."""
-    handle.seek(start)
-    blocks = logscan.Blocks(handle, 1 << 20, limit=budget, partial_last=False)
+def _key(info) -> str:
+    return f"{info.st_dev}:{info.st_ino}"
+
+
+def _fingerprint(data) -> str:
+    import hashlib  # a run without [[logfiles]] never needs it
+
+    return hashlib.blake2b(bytes(data), digest_size=8).hexdigest()
+
+
+def _same_head(handle, entry: dict) -> bool:
+    """Whether the file still starts as it did when `entry` was saved (not truncated and
+    written again past the old offset, nor another file under a reused inode)."""
+    length = min(HEAD_BYTES, entry["offset"])
+    if not length or "head" not in entry:  # nothing read yet, or a state from before fingerprints
+        return True
+    data = os.pread(handle.fileno(), length, 0)
+    return len(data) == length and _fingerprint(data) == entry["head"]
+
+
+def _kind(handle) -> str | None:
+    """"json" or "plain" by the file's first bytes (white space aside); None while it has none."""
+    head = os.pread(handle.fileno(), KIND_BYTES, 0)
+    return ("json" if logscan.is_json_lines(head) else "plain") if head.strip() else None
+
+
+def _read(handle, start, budget: int, tally: Tally, kind, cap: int, since=None, skipping=False,
+          partial_last=False) -> tuple[int, bool, bool]:
+    """Read whole lines from `start` (None: where `handle` stands) within `budget` bytes.
+
+    Returns (bytes consumed, inside an over-long line, stopped by the budget)."""
+    if start is not None:
+        handle.seek(start)
+    blocks = logscan.Blocks(handle, cap, limit=budget, partial_last=partial_last, skipping=skipping)
+    after = datetime.fromtimestamp(since, tally.tz) if since is not None else None
     for data, lo, hi in blocks:
-        if json_lines is None:
-            json_lines = logscan.is_json_lines(data[lo:min(hi, lo + 4096)])
-        if since is None:
-            tally.block(data, lo, hi, json_lines)
+        if after is None:
+            tally.block(data, lo, hi, kind == "json")
         else:
-            tally.tail(data, lo, hi, json_lines, since)
+            tally.tail(data, lo, hi, kind == "json", after)
     tally.bytes_read += blocks.consumed
-    return start + blocks.consumed, json_lines
+    return blocks.consumed, blocks.skipping, blocks.exhausted
 
 
-def scan(cfg: dict, previous: dict | None, now: float, tz) -> tuple[Tally, dict, list, int]:
-    """Read what each file of `cfg` gained since `previous` (None: the first run).
+def _entry(handle, path: str, offset: int, kind, skipping: bool, info, prev_time) -> dict:
+    length = min(HEAD_BYTES, offset)
+    entry = {"path": path, "offset": offset, "head": _fingerprint(os.pread(handle.fileno(), length, 0)),
+             "kind": kind, "idle": prev_time is not None and info.st_mtime < prev_time}
+    if skipping:
+        entry["skip"] = True
+    return entry
 
-    Returns the tally, the files' new state, the problems met and the bytes left unread.
-    """
-    tally, files, problems, left = Tally(cfg["pattern"], tz), {}, [], 0
-    budget = cfg["max_bytes"]
-    known = previous.get("files", {}) if previous else {}
-    since = datetime.fromtimestamp(now, tz) - timedelta(seconds=cfg["initial_window"])
-    for path in sorted(glob.glob(cfg["path"])):
+
+def _valid(entry) -> bool:
+    """A file's state as this module writes it (a hand-edited one must not fail every run)."""
+    return (isinstance(entry, dict) and isinstance(entry.get("path"), str) and type(entry.get("offset")) is int
+            and entry["offset"] >= 0 and isinstance(entry.get("head", ""), str)
+            and entry.get("kind") in (None, "json", "plain")
+            and all(entry.get(field) is None or is_number(entry[field]) for field in ("since", "moved")))
+
+
+def _known(previous: dict | None, current: dict) -> dict:
+    """The files the previous run followed, by device and inode. A state written before
+    they were keyed so (path -> {inode, offset}) is taken over for the files still there."""
+    saved = previous.get("files") if previous else None
+    if not isinstance(saved, dict):
+        return {}
+    known, by_path = {}, {path: key for key, (path, _) in current.items()}
+    for key, entry in list(saved.items())[:2 * MAX_FILES]:
+        if _valid(entry) and re.fullmatch(r"\d+:\d+", key):
+            known[key] = entry
+        elif isinstance(entry, dict) and key in by_path and type(entry.get("offset")) is int \
+                and entry["offset"] >= 0 and entry.get("inode") == current[by_path[key]][1].st_ino:
+            known[by_path[key]] = {"path": key, "offset": entry["offset"], "kind": None}
+    return known
+
+
+def scan(cfg: dict, previous: dict | None, now: float, tz) -> Scan:
+    """Read what each file of `cfg` gained since `previous` (None: the first run)."""
+    return _Scanner(cfg, previous, now, tz).run()
+
+
+class _Scanner:
+    """One run's reading of one [[logfiles]] entry, within its max_bytes."""
+
+    def __init__(self, cfg: dict, previous: dict | None, now: float, tz):
+        self.cfg, self.now, self.result = cfg, now, Scan(Tally(cfg["pattern"], tz))
+        self.prev_time = previous.get("time") if previous and is_number(previous.get("time")) else None
+        self.previous = previous
+        self.budget, self.cap = cfg["max_bytes"], min(LINE_CAP, cfg["max_bytes"])
+        self.folders: dict = {}
+        self.current: dict = {}  # key -> (path, stat) of the files matching now
+
+    def run(self) -> Scan:
+        result, previous = self.result, self.previous
+        names = previous.get("names") if previous and isinstance(previous.get("names"), dict) else {}
+        result.names = {path: seen for path, seen in list(names.items())[:2 * MAX_FILES]
+                        if isinstance(path, str) and is_number(seen) and 0 <= self.now - seen < KEEP_SECONDS}
+        self.current = self._matching()
+        known = _known(previous, self.current)
+        # The ends of the files that left the glob first: written before their successors.
+        for key, entry in known.items():
+            if key not in self.current:
+                self._gone(key, entry)
+        for key, (path, _) in self.current.items():
+            self._follow(path, key, known.get(key))
+        return result
+
+    def _matching(self) -> dict:
+        """The regular files the glob matches, by device and inode (two names of one file, a
+        symlink and its target, are read once): the MAX_FILES most recently written."""
+        found, result = [], self.result
+        paths = itertools.islice(glob.iglob(self.cfg["path"]), GLOB_LIMIT)
+        for path in sorted(p for p in paths if not p.lower().endswith(COMPRESSED)):
+            try:
+                info = os.stat(path)
+            except OSError as exc:
+                result.problems.append(f"{path}: {exc.strerror or exc}")
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                result.problems.append(f"{path}: not a regular file")
+                continue
+            found.append((path, info))
+        result.matched = len(found)
+        if len(found) > MAX_FILES:
+            found = sorted(sorted(found, key=lambda item: -item[1].st_mtime)[:MAX_FILES])
+        current: dict = {}
+        for path, info in found:
+            current.setdefault(_key(info), (path, info))
+        return current
+
+    def _read(self, handle, start, entry_like: dict, tally=None, partial_last=False) -> tuple[int, bool, bool]:
+        read, skipping, cut = _read(handle, start, self.budget, tally or self.result.tally, entry_like.get("kind"),
+                                    self.cap, entry_like.get("since"), bool(entry_like.get("skip")), partial_last)
+        self.budget -= read
+        return read, skipping, cut
+
+    def _follow(self, path: str, key: str, entry: dict | None) -> None:
+        """Read what the file at `path` gained: from its saved offset, or where a new file starts."""
+        result, prev_time = self.result, self.prev_time
         try:
             handle, info = _open(path)
         except OSError as exc:
-            problems.append(f"{path}: {exc.strerror or exc}")
-            continue
+            result.problems.append(f"{path}: {exc.strerror or exc}")
+            return
         with handle:
-            old = known.get(path) if isinstance(known.get(path), dict) else None
-            start, json_lines, first = 0, None, previous is None
-            if old and isinstance(old.get("offset"), int) and old.get("inode") == info.st_ino:
-                start = old["offset"] if info.st_size >= old["offset"] else 0  # copytruncate: again from 0
-            elif old and isinstance(old.get("offset"), int):  # renamed away: finish it under its new name
-                budget, unread = _finish_rotated(path, old, budget, tally)
-                if unread:  # max_bytes reached in it: the next run goes on there, then the new file
-                    files[path] = {**old, "offset": old["offset"] + unread[0]}
-                    left += unread[1] + info.st_size
+            if _key(info) != key:  # replaced since the glob: the next run reads it
+                if entry:
+                    result.files[key] = entry
+                return
+            size, state = info.st_size, {}
+            if entry and size >= entry["offset"] and _same_head(handle, entry):
+                start, state = entry["offset"], entry
+            elif entry:  # truncated or rewritten in place (copytruncate), or another file on a reused inode
+                if self._copy(key, entry) == "cut":  # the old content first, over the next runs
+                    result.left += size
+                    return
+                start = 0
+            elif prev_time is None:  # the end of a file that may be a year old
+                start = _line_start(handle, max(0, size - FIRST_RUN_TAIL), size)
+                state = {"since": self.now - self.cfg["initial_window"]}
+            elif path in result.names:  # a name followed before: the file that took its place (rotation)
+                start = 0
+            elif info.st_mtime < prev_time:  # new to this check, and nothing written since the last run
+                start = _last_line_end(handle, size)
+            else:  # new to this check (a glob matching a new name, an edited path): its recent records
+                start, state = _line_start(handle, max(0, size - NEW_FILE_TAIL), size), {"since": prev_time}
+            state = {**state, "kind": state.get("kind") or _kind(handle)}
+            read, skipping, cut = self._read(handle, start, state)
+            offset = start + read
+            if cut and offset < size:  # max_bytes reached: the rest is the next run's
+                result.left += size - offset
+            saved = _entry(handle, path, offset, state["kind"], skipping, info, prev_time)
+            if state.get("since") is not None and cut and offset < size:  # still reading records by their time
+                saved["since"] = state["since"]
+            result.files[key] = saved
+            result.names[path] = self.now
+
+    def _gone(self, key: str, entry: dict) -> None:
+        """A file followed before that the glob no longer matches: renamed (read on where it
+        went, for a day), copied or compressed (finished from the copy), or gone."""
+        path, moved = entry["path"], entry.get("moved")
+        try:
+            there = _key(os.stat(path)) == key
+        except OSError:
+            there = False
+        if there and moved is None:  # it stands where it was: the glob or the path changed, let it go
+            return
+        where = path if there else _find_inode(os.path.dirname(path) or ".", key, self.folders)
+        if where is not None:
+            if moved is not None and self.now - moved > KEEP_SECONDS:
+                return
+            try:
+                handle, info = _open(where)
+            except OSError:
+                handle = None
+            if handle is not None:
+                with handle:
+                    if _key(info) == key and info.st_size >= entry["offset"] and _same_head(handle, entry):
+                        read, skipping, cut = self._read(handle, entry["offset"], entry)
+                        offset = entry["offset"] + read
+                        if cut and offset < info.st_size:
+                            self.result.left += info.st_size - offset
+                        kept = _entry(handle, where, offset, entry["kind"], skipping, info, self.prev_time)
+                        kept["moved"] = moved if moved is not None else self.now
+                        if entry.get("since") is not None and cut:
+                            kept["since"] = entry["since"]
+                        self.result.files[key] = kept
+                        return
+        self._copy(key, entry)
+
+    def _copy(self, key: str, entry: dict):
+        """Finish a file followed before from a copy of it (copytruncate's NAME.1, compress's
+        NAME.1.gz, dateext's): the first whose first bytes have its fingerprint, read after
+        its offset within the budget. A copy the glob matches is read as its own file.
+
+        Returns "done", "cut" (max_bytes reached: the entry is kept for the next run) or None
+        (no copy: the message says its end is unread, unless it had stopped changing)."""
+        offset, length = entry["offset"], min(HEAD_BYTES, entry["offset"])
+        in_glob = False
+        for name in _copies(entry["path"]):
+            try:
+                raw, info = _open(name)
+            except OSError:
+                continue
+            with raw:
+                if _key(info) == key:
                     continue
-            elif first:  # the end of a file that may be a year old
-                start = _line_start(handle, max(0, info.st_size - FIRST_RUN_TAIL), info.st_size)
-            take = min(budget, max(0, info.st_size - start))
-            offset, json_lines = _read(handle, start, take, tally, json_lines, since if first else None)
-            budget -= offset - start
-            if take < info.st_size - start:  # max_bytes reached: the rest is the next run's
-                left += info.st_size - offset
-            files[path] = {"inode": info.st_ino, "offset": offset, "size": info.st_size}
-    return tally, files, problems, left
+                if _key(info) in self.current:
+                    in_glob = True
+                    continue
+                if not length and (self.prev_time is None or info.st_mtime < self.prev_time):
+                    continue  # nothing to check it by, and written before the last run: not this one
+                sub = self.result.tally.child()
+                try:
+                    with contextlib.ExitStack() as stack:
+                        stream = stack.enter_context(_gzip_reader(raw)) if name.endswith(".gz") else raw
+                        head = stream.read(length)
+                        if len(head) != length or (length and "head" in entry and _fingerprint(head) != entry["head"]):
+                            continue
+                        if stream is raw:
+                            if info.st_size < offset:
+                                continue
+                            raw.seek(offset)
+                        elif not _skip(stream, offset - length):
+                            continue
+                        read, skipping, cut = self._read(stream, None, entry, sub, partial_last=True)
+                except Exception:  # noqa: BLE001 - damaged, truncated (still being written) or not gzip: not this one
+                    continue
+            self.result.tally.merge(sub)
+            if not cut:
+                return "done"
+            kept = {**entry, "offset": offset + read}
+            if length < HEAD_BYTES:  # the fingerprint grows with what was read, up to HEAD_BYTES
+                kept["head"] = _fingerprint(_first_bytes(name, min(HEAD_BYTES, offset + read)))
+            kept.pop("skip", None)
+            if skipping:
+                kept["skip"] = True
+            self.result.files[key] = kept
+            self.result.more = True  # how much is left in a gzip copy is not known without reading it
+            return "cut"
+        if not in_glob and not entry.get("idle"):
+            self.result.rotated_unread.append(entry["path"])
+        return None
+
+
+def _find_inode(folder: str, key: str, folders: dict) -> str | None:
+    """The name `key` (device:inode) has now in `folder` (each folder listed once a run)."""
+    if folder not in folders:
+        found: dict = {}
+        try:
+            with os.scandir(folder) as entries:
+                for item in itertools.islice(entries, DIR_SCAN_LIMIT):
+                    found.setdefault(item.inode(), item.path)
+        except OSError:
+            pass
+        folders[folder] = found
+    where = folders[folder].get(int(key.split(":")[1]))
+    if where is None:
+        return None
+    try:
+        return where if _key(os.stat(where)) == key else None
+    except OSError:
+        return None
+
+
+def _copies(path: str) -> list:
+    """Where logrotate leaves the content of `path` when it is not found renamed: NAME.1
+    (copytruncate), NAME.1.gz (compress), NAME.N+1.gz for NAME.N (delaycompress's next
+    step), NAME.gz, and dateext's NAME-YYYYMMDD[.gz] (the newest two)."""
+    names = [path + ".1", path + ".1.gz", path + ".gz"]
+    number = re.search(r"\.(\d{1,6})$", path)
+    if number:
+        names.append(f"{path[:number.start()]}.{int(number.group(1)) + 1}.gz")
+    dated = []
+    for name in itertools.islice(glob.iglob(glob.escape(path) + "-*"), GLOB_LIMIT):
+        try:
+            dated.append((os.path.getmtime(name), name))
+        except OSError:
+            continue
+    return names + [name for _, name in sorted(dated)[-2:][::-1]]
+
+
+def _gzip_reader(raw):
+    try:  # ISA-L's inflate: about twice zlib's speed (as for backup verification)
+        from isal import igzip as gzip_module
+    except ImportError:  # pragma: no cover - isal is a dependency; a distro build may lack it
+        import gzip as gzip_module
+    return gzip_module.GzipFile(fileobj=raw, mode="rb")
+
+
+def _first_bytes(name: str, count: int) -> bytes:
+    raw, _ = _open(name)
+    with raw, (_gzip_reader(raw) if name.endswith(".gz") else contextlib.nullcontext(raw)) as stream:
+        return stream.read(count)
+
+
+def _skip(handle, count: int) -> bool:
+    """Read past `count` bytes of a stream; False when it ends first."""
+    scratch = bytearray(min(count, 1 << 20) or 1)
+    while count > 0:
+        n = handle.readinto(memoryview(scratch)[:min(count, len(scratch))])
+        if not n:
+            return False
+        count -= n
+    return True
 
 
 def _line_start(handle, at: int, end: int) -> int:
@@ -145,24 +460,22 @@ def _line_start(handle, at: int, end: int) -> int:
     return end
 
 
-def _finish_rotated(path: str, old: dict, budget: int, tally: Tally) -> tuple[int, tuple | None]:
-    """Read the end of `path` renamed to `path.1` (same inode) within `budget`.
+def _last_line_end(handle, end: int) -> int:
+    """Where the last whole line of the first `end` bytes ends (looked for in the last MB)."""
+    at = end
+    while at > 0 and end - at < FIRST_RUN_TAIL:
+        low = max(0, at - (1 << 16))
+        newline = os.pread(handle.fileno(), at - low, low).rfind(b"\n")
+        if newline != -1:
+            return low + newline + 1
+        at = low
+    return at
 
-    Returns (budget left, None when it is finished, else (bytes read, bytes still unread))."""
-    rotated = path + ".1"
-    try:
-        handle, info = _open(rotated)
-    except OSError:
-        return budget, None  # gone or compressed already: its unread end is lost
-    with handle:
-        if info.st_ino != old.get("inode") or info.st_size < old["offset"]:
-            return budget, None
-        take = min(budget, info.st_size - old["offset"])
-        offset, _ = _read(handle, old["offset"], take, tally, None)
-        read = offset - old["offset"]
-        # Cut by the budget: unfinished. (A last line never ended is not waited for: the
-        # writer has moved on to the new file.)
-        return budget - read, ((read, info.st_size - offset) if take < info.st_size - old["offset"] else None)
+
+def _listed(items: list, shown: int) -> str:
+    """The first `shown` items joined (each clipped), and how many more."""
+    text = "; ".join(clip(item, ITEM_CHARS) for item in items[:shown])
+    return text + (f"; and {len(items) - shown} more" if len(items) > shown else "")
 
 
 def logfile(cfg: dict, carried, now=time.time, tz=None) -> Result:
@@ -170,33 +483,53 @@ def logfile(cfg: dict, carried, now=time.time, tz=None) -> Result:
     key, wall = f"log:{cfg['name']}", now()
     tz = tz or datetime.now().astimezone().tzinfo
     previous = carried.previous.get(key) if isinstance(carried.previous.get(key), dict) else None
-    tally, files, problems, left = scan(cfg, previous, wall, tz)
-    carried.save(key, {"time": wall, "files": files})
-    if not files:
-        message = f"no readable file matches {cfg['path']}" + (f" ({'; '.join(problems)})" if problems else "")
-        return Result(UNKNOWN, message, details={"files": [], "problems": problems})
+    found = scan(cfg, previous, wall, tz)
+    tally, files = found.tally, found.files
+    names = dict(sorted(found.names.items(), key=lambda item: item[1])[-2 * MAX_FILES:])
+    carried.save(key, {"time": wall, "files": files, "names": names})
+    paths = sorted({entry["path"] for entry in files.values()})
+    problems = found.problems
     since = previous.get("time") if previous else None
-    window = wall - since if isinstance(since, (int, float)) and 0 < wall - since < 366 * 86400 \
-        else cfg["initial_window"]
-    per_minute = round(tally.errors * 60 / max(window, 1.0), 3)
+    if not files and not found.names:
+        message = f"no readable file matches {cfg['path']}" + (f" ({_listed(problems, SHOWN)})" if problems else "")
+        return Result(UNKNOWN, message, details={"files": [], "files_total": 0, "problems": problems[:LISTED],
+                                                 "problems_total": len(problems)})
+    window = wall - since if is_number(since) and 0 < wall - since < 366 * 86400 else cfg["initial_window"]
+    per_minute = round(tally.errors * 60 / max(window, MIN_WINDOW), 3)
     ratio = round(tally.errors / tally.records, 4) if tally.records else 0.0
+    judged = tally.records >= MIN_RECORDS
     status, value, threshold, unit = OK, per_minute, cfg["errors_per_minute"], "/min"
     if cfg["errors_per_minute"]:
         status = cfg["errors_per_minute"].judge(per_minute)
     if cfg["error_ratio"]:
-        by_ratio = cfg["error_ratio"].judge(ratio) if tally.records else OK
+        by_ratio = cfg["error_ratio"].judge(ratio) if judged else OK
         if not cfg["errors_per_minute"] or worst(status, by_ratio) != status:
-            value, threshold, unit = ratio, cfg["error_ratio"], "ratio"
+            value, threshold, unit = ratio if judged or not tally.errors else None, cfg["error_ratio"], "ratio"
         status = worst(status, by_ratio)
     message = (f"{tally.errors} error(s) in {tally.records} record(s) over {format_duration(window)} "
-               f"({per_minute:g}/min, {ratio * 100:.1f}%)")
-    if left:
-        message += f"; {format_size(left)} not read yet (max_bytes {format_size(cfg['max_bytes'])}), next run"
+               f"({per_minute:g}/min{' over at least 1m' if window < MIN_WINDOW else ''}, {ratio * 100:.1f}%)")
+    if cfg["error_ratio"] and not judged:
+        message += f"; error ratio not judged under {MIN_RECORDS} records"
+    if found.matched > MAX_FILES:
+        message += f"; following the {MAX_FILES} most recently written of {found.matched} files matching"
+    if not found.matched:  # still judged, for a day: logrotate's nocreate, an application restarting
+        message += f"; no file matches {cfg['path']} now (rotated, not created again yet?)"
+    if found.rotated_unread:
+        message += (f"; {_listed(found.rotated_unread, SHOWN)}: rotated away and not found renamed nor "
+                    f"compressed (NAME.1, NAME.1.gz, dateext), its end since the previous run is unread")
+    unread = ([format_size(found.left)] if found.left else []) + (["the rest of a gzip copy"] if found.more else [])
+    if unread:
+        message += f"; {' and '.join(unread)} not read yet (max_bytes {format_size(cfg['max_bytes'])}), next run"
     if problems:
-        message += f"; unreadable: {'; '.join(problems)}"
+        message += f"; unreadable: {_listed(problems, SHOWN)}"
     details = {"records": tally.records, "errors": tally.errors, "window_seconds": round(window, 1),
-               "errors_per_minute": per_minute, "error_ratio": ratio, "bytes_read": tally.bytes_read,
-               "bytes_left": left, "files": sorted(files), "last_error": _shown(tally.last_error)}
+               "errors_per_minute": per_minute, "error_ratio": ratio, "error_ratio_judged": judged,
+               "bytes_read": tally.bytes_read, "bytes_left": found.left, "files": paths[:LISTED],
+               "files_total": len(paths), "last_error": _shown(tally.last_error)}
+    if found.rotated_unread:
+        details["rotated_unread"] = True
+    if problems:
+        details["problems"], details["problems_total"] = problems[:LISTED], len(problems)
     return Result(status, message, value=value, unit=unit, warning=threshold.warning if threshold else None,
                   critical=threshold.critical if threshold else None, details=details)
 
@@ -206,7 +539,6 @@ def _shown(line) -> str | None:
     if line is None:
         return None
     from monitor.redact import scrub
-    from monitor.text import clip
 
     text = bytes(line[:4 * LAST_LINE_CHARS]).decode("utf-8", "backslashreplace").strip()
     return clip(scrub(text), LAST_LINE_CHARS)
@@ -236,18 +568,25 @@ def check_ids(config: dict) -> list[str]:
 def samples(result) -> list:
     name, details = result.id.split(":", 1)[1], result.details or {}
     return [("monitor_log_errors_per_minute", {"log": name}, details.get("errors_per_minute")),
-            ("monitor_log_error_ratio", {"log": name}, details.get("error_ratio"))]
+            # From too few records the ratio is not judged, nor exported for the rules to judge
+            # (unless it is 0: a quiet log's panel still has its series).
+            ("monitor_log_error_ratio", {"log": name}, details.get("error_ratio")
+             if details.get("error_ratio_judged", True) or not details.get("errors") else None)]
 
 
 def levels(config: dict) -> dict:
+    """Each threshold's levels by log name, from the logs that set it; the logs that leave it
+    out are listed under KEY_left_out (no rule of that threshold for them)."""
     from monitor.fleet.kit import Levels, per_name
 
     logs, out = config.get("logfiles") or [], {}
     for key, (warning, critical) in DEFAULT_LEVELS.items():
         fallback = Levels(warning, critical)
+        setting = [log for log in logs if log[key]]
         for which in ("warning", "critical"):
-            out[f"{key}_{which}"] = per_name(logs, key, "log", fallback,
+            out[f"{key}_{which}"] = per_name(setting, key, "log", fallback,
                                              lambda t, which=which, fallback=fallback: getattr(t or fallback, which))
+        out[f"{key}_left_out"] = tuple(log["name"] for log in logs if not log[key])
     return out
 
 
@@ -263,7 +602,7 @@ def rules(t: dict) -> dict:
     ):
         for severity, for_ in (("warning", "10m"), ("critical", "5m")):
             levels = t[f"{key}_{severity}"]
-            out.append(rule(alert, compare(metric, ">=", levels), for_, severity,
+            out.append(rule(alert, compare(metric, ">=", levels, skip=t[f"{key}_left_out"]), for_, severity,
                             f"Log {{{{ $labels.log }}}}: {what} high ({severity})",
                             f"Log {{{{ $labels.log }}}} on {{{{ $labels.instance }}}} logged {shown} since the "
                             f"previous health run ({severity} from {level_text(levels, num)}).", runbook))

@@ -384,11 +384,12 @@ SCHEMA = Table({
     "logfiles": TableList(Table({
         "name": _name("log"),
         "path": PathField(required=True, allow_empty=False,
-                          help="A glob of the application's log files (app.log; a renamed app.log.1 is "
-                               "finished from where the last run stopped)."),
+                          help="A glob of the application's log files (app.log; a renamed app.log.1, or its "
+                               "gzip copy, is finished from where the last run stopped)."),
         "pattern": Regex("", help="A regular expression that marks an error line, instead of the default: "
-                                  "JSON records with level ERROR/CRITICAL, or plain lines whose time is "
-                                  "followed by ERROR or CRITICAL.", example="Traceback|FATAL"),
+                                  "JSON records with level ERROR/CRITICAL, or plain lines whose first level "
+                                  "word is ERROR, CRITICAL, FATAL, ALERT or EMERG (or logfmt level=error).",
+                         example="Traceback|FATAL"),
         "errors_per_minute": _optional(ThresholdField(1, 10, help="Error records per minute since the "
                                                                    "previous run.")),
         "error_ratio": _optional(ThresholdField(0.05, 0.2, maximum=1, help="Error records / all records "

@@ -73,11 +73,12 @@ def duration_text(seconds: float) -> str:
     return getattr(seconds, "text", None) or format_duration(seconds)
 
 
-def compare(metric: str, op: str, levels: PerName, wrap=lambda selector: selector) -> str:
-    """`metric op level`, with one clause per overridden name when levels differ by name."""
-    if levels.uniform:
+def compare(metric: str, op: str, levels: PerName, wrap=lambda selector: selector, skip=()) -> str:
+    """`metric op level`, with one clause per overridden name when levels differ by name;
+    the names in `skip` get no clause (an item that leaves this threshold out)."""
+    if levels.uniform and not skip:
         return f"{wrap(metric)} {op} {num(levels.default)}"
-    clauses, named = [], []
+    clauses, named = [], list(skip)
     for value, names in levels.overrides.items():
         named += names
         clauses.append(f'{wrap(_selector(metric, levels.label, "=~", names))} {op} {num(value)}')

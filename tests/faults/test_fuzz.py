@@ -224,8 +224,12 @@ def test_the_log_line_parser_returns_none_or_a_level_and_time_and_never_raises(l
     assert record is None or (isinstance(record, tuple) and len(record) == 2 and record[0] in ("ERROR", "CRITICAL", "?"))
 
 
-_LEVELS = (b"ERROR", b"CRITICAL", b"error", b"critical")
+# What makes a plain-text line a candidate (logscan.HINTS): every spelling the plain rule can
+# call an error (upper case anywhere; lower and title case after a time or in logfmt's
+# level=), and the JSON spellings of a level field.
+_LEVELS = (b"ERROR", b"CRITICAL", b"FATAL", b"ALERT", b"EMERG", b"rror", b"ritical", b"atal")
 _LOG_WORDS = st.sampled_from([b"ERROR", b"CRITICAL", b"error", b"critical", b"ERR", b"OR", b"INFO", b" ", b"x",
+                              b"FATAL", b"Fatal", b"ALERT", b"EMERG", b"level=",
                               b"{", b"\r", b"\xff", b'"level', b"name", b'"', b': "', b":\t\"", b'ERROR"', b'Error"',
                               b'INFO"', b'"levelname": "ERROR"', b'"level":"critical"'])
 _LOG_LINES = (st.lists(st.lists(_LOG_WORDS, max_size=6).map(b"".join), max_size=30)
