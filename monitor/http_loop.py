@@ -28,8 +28,8 @@ HEAD_LIMIT = 64 * 1024  # status line and headers; more is not an HTTP health an
 _CHUNK = 64 * 1024
 _NO_BODY = (204, 304)
 REDIRECTS = (301, 302, 303, 307, 308)
-# Kept back from a probe's deadline when reading a refused certificate: the probe's own
-# failure must reach its check, not be overtaken by the deadline.
+# Kept back from a probe's deadline when reading a refused certificate (after the refusal is
+# recorded, out of the deadline's scope): the probe's failure reaches its check in its time.
 PEEK_MARGIN = 0.1
 
 
@@ -114,9 +114,10 @@ class Prober:
             writer = None
             answer = Answer()
             answer.slotted, answer.connected = time.monotonic(), None
+            deadline = self.loop.time() + timeout
             try:
-                async with asyncio.timeout(timeout) as scope:
-                    reader, writer, handshake = await self._connect(scheme, host, port, tls, scope.when())
+                async with asyncio.timeout_at(deadline):
+                    reader, writer, handshake = await self._connect(scheme, host, port, tls)
                     answer.connected = True
                     # Noted before the write: a thread preempted right after it would note
                     # the time late and report less than the server took.
@@ -131,6 +132,10 @@ class Prober:
                 raise Failure(cause=None, timed_out=True, reason="connection" if answer.connected is None
                               else "read") from None
             except (OSError, EOFError) as exc:  # first: a certificate error is a ValueError too
+                if (refused_at := getattr(exc, "unverified_from", None)) is not None:
+                    # Out of the deadline's scope: a lagging loop firing both timers at once
+                    # can no longer turn the refusal (already recorded) into "timed out".
+                    await self._read_refused(host, port, exc, *refused_at, deadline)
                 raise Failure(cause=exc) from None
             except (asyncio.LimitOverrunError, ValueError):  # a chunk-size line without end, ...
                 raise Failure("connection broken while reading the answer") from None
@@ -139,9 +144,11 @@ class Prober:
                     writer.transport.abort()  # one request per connection: no half-read reuse
             return answer
 
-    async def _connect(self, scheme, host, port, tls_settings=(True, ""), deadline=None):
-        """(reader, writer, handshake seconds) of a new connection to host:port; `deadline`
-        (the loop's time) bounds the extra handshake that reads a refused certificate."""
+    async def _connect(self, scheme, host, port, tls_settings=(True, "")):
+        """(reader, writer, handshake seconds) of a new connection to host:port. A certificate
+        the verification refused is recorded at once; the first refusal of a target carries
+        `unverified_from` (family, address) for `fetch` to read that certificate by
+        `_read_refused`, after the probe's own deadline scope."""
         try:
             infos = await self._resolve(host, port)
         except BaseException as exc:
@@ -182,12 +189,11 @@ class Prober:
                 lambda: protocol, sock=sock, ssl=tls, server_hostname=host if tls else None)
         except BaseException as exc:
             sock.close()
-            der = None
+            self._no_certificate(scheme, host, port, exc, at_tls=True)  # first: never lost to the read
             if getattr(exc, "verify_code", None) is not None and self.certificates is not None \
                     and (host, port) not in self._peeked:
                 self._peeked.add((host, port))
-                der = await self._unverified_leaf(family, address, host, deadline)
-            self._no_certificate(scheme, host, port, exc, at_tls=True, der=der)
+                exc.unverified_from = (family, address)
             raise
         if tls is not None:
             handshake += time.monotonic() - before_tls
@@ -224,17 +230,31 @@ class Prober:
             reason, code, _ = no_certificate(exc)
             self.certificates.failed(host, port, reason, at_tls, code, der)
 
-    async def _unverified_leaf(self, family, address, host, deadline) -> bytes | None:
+    async def _read_refused(self, host, port, exc, family, address, deadline) -> None:
+        """Read the certificate `exc` refused by one handshake without verification, within
+        `deadline` (the loop's time) less PEEK_MARGIN, and record it with the refusal. Out of
+        time or cancelled: left for the target's next refused probe to read."""
+        left = deadline - self.loop.time() - PEEK_MARGIN
+        if left <= 0:  # the loop lagged past it: the refusal alone stands
+            self._peeked.discard((host, port))
+            return
+        try:
+            der = await self._unverified_leaf(family, address, host, left)
+        except BaseException:  # cancelled: its failures are None
+            self._peeked.discard((host, port))
+            raise
+        if der is not None:
+            self._no_certificate("https", host, port, exc, at_tls=True, der=der)
+
+    async def _unverified_leaf(self, family, address, host, seconds) -> bytes | None:
         """The leaf certificate of one handshake without verification (a refused certificate's
-        dates: the refusal hands none over), or None; within `deadline` less PEEK_MARGIN."""
-        left = None if deadline is None else deadline - self.loop.time() - PEEK_MARGIN
-        if left is not None and left <= 0:
-            return None
+        dates: the refusal hands none over) within `seconds`, or None."""
         from monitor.peer_certs import unverified_context
 
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = None
         try:
-            async with asyncio.timeout(left):
+            async with asyncio.timeout(seconds):
+                sock = socket.socket(family, socket.SOCK_STREAM)  # EMFILE: None, as any failure
                 sock.setblocking(False)
                 await self.loop.sock_connect(sock, address)
                 transport, _ = await self.loop.create_connection(
@@ -247,7 +267,8 @@ class Prober:
         except (OSError, TimeoutError, ValueError):  # ssl.SSLError is an OSError
             return None
         finally:
-            sock.close()
+            if sock is not None:
+                sock.close()
 
     def _tls_context(self, verify: bool = True, cafile: str = ""):
         """One context per (verify, CA bundle) in a run: certifi's bundle unless `cafile` is given."""

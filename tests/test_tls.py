@@ -14,8 +14,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from monitor import checks, config as monitor_config
+from monitor import checks, config as monitor_config, http
 from monitor.alerts import messages
+from monitor.checks import tls as tls_check
 from monitor.peer_certs import PeerCertificates, read_der, unverified_leaf
 from monitor.results import CRITICAL, OK, UNKNOWN, WARNING
 from monitor.runner import run_checks
@@ -214,6 +215,100 @@ def test_the_extra_handshake_keeps_within_the_probe_s_timeout_and_its_verdict(ce
     assert tls.status == CRITICAL and tls.message.endswith("unable to get local issuer certificate; its dates "
                                                            "could not be read")
     assert len(held) == 1 and took < 5  # one extra connection; the probe's 1 s, generously
+
+
+class _RefusedThenHeld:
+    """A TLS server on loopback that shows `cert` to its first connection (the probe refuses
+    it) and holds every later one without a byte back; `on_held(conn)` runs as one comes."""
+
+    def __init__(self, cert, key, on_held=lambda conn: None):
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port, self.held, self.on_held = self.listener.getsockname()[1], [], on_held
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        first = True
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            if first:
+                first = False
+                try:
+                    self.context.wrap_socket(conn, server_side=True).close()
+                except OSError:
+                    conn.close()
+            else:
+                self.held.append(conn)
+                self.on_held(conn)
+
+    def close(self):
+        self.listener.close()
+        for conn in self.held:
+            conn.close()
+
+
+def _tls_verdict(port, seen):
+    target = tls_check.Target("127.0.0.1", port, f"127.0.0.1:{port}", ("scraper:api",), tls_check.DEFAULT_EXPIRY, ())
+    return tls_check.expiry(target, seen)
+
+
+def test_a_loop_lagging_past_the_deadline_during_the_extra_handshake_keeps_the_refusal(certs):
+    """The loop stalls (its clock jumps past the probe's deadline) while the refused
+    certificate is being read: the probe still says why it was refused, not "timed out",
+    and the tls check is critical, not unknown."""
+    session = http.new_session(limit=4, certificates=PeerCertificates())
+    real_time, jump = session.loop.time, [0.0]
+    session.loop.time = lambda: real_time() + jump[0]  # the loop's clock: its timers read it
+
+    def stall(conn):  # the extra handshake has begun: the loop wakes up a minute later
+        jump[0] = 60.0
+        session.loop.call_soon_threadsafe(lambda: None)
+
+    server = _RefusedThenHeld(*certs["twenty_days"][:2], on_held=stall)
+    try:
+        with session, pytest.raises(http.ProbeError) as probe:
+            http.get(session, f"https://127.0.0.1:{server.port}/health", 5.0)
+    finally:
+        server.close()
+    assert "unable to get local issuer certificate" in probe.value.reason and not probe.value.timed_out
+    assert len(server.held) == 1  # the extra handshake was tried, and stalled
+    result = _tls_verdict(server.port, session.certificates)
+    assert result.status == CRITICAL and result.message.endswith(
+        "refused: certificate verify failed: unable to get local issuer certificate; its dates could not be read")
+
+
+def test_a_refused_certificate_is_kept_when_the_extra_handshake_cannot_open_a_socket(certs, monkeypatch):
+    """Out of file descriptors (EMFILE) for the extra handshake: the refusal and the probe's
+    reason stand."""
+    import errno
+    import types
+
+    from monitor import http_loop
+
+    opened = []
+
+    def new_socket(*args, **kwargs):
+        if opened:
+            raise OSError(errno.EMFILE, "Too many open files")
+        opened.append(socket.socket(*args, **kwargs))
+        return opened[-1]
+
+    names = {name: getattr(socket, name) for name in dir(socket) if not name.startswith("_")}
+    monkeypatch.setattr(http_loop, "socket", types.SimpleNamespace(**{**names, "socket": new_socket}))
+    server = _RefusedThenHeld(*certs["twenty_days"][:2])
+    try:
+        with http.new_session(limit=4, certificates=PeerCertificates()) as session, \
+                pytest.raises(http.ProbeError) as probe:
+            http.get(session, f"https://127.0.0.1:{server.port}/health", 5.0)
+    finally:
+        server.close()
+    assert "unable to get local issuer certificate" in probe.value.reason and server.held == []
+    result = _tls_verdict(server.port, session.certificates)
+    assert result.status == CRITICAL and result.message.endswith("its dates could not be read")
 
 
 def test_a_refusal_with_its_certificate_wins_over_another_entry_s_unverified_handshake(certs):
