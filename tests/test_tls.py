@@ -311,6 +311,19 @@ def test_a_refused_certificate_is_kept_when_the_extra_handshake_cannot_open_a_so
     assert result.status == CRITICAL and result.message.endswith("its dates could not be read")
 
 
+@pytest.mark.parametrize("der", [b"\x30\x03\x30\x01\x00", "truncated"])
+def test_a_refused_certificate_whose_dates_cannot_be_read_is_still_critical(certs, der):
+    """The extra handshake read a leaf the DER walk cannot parse: the refusal still decides."""
+    der = _der(certs["yesterday"][2])[:-40] if der == "truncated" else der
+    seen = PeerCertificates()
+    seen.failed("127.0.0.1", 443, "certificate verify failed: self-signed certificate", True, 18, der)
+    result = _tls_verdict(443, seen)
+    assert result.status == CRITICAL
+    assert result.message.startswith("certificate of 127.0.0.1:443 refused: certificate verify failed: "
+                                     "self-signed certificate; its dates could not be read (")
+    assert "cert_expires_in_seconds" not in result.details  # no sample: TlsCertificateInvalid covers it
+
+
 def test_a_refusal_with_its_certificate_wins_over_another_entry_s_unverified_handshake(certs):
     der = _der(certs["yesterday"][2])
     for order in ("refused first", "seen first"):

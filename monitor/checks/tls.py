@@ -123,6 +123,9 @@ def expiry(target: Target, certificates, now=time.time) -> Result:
     try:
         cert = read_der(seen.der)
     except ValueError as exc:
+        if refused:  # the refusal stands: only the dates read without verification are lost
+            return result(CRITICAL, f"certificate of {target.shown} refused{why}: {clip(seen.failure, 200)}; "
+                                    f"its dates could not be read ({exc})")
         return result(UNKNOWN, f"certificate of {target.shown} could not be read: {exc}")
     moment = now()
     left = round(cert.not_after.timestamp() - moment)
