@@ -1,6 +1,7 @@
 """tls:<host:port> checks (issue 17, item 3): certificates made with `cryptography`, served by
 loopback HTTPS servers to the real probes, quotas and Vault client of a health run."""
 
+import concurrent.futures
 import datetime as dt
 import json
 import socket
@@ -218,32 +219,33 @@ def test_the_extra_handshake_keeps_within_the_probe_s_timeout_and_its_verdict(ce
 
 
 class _RefusedThenHeld:
-    """A TLS server on loopback that shows `cert` to its first connection (the probe refuses
-    it) and holds every later one without a byte back; `on_held(conn)` runs as one comes."""
+    """A TLS server on loopback showing `cert`: to its first connection (the probe refuses it)
+    and to any but those numbered in `hold` (default: every later one), which it holds
+    without a byte back; `on_held(conn)` runs as one comes."""
 
-    def __init__(self, cert, key, on_held=lambda conn: None):
+    def __init__(self, cert, key, on_held=lambda conn: None, hold=None):
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(cert, key)
         self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port, self.held, self.on_held = self.listener.getsockname()[1], [], on_held
+        self.port, self.held, self.on_held, self.hold = self.listener.getsockname()[1], [], on_held, hold
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self):
-        first = True
+        number = 0
         while True:
             try:
                 conn, _ = self.listener.accept()
             except OSError:
                 return
-            if first:
-                first = False
-                try:
-                    self.context.wrap_socket(conn, server_side=True).close()
-                except OSError:
-                    conn.close()
-            else:
+            number += 1
+            if number > 1 and (self.hold is None or number in self.hold):
                 self.held.append(conn)
                 self.on_held(conn)
+                continue
+            try:
+                self.context.wrap_socket(conn, server_side=True).close()
+            except OSError:
+                conn.close()
 
     def close(self):
         self.listener.close()
@@ -309,6 +311,33 @@ def test_a_refused_certificate_is_kept_when_the_extra_handshake_cannot_open_a_so
     assert "unable to get local issuer certificate" in probe.value.reason and server.held == []
     result = _tls_verdict(server.port, session.certificates)
     assert result.status == CRITICAL and result.message.endswith("its dates could not be read")
+
+
+def test_a_probe_cancelled_while_reading_a_refused_certificate_leaves_the_read_to_the_next(certs):
+    """The first probe is cancelled during the extra handshake: its refusal is recorded, and
+    the next probe refused by that target reads the certificate's dates."""
+    assigned, probes = threading.Event(), []
+
+    def cancel(conn):
+        assigned.wait(5)
+        probes[0].cancel()
+
+    server = _RefusedThenHeld(*certs["twenty_days"][:2], on_held=cancel, hold={2})
+    url = f"https://127.0.0.1:{server.port}/health"
+    try:
+        with http.new_session(limit=4, certificates=PeerCertificates()) as session:
+            probes.append(http.start(session, url, 5.0))
+            assigned.set()
+            with pytest.raises(concurrent.futures.CancelledError):
+                probes[0].result(5)
+            assert session.certificates.get("127.0.0.1", server.port).der is None  # the refusal alone
+            with pytest.raises(http.ProbeError) as probe:
+                http.get(session, url, 5.0)
+    finally:
+        server.close()
+    assert "unable to get local issuer certificate" in probe.value.reason and len(server.held) == 1
+    result = _tls_verdict(server.port, session.certificates)
+    assert result.status == CRITICAL and "unable to get local issuer certificate (it expires in 19d" in result.message
 
 
 @pytest.mark.parametrize("der", [b"\x30\x03\x30\x01\x00", "truncated"])
