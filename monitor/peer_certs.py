@@ -159,24 +159,30 @@ class PeerCertificates:
 
     def saw(self, host: str, port: int, der: bytes | None) -> None:
         """Record the leaf certificate of a completed handshake (the first one kept; a refusal
-        with its certificate stays: another entry's `verify = false` does not hide it)."""
+        stays: another entry's `verify = false` does not hide it, and lends its certificate
+        to a refusal recorded without one)."""
         if not der:
             return
         with self._lock:
             known = self._seen.get((host.lower(), port))
             if known is None or known.der is None:
-                self._seen[host.lower(), port] = Seen(der, None, True, None)
+                refused = known is not None and known.verify_code is not None
+                self._seen[host.lower(), port] = Seen(der, known.failure, True, known.verify_code) if refused \
+                    else Seen(der, None, True, None)
 
     def failed(self, host: str, port: int, reason: str, at_tls: bool, verify_code: int | None = None,
                der: bytes | None = None) -> None:
         """Record a connection that showed no certificate, or (`der`) one the verification
-        refused, read without it. A certificate already seen stays, unless this is a refusal
-        with its certificate, which wins over a plain handshake whatever the order."""
+        refused, read without it. A certificate already seen stays, but a refusal wins over a
+        plain handshake whatever the order (keeping its certificate when it has none)."""
         with self._lock:
             known = self._seen.get((host.lower(), port))
             if der and verify_code is not None:
                 if known is None or known.der is None or known.failure is None:
                     self._seen[host.lower(), port] = Seen(der, reason, True, verify_code)
+            elif verify_code is not None and known is not None and known.der is not None:
+                if known.failure is None:  # another entry's verify = false handshake showed it
+                    self._seen[host.lower(), port] = Seen(known.der, reason, True, verify_code)
             elif known is None or known.der is None and (at_tls or not known.at_tls):
                 self._seen[host.lower(), port] = Seen(None, reason, at_tls, verify_code)
 

@@ -365,6 +365,21 @@ def test_a_refusal_with_its_certificate_wins_over_another_entry_s_unverified_han
         assert seen.get("api.example", 443) == (der, "certificate verify failed: certificate has expired", True, 10)
 
 
+def test_a_refusal_whose_certificate_was_not_read_keeps_what_another_entry_s_handshake_showed(certs):
+    der, reason = _der(certs["yesterday"][2]), "certificate verify failed: certificate has expired"
+    for order in ("refused first", "seen first"):
+        seen = PeerCertificates()
+        steps = [lambda: seen.failed("api.example", 443, reason, True, 10), lambda: seen.saw("api.example", 443, der)]
+        for step in steps if order == "refused first" else steps[::-1]:
+            step()
+        assert seen.get("api.example", 443) == (der, reason, True, 10), order
+        target = tls_check.Target("api.example", 443, "api.example:443", ("scraper:api", "scraper:lab"),
+                                  tls_check.DEFAULT_EXPIRY, ("scraper:lab",))
+        result = tls_check.expiry(target, seen)
+        assert result.status == CRITICAL and "expired on" in result.message and result.message.endswith(
+            f"; refused: {reason}"), order
+
+
 def test_two_scrapers_and_a_quota_on_one_server_give_one_check_judged_by_the_strictest(serving, ca, tmp_path):
     server = serving("twenty_days")
     strict = {"warning": "30d", "critical": "25d"}  # 20 days left: critical for this scraper alone
