@@ -9,9 +9,10 @@ left is judged with `tls_expiry` (lower is worse), the strictest of the entries 
 the target. Expired or not yet valid is critical with the date; a certificate the
 verification refused is critical with OpenSSL's reason and, when the client that was
 refused could read it by one handshake without verification, its dates (the refused
-handshake hands no certificate over); `verify = false` still reads and judges it. No
-connection reached TLS (refused, DNS, timed out): unknown, since nothing was learnt about
-the certificate; the probe's own check says why.
+handshake hands no certificate over; unread or unparsable, still critical);
+`verify = false` still reads and judges it. No connection reached TLS (refused, DNS,
+timed out): unknown, since nothing was learnt about the certificate; the probe's own
+check says why.
 """
 
 import os
