@@ -115,9 +115,11 @@ def _notify(config, command, results, kinds_run, host, no_notify, dry_run, now, 
     tg = config.get("telegram")
     inbox = client_source = None
     if tg and tg["chat_ids"] and not (dry_run or no_notify):
+        started = time.monotonic()
         client, client_source = _client(config, client, environ, folder)
         if hasattr(client, "deadline"):  # one budget for the whole step: the lock is never outlasted
-            client.deadline = client.monotonic() + telegram_budget(config)
+            # (the bot token's read from Vault included: lock_wait does not count it apart)
+            client.deadline = client.monotonic() + telegram_budget(config) - (time.monotonic() - started)
         if client is not None and hasattr(client, "call"):
             from monitor.alerts import bot
 
@@ -138,13 +140,8 @@ def _notify(config, command, results, kinds_run, host, no_notify, dry_run, now, 
             summary["outbox"] = outbox.count(folder)
         return summary  # a dry run changes nothing
     if config.get("alertmanager") and not no_notify:  # a sink of its own, with or without Telegram
-        from monitor.alerts import alertmanager
-
-        summary["alertmanager"] = alertmanager.post(config, command, results, kinds_run, told.entries, active,
-                                                    host, now, environ=environ)
-        for problem in ("state_error", "notify_error"):  # the run's problems, not the sink's counts
-            if problem in summary["alertmanager"]:
-                summary.setdefault(problem, summary["alertmanager"].pop(problem))
+        _alertmanager(config, command, results, kinds_run, told.entries, active, host, now, environ, client,
+                      summary)
 
     waiting, pending_files = [], []
     if tg:  # loaded under --no-notify too: what waits is reported, not sent nor rewritten
@@ -226,6 +223,32 @@ def _notify(config, command, results, kinds_run, host, no_notify, dry_run, now, 
             log.warning("could not keep the report for /report: %s", exc.strerror,
                         extra={"event": "report_copy_error"})
     return summary
+
+
+def _alertmanager(config, command, results, kinds_run, entries, active, host, now, environ, client,
+                  summary: Summary) -> None:
+    """The Alertmanager step, out of Telegram's time (the run's Telegram budget is pushed back by
+    what it took, at most alertmanager.timeout + 1 s: `lock_wait` counts both), and never at
+    Telegram's cost: a bug in it is an ERROR and `notify_error`, and the delivery goes on."""
+    from monitor.alerts import alertmanager
+
+    started = client.monotonic() if getattr(client, "deadline", None) is not None else None
+    try:
+        summary["alertmanager"] = alertmanager.post(config, command, results, kinds_run, entries, active,
+                                                    host, now, environ=environ)
+    except Exception as exc:  # noqa: BLE001 - the alerts still go to Telegram
+        problem = redact.scrub(f"alertmanager: {type(exc).__name__}: {exc}")
+        log.error("%s; Telegram is told all the same", problem, exc_info=True,
+                  extra={"event": "alertmanager_error"})
+        summary.setdefault("notify_error", problem)
+    else:
+        for problem in ("state_error", "notify_error"):  # the run's problems, not the sink's counts
+            if problem in summary["alertmanager"]:
+                summary.setdefault(problem, summary["alertmanager"].pop(problem))
+    finally:
+        if started is not None:
+            took = client.monotonic() - started
+            client.deadline += min(max(took, 0.0), float(config["alertmanager"].get("timeout") or 0) + 1)
 
 
 def _save(folder: str, entries_path: str, queue: list[dict], held, migrations: dict, inbox, stored: dict,
