@@ -152,6 +152,27 @@ def test_the_runs_time_for_telegram_ends_sending_and_the_rest_waits(install, tel
     assert sorted(r.chat_id for r in telegram.delivered) == sorted([CHAT, "-100456", "-100789"])
 
 
+def test_a_send_cut_short_by_the_runs_own_time_is_not_telegram_unreachable(install, telegram, monkeypatch):
+    """Telegram answered, but the run's time for it ran out during a send: said "Telegram
+    unreachable", it kept the next runs from reading commands for 5 minutes."""
+    from monitor.alerts.telegram import OUT_OF_TIME
+
+    install.other_chats = ["-100456"]
+    install.run(("disk:/", OK))
+    monkeypatch.setattr(notify_module, "telegram_budget", lambda config: 1.0)  # telegram.timeout is 5 s
+    telegram.refuse_chat("-100456", HANG)  # this chat's send outlasts the run's time
+    summary = install.run(("disk:/", CRITICAL))
+    assert summary["sent"] == 1 and summary["outbox"] == 1
+    (kept,) = [json.loads(line) for line in (install.state / "outbox.jsonl").read_text().splitlines()]
+    assert (kept["chat_id"], kept["last_error"]) == ("-100456", OUT_OF_TIME)
+    assert "unreachable" not in install.alerts().get("telegram", {})
+    telegram.refuse_chat("-100456", None)
+    telegram.command("/mute disk:* 1h")
+    install.run(("disk:/", CRITICAL), minutes=1)  # reads at once: the /mute counts
+    assert len(telegram.calls_of("getUpdates")) == 3 and [s["pattern"] for s in install.silences()] == ["disk:*"]
+    assert "CRITICAL" in texts(telegram, "-100456")[0]
+
+
 def test_telegram_setup_counts_a_chat_named_by_its_username_as_configured(install, telegram, capsys, monkeypatch):
     install.extra_chat = "@OpsRoom"
     path = install.folder / "monitor.toml"

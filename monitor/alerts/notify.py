@@ -340,6 +340,8 @@ def _deliver(queue: list[dict], client, now: float, migrations: dict, summary: S
     their class. A send Telegram did not answer at all, or the end of the run's time
     for Telegram (`client.deadline`), leaves the rest for the next run as they are.
     """
+    from monitor.alerts.telegram import OUT_OF_TIME
+
     left, blocked, reported = [], set(), set()
     reached, stopped, deferred = None, None, 0
     for message in plan.delivery_order(queue):
@@ -370,11 +372,16 @@ def _deliver(queue: list[dict], client, now: float, migrations: dict, summary: S
         else:
             markup = {"reply_markup": message["reply_markup"]} if message.get("reply_markup") else {}
             delivery = client.send(chat, message["text"], message.get("disable_notification", False), **markup)
-        # "Telegram unreachable": no answer at all; every other chat would wait out the timeout too
+        # "Telegram unreachable": no answer at all; every other chat would wait out the timeout too.
+        # Cut short by the run's own time, Telegram was not shown unreachable: the next run reads.
+        out_of_time = delivery.error == OUT_OF_TIME
         unanswered = not delivery.ok and (delivery.error or "").startswith("Telegram unreachable")
-        reached = not unanswered if reached is None else reached and not unanswered
+        if not out_of_time:
+            reached = not unanswered if reached is None else reached and not unanswered
         if unanswered:
             stopped = "Telegram did not answer"
+        elif out_of_time:
+            stopped = "the run's time for Telegram is used up"
         if delivery.ok:
             summary["sent"] += 1
             if delivery.migrated_from:
