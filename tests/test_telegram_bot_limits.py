@@ -18,7 +18,7 @@ from monitor.alerts import notify as notify_module
 from monitor.alerts.telegram import html_to_plain
 from monitor.cli import main
 from monitor.results import CRITICAL, OK
-from tests.telegram_standin import HANG
+from tests.telegram_standin import HANG, migrated
 from tests.test_telegram_bot import CHAT, T0, TOKEN, Install, replies, telegram  # noqa: F401 - fixture
 
 REPORT = ("<b>Daily report</b> 42 opportunities", True)
@@ -171,6 +171,18 @@ def test_a_send_cut_short_by_the_runs_own_time_is_not_telegram_unreachable(insta
     install.run(("disk:/", CRITICAL), minutes=1)  # reads at once: the /mute counts
     assert len(telegram.calls_of("getUpdates")) == 3 and [s["pattern"] for s in install.silences()] == ["disk:*"]
     assert "CRITICAL" in texts(telegram, "-100456")[0]
+
+
+def test_a_chat_migration_learnt_by_a_run_that_saved_before_sending_is_remembered(install, telegram):
+    """A command read makes the run save its state before sending; the migration Telegram then
+    answered went into that saved copy, so the final save saw nothing new and wrote nothing."""
+    install.run(("disk:/", OK))
+    telegram.command("/help")
+    telegram.refuse_chat(CHAT, migrated(-1009876543210))
+    install.run(("disk:/", OK), command="daily-report", message=REPORT)  # the report, then the /help answer
+    assert [(r.chat_id, r.status) for r in telegram.received] == [(CHAT, 400), ("-1009876543210", 200),
+                                                                   ("-1009876543210", 200)]
+    assert install.alerts()["chat_migrations"] == {CHAT: "-1009876543210"}
 
 
 def test_telegram_setup_counts_a_chat_named_by_its_username_as_configured(install, telegram, capsys, monkeypatch):

@@ -258,7 +258,8 @@ def _save(folder: str, entries_path: str, queue: list[dict], held, migrations: d
 
     if held.save_outbox:
         outbox.save(folder, queue)
-    updated = {"version": alert_state.STATE_VERSION, "checks": held.entries, "chat_migrations": migrations}
+    # A copy: `_deliver` adds to `migrations` after an early save, which must not hold them already.
+    updated = {"version": alert_state.STATE_VERSION, "checks": held.entries, "chat_migrations": dict(migrations)}
     bot_state = inbox.state if inbox is not None else stored.get("telegram")
     if bot_state:
         updated["telegram"] = dict(bot_state)  # the offset, saved with the acks it led to
