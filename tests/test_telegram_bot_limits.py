@@ -94,6 +94,28 @@ def test_a_report_that_waited_out_the_notify_lock_goes_out_with_the_next_run(ins
     assert len(telegram.delivered) == 1  # once
 
 
+def test_a_pending_report_sent_by_a_run_that_failed_to_save_afterwards_is_not_sent_again(
+        install, telegram, monkeypatch):
+    """The pending files went only after the run's last save: a run that rewrote the outbox after
+    sending but could not write its alert state (a full disk, or killed in between) left them
+    behind, and the next run queued the report again. They go once an outbox holds it."""
+    install.run(("disk:/", OK))
+    assert notify_module._keep_pending(install.config(), "daily-report", "web1", install.now, REPORT)
+    write_json = state.write_json
+
+    def disk_full_once_sent(path, data, *args, **kwargs):
+        if telegram.delivered and str(path).endswith(notify_module.ALERTS_FILE):
+            raise OSError(28, "No space left on device")
+        return write_json(path, data, *args, **kwargs)
+
+    monkeypatch.setattr(state, "write_json", disk_full_once_sent)
+    summary = install.run(("disk:/", CRITICAL))  # a new alert: the state changes
+    assert summary["sent"] == 2 and list(install.state.glob("pending-*.json")) == []
+    monkeypatch.setattr(state, "write_json", write_json)
+    install.run(("disk:/", CRITICAL))
+    assert texts(telegram).count("Daily report 42 opportunities") == 1
+
+
 def test_the_lock_wait_outlasts_what_a_run_may_spend(install):
     config = install.config()
     assert notify_module.telegram_budget(config) == 20 and notify_module.lock_wait(config) == 30

@@ -167,14 +167,22 @@ def _notify(config, command, results, kinds_run, host, no_notify, dry_run, now, 
         queue = queue + inbox.reply_messages(held.entries, host, bot.last_runs(folder, command, now),
                                              outbox_module.new_message, {m.get("id") for m in queue})
     saved = stored
-    if inbox is not None and inbox.state.get("offset") != (stored.get("telegram") or {}).get("offset") \
-            and held.save_outbox:
+    read = inbox is not None and inbox.state.get("offset") != (stored.get("telegram") or {}).get("offset")
+    if (read or pending_files) and held.save_outbox:
         # Confirm the updates read (their offset, with the acks, and the replies in the
         # outbox) before anything is sent: a run killed while sending never answers twice.
+        # Pending files go once the outbox holds their messages, before they are sent: a
+        # run that fails after sending them (its state unsaved) does not queue them again.
         try:
             saved = _save(folder, entries_path, queue, held, migrations, inbox, stored, stored)
         except OSError:
             pass  # said by the save after delivery, which tries again
+        else:
+            if pending_files:
+                from monitor.alerts import pending
+
+                pending.done(pending_files)
+                pending_files = []
     reached = None
     if held.deliver:
         if client is None and client_source is None:  # not resolved above (nothing to read)
