@@ -19,7 +19,8 @@ state and that outbox before anything is sent (a run killed while sending never
 answers twice), and button presses are answered once the run's state is saved.
 
 The lock is held for a bounded time: the run's whole Telegram step (reading, sending,
-answering presses) has TELEGRAM_BUDGET seconds (or telegram.timeout if longer), a
+answering presses) has TELEGRAM_BUDGET seconds (or telegram.timeout if longer; the
+Alertmanager step, bounded by alertmanager.timeout, is not counted in it), a
 send that Telegram does not answer at all ends the sending for this run (the others
 would wait out the timeout too), and the lock's wait is longer than a run can hold
 it. A run that still waits it out leaves a message it alone would tell (the daily
@@ -246,7 +247,7 @@ def _alertmanager(config, command, results, kinds_run, entries, active, host, no
                                                     host, now, environ=environ)
     except Exception as exc:  # noqa: BLE001 - the alerts still go to Telegram
         problem = redact.scrub(f"alertmanager: {type(exc).__name__}: {exc}")
-        log.error("%s; Telegram is told all the same", problem, exc_info=True,
+        log.error("%s; the run's other notifications go on", problem, exc_info=True,
                   extra={"event": "alertmanager_error"})
         summary.setdefault("notify_error", problem)
     else:
