@@ -104,7 +104,7 @@ def test_a_silenced_check_is_still_posted_firing_so_alertmanager_never_ends_it_o
 
 def relays(stored, silences=(), entries=None, firing=None, now=NOW):
     return alertmanager.plan_relays(stored, list(silences), entries or {}, firing or {}, "vps-1", now,
-                                    lambda command: PERIOD)
+                                    lambda command: PERIOD, "prod")
 
 
 def firing_disk(status=CRITICAL):
@@ -121,8 +121,12 @@ def test_a_monitor_silence_becomes_an_alertmanager_silence_on_this_instance_and_
     (request,) = requests
     assert (request["method"], request["path"]) == ("POST", "/api/v2/silences")
     body = request["body"]
-    assert body["matchers"] == [{"name": "instance", "value": "vps-1", "isRegex": False, "isEqual": True},
-                                {"name": "check", "value": "disk:.*", "isRegex": True, "isEqual": True}]
+    # monitor's alerts of this environment and instance alone: a node_exporter NodeDown with the
+    # same instance, or another environment's alerts, are not silenced by a `/mute *`
+    assert body["matchers"] == [{"name": "alertname", "value": "Monitor.+", "isRegex": True, "isEqual": True},
+                                {"name": "environment", "value": "prod", "isRegex": False, "isEqual": True},
+                                {"name": "instance", "value": "vps-1", "isRegex": False, "isEqual": True},
+                                {"name": "check", "value": "(?s:disk:.*)", "isRegex": True, "isEqual": True}]
     assert ts(body["startsAt"]) == pytest.approx(NOW) and ts(body["endsAt"]) == pytest.approx(NOW + 3600)
     assert body["createdBy"] == "@alice" and body["comment"] == "resizing (monitor silence a1b2)" and "id" not in body
     assert kept["silence:a1b2"]["id"] is None  # not taken yet
@@ -194,9 +198,29 @@ def test_a_glob_becomes_the_regex_that_matches_the_same_check_ids(pattern):
     import re
 
     ids = ["disk:/", "disk:/var", "scraper:abc", "scraper:axc", "xay", "xcy", "a.b|c(d)", "]x", "z", "a",
-           "q[", "éx", "a\\b", "-", "b", "x9", "+{1}$^", "[", "", "aXb"]
+           "q[", "éx", "a\\b", "-", "b", "x9", "+{1}$^", "[", "", "aXb", "disk:/a\nb", "scraper:a\nc", "x\ny",
+           "\n"]
     regex = alertmanager.glob_regex(pattern)
     assert [i for i in ids if re.fullmatch(regex, i)] == [i for i in ids if fnmatch.fnmatchcase(i, pattern)]
+
+
+def test_a_silence_saved_for_ever_is_relayed_for_a_year_held_and_a_damaged_one_costs_only_itself(
+        monitor_records):
+    """Older versions saved `/mute x 99999999999999d` (until 1e12, the year 33658): `iso` could not
+    write it, and the exception cost the run its Telegram delivery."""
+    forever = {**SILENCE, "until": 1e12}
+    damaged = {**SILENCE, "id": "bad1", "until": "soon"}  # a hand edit
+    kept, (request,) = relays({}, [damaged, forever])
+    assert ts(request["body"]["endsAt"]) == pytest.approx(NOW + 365 * 86400)
+    assert list(kept) == ["silence:a1b2"]
+    assert any("bad1" in r.getMessage() and r.levelname == "WARNING" for r in monitor_records)
+    taken = alertmanager.settle(kept, [request], {"silence:a1b2": {"ok": True, "id": "am-1", "startsAt": "x"}})
+    again, requests = relays(taken, [forever], now=NOW + 86400)
+    assert requests == [] and again == taken  # held: not renewed by every run
+    later, (renewal,) = relays(taken, [forever], now=NOW + 200 * 86400)  # half a year gone: a year again
+    assert ts(renewal["body"]["endsAt"]) == pytest.approx(NOW + 565 * 86400) and renewal["body"]["id"] == "am-1"
+    endless, _ = relays({}, [{**SILENCE, "until": float("inf")}])
+    assert endless["silence:a1b2"]["until"] == NOW + 365 * 86400
 
 
 def test_a_flapping_check_stays_firing_instead_of_resolving_each_run():
@@ -437,7 +461,7 @@ def test_a_silence_goes_to_one_replica_after_another_until_one_takes_it_and_an_u
     assert (summary["firing"], summary["silences"], summary["silences_pending"]) == (1, 1, 0)
     assert sorted(p for p, _, _ in down.received) == ["/api/v2/alerts", "/api/v2/silences"]  # asked first
     (made,) = up.silences.values()
-    assert made["matchers"][1] == {"name": "check", "value": "disk:.*", "isRegex": True, "isEqual": True}
+    assert made["matchers"][-1] == {"name": "check", "value": "(?s:disk:.*)", "isRegex": True, "isEqual": True}
     saved = json.loads((tmp_path / "state" / alertmanager.STATE_FILE).read_text())["silences"]["silence:a1b2"]
     assert (saved["id"], saved["startsAt"]) == (made["id"], made["startsAt"])  # the start read back
     # Held: the next runs say nothing more about it.
@@ -504,3 +528,74 @@ def test_a_hand_edited_silence_id_in_state_never_reaches_a_request_path():
     kept, requests = relays(stored, [SILENCE])
     assert [(r["method"], r["path"], "id" in r["body"]) for r in requests] == [("POST", "/api/v2/silences", False)]
     assert kept["silence:a1b2"]["id"] is None and set(kept) == {"silence:a1b2"}
+
+
+# --- the Alertmanager step inside a run's notifications: never at Telegram's cost -------------
+
+def _notify_run(install, urls, status, minutes=5, timeout=1.0, monotonic=time.monotonic):
+    """One run's notify() with [telegram] (the loopback stand-in) and [alertmanager] at `urls`."""
+    from monitor.alerts.notify import notify
+    from monitor.alerts.telegram import TelegramClient
+    from tests.test_telegram_bot import TOKEN
+
+    install.now += minutes * 60
+    config = install.config()
+    config["alertmanager"] = monitor_config.build({"alertmanager": {"urls": urls, "timeout": f"{timeout:g}s"}},
+                                                  None, str(install.folder))["alertmanager"]
+    os.makedirs(config["paths"]["state"], exist_ok=True)
+    client = TelegramClient(TOKEN, install.telegram.api_url, install.timeout, sleep=lambda s: None,
+                            monotonic=monotonic)
+    return notify(config, "health", [result("disk:/", status)], None, "vps-1", now=install.now, client=client)
+
+
+@pytest.fixture
+def install(tmp_path):
+    from tests.telegram_standin import TelegramStandIn
+    from tests.test_telegram_bot import Install
+
+    with TelegramStandIn() as telegram:
+        yield Install(tmp_path, telegram)
+
+
+def test_a_silence_saved_for_ever_by_an_older_version_still_lets_the_run_page_and_is_relayed_for_a_year(
+        install, replicas):
+    replica = replicas()
+    (install.state).mkdir()
+    (install.state / "silences.json").write_text(json.dumps({"silences": [
+        {"id": "ab12", "pattern": "backup:*", "until": 1e12, "reason": "", "created": install.now}]}))
+    _notify_run(install, [replica.url], OK)
+    summary = _notify_run(install, [replica.url], CRITICAL)
+    assert summary["sent"] == 1 and "CRITICAL" in install.telegram.delivered[0].text
+    (made,) = replica.silences.values()
+    assert ts(made["endsAt"]) <= install.now + 365 * 86400 + 1
+
+
+def test_a_bug_in_the_alertmanager_step_is_an_error_and_notify_error_and_telegram_is_told_all_the_same(
+        install, replicas, monkeypatch, monitor_records):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(alertmanager, "plan_relays", broken)
+    _notify_run(install, [replicas().url], OK)
+    monitor_records.clear()
+    summary = _notify_run(install, [replicas().url], CRITICAL)
+    assert summary["sent"] == 1 and "CRITICAL" in install.telegram.delivered[0].text
+    assert summary["notify_error"] == "alertmanager: RuntimeError: a bug"
+    assert [r.levelname for r in monitor_records if getattr(r, "event", None) == "alertmanager_error"] == ["ERROR"]
+
+
+def test_an_alertmanager_that_takes_its_whole_timeout_leaves_telegram_its_own_time(install, monkeypatch):
+    """alertmanager.timeout 21 s, Alertmanager blackholed: its time came out of Telegram's 20 s,
+    and no alert reached Telegram while Alertmanager hung. The clock is the client's, skewed."""
+    skew = [0.0]
+    post = alertmanager.post
+
+    def blackholed(*args, **kwargs):
+        skew[0] += 21.0  # what a blackholed replica costs, on the run's clock
+        return post(*args, **kwargs)
+
+    monkeypatch.setattr(alertmanager, "post", blackholed)
+    clock = lambda: time.monotonic() + skew[0]  # noqa: E731
+    _notify_run(install, ["http://127.0.0.1:9"], OK, timeout=21.0, monotonic=clock)
+    summary = _notify_run(install, ["http://127.0.0.1:9"], CRITICAL, timeout=21.0, monotonic=clock)
+    assert summary["sent"] == 1 and "CRITICAL" in install.telegram.delivered[0].text

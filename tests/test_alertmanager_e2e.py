@@ -424,7 +424,8 @@ def test_a_silence_in_monitor_keeps_the_alert_firing_and_silenced_in_alertmanage
     assert (made["createdBy"], made["comment"], made["status"]["state"]) == \
         ("@alice", "resizing (monitor silence s-e2e)", "active")
     assert {(m["name"], m["value"], m["isRegex"]) for m in made["matchers"]} == {
-        ("instance", "vps-e2e", False), ("check", "disk:.*", True)}
+        ("alertname", "Monitor.+", True), ("environment", "e2e-silence", False), ("instance", "vps-e2e", False),
+        ("check", "(?s:disk:.*)", True)}
     # Unmuted: the next run expires it, and the alert is active again.
     summary = run(config, "critical", [], started=began)
     assert (summary["silences"], summary["silences_pending"]) == (0, 0)
@@ -450,3 +451,21 @@ def test_an_ack_in_monitor_is_a_silence_of_that_alert_in_alertmanager_until_it_r
     assert json.loads((tmp_path / "state" / "alertmanager.json").read_text())["silences"]["ack:disk:/"]["id"] == relayed
     assert run(config, "ok")["silences"] == 0  # resolved: the ack lapsed
     assert am_silence(url, relayed)["status"]["state"] == "expired"
+
+
+def test_a_mute_of_everything_in_monitor_silences_monitors_alerts_not_another_tools_on_the_same_host(
+        single, tmp_path):
+    """`/mute *` was relayed as `check=~".*"`, which an alert without a check label matches too:
+    node_exporter's NodeDown for the same instance was silenced with monitor's."""
+    from monitor.alerts.alertmanager import iso
+
+    bot, url, log = single
+    config = sink(tmp_path, url, "e2e-foreign")
+    everything = {"id": "s-all", "pattern": "*", "until": time.time() + 3600, "reason": "", "created": time.time()}
+    assert run(config, "critical", [everything])["silences"] == 1
+    foreign = {"labels": {"alertname": "NodeDown", "instance": "vps-e2e", "environment": "e2e-foreign",
+                          "job": "node"}, "endsAt": iso(time.time() + 600)}
+    urllib.request.urlopen(urllib.request.Request(f"{url}/api/v2/alerts", json.dumps([foreign]).encode(),
+                                                  {"Content-Type": "application/json"}), timeout=10).close()
+    states = {a["labels"]["alertname"]: a["status"]["state"] for a in am_alerts(url, "e2e-foreign")}
+    assert states == {"MonitorSystemDisk": "suppressed", "NodeDown": "active"}

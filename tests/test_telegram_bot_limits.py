@@ -18,7 +18,7 @@ from monitor.alerts import notify as notify_module
 from monitor.alerts.telegram import html_to_plain
 from monitor.cli import main
 from monitor.results import CRITICAL, OK
-from tests.telegram_standin import HANG
+from tests.telegram_standin import HANG, migrated
 from tests.test_telegram_bot import CHAT, T0, TOKEN, Install, replies, telegram  # noqa: F401 - fixture
 
 REPORT = ("<b>Daily report</b> 42 opportunities", True)
@@ -94,6 +94,28 @@ def test_a_report_that_waited_out_the_notify_lock_goes_out_with_the_next_run(ins
     assert len(telegram.delivered) == 1  # once
 
 
+def test_a_pending_report_sent_by_a_run_that_failed_to_save_afterwards_is_not_sent_again(
+        install, telegram, monkeypatch):
+    """The pending files went only after the run's last save: a run that rewrote the outbox after
+    sending but could not write its alert state (a full disk, or killed in between) left them
+    behind, and the next run queued the report again. They go once an outbox holds it."""
+    install.run(("disk:/", OK))
+    assert notify_module._keep_pending(install.config(), "daily-report", "web1", install.now, REPORT)
+    write_json = state.write_json
+
+    def disk_full_once_sent(path, data, *args, **kwargs):
+        if telegram.delivered and str(path).endswith(notify_module.ALERTS_FILE):
+            raise OSError(28, "No space left on device")
+        return write_json(path, data, *args, **kwargs)
+
+    monkeypatch.setattr(state, "write_json", disk_full_once_sent)
+    summary = install.run(("disk:/", CRITICAL))  # a new alert: the state changes
+    assert summary["sent"] == 2 and list(install.state.glob("pending-*.json")) == []
+    monkeypatch.setattr(state, "write_json", write_json)
+    install.run(("disk:/", CRITICAL))
+    assert texts(telegram).count("Daily report 42 opportunities") == 1
+
+
 def test_the_lock_wait_outlasts_what_a_run_may_spend(install):
     config = install.config()
     assert notify_module.telegram_budget(config) == 20 and notify_module.lock_wait(config) == 30
@@ -150,6 +172,39 @@ def test_the_runs_time_for_telegram_ends_sending_and_the_rest_waits(install, tel
     assert telegram.received == []
     install.run(("disk:/", CRITICAL))
     assert sorted(r.chat_id for r in telegram.delivered) == sorted([CHAT, "-100456", "-100789"])
+
+
+def test_a_send_cut_short_by_the_runs_own_time_is_not_telegram_unreachable(install, telegram, monkeypatch):
+    """Telegram answered, but the run's time for it ran out during a send: said "Telegram
+    unreachable", it kept the next runs from reading commands for 5 minutes."""
+    from monitor.alerts.telegram import OUT_OF_TIME
+
+    install.other_chats = ["-100456"]
+    install.run(("disk:/", OK))
+    monkeypatch.setattr(notify_module, "telegram_budget", lambda config: 1.0)  # telegram.timeout is 5 s
+    telegram.refuse_chat("-100456", HANG)  # this chat's send outlasts the run's time
+    summary = install.run(("disk:/", CRITICAL))
+    assert summary["sent"] == 1 and summary["outbox"] == 1
+    (kept,) = [json.loads(line) for line in (install.state / "outbox.jsonl").read_text().splitlines()]
+    assert (kept["chat_id"], kept["last_error"]) == ("-100456", OUT_OF_TIME)
+    assert "unreachable" not in install.alerts().get("telegram", {})
+    telegram.refuse_chat("-100456", None)
+    telegram.command("/mute disk:* 1h")
+    install.run(("disk:/", CRITICAL), minutes=1)  # reads at once: the /mute counts
+    assert len(telegram.calls_of("getUpdates")) == 3 and [s["pattern"] for s in install.silences()] == ["disk:*"]
+    assert "CRITICAL" in texts(telegram, "-100456")[0]
+
+
+def test_a_chat_migration_learnt_by_a_run_that_saved_before_sending_is_remembered(install, telegram):
+    """A command read makes the run save its state before sending; the migration Telegram then
+    answered went into that saved copy, so the final save saw nothing new and wrote nothing."""
+    install.run(("disk:/", OK))
+    telegram.command("/help")
+    telegram.refuse_chat(CHAT, migrated(-1009876543210))
+    install.run(("disk:/", OK), command="daily-report", message=REPORT)  # the report, then the /help answer
+    assert [(r.chat_id, r.status) for r in telegram.received] == [(CHAT, 400), ("-1009876543210", 200),
+                                                                   ("-1009876543210", 200)]
+    assert install.alerts()["chat_migrations"] == {CHAT: "-1009876543210"}
 
 
 def test_telegram_setup_counts_a_chat_named_by_its_username_as_configured(install, telegram, capsys, monkeypatch):

@@ -14,8 +14,9 @@ firing is kept there too, to know what to resolve.
 
 A check silenced in monitor is still posted firing (not posting it would let
 Alertmanager end it at `endsAt` and send a false RESOLVED); the silence itself is
-relayed as an Alertmanager silence (matchers `instance` and `check` =~ the glob as a
-regex, until the silence's end), and so is an ack (`/ack`, the Ack button): a silence
+relayed as an Alertmanager silence (matchers `alertname` =~ Monitor.+, `environment`,
+`instance` and `check` =~ the glob as a regex, until the silence's end, at most a year
+ahead), and so is an ack (`/ack`, the Ack button): a silence
 matching that alert's labels, severity included, ending 3 periods ahead and renewed by
 every run while the ack holds. A silence goes to one replica after another until one
 takes it (gossip copies it to the others); its Alertmanager id is kept in the state
@@ -38,6 +39,7 @@ import time
 from datetime import datetime, timezone
 
 from monitor import redact, state
+from monitor.alerts.silences import MAX_SECONDS as MAX_SILENCE  # a relayed silence ends at most this far ahead
 from monitor.results import CRITICAL, OK, UNKNOWN
 from monitor.text import ID_CHARS, clip, printable
 
@@ -201,7 +203,8 @@ def glob_regex(pattern: str) -> str:
                 out.append("." if negate else r"[^\s\S]")  # an empty set: any character, or none
         else:
             out.append("\\" + char if char in _REGEX_CHARS else char)
-    return "".join(out)
+    # (?s): `.` matches a newline too, as fnmatch's `*` and `?` do
+    return "(?s:" + "".join(out) + ")"
 
 
 _REGEX_CHARS = frozenset("\\.+*?()|[]{}^$")
@@ -231,8 +234,29 @@ def _matcher(name: str, value: str, regex: bool = False) -> dict:
     return {"name": name, "value": value, "isRegex": regex, "isEqual": True}
 
 
+def _silence_relay(silence: dict, key: str, old, host: str, environment: str | None, now: float) -> dict:
+    """The Alertmanager silence of one monitor silence: monitor's alerts (`alertname` Monitor...)
+    of this environment and instance whose check matches the pattern, until the silence's end
+    (at most a year ahead: older versions could save `/mute x 99999999999999d`, a year
+    Alertmanager and `iso` cannot write; the year is renewed by the runs, not every run)."""
+    until = float(silence["until"])
+    cap = now + MAX_SILENCE
+    if not until <= cap:
+        kept = old.get("until") if isinstance(old, dict) else None
+        far = isinstance(kept, (int, float)) and not isinstance(kept, bool) and now + MAX_SILENCE / 2 < kept <= cap
+        until = kept if far else cap
+    reason = clip(printable(str(silence.get("reason") or "")), 160)
+    matchers = [_matcher("alertname", "Monitor.+", True)]
+    if environment is not None:
+        matchers.append(_matcher("environment", environment))
+    matchers += [_matcher("instance", host), _matcher("check", glob_regex(clip(silence["pattern"], ID_CHARS)), True)]
+    return {"matchers": matchers, "endsAt": iso(until), "until": until,
+            "createdBy": clip(printable(str(silence.get("author") or "monitor")), 64),
+            "comment": (f"{reason} " if reason else "") + f"(monitor silence {key[8:]})"}
+
+
 def plan_relays(stored: dict, silences: list, entries: dict, firing: dict, host: str, now: float,
-                period_of) -> tuple[dict, list]:
+                period_of, environment: str | None = None) -> tuple[dict, list]:
     """Given the relays kept in state, monitor's active silences, the alert entries after
     this run and the alerts firing (`plan`'s state), return (relays, requests).
 
@@ -240,18 +264,21 @@ def plan_relays(stored: dict, silences: list, entries: dict, firing: dict, host:
     the Alertmanager silence (matchers, startsAt, endsAt, createdBy, comment), its
     Alertmanager `id` once a replica took it, `expire` while its DELETE waits. A
     request is {key, method, path, body}: a new silence, an update (an ack's endsAt,
-    renewed every run), or an expiry. `period_of(command)` is a command's schedule period.
+    renewed every run), or an expiry. `period_of(command)` is a command's schedule period;
+    `environment` (the config's) is matched by the silences, as `alertname` =~ Monitor.+:
+    another tool's alerts on the same instance are not monitor's to silence.
     """
     host = clip(host, HOST_CHARS)
-    wanted = {}
+    wanted, bad = {}, []
     for silence in silences:
         key = f"silence:{clip(str(silence.get('id')), 64)}"
-        reason = clip(printable(silence.get("reason") or ""), 160)
-        wanted[key] = {"matchers": [_matcher("instance", host),
-                                    _matcher("check", glob_regex(clip(silence["pattern"], ID_CHARS)), True)],
-                       "endsAt": iso(silence["until"]), "until": silence["until"],
-                       "createdBy": clip(printable(silence.get("author") or "monitor"), 64),
-                       "comment": (f"{reason} " if reason else "") + f"(monitor silence {key[8:]})"}
+        try:
+            wanted[key] = _silence_relay(silence, key, stored.get(key), host, environment, now)
+        except (TypeError, ValueError, OverflowError, OSError, KeyError, AttributeError):
+            bad.append(key[8:])  # a hand-edited entry: it must not cost the other relays, nor the run
+    if bad:
+        log.warning("silences.json: %d silence(s) not relayed to Alertmanager, unreadable: %s", len(bad),
+                    ", ".join(bad[:5]), extra={"event": "alertmanager_relays"})
     for check_id, entry in entries.items():
         ack = entry.get("ack") if isinstance(entry, dict) else None
         record = firing.get(check_id)
@@ -347,7 +374,8 @@ def post(config: dict, command: str, results, kinds_run, entries: dict, silences
                                     config["environment"], config["alerts"]["alert_after"], now, period)
     kept = stored.get("silences") if isinstance(stored.get("silences"), dict) else {}
     relays, requests = plan_relays(kept, silences, entries, updated["firing"], host, now,
-                                   lambda name: period if name == command else period_of(name))
+                                   lambda name: period if name == command else period_of(name),
+                                   config["environment"])
     for alert in dropped:
         log.error("dropped a RESOLVED for Alertmanager never accepted (%s on %s): more than %d waiting",
                   alert["labels"].get("check"), alert["labels"].get("instance"), MAX_PENDING,

@@ -19,7 +19,8 @@ state and that outbox before anything is sent (a run killed while sending never
 answers twice), and button presses are answered once the run's state is saved.
 
 The lock is held for a bounded time: the run's whole Telegram step (reading, sending,
-answering presses) has TELEGRAM_BUDGET seconds (or telegram.timeout if longer), a
+answering presses) has TELEGRAM_BUDGET seconds (or telegram.timeout if longer; the
+Alertmanager step, bounded by alertmanager.timeout, is not counted in it), a
 send that Telegram does not answer at all ends the sending for this run (the others
 would wait out the timeout too), and the lock's wait is longer than a run can hold
 it. A run that still waits it out leaves a message it alone would tell (the daily
@@ -115,9 +116,11 @@ def _notify(config, command, results, kinds_run, host, no_notify, dry_run, now, 
     tg = config.get("telegram")
     inbox = client_source = None
     if tg and tg["chat_ids"] and not (dry_run or no_notify):
+        started = time.monotonic()
         client, client_source = _client(config, client, environ, folder)
         if hasattr(client, "deadline"):  # one budget for the whole step: the lock is never outlasted
-            client.deadline = client.monotonic() + telegram_budget(config)
+            # (the bot token's read from Vault included: lock_wait does not count it apart)
+            client.deadline = client.monotonic() + telegram_budget(config) - (time.monotonic() - started)
         if client is not None and hasattr(client, "call"):
             from monitor.alerts import bot
 
@@ -138,13 +141,8 @@ def _notify(config, command, results, kinds_run, host, no_notify, dry_run, now, 
             summary["outbox"] = outbox.count(folder)
         return summary  # a dry run changes nothing
     if config.get("alertmanager") and not no_notify:  # a sink of its own, with or without Telegram
-        from monitor.alerts import alertmanager
-
-        summary["alertmanager"] = alertmanager.post(config, command, results, kinds_run, told.entries, active,
-                                                    host, now, environ=environ)
-        for problem in ("state_error", "notify_error"):  # the run's problems, not the sink's counts
-            if problem in summary["alertmanager"]:
-                summary.setdefault(problem, summary["alertmanager"].pop(problem))
+        _alertmanager(config, command, results, kinds_run, told.entries, active, host, now, environ, client,
+                      summary)
 
     waiting, pending_files = [], []
     if tg:  # loaded under --no-notify too: what waits is reported, not sent nor rewritten
@@ -170,14 +168,22 @@ def _notify(config, command, results, kinds_run, host, no_notify, dry_run, now, 
         queue = queue + inbox.reply_messages(held.entries, host, bot.last_runs(folder, command, now),
                                              outbox_module.new_message, {m.get("id") for m in queue})
     saved = stored
-    if inbox is not None and inbox.state.get("offset") != (stored.get("telegram") or {}).get("offset") \
-            and held.save_outbox:
+    read = inbox is not None and inbox.state.get("offset") != (stored.get("telegram") or {}).get("offset")
+    if (read or pending_files) and held.save_outbox:
         # Confirm the updates read (their offset, with the acks, and the replies in the
         # outbox) before anything is sent: a run killed while sending never answers twice.
+        # Pending files go once the outbox holds their messages, before they are sent: a
+        # run that fails after sending them (its state unsaved) does not queue them again.
         try:
             saved = _save(folder, entries_path, queue, held, migrations, inbox, stored, stored)
         except OSError:
             pass  # said by the save after delivery, which tries again
+        else:
+            if pending_files:
+                from monitor.alerts import pending
+
+                pending.done(pending_files)
+                pending_files = []
     reached = None
     if held.deliver:
         if client is None and client_source is None:  # not resolved above (nothing to read)
@@ -228,6 +234,32 @@ def _notify(config, command, results, kinds_run, host, no_notify, dry_run, now, 
     return summary
 
 
+def _alertmanager(config, command, results, kinds_run, entries, active, host, now, environ, client,
+                  summary: Summary) -> None:
+    """The Alertmanager step, out of Telegram's time (the run's Telegram budget is pushed back by
+    what it took, at most alertmanager.timeout + 1 s: `lock_wait` counts both), and never at
+    Telegram's cost: a bug in it is an ERROR and `notify_error`, and the delivery goes on."""
+    from monitor.alerts import alertmanager
+
+    started = client.monotonic() if getattr(client, "deadline", None) is not None else None
+    try:
+        summary["alertmanager"] = alertmanager.post(config, command, results, kinds_run, entries, active,
+                                                    host, now, environ=environ)
+    except Exception as exc:  # noqa: BLE001 - the alerts still go to Telegram
+        problem = redact.scrub(f"alertmanager: {type(exc).__name__}: {exc}")
+        log.error("%s; the run's other notifications go on", problem, exc_info=True,
+                  extra={"event": "alertmanager_error"})
+        summary.setdefault("notify_error", problem)
+    else:
+        for problem in ("state_error", "notify_error"):  # the run's problems, not the sink's counts
+            if problem in summary["alertmanager"]:
+                summary.setdefault(problem, summary["alertmanager"].pop(problem))
+    finally:
+        if started is not None:
+            took = client.monotonic() - started
+            client.deadline += min(max(took, 0.0), float(config["alertmanager"].get("timeout") or 0) + 1)
+
+
 def _save(folder: str, entries_path: str, queue: list[dict], held, migrations: dict, inbox, stored: dict,
           saved: dict) -> dict:
     """Write the outbox and the alert state (with the bot's offset); return what alerts.json holds."""
@@ -235,7 +267,8 @@ def _save(folder: str, entries_path: str, queue: list[dict], held, migrations: d
 
     if held.save_outbox:
         outbox.save(folder, queue)
-    updated = {"version": alert_state.STATE_VERSION, "checks": held.entries, "chat_migrations": migrations}
+    # A copy: `_deliver` adds to `migrations` after an early save, which must not hold them already.
+    updated = {"version": alert_state.STATE_VERSION, "checks": held.entries, "chat_migrations": dict(migrations)}
     bot_state = inbox.state if inbox is not None else stored.get("telegram")
     if bot_state:
         updated["telegram"] = dict(bot_state)  # the offset, saved with the acks it led to
@@ -317,6 +350,8 @@ def _deliver(queue: list[dict], client, now: float, migrations: dict, summary: S
     their class. A send Telegram did not answer at all, or the end of the run's time
     for Telegram (`client.deadline`), leaves the rest for the next run as they are.
     """
+    from monitor.alerts.telegram import OUT_OF_TIME
+
     left, blocked, reported = [], set(), set()
     reached, stopped, deferred = None, None, 0
     for message in plan.delivery_order(queue):
@@ -347,11 +382,16 @@ def _deliver(queue: list[dict], client, now: float, migrations: dict, summary: S
         else:
             markup = {"reply_markup": message["reply_markup"]} if message.get("reply_markup") else {}
             delivery = client.send(chat, message["text"], message.get("disable_notification", False), **markup)
-        # "Telegram unreachable": no answer at all; every other chat would wait out the timeout too
+        # "Telegram unreachable": no answer at all; every other chat would wait out the timeout too.
+        # Cut short by the run's own time, Telegram was not shown unreachable: the next run reads.
+        out_of_time = delivery.error == OUT_OF_TIME
         unanswered = not delivery.ok and (delivery.error or "").startswith("Telegram unreachable")
-        reached = not unanswered if reached is None else reached and not unanswered
+        if not out_of_time:
+            reached = not unanswered if reached is None else reached and not unanswered
         if unanswered:
             stopped = "Telegram did not answer"
+        elif out_of_time:
+            stopped = "the run's time for Telegram is used up"
         if delivery.ok:
             summary["sent"] += 1
             if delivery.migrated_from:

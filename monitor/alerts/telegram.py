@@ -21,6 +21,9 @@ from monitor import redact
 from monitor.text import printable  # Telegram's answer is an HTTP body: shown printable
 
 LIMIT = 4096  # Telegram's maximum message length, in characters
+# A send the run's own time for Telegram (`deadline`) cut short: Telegram was answering, maybe
+# slowly; not "unreachable" (which stops the runs reading commands for a while).
+OUT_OF_TIME = "not sent: the run's time for Telegram is used up"
 _PARSE_ERROR = "can't parse entities"
 
 
@@ -87,8 +90,9 @@ class TelegramClient:
         plain_retry_done, migrated_from = False, None
         failures, waited = 0, 0.0
         deadline = self.monotonic() + self.timeout
-        if self.deadline is not None:
-            deadline = min(deadline, self.deadline)
+        run_bound = self.deadline is not None and self.deadline < deadline  # the run's time ends first
+        if run_bound:
+            deadline = self.deadline
         while True:
             payload = {"chat_id": chat_id, "text": text, "disable_notification": disable_notification,
                        "disable_web_page_preview": True}
@@ -104,11 +108,15 @@ class TelegramClient:
             except _Deadline:
                 # Telegram may have shown the message: the outbox retries next run
                 # (a duplicate beats silence).
+                if run_bound:
+                    return Delivery(False, OUT_OF_TIME, chat_id=chat_id)
                 return Delivery(False, f"Telegram unreachable: no whole answer within {self.timeout:g}s",
                                 chat_id=chat_id)
             except self._requests.RequestException as exc:
                 reason = self._network_reason(exc)
                 if isinstance(exc, self._requests.ReadTimeout):
+                    if run_bound and deadline - self.monotonic() < 0.1:
+                        return Delivery(False, OUT_OF_TIME, chat_id=chat_id)
                     return Delivery(False, f"Telegram unreachable: {reason}", chat_id=chat_id)
                 failures += 1
                 pause = 0.5 * failures
