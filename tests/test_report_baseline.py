@@ -458,7 +458,7 @@ def test_a_photo_waits_in_the_outbox_while_telegram_is_down_and_goes_later(tmp_p
     assert not list((tmp_path / "state").glob("outbox-photo-*.png"))
 
 
-def test_a_chart_telegram_refuses_is_dropped_with_one_warning_and_the_text_goes_the_same_run(
+def test_a_chart_telegram_refuses_is_dropped_with_one_error_and_the_text_goes_the_same_run(
         tmp_path, run_monitor, envelope, log_records):
     with TelegramStandIn() as telegram:
         telegram.photo_answer = _error(400, "Bad Request: PHOTO_INVALID_DIMENSIONS")
@@ -481,7 +481,7 @@ def test_a_chart_telegram_refuses_is_dropped_with_one_warning_and_the_text_goes_
         assert [r.text for r in telegram.delivered if "Daily report" in r.text] == [text]
     records = log_records(tmp_path / "logs" / "report.log") + log_records(tmp_path / "logs" / "health.log")
     warnings = [r for r in records if r["levelname"] in ("WARNING", "ERROR") and r.get("event") != "check"]
-    assert [(r["levelname"], r.get("event")) for r in warnings] == [("WARNING", "chart_refused")]
+    assert [(r["levelname"], r.get("event")) for r in warnings] == [("ERROR", "chart_refused")]
     assert warnings[0]["message"].startswith("chart refused by Telegram: Telegram 400: ")
     assert "PHOTO_INVALID_DIMENSIONS" in warnings[0]["message"]
     assert warnings[0]["message"].endswith("; the text goes alone")
@@ -518,7 +518,8 @@ def report_texts(telegram) -> list[str]:
 
 
 @pytest.mark.parametrize("answer", [_error(400, "Bad Request: IMAGE_PROCESS_FAILED"),
-                                    _error(413, "Request Entity Too Large")], ids=["400", "413"])
+                                    _error(400, "Bad Request: not enough rights to send photos to the chat"),
+                                    _error(413, "Request Entity Too Large")], ids=["400", "no-photo-rights", "413"])
 def test_a_waiting_chart_telegram_refuses_is_dropped_and_its_text_goes(tmp_path, run_monitor, envelope,
                                                                        log_records, answer):
     with TelegramStandIn() as telegram:
@@ -530,16 +531,19 @@ def test_a_waiting_chart_telegram_refuses_is_dropped_and_its_text_goes(tmp_path,
         assert len(telegram.photos) == 1  # refused once, not tried again
         assert not list((tmp_path / "state").glob("outbox-photo-*"))
     [warning] = [r for r in log_records(tmp_path / "logs" / "health.log") if r.get("event") == "chart_refused"]
-    assert warning["levelname"] == "WARNING" and f"Telegram {answer.status}" in warning["message"]
+    assert warning["levelname"] == "ERROR" and f"Telegram {answer.status}" in warning["message"]
 
 
-def test_a_chart_refused_for_the_chat_keeps_todays_behaviour(tmp_path, run_monitor, envelope):
-    """Chat not found (400) is the chat's problem, not the picture's: the photo waits, the text behind it."""
+@pytest.mark.parametrize("description", ["Bad Request: chat not found",
+                                         "Bad Request: have no rights to send a message",
+                                         "Bad Request: PEER_ID_INVALID"])
+def test_a_chart_refused_for_the_chat_keeps_todays_behaviour(tmp_path, run_monitor, envelope, description):
+    """A 400 about the chat, not the picture: the photo waits, the text behind it (it would fail too)."""
     with TelegramStandIn() as telegram:
-        telegram.photo_answer = _error(400, "Bad Request: chat not found")
+        telegram.photo_answer = _error(400, description)
         proc = health_run(run_monitor, tmp_path, waiting_report(tmp_path, telegram))
         assert envelope(proc)["notifications"]["outbox"] == 2
-        assert "telegram configuration error" in proc.stderr and "chat not found" in proc.stderr
+        assert "telegram configuration error" in proc.stderr and description[len("Bad Request: "):] in proc.stderr
         assert report_texts(telegram) == []
     assert len(list((tmp_path / "state").glob("outbox-photo-*"))) == 1
 

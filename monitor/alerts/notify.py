@@ -373,10 +373,11 @@ def _deliver(queue: list[dict], client, now: float, migrations: dict, summary: S
             delivery = send_photo(client, chat, message["png"], message["text"],
                                   message.get("disable_notification", False))
             if delivery.refused:
-                # Telegram cannot take this picture (PHOTO_INVALID_DIMENSIONS, IMAGE_PROCESS_FAILED):
-                # kept, it would hold the report's text back and fail again every run.
+                # Telegram cannot take this picture (PHOTO_INVALID_DIMENSIONS, IMAGE_PROCESS_FAILED,
+                # no right to send photos there): kept, it would hold the report's text back and
+                # fail again every run. Dropped, so an ERROR record, as for anything dropped.
                 summary["failed"] += 1
-                log.warning("chart refused by Telegram: %s; the text goes alone", delivery.error,
+                log.error("chart refused by Telegram: %s; the text goes alone", delivery.error,
                             extra={"event": "chart_refused", "message_id": message.get("id")})
                 continue
         else:

@@ -157,7 +157,7 @@ class TelegramClient:
                 what = {401: "the bot token was rejected", 404: "the bot token was rejected",
                         403: f"the bot may not write to chat {chat_id}"}.get(status, f"chat {chat_id} refused the message")
                 return Delivery(False, f"Telegram {status}: {what} ({description})", config_error=True,
-                                chat_id=chat_id, refused=status == 400 and "chat" not in description.lower())
+                                chat_id=chat_id, refused=status == 400 and about_the_picture(description))
             if 400 < status < 500 and status not in (408, 429):  # 413 and the like: the same request fails again
                 return Delivery(False, f"Telegram {status}: {description or 'request refused'}", chat_id=chat_id,
                                 refused=True)
@@ -358,6 +358,19 @@ def _cut_line(line: str, limit: int) -> tuple[str, str]:
 
 
 # --- photos: the daily report's chart ----------------------------------------------------------
+
+# Words of a 400 about the picture itself (PHOTO_INVALID_DIMENSIONS, IMAGE_PROCESS_FAILED,
+# "file is too big", "not enough rights to send photos to the chat"): sent again, it is
+# refused again, while the chat takes text. Any other 400 (chat not found, no rights to
+# send a message, PEER_ID_INVALID) is the chat's, and the text would fail as well.
+_PICTURE_WORDS = ("photo", "image", "file", "dimension")
+
+
+def about_the_picture(description: str) -> bool:
+    """Whether a 400's description is about the picture sent, not the chat or the bot."""
+    lowered = description.lower()
+    return any(word in lowered for word in _PICTURE_WORDS)
+
 
 CAPTION_LIMIT = 1024  # Telegram's caption limit, in characters (UTF-16 units)
 MAX_PHOTO = 1024 * 1024  # the report's chart is < 200 KB; more is refused here, never uploaded
