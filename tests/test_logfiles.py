@@ -504,6 +504,38 @@ def test_copytruncate_finishes_the_old_end_from_the_copy(tmp_path):
     assert (result.details["errors"], result.details["records"]) == (3, 3)
 
 
+def copytruncate(log, at):
+    """logrotate's copytruncate with rotate 3: NAME.N moved up, NAME copied to NAME.1, truncated."""
+    folder, name = log.parent, log.name
+    for n in (3, 2, 1):
+        if (folder / f"{name}.{n}").exists():
+            os.rename(folder / f"{name}.{n}", folder / f"{name}.{n + 1}")
+    shutil.copyfile(log, folder / f"{name}.1")
+    written_at(folder / f"{name}.1", at)  # copied after the previous run
+    with open(log, "r+b") as handle:
+        handle.truncate(0)
+
+
+def test_copytruncate_with_a_glob_matching_the_copy_counts_each_record_once_over_rotations(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text(record("INFO", T0))
+    runs = Runs(entry(tmp_path, path="app.log*"))
+    runs.run(T0)
+    counted = 0
+    for day in range(3):
+        start = T0 + 1000 * day
+        append(log, "".join(record("ERROR", start + 10 + i) for i in range(30)))
+        counted += runs.run(start + 300).details["errors"]
+        append(log, "".join(record("ERROR", start + 310 + i) for i in range(2)))  # after the run, before logrotate
+        copytruncate(log, start + 400)
+        append(log, record("ERROR", start + 410))
+        rotated = runs.run(start + 600)
+        # The copy goes on from where app.log stopped: the 2 unread records and the new one, not 32 more.
+        assert rotated.details["errors"] == 3, (day, rotated.message)
+        counted += rotated.details["errors"]
+    assert counted == 3 * 33
+
+
 def test_two_thousand_broken_links_in_a_glob_make_a_short_message_and_bounded_details(tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()

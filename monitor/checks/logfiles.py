@@ -208,6 +208,10 @@ class _Scanner:
         self.budget, self.cap = cfg["max_bytes"], min(LINE_CAP, cfg["max_bytes"])
         self.folders: dict = {}
         self.current: dict = {}  # key -> (path, stat) of the files matching now
+        self.known: dict = {}
+        # key -> entry: a copy the glob matches that goes on where the file it copies stopped
+        # (copytruncate's NAME.1 under "NAME*"), so that what was read before is not read twice.
+        self.adopted: dict = {}
 
     def run(self) -> Scan:
         result, previous = self.result, self.previous
@@ -215,13 +219,14 @@ class _Scanner:
         result.names = {path: seen for path, seen in list(names.items())[:2 * MAX_FILES]
                         if isinstance(path, str) and is_number(seen) and 0 <= self.now - seen < KEEP_SECONDS}
         self.current = self._matching()
-        known = _known(previous, self.current)
+        known = self.known = _known(previous, self.current)
         # The ends of the files that left the glob first: written before their successors.
         for key, entry in known.items():
             if key not in self.current:
                 self._gone(key, entry)
+        # Path order: a copy (NAME.1, NAME-DATE) comes after the name it copies, which adopts it.
         for key, (path, _) in self.current.items():
-            self._follow(path, key, known.get(key))
+            self._follow(path, key, known.get(key) or self.adopted.get(key))
         return result
 
     def _matching(self) -> dict:
@@ -346,6 +351,11 @@ class _Scanner:
                     continue
                 if _key(info) in self.current:
                     in_glob = True
+                    # Not read as a new file from 0: it goes on from the offset (once, if not followed already).
+                    if (length and _key(info) not in self.known and not self.adopted.get(_key(info))
+                            and info.st_size >= offset and _same_head(raw, entry)):
+                        self.adopted[_key(info)] = {**entry, "path": name}
+                        return None
                     continue
                 if not length and (self.prev_time is None or info.st_mtime < self.prev_time):
                     continue  # nothing to check it by, and written before the last run: not this one
