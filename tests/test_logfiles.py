@@ -536,6 +536,52 @@ def test_copytruncate_with_a_glob_matching_the_copy_counts_each_record_once_over
     assert counted == 3 * 33
 
 
+def refuse_opening(monkeypatch, *paths):
+    """EACCES on opening `paths` (chmod 000 does not stop root, who runs CI)."""
+    import errno
+
+    real = logfiles._open
+
+    def denied(path):
+        if path in map(str, paths):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real(path)
+
+    monkeypatch.setattr(logfiles, "_open", denied)
+
+
+def test_a_log_that_cannot_be_opened_is_unknown_and_read_from_its_offset_once_it_opens(tmp_path, monkeypatch):
+    log = tmp_path / "app.log"
+    log.write_text("".join(record("ERROR", T0 - 100 + i) for i in range(200)))  # before the first run
+    runs = Runs(entry(tmp_path))
+    runs.run(T0)
+    append(log, "".join(record("ERROR", T0 + 10 + i) for i in range(200)))
+    assert runs.run(T0 + 300).details["errors"] == 200
+    with monkeypatch.context() as patch:
+        refuse_opening(patch, log)
+        append(log, "".join(record("ERROR", T0 + 400 + i) for i in range(5)))
+        for at in (T0 + 600, T0 + 86400 + 900):  # a day later still: its state is kept, no OK meanwhile
+            denied = runs.run(at)
+            assert denied.status == UNKNOWN, denied.message
+            assert denied.message.startswith("none of the 1 file(s) matching could be opened, unknown")
+            assert "Permission denied" in denied.message
+    restored = runs.run(T0 + 86400 + 1200)
+    assert restored.details["errors"] == 5  # what it gained meanwhile, not its 405 errors again
+
+
+def test_one_unopened_file_of_a_glob_makes_an_ok_log_unknown_and_leaves_a_critical_one_critical(tmp_path, monkeypatch):
+    for name in ("a.log", "b.log"):
+        (tmp_path / name).write_text("")
+    runs = Runs(entry(tmp_path, path="*.log"))
+    runs.run(T0)
+    refuse_opening(monkeypatch, tmp_path / "b.log")
+    append(tmp_path / "a.log", record("INFO", T0 + 10))
+    quiet = runs.run(T0 + 300)
+    assert quiet.status == UNKNOWN and quiet.message.startswith("1 of the 2 file(s) matching could not be opened")
+    append(tmp_path / "a.log", "".join(record("ERROR", T0 + 310 + i) for i in range(100)))
+    assert runs.run(T0 + 600).status == CRITICAL
+
+
 def test_two_thousand_broken_links_in_a_glob_make_a_short_message_and_bounded_details(tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()

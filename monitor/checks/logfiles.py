@@ -104,6 +104,7 @@ class Scan:
     def __init__(self, tally: Tally):
         self.tally, self.files, self.names, self.problems = tally, {}, {}, []
         self.left, self.matched, self.rotated_unread, self.more = 0, 0, [], False
+        self.opened, self.unopened = 0, 0  # files matching that were opened, that could not be
 
 
 def _open(path: str):
@@ -263,9 +264,14 @@ class _Scanner:
         result, prev_time = self.result, self.prev_time
         try:
             handle, info = _open(path)
-        except OSError as exc:
+        except OSError as exc:  # EACCES, EIO: its state stays, and what it gained is read once it opens
             result.problems.append(f"{path}: {exc.strerror or exc}")
+            result.unopened += 1
+            if entry:
+                result.files[key] = entry
+                result.names[path] = self.now
             return
+        result.opened += 1
         with handle:
             if _key(info) != key:  # replaced since the glob: the next run reads it
                 if entry:
@@ -532,6 +538,11 @@ def logfile(cfg: dict, carried, now=time.time, tz=None) -> Result:
         message += f"; {' and '.join(unread)} not read yet (max_bytes {format_size(cfg['max_bytes'])}), next run"
     if problems:
         message += f"; unreadable: {_listed(problems, SHOWN)}"
+    if found.unopened:  # errors may be hiding there: not OK (a critical rate read elsewhere still shows)
+        status = worst(status, UNKNOWN)
+        message = (f"none of the {found.unopened} file(s) matching could be opened, unknown; " if not found.opened
+                   else f"{found.unopened} of the {found.unopened + found.opened} file(s) matching could not be "
+                   f"opened, unknown unless critical; ") + message
     details = {"records": tally.records, "errors": tally.errors, "window_seconds": round(window, 1),
                "errors_per_minute": per_minute, "error_ratio": ratio, "error_ratio_judged": judged,
                "bytes_read": tally.bytes_read, "bytes_left": found.left, "files": paths[:LISTED],
