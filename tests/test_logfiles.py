@@ -206,6 +206,21 @@ def test_a_pattern_with_global_flags_counts_each_line_once_and_names_the_last(tm
     assert result.details["last_error"] == "fatal: the last one"
 
 
+@pytest.mark.parametrize("pattern, lines, errors", [
+    ("^ERROR", "INFO a\n" + "ERROR b\n" * 5 + "INFO ERROR c\n", 5),
+    ("boom$", "x boom\n" * 5 + "boom not last\n", 5),
+    ("^FATAL$", "FATAL\nFATAL\n FATAL\n", 2),
+])
+def test_an_anchored_pattern_anchors_at_each_line(tmp_path, pattern, lines, errors):
+    log = tmp_path / "app.log"
+    log.write_text("")
+    runs = Runs(entry(tmp_path, pattern=pattern))
+    runs.run(T0)
+    append(log, lines)
+    result = runs.run(T0 + 300)
+    assert (result.details["errors"], result.details["records"]) == (errors, lines.count("\n"))
+
+
 def test_no_file_matching_is_unknown(tmp_path):
     result = Runs(entry(tmp_path, path="missing-*.log")).run(T0)
     assert result.status == UNKNOWN and "missing-*.log" in result.message

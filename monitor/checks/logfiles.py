@@ -57,7 +57,8 @@ class Tally:
     """What the lines read this run hold: records, errors, the last error line, bytes."""
 
     def __init__(self, pattern, tz):
-        self.pattern = re.compile(pattern.encode()) if pattern else None
+        # MULTILINE: it runs over blocks of lines, and "^ERROR" means at the start of a line.
+        self.pattern = re.compile(pattern.encode(), re.MULTILINE) if pattern else None
         self.tz, self.records, self.errors, self.bytes_read, self.last_error = tz, 0, 0, 0, None
 
     def child(self) -> "Tally":
