@@ -221,6 +221,22 @@ def test_an_anchored_pattern_anchors_at_each_line(tmp_path, pattern, lines, erro
     assert (result.details["errors"], result.details["records"]) == (errors, lines.count("\n"))
 
 
+def test_a_json_record_quoting_an_upstreams_error_level_is_not_an_error(tmp_path):
+    def quoting(at):
+        return json.dumps({"level": "info", "time": datetime.fromtimestamp(at, UTC).isoformat(),
+                           "msg": "retried", "upstream": {"level": "error", "status": 502}}) + "\n"
+
+    log = tmp_path / "app.log"
+    log.write_text(quoting(T0 - 20) + record("ERROR", T0 - 10))
+    runs = Runs(entry(tmp_path))
+    first = runs.run(T0)  # the first run reads by time (Tally.tail), later ones by block
+    assert (first.details["errors"], first.details["records"]) == (1, 2)
+    append(log, "".join(quoting(T0 + i) for i in range(50)) + record("ERROR", T0 + 60))
+    result = runs.run(T0 + 300)
+    assert (result.details["errors"], result.details["records"], result.status) == (1, 51, OK)
+    assert '"levelname": "ERROR"' in result.details["last_error"]
+
+
 def test_no_file_matching_is_unknown(tmp_path):
     result = Runs(entry(tmp_path, path="missing-*.log")).run(T0)
     assert result.status == UNKNOWN and "missing-*.log" in result.message

@@ -96,7 +96,9 @@ class Tally:
         """As `block` judges a line: the pattern, a JSON log's level field, or the plain rule."""
         if self.pattern is not None:
             return self.pattern.search(line) is not None
-        return logscan.LEVEL_FIELD.search(line) is not None if json_lines else logscan.is_error_line(line)
+        if json_lines:
+            return logscan.LEVEL_FIELD.search(line) is not None and logscan.is_error_json(line)
+        return logscan.is_error_line(line)
 
 
 class Scan:
