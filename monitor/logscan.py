@@ -217,10 +217,17 @@ def count_block(data, lo: int, hi: int, json_lines: bool, pattern=None) -> tuple
     if pattern is not None:
         for match in _to_line_end(pattern).finditer(data, lo, hi):
             errors += 1
-    else:  # each line the level field finds is parsed once: its top-level level decides
-        rfind, found = data.rfind, None
+    else:  # each line the level field finds: its top-level level decides
+        rfind, find = data.rfind, data.find
         for found in _FIELD_LINE.finditer(data, lo, hi):  # the match ends its line
-            if is_error_json(data[rfind(b"\n", lo, found.start()) + 1 or lo:found.end()]):
+            at, end = found.span()
+            start = rfind(b"\n", lo, at) + 1 or lo
+            # Most error records are flat: a line starting with "{" and holding no other "{"
+            # nor "level" has its one level key ("level" or "levelname", quoted) at the top,
+            # and a parse would say what the field said (a parse each: +0.5 s a GB, 140k errors).
+            if (data[start] == 123 and data[at - 1] == 34 and find(b"{", start + 1, end) == -1
+                    and find(b"level", start, at) == -1 and find(b"level", at + 5, end) == -1) \
+                    or is_error_json(data[start:end]):
                 errors += 1
                 match = found
     if match is not None:  # a pattern that matched a newline ends its line there

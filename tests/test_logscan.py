@@ -166,6 +166,9 @@ NESTED = [
     (b'  {"upstream": {"level": "error"}, "level": "error"}', True),
     (b'{"level": "Critical", "msg": "x"}', True),
     (b'["level": "error"]', False),
+    (b'{"levelname": "INFO", "level": "error"}', False),  # levelname first, as error_record reads it
+    (b'{"loglevel": "error", "level": "info"}', False),
+    (b'{"level": "error"} trailing', True),  # does not parse: its level field counts
 ]
 
 
