@@ -638,6 +638,16 @@ def test_a_glob_of_more_files_than_one_check_follows_reads_the_most_recent_and_s
     assert result.details["errors"] == 3
 
 
+def test_compressed_names_do_not_use_up_the_glob_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(logfiles, "GLOB_LIMIT", 5)
+    for i in range(20):
+        (tmp_path / f"app.log.{i + 2}.gz").write_bytes(gzip.compress(b"old\n"))
+    log = tmp_path / "app.log"
+    log.write_text(record("ERROR", T0 - 10))
+    result = Runs(entry(tmp_path, path="app.log*")).run(T0)
+    assert (result.details["files"], result.details["errors"]) == ([str(log)], 1)
+
+
 def test_a_state_saved_before_files_were_keyed_by_inode_goes_on_from_its_offset(tmp_path):
     log = tmp_path / "app.log"
     log.write_text(record("ERROR", T0 - 30))
