@@ -434,6 +434,56 @@ def test_a_rotated_end_bigger_than_max_bytes_in_a_gzip_copy_is_finished_over_the
     assert max(r.details["bytes_read"] for r in seen) <= 1_000_000
 
 
+def compress_rotate(log):
+    """logrotate's compress without delaycompress: rename, create, gzip, unlink."""
+    old = log.parent / (log.name + ".1")
+    os.rename(log, old)
+    log.write_text("")
+    gzip_copy(old, log.parent / (log.name + ".1.gz"))
+    os.unlink(old)
+
+
+def test_a_gzip_copy_of_a_log_read_to_its_end_is_not_decompressed(tmp_path, monkeypatch):
+    log = tmp_path / "app.log"
+    log.write_text("")
+    runs = Runs(entry(tmp_path))
+    runs.run(T0)
+    append(log, "".join(record("ERROR", T0 + i) for i in range(100)))
+    assert runs.run(T0 + 300).details["errors"] == 100
+    compress_rotate(log)  # nothing written since the run: its gzip trailer's size is the offset
+    monkeypatch.setattr(logfiles, "UNZIP_SKIP_LIMIT", 0)  # decompressing to the offset would be refused
+    result = runs.run(T0 + 600)
+    assert (result.details["errors"], result.status) == (0, OK)
+    assert "rotated_unread" not in result.details and "unread" not in result.message, result.message
+
+
+def test_decompressing_gzip_copies_to_where_they_were_read_is_bounded_per_run_and_said(tmp_path, monkeypatch):
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    for log in logs:
+        log.write_text("".join(record("INFO", T0 - 100 + i % 50, "y" * 200) for i in range(1_500)))  # ~420 KB read
+    runs = Runs(entry(tmp_path, path="*.log"))
+    runs.run(T0)
+    monkeypatch.setattr(logfiles, "UNZIP_SKIP_LIMIT", 600_000)  # one copy's way in a run, not two
+    for log in logs:
+        append(log, "".join(record("ERROR", T0 + 10 + i) for i in range(7)))
+        compress_rotate(log)
+    first = runs.run(T0 + 300)
+    assert first.details["errors"] == 7 and first.status == WARNING
+    assert "the rest of a gzip copy not read yet (max_bytes 47.7 MiB, 585.9 KiB decompressed to reach it), next run" \
+        in first.message, first.message
+    second = runs.run(T0 + 600)
+    assert second.details["errors"] == 7 and "not read yet" not in second.message
+    monkeypatch.setattr(logfiles, "UNZIP_SKIP_LIMIT", 100_000)  # an end further in than a run decompresses
+    append(logs[0], "".join(record("INFO", T0 + 700, "y" * 200) for _ in range(1_000)) + record("ERROR", T0 + 800))
+    assert runs.run(T0 + 900).details["errors"] == 1
+    append(logs[0], record("ERROR", T0 + 950))
+    compress_rotate(logs[0])
+    deep = runs.run(T0 + 1200)
+    assert deep.details["rotated_unread"] is True
+    assert f"{logs[0]}: its end lies past 97.7 KiB into its gzip copy (more than a run decompresses), unread" \
+        in deep.message, deep.message
+
+
 def test_a_glob_matching_rotated_names_counts_each_record_once_and_never_reads_gzip(tmp_path):
     log = tmp_path / "app.log"
     log.write_text(record("INFO", T0))

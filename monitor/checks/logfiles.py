@@ -49,6 +49,9 @@ ITEM_CHARS = 120         # each of them clipped to this in the message (a path m
 COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4")
 LAST_LINE_CHARS = 300
 TIMEOUT_SECONDS = 60.0
+# A gzip copy is decompressed from its start up to where its file was read to, each run that
+# reads it: at most this much a run (ISA-L: about 1 s a GiB), the rest waits for the next run.
+UNZIP_SKIP_LIMIT = 2 << 30
 # Rules and panels for the logs that set one threshold only (and for other hosts' logs).
 DEFAULT_LEVELS = {"errors_per_minute": (1, 10), "error_ratio": (0.05, 0.2)}
 
@@ -108,6 +111,7 @@ class Scan:
         self.tally, self.files, self.names, self.problems = tally, {}, {}, []
         self.left, self.matched, self.rotated_unread, self.more = 0, 0, [], False
         self.opened, self.unopened = 0, 0  # files matching that were opened, that could not be
+        self.unzip_waits, self.too_deep = False, []  # UNZIP_SKIP_LIMIT reached this run; past it, unread
 
 
 def _open(path: str):
@@ -210,6 +214,7 @@ class _Scanner:
         self.prev_time = previous.get("time") if previous and is_number(previous.get("time")) else None
         self.previous = previous
         self.budget, self.cap = cfg["max_bytes"], min(LINE_CAP, cfg["max_bytes"])
+        self.unzip_left = UNZIP_SKIP_LIMIT
         self.folders: dict = {}
         self.current: dict = {}  # key -> (path, stat) of the files matching now
         self.known: dict = {}
@@ -381,8 +386,14 @@ class _Scanner:
                             if info.st_size < offset:
                                 continue
                             raw.seek(offset)
-                        elif not _skip(stream, offset - length):
-                            continue
+                        else:
+                            if length and _gzip_size(raw, info) == offset % (1 << 32):
+                                return "done"  # its size is where the file was read to: nothing to decompress
+                            if self.budget <= 0 or offset - length > self.unzip_left:
+                                return self._later(key, entry, offset - length)
+                            if not _skip(stream, offset - length):
+                                continue
+                            self.unzip_left -= offset - length
                         read, skipping, cut = self._read(stream, None, entry, sub, partial_last=True)
                 except Exception:  # noqa: BLE001 - damaged, truncated (still being written) or not gzip: not this one
                     continue
@@ -401,6 +412,24 @@ class _Scanner:
         if not in_glob and not entry.get("idle"):
             self.result.rotated_unread.append(entry["path"])
         return None
+
+
+    def _later(self, key: str, entry: dict, skip: int):
+        """A gzip copy not decompressed this run (no budget left, or UNZIP_SKIP_LIMIT): "cut",
+        the entry kept; None when its end lies past what one run decompresses (said, unread)."""
+        if skip > UNZIP_SKIP_LIMIT:
+            self.result.too_deep.append(entry["path"])
+            return None
+        self.result.files[key] = entry
+        self.result.more = True
+        self.result.unzip_waits = self.result.unzip_waits or self.budget > 0
+        return "cut"
+
+
+def _gzip_size(raw, info) -> int | None:
+    """The size a gzip file's trailer gives (of its last member, modulo 2**32)."""
+    tail = os.pread(raw.fileno(), 4, info.st_size - 4) if info.st_size >= 18 else b""
+    return int.from_bytes(tail, "little") if len(tail) == 4 else None
 
 
 def _find_inode(folder: str, key: str, folders: dict) -> str | None:
@@ -538,9 +567,14 @@ def logfile(cfg: dict, carried, now=time.time, tz=None) -> Result:
     if found.rotated_unread:
         message += (f"; {_listed(found.rotated_unread, SHOWN)}: rotated away and not found renamed nor "
                     f"compressed (NAME.1, NAME.1.gz, dateext), its end since the previous run is unread")
+    if found.too_deep:
+        message += (f"; {_listed(found.too_deep, SHOWN)}: its end lies past {format_size(UNZIP_SKIP_LIMIT)} into "
+                    f"its gzip copy (more than a run decompresses), unread")
     unread = ([format_size(found.left)] if found.left else []) + (["the rest of a gzip copy"] if found.more else [])
     if unread:
-        message += f"; {' and '.join(unread)} not read yet (max_bytes {format_size(cfg['max_bytes'])}), next run"
+        message += f"; {' and '.join(unread)} not read yet (max_bytes {format_size(cfg['max_bytes'])}"
+        message += f", {format_size(UNZIP_SKIP_LIMIT)} decompressed to reach it), next run" if found.unzip_waits \
+            else "), next run"
     if problems:
         message += f"; unreadable: {_listed(problems, SHOWN)}"
     if found.unopened:  # errors may be hiding there: not OK (a critical rate read elsewhere still shows)
@@ -552,7 +586,7 @@ def logfile(cfg: dict, carried, now=time.time, tz=None) -> Result:
                "errors_per_minute": per_minute, "error_ratio": ratio, "error_ratio_judged": judged,
                "bytes_read": tally.bytes_read, "bytes_left": found.left, "files": paths[:LISTED],
                "files_total": len(paths), "last_error": _shown(tally.last_error)}
-    if found.rotated_unread:
+    if found.rotated_unread or found.too_deep:
         details["rotated_unread"] = True
     if problems:
         details["problems"], details["problems_total"] = problems[:LISTED], len(problems)
