@@ -206,6 +206,37 @@ def test_a_pattern_with_global_flags_counts_each_line_once_and_names_the_last(tm
     assert result.details["last_error"] == "fatal: the last one"
 
 
+@pytest.mark.parametrize("pattern, lines, errors", [
+    ("^ERROR", "INFO a\n" + "ERROR b\n" * 5 + "INFO ERROR c\n", 5),
+    ("boom$", "x boom\n" * 5 + "boom not last\n", 5),
+    ("^FATAL$", "FATAL\nFATAL\n FATAL\n", 2),
+])
+def test_an_anchored_pattern_anchors_at_each_line(tmp_path, pattern, lines, errors):
+    log = tmp_path / "app.log"
+    log.write_text("")
+    runs = Runs(entry(tmp_path, pattern=pattern))
+    runs.run(T0)
+    append(log, lines)
+    result = runs.run(T0 + 300)
+    assert (result.details["errors"], result.details["records"]) == (errors, lines.count("\n"))
+
+
+def test_a_json_record_quoting_an_upstreams_error_level_is_not_an_error(tmp_path):
+    def quoting(at):
+        return json.dumps({"level": "info", "time": datetime.fromtimestamp(at, UTC).isoformat(),
+                           "msg": "retried", "upstream": {"level": "error", "status": 502}}) + "\n"
+
+    log = tmp_path / "app.log"
+    log.write_text(quoting(T0 - 20) + record("ERROR", T0 - 10))
+    runs = Runs(entry(tmp_path))
+    first = runs.run(T0)  # the first run reads by time (Tally.tail), later ones by block
+    assert (first.details["errors"], first.details["records"]) == (1, 2)
+    append(log, "".join(quoting(T0 + i) for i in range(50)) + record("ERROR", T0 + 60))
+    result = runs.run(T0 + 300)
+    assert (result.details["errors"], result.details["records"], result.status) == (1, 51, OK)
+    assert '"levelname": "ERROR"' in result.details["last_error"]
+
+
 def test_no_file_matching_is_unknown(tmp_path):
     result = Runs(entry(tmp_path, path="missing-*.log")).run(T0)
     assert result.status == UNKNOWN and "missing-*.log" in result.message
@@ -403,6 +434,56 @@ def test_a_rotated_end_bigger_than_max_bytes_in_a_gzip_copy_is_finished_over_the
     assert max(r.details["bytes_read"] for r in seen) <= 1_000_000
 
 
+def compress_rotate(log):
+    """logrotate's compress without delaycompress: rename, create, gzip, unlink."""
+    old = log.parent / (log.name + ".1")
+    os.rename(log, old)
+    log.write_text("")
+    gzip_copy(old, log.parent / (log.name + ".1.gz"))
+    os.unlink(old)
+
+
+def test_a_gzip_copy_of_a_log_read_to_its_end_is_not_decompressed(tmp_path, monkeypatch):
+    log = tmp_path / "app.log"
+    log.write_text("")
+    runs = Runs(entry(tmp_path))
+    runs.run(T0)
+    append(log, "".join(record("ERROR", T0 + i) for i in range(100)))
+    assert runs.run(T0 + 300).details["errors"] == 100
+    compress_rotate(log)  # nothing written since the run: its gzip trailer's size is the offset
+    monkeypatch.setattr(logfiles, "UNZIP_SKIP_LIMIT", 0)  # decompressing to the offset would be refused
+    result = runs.run(T0 + 600)
+    assert (result.details["errors"], result.status) == (0, OK)
+    assert "rotated_unread" not in result.details and "unread" not in result.message, result.message
+
+
+def test_decompressing_gzip_copies_to_where_they_were_read_is_bounded_per_run_and_said(tmp_path, monkeypatch):
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    for log in logs:
+        log.write_text("".join(record("INFO", T0 - 100 + i % 50, "y" * 200) for i in range(1_500)))  # ~420 KB read
+    runs = Runs(entry(tmp_path, path="*.log"))
+    runs.run(T0)
+    monkeypatch.setattr(logfiles, "UNZIP_SKIP_LIMIT", 600_000)  # one copy's way in a run, not two
+    for log in logs:
+        append(log, "".join(record("ERROR", T0 + 10 + i) for i in range(7)))
+        compress_rotate(log)
+    first = runs.run(T0 + 300)
+    assert first.details["errors"] == 7 and first.status == WARNING
+    assert "the rest of a gzip copy not read yet (max_bytes 47.7 MiB, 585.9 KiB decompressed to reach it), next run" \
+        in first.message, first.message
+    second = runs.run(T0 + 600)
+    assert second.details["errors"] == 7 and "not read yet" not in second.message
+    monkeypatch.setattr(logfiles, "UNZIP_SKIP_LIMIT", 100_000)  # an end further in than a run decompresses
+    append(logs[0], "".join(record("INFO", T0 + 700, "y" * 200) for _ in range(1_000)) + record("ERROR", T0 + 800))
+    assert runs.run(T0 + 900).details["errors"] == 1
+    append(logs[0], record("ERROR", T0 + 950))
+    compress_rotate(logs[0])
+    deep = runs.run(T0 + 1200)
+    assert deep.details["rotated_unread"] is True
+    assert f"{logs[0]}: its end lies past 97.7 KiB into its gzip copy (more than a run decompresses), unread" \
+        in deep.message, deep.message
+
+
 def test_a_glob_matching_rotated_names_counts_each_record_once_and_never_reads_gzip(tmp_path):
     log = tmp_path / "app.log"
     log.write_text(record("INFO", T0))
@@ -504,6 +585,84 @@ def test_copytruncate_finishes_the_old_end_from_the_copy(tmp_path):
     assert (result.details["errors"], result.details["records"]) == (3, 3)
 
 
+def copytruncate(log, at):
+    """logrotate's copytruncate with rotate 3: NAME.N moved up, NAME copied to NAME.1, truncated."""
+    folder, name = log.parent, log.name
+    for n in (3, 2, 1):
+        if (folder / f"{name}.{n}").exists():
+            os.rename(folder / f"{name}.{n}", folder / f"{name}.{n + 1}")
+    shutil.copyfile(log, folder / f"{name}.1")
+    written_at(folder / f"{name}.1", at)  # copied after the previous run
+    with open(log, "r+b") as handle:
+        handle.truncate(0)
+
+
+def test_copytruncate_with_a_glob_matching_the_copy_counts_each_record_once_over_rotations(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text(record("INFO", T0))
+    runs = Runs(entry(tmp_path, path="app.log*"))
+    runs.run(T0)
+    counted = 0
+    for day in range(3):
+        start = T0 + 1000 * day
+        append(log, "".join(record("ERROR", start + 10 + i) for i in range(30)))
+        counted += runs.run(start + 300).details["errors"]
+        append(log, "".join(record("ERROR", start + 310 + i) for i in range(2)))  # after the run, before logrotate
+        copytruncate(log, start + 400)
+        append(log, record("ERROR", start + 410))
+        rotated = runs.run(start + 600)
+        # The copy goes on from where app.log stopped: the 2 unread records and the new one, not 32 more.
+        assert rotated.details["errors"] == 3, (day, rotated.message)
+        counted += rotated.details["errors"]
+    assert counted == 3 * 33
+
+
+def refuse_opening(monkeypatch, *paths):
+    """EACCES on opening `paths` (chmod 000 does not stop root, who runs CI)."""
+    import errno
+
+    real = logfiles._open
+
+    def denied(path):
+        if path in map(str, paths):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real(path)
+
+    monkeypatch.setattr(logfiles, "_open", denied)
+
+
+def test_a_log_that_cannot_be_opened_is_unknown_and_read_from_its_offset_once_it_opens(tmp_path, monkeypatch):
+    log = tmp_path / "app.log"
+    log.write_text("".join(record("ERROR", T0 - 100 + i) for i in range(200)))  # before the first run
+    runs = Runs(entry(tmp_path))
+    runs.run(T0)
+    append(log, "".join(record("ERROR", T0 + 10 + i) for i in range(200)))
+    assert runs.run(T0 + 300).details["errors"] == 200
+    with monkeypatch.context() as patch:
+        refuse_opening(patch, log)
+        append(log, "".join(record("ERROR", T0 + 400 + i) for i in range(5)))
+        for at in (T0 + 600, T0 + 86400 + 900):  # a day later still: its state is kept, no OK meanwhile
+            denied = runs.run(at)
+            assert denied.status == UNKNOWN, denied.message
+            assert denied.message.startswith("none of the 1 file(s) matching could be opened, unknown")
+            assert "Permission denied" in denied.message
+    restored = runs.run(T0 + 86400 + 1200)
+    assert restored.details["errors"] == 5  # what it gained meanwhile, not its 405 errors again
+
+
+def test_one_unopened_file_of_a_glob_makes_an_ok_log_unknown_and_leaves_a_critical_one_critical(tmp_path, monkeypatch):
+    for name in ("a.log", "b.log"):
+        (tmp_path / name).write_text("")
+    runs = Runs(entry(tmp_path, path="*.log"))
+    runs.run(T0)
+    refuse_opening(monkeypatch, tmp_path / "b.log")
+    append(tmp_path / "a.log", record("INFO", T0 + 10))
+    quiet = runs.run(T0 + 300)
+    assert quiet.status == UNKNOWN and quiet.message.startswith("1 of the 2 file(s) matching could not be opened")
+    append(tmp_path / "a.log", "".join(record("ERROR", T0 + 310 + i) for i in range(100)))
+    assert runs.run(T0 + 600).status == CRITICAL
+
+
 def test_two_thousand_broken_links_in_a_glob_make_a_short_message_and_bounded_details(tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -527,6 +686,16 @@ def test_a_glob_of_more_files_than_one_check_follows_reads_the_most_recent_and_s
     assert "following the 3 most recently written of 5 files matching" in result.message
     assert result.details["files"] == [str(tmp_path / f"w{i}.log") for i in (2, 3, 4)]
     assert result.details["errors"] == 3
+
+
+def test_compressed_names_do_not_use_up_the_glob_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(logfiles, "GLOB_LIMIT", 5)
+    for i in range(20):
+        (tmp_path / f"app.log.{i + 2}.gz").write_bytes(gzip.compress(b"old\n"))
+    log = tmp_path / "app.log"
+    log.write_text(record("ERROR", T0 - 10))
+    result = Runs(entry(tmp_path, path="app.log*")).run(T0)
+    assert (result.details["files"], result.details["errors"]) == ([str(log)], 1)
 
 
 def test_a_state_saved_before_files_were_keyed_by_inode_goes_on_from_its_offset(tmp_path):

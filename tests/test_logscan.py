@@ -159,6 +159,32 @@ def test_a_json_record_in_a_plain_text_log_is_judged_by_its_level_field():
     assert (records, errors, data[last[0]:last[1]]) == (4, 2, b"ERROR:scraper:plain")
 
 
+NESTED = [
+    (b'{"levelname": "INFO", "message": "retrying", "upstream": {"level": "error"}}', False),
+    (b'{"level": "info", "response": {"levelname": "ERROR", "code": 502}}', False),
+    (b'{"level": "info", "events": [{"level": "error"}]}', False),
+    (b'  {"upstream": {"level": "error"}, "level": "error"}', True),
+    (b'{"level": "Critical", "msg": "x"}', True),
+    (b'["level": "error"]', False),
+    (b'{"levelname": "INFO", "level": "error"}', False),  # levelname first, as error_record reads it
+    (b'{"loglevel": "error", "level": "info"}', False),
+    (b'{"level": "error"} trailing', True),  # does not parse: its level field counts
+]
+
+
+@pytest.mark.parametrize("line, error", NESTED)
+def test_a_json_line_is_an_error_by_its_top_level_level_for_the_check_as_for_the_report(line, error):
+    assert (error_record(line, UTC) is not None) is error
+    for json_lines in (True, False):  # a JSON-lines log, and a JSON record in a plain log
+        data = b'{"level": "info"}\n' + line + b"\n"
+        assert logscan.count_block(data, 0, len(data), json_lines)[1] == error
+
+
+def test_a_json_line_cut_at_the_line_cap_still_counts_by_its_level_field():
+    line = b'{"levelname": "ERROR", "message": "' + b"x" * 100
+    assert logscan.count_block(line + b"\n", 0, len(line) + 1, True)[1] == 1
+
+
 def test_blocks_read_within_a_limit_never_take_part_of_a_line():
     """A line the limit cuts is left whole for the next reader (issue 15: it was counted as
     an over-long line and the offset landed inside it)."""

@@ -49,6 +49,9 @@ ITEM_CHARS = 120         # each of them clipped to this in the message (a path m
 COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4")
 LAST_LINE_CHARS = 300
 TIMEOUT_SECONDS = 60.0
+# A gzip copy is decompressed from its start up to where its file was read to, each run that
+# reads it: at most this much a run (ISA-L: about 1 s a GiB), the rest waits for the next run.
+UNZIP_SKIP_LIMIT = 2 << 30
 # Rules and panels for the logs that set one threshold only (and for other hosts' logs).
 DEFAULT_LEVELS = {"errors_per_minute": (1, 10), "error_ratio": (0.05, 0.2)}
 
@@ -57,7 +60,8 @@ class Tally:
     """What the lines read this run hold: records, errors, the last error line, bytes."""
 
     def __init__(self, pattern, tz):
-        self.pattern = re.compile(pattern.encode()) if pattern else None
+        # MULTILINE: it runs over blocks of lines, and "^ERROR" means at the start of a line.
+        self.pattern = re.compile(pattern.encode(), re.MULTILINE) if pattern else None
         self.tz, self.records, self.errors, self.bytes_read, self.last_error = tz, 0, 0, 0, None
 
     def child(self) -> "Tally":
@@ -95,7 +99,9 @@ class Tally:
         """As `block` judges a line: the pattern, a JSON log's level field, or the plain rule."""
         if self.pattern is not None:
             return self.pattern.search(line) is not None
-        return logscan.LEVEL_FIELD.search(line) is not None if json_lines else logscan.is_error_line(line)
+        if json_lines:
+            return logscan.LEVEL_FIELD.search(line) is not None and logscan.is_error_json(line)
+        return logscan.is_error_line(line)
 
 
 class Scan:
@@ -104,6 +110,8 @@ class Scan:
     def __init__(self, tally: Tally):
         self.tally, self.files, self.names, self.problems = tally, {}, {}, []
         self.left, self.matched, self.rotated_unread, self.more = 0, 0, [], False
+        self.opened, self.unopened = 0, 0  # files matching that were opened, that could not be
+        self.unzip_waits, self.too_deep = False, []  # UNZIP_SKIP_LIMIT reached this run; past it, unread
 
 
 def _open(path: str):
@@ -206,8 +214,13 @@ class _Scanner:
         self.prev_time = previous.get("time") if previous and is_number(previous.get("time")) else None
         self.previous = previous
         self.budget, self.cap = cfg["max_bytes"], min(LINE_CAP, cfg["max_bytes"])
+        self.unzip_left = UNZIP_SKIP_LIMIT
         self.folders: dict = {}
         self.current: dict = {}  # key -> (path, stat) of the files matching now
+        self.known: dict = {}
+        # key -> entry: a copy the glob matches that goes on where the file it copies stopped
+        # (copytruncate's NAME.1 under "NAME*"), so that what was read before is not read twice.
+        self.adopted: dict = {}
 
     def run(self) -> Scan:
         result, previous = self.result, self.previous
@@ -215,21 +228,24 @@ class _Scanner:
         result.names = {path: seen for path, seen in list(names.items())[:2 * MAX_FILES]
                         if isinstance(path, str) and is_number(seen) and 0 <= self.now - seen < KEEP_SECONDS}
         self.current = self._matching()
-        known = _known(previous, self.current)
+        known = self.known = _known(previous, self.current)
         # The ends of the files that left the glob first: written before their successors.
         for key, entry in known.items():
             if key not in self.current:
                 self._gone(key, entry)
+        # Path order: a copy (NAME.1, NAME-DATE) comes after the name it copies, which adopts it.
         for key, (path, _) in self.current.items():
-            self._follow(path, key, known.get(key))
+            self._follow(path, key, known.get(key) or self.adopted.get(key))
         return result
 
     def _matching(self) -> dict:
         """The regular files the glob matches, by device and inode (two names of one file, a
         symlink and its target, are read once): the MAX_FILES most recently written."""
         found, result = [], self.result
-        paths = itertools.islice(glob.iglob(self.cfg["path"]), GLOB_LIMIT)
-        for path in sorted(p for p in paths if not p.lower().endswith(COMPRESSED)):
+        # Compressed names left out before the limit: a folder of 10 000 old .gz is not 10 000 logs.
+        paths = itertools.islice((p for p in glob.iglob(self.cfg["path"]) if not p.lower().endswith(COMPRESSED)),
+                                 GLOB_LIMIT)
+        for path in sorted(paths):
             try:
                 info = os.stat(path)
             except OSError as exc:
@@ -258,9 +274,14 @@ class _Scanner:
         result, prev_time = self.result, self.prev_time
         try:
             handle, info = _open(path)
-        except OSError as exc:
+        except OSError as exc:  # EACCES, EIO: its state stays, and what it gained is read once it opens
             result.problems.append(f"{path}: {exc.strerror or exc}")
+            result.unopened += 1
+            if entry:
+                result.files[key] = entry
+                result.names[path] = self.now
             return
+        result.opened += 1
         with handle:
             if _key(info) != key:  # replaced since the glob: the next run reads it
                 if entry:
@@ -346,6 +367,11 @@ class _Scanner:
                     continue
                 if _key(info) in self.current:
                     in_glob = True
+                    # Not read as a new file from 0: it goes on from the offset (once, if not followed already).
+                    if (length and _key(info) not in self.known and not self.adopted.get(_key(info))
+                            and info.st_size >= offset and _same_head(raw, entry)):
+                        self.adopted[_key(info)] = {**entry, "path": name}
+                        return None
                     continue
                 if not length and (self.prev_time is None or info.st_mtime < self.prev_time):
                     continue  # nothing to check it by, and written before the last run: not this one
@@ -360,8 +386,14 @@ class _Scanner:
                             if info.st_size < offset:
                                 continue
                             raw.seek(offset)
-                        elif not _skip(stream, offset - length):
-                            continue
+                        else:
+                            if length and _gzip_size(raw, info) == offset % (1 << 32):
+                                return "done"  # its size is where the file was read to: nothing to decompress
+                            if self.budget <= 0 or offset - length > self.unzip_left:
+                                return self._later(key, entry, offset - length)
+                            if not _skip(stream, offset - length):
+                                continue
+                            self.unzip_left -= offset - length
                         read, skipping, cut = self._read(stream, None, entry, sub, partial_last=True)
                 except Exception:  # noqa: BLE001 - damaged, truncated (still being written) or not gzip: not this one
                     continue
@@ -380,6 +412,24 @@ class _Scanner:
         if not in_glob and not entry.get("idle"):
             self.result.rotated_unread.append(entry["path"])
         return None
+
+
+    def _later(self, key: str, entry: dict, skip: int):
+        """A gzip copy not decompressed this run (no budget left, or UNZIP_SKIP_LIMIT): "cut",
+        the entry kept; None when its end lies past what one run decompresses (said, unread)."""
+        if skip > UNZIP_SKIP_LIMIT:
+            self.result.too_deep.append(entry["path"])
+            return None
+        self.result.files[key] = entry
+        self.result.more = True
+        self.result.unzip_waits = self.result.unzip_waits or self.budget > 0
+        return "cut"
+
+
+def _gzip_size(raw, info) -> int | None:
+    """The size a gzip file's trailer gives (of its last member, modulo 2**32)."""
+    tail = os.pread(raw.fileno(), 4, info.st_size - 4) if info.st_size >= 18 else b""
+    return int.from_bytes(tail, "little") if len(tail) == 4 else None
 
 
 def _find_inode(folder: str, key: str, folders: dict) -> str | None:
@@ -517,16 +567,26 @@ def logfile(cfg: dict, carried, now=time.time, tz=None) -> Result:
     if found.rotated_unread:
         message += (f"; {_listed(found.rotated_unread, SHOWN)}: rotated away and not found renamed nor "
                     f"compressed (NAME.1, NAME.1.gz, dateext), its end since the previous run is unread")
+    if found.too_deep:
+        message += (f"; {_listed(found.too_deep, SHOWN)}: its end lies past {format_size(UNZIP_SKIP_LIMIT)} into "
+                    f"its gzip copy (more than a run decompresses), unread")
     unread = ([format_size(found.left)] if found.left else []) + (["the rest of a gzip copy"] if found.more else [])
     if unread:
-        message += f"; {' and '.join(unread)} not read yet (max_bytes {format_size(cfg['max_bytes'])}), next run"
+        message += f"; {' and '.join(unread)} not read yet (max_bytes {format_size(cfg['max_bytes'])}"
+        message += f", {format_size(UNZIP_SKIP_LIMIT)} decompressed to reach it), next run" if found.unzip_waits \
+            else "), next run"
     if problems:
         message += f"; unreadable: {_listed(problems, SHOWN)}"
+    if found.unopened:  # errors may be hiding there: not OK (a critical rate read elsewhere still shows)
+        status = worst(status, UNKNOWN)
+        message = (f"none of the {found.unopened} file(s) matching could be opened, unknown; " if not found.opened
+                   else f"{found.unopened} of the {found.unopened + found.opened} file(s) matching could not be "
+                   f"opened, unknown unless critical; ") + message
     details = {"records": tally.records, "errors": tally.errors, "window_seconds": round(window, 1),
                "errors_per_minute": per_minute, "error_ratio": ratio, "error_ratio_judged": judged,
                "bytes_read": tally.bytes_read, "bytes_left": found.left, "files": paths[:LISTED],
                "files_total": len(paths), "last_error": _shown(tally.last_error)}
-    if found.rotated_unread:
+    if found.rotated_unread or found.too_deep:
         details["rotated_unread"] = True
     if problems:
         details["problems"], details["problems_total"] = problems[:LISTED], len(problems)

@@ -131,11 +131,15 @@ class PathField(Str):
 
 
 class Regex(Str):
+    def __init__(self, default=None, flags=0, **keys):
+        super().__init__(default, **keys)
+        self.flags = flags  # as the check compiles it
+
     def parse(self, value, path, ctx):
         value = super().parse(value, path, ctx)
         if value is not None:
             try:
-                re.compile(value)
+                re.compile(value, self.flags)
             except re.error as exc:
                 return self.fail(path, ctx, f"invalid regular expression: {exc}")
         return value

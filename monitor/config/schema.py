@@ -386,7 +386,8 @@ SCHEMA = Table({
         "path": PathField(required=True, allow_empty=False,
                           help="A glob of the application's log files (app.log; a renamed app.log.1, or its "
                                "gzip copy, is finished from where the last run stopped)."),
-        "pattern": Regex("", help="A regular expression that marks an error line, instead of the default: "
+        "pattern": Regex("", flags=re.MULTILINE, help="A regular expression that marks an error line (^ and $ "
+                                  "match at each line's start and end), instead of the default: "
                                   "JSON records with level ERROR/CRITICAL, or plain lines whose first level "
                                   "word is ERROR, CRITICAL, FATAL, ALERT or EMERG (or logfmt level=error).",
                          example="Traceback|FATAL"),
