@@ -93,7 +93,7 @@ def is_error_json(line) -> bool:
     if type(record) is not dict:
         return False
     level = record.get("levelname") or record.get("level") or ""
-    return level in _ERROR_LEVELS or str(level).upper() in _ERROR_LEVELS
+    return str(level).upper() in _ERROR_LEVELS  # as error_record: a list or object level is no level
 
 
 def is_json_lines(data) -> bool:
@@ -218,15 +218,15 @@ def count_block(data, lo: int, hi: int, json_lines: bool, pattern=None) -> tuple
         for match in _to_line_end(pattern).finditer(data, lo, hi):
             errors += 1
     else:  # each line the level field finds: its top-level level decides
-        rfind, find = data.rfind, data.find
+        rfind, count = data.rfind, data.count
         for found in _FIELD_LINE.finditer(data, lo, hi):  # the match ends its line
             at, end = found.span()
             start = rfind(b"\n", lo, at) + 1 or lo
-            # Most error records are flat: a line starting with "{" and holding no other "{"
-            # nor "level" has its one level key ("level" or "levelname", quoted) at the top,
-            # and a parse would say what the field said (a parse each: +0.5 s a GB, 140k errors).
-            if (data[start] == 123 and data[at - 1] == 34 and find(b"{", start + 1, end) == -1
-                    and find(b"level", start, at) == -1 and find(b"level", at + 5, end) == -1) \
+            # Most error records are flat: a line whose first "{" before the field is its first
+            # byte, holding "level" once, has its one level key ("level" or "levelname", quoted)
+            # at the top, and a parse would say what the field said (a parse each: +0.5 s a GB,
+            # 140k errors; three C calls each here, as few as found: +0.05 s a GB).
+            if (rfind(b"{", start, at) == start and data[at - 1] == 34 and count(b"level", start, end) == 1) \
                     or is_error_json(data[start:end]):
                 errors += 1
                 match = found

@@ -169,6 +169,11 @@ NESTED = [
     (b'{"levelname": "INFO", "level": "error"}', False),  # levelname first, as error_record reads it
     (b'{"loglevel": "error", "level": "info"}', False),
     (b'{"level": "error"} trailing', True),  # does not parse: its level field counts
+    # A level that is a list or an object is no level (it raised TypeError: unhashable).
+    (b'{"level": ["ERROR"], "x": {"level": "error"}}', False),
+    (b'{"level": {"level": "error"}, "msg": "level"}', False),
+    (b'{"loglevel": "ERROR"}', False),  # "level" inside another key: no flat short cut
+    (b'{"msg": "a{b", "level": "error"}', True),  # a "{" in a string before it: parsed, still an error
 ]
 
 
