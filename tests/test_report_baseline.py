@@ -143,6 +143,20 @@ def history_of(counts, sources=None):
             "sources": sources or []}
 
 
+def test_two_broken_weeks_of_four_do_not_excuse_a_real_drop_on_that_weekday():
+    """Two half-broken Wednesdays among the last four gave a same-weekday median of 650 (the
+    mean of 1000 and 300), and a day at 500 (-50 % of the week's 1000) was judged normal for
+    the weekday: silent where it should warn. The higher middle value is the baseline."""
+    week = [1000] * 6 + [1000] + [1000] * 6 + [1000] + [1000] * 6 + [300] + [1000] * 6 + [300]
+    usual = baseline.baselines(history_of(week), 500, 2.0, drop=0.4)["opportunities"]
+    assert (usual["median_7d"], usual["same_weekday"], usual["effective"]) == (1000, 1000, 1000)
+    assert baseline.below(500, usual, 0.4) and usual["weekday_normal"] is False
+    # Three quiet weekdays of four: a quiet day is that weekday's normal.
+    week = [1000] * 6 + [300] + [1000] * 6 + [300] + [1000] * 6 + [300] + [1000] * 6 + [1000]
+    usual = baseline.baselines(history_of(week), 300, 2.0, drop=0.4)["opportunities"]
+    assert usual["same_weekday"] == 300 and not baseline.below(300, usual, 0.4) and usual["weekday_normal"]
+
+
 def test_the_7_day_median_counts_only_days_with_data_and_needs_three():
     assert baseline.baselines(history_of([100, 0, 0, 0, 0, 0, 300]), 90, 2.0)["enough"] is False
     found = baseline.baselines(history_of([100, 0, 180, 0, 200, 0, 0]), 90, 2.0)
@@ -155,7 +169,8 @@ def test_the_effective_baseline_is_the_lower_median_and_says_when_the_weekday_ma
     week = [280, 290, 282, 275, 300, 285, 160] + [280] * 6 + [165] + [280] * 6 + [163] + [280] * 6 + [150]
     found = baseline.baselines(history_of(week), 151, 2.0, drop=0.4)
     usual = found["opportunities"]
-    assert (usual["median_7d"], usual["same_weekday"], usual["effective"]) == (282, 161.5, 161.5)
+    # The four Saturdays 160, 165, 163, 150: the higher middle one of an even count.
+    assert (usual["median_7d"], usual["same_weekday"], usual["effective"]) == (282, 163, 163)
     assert usual["weekday_normal"] is True and not baseline.below(151, usual, 0.4)
     # Below both: not normal for the weekday either.
     usual = baseline.baselines(history_of(week), 90, 2.0, drop=0.4)["opportunities"]

@@ -1,8 +1,8 @@
 """What "normal" is, from the days before the report's: medians, and sources learned from them.
 
 Plain maths over `history.history`'s figures (no I/O): the median of the previous 7
-days and of the same weekday over the previous 4 weeks, counting only days with
-data, for opportunities and average ROI; the sources that produced on most of the
+days and of the same weekday over the previous 4 weeks (the higher middle value of an
+even count, `upper_median`), counting only days with data, for opportunities and average ROI; the sources that produced on most of the
 last 7 days and went silent, or fell far below their own median. `checks/business.py`
 judges with these; the report and the chart show them.
 """
@@ -18,6 +18,14 @@ def median(values) -> float | None:
         return None
     middle = len(values) // 2
     return float(values[middle]) if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def upper_median(values) -> float | None:
+    """The median of an odd count, the higher middle value of an even one: with the four
+    same weekdays before, a quiet day is excused only when most of them were quiet (two
+    half-broken weeks of four do not halve the baseline)."""
+    values = sorted(values)
+    return float(values[len(values) // 2]) if values else None
 
 
 def _avg(day: dict) -> float | None:
@@ -44,7 +52,7 @@ def baselines(history: dict, count: int, avg_roi: float | None, drop: float | No
         week = [v for v in map(pick, recent) if v is not None]
         same = [v for v in map(pick, weekdays) if v is not None]
         med = median(week) if len(week) >= MIN_DAYS else None
-        entry = {"median_7d": _round(med), "same_weekday": _round(median(same) if len(same) >= MIN_DAYS else None),
+        entry = {"median_7d": _round(med), "same_weekday": _round(upper_median(same) if len(same) >= MIN_DAYS else None),
                  "percent": None}
         entry["effective"] = effective(entry)
         if med and value is not None:
