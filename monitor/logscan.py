@@ -14,7 +14,7 @@ head decides, so "INFO retrying after ERROR" is no error.
 import functools
 import json
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 
 from monitor.report.window import parse_time
 
@@ -77,23 +77,11 @@ def is_error_line(line) -> bool:
 
 
 def is_error_json(line) -> bool:
-    """Given a line LEVEL_FIELD found, whether it is an error record as `error_record` judges
-    it: by its top-level levelname/level, not one nested deeper (an INFO record quoting an
-    upstream's {"level": "error"}). A line that does not parse (cut at the line cap) counts,
+    """Given a line LEVEL_FIELD found, whether it is an error record: `error_record`'s
+    verdict (its top-level levelname/level, not one nested deeper: an INFO record quoting an
+    upstream's {"level": "error"}); a line that does not parse (cut at the line cap) counts,
     as its level field says; one that does not start with "{" is judged by the plain rule."""
-    if not (line.startswith(b"{") or line.lstrip().startswith(b"{")):
-        return plain_level(line) is not None
-    try:
-        text = line.decode("utf-8", "surrogatepass")
-        record, end = _SCAN(text, 0 if text.startswith("{") else _BLANK(text, 0).end())
-        if end != len(text) and _BLANK(text, end).end() != len(text):
-            return True
-    except (ValueError, RecursionError, StopIteration):
-        return True
-    if type(record) is not dict:
-        return False
-    level = record.get("levelname") or record.get("level") or ""
-    return str(level).upper() in _ERROR_LEVELS  # as error_record: a list or object level is no level
+    return error_record(line, timezone.utc) is not None
 
 
 def is_json_lines(data) -> bool:
